@@ -1,0 +1,295 @@
+//! `hxjobs bench ingest`: the drain measured against the two ceilings it
+//! cannot beat, in the same run on the same data: the broker's (a bare
+//! consume that stores nothing) and the database's (a plain `COPY` of the
+//! same rows from a file into a table of the same shape and indexes).
+//!
+//! Each run works in its own topics and databases and removes them after.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use futures::StreamExt;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::{Connection, PgConnection};
+
+use crate::config::Config;
+use crate::demo::{self, DemoSpec};
+use crate::{db, ingest, kafka};
+
+#[derive(Debug, Clone)]
+pub struct IngestBench {
+    pub events: u64,
+    pub produce: Duration,
+    pub bare_consume: Duration,
+    pub drain: Duration,
+    pub drain_summary: String,
+    pub copy: Duration,
+    pub copy_rows: u64,
+    pub peak_rss_mb: Option<f64>,
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+impl IngestBench {
+    pub fn drain_rate(&self) -> f64 {
+        rate(self.events, self.drain)
+    }
+    pub fn consume_rate(&self) -> f64 {
+        rate(self.events, self.bare_consume)
+    }
+    pub fn copy_rate(&self) -> f64 {
+        rate(self.copy_rows, self.copy)
+    }
+}
+
+impl fmt::Display for IngestBench {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let drain = self.drain_rate();
+        let consume = self.consume_rate();
+        let copy = self.copy_rate();
+        writeln!(f, "hxjobs bench ingest: {} events", self.events)?;
+        writeln!(
+            f,
+            "  produce (demo generator → broker)   {:>9.0} events/s  {:>7.2} s",
+            rate(self.events, self.produce),
+            self.produce.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  bare consume (broker ceiling)       {:>9.0} events/s  {:>7.2} s",
+            consume,
+            self.bare_consume.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  plain COPY from file (db ceiling)   {:>9.0} rows/s    {:>7.2} s",
+            copy,
+            self.copy.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  hxjobs drain → PostgreSQL           {:>9.0} events/s  {:>7.2} s",
+            drain,
+            self.drain.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  drain / COPY          {:.2}  (target >= 0.60)",
+            drain / copy
+        )?;
+        writeln!(
+            f,
+            "  drain / bare consume  {:.2}  (target >= 0.80 when the broker is the slower ceiling)",
+            drain / consume
+        )?;
+        let target = if consume < copy.min(50_000.0) {
+            drain >= 0.8 * consume
+        } else {
+            drain >= 0.6 * copy && drain >= 50_000.0
+        };
+        writeln!(f, "  target met: {}", if target { "yes" } else { "no" })?;
+        if let Some(rss) = self.peak_rss_mb {
+            writeln!(f, "  peak RSS of this process: {rss:.0} MiB")?;
+        }
+        write!(f, "  {}", self.drain_summary)
+    }
+}
+
+/// Peak resident memory of this process, from /proc (Linux only).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub async fn ingest(base: &Config, events: u64, keep: bool) -> anyhow::Result<IngestBench> {
+    let suffix = format!("{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let mut config = base.clone();
+    let t = &mut config.topics;
+    for name in [
+        &mut t.llm_requests,
+        &mut t.user_feedback,
+        &mut t.system_metrics,
+        &mut t.business_events,
+        &mut t.error_events,
+    ] {
+        *name = format!("bench-{suffix}-{name}");
+    }
+    config.topics.dead_letter = format!("bench-{suffix}-dlq");
+    config.kafka.group_id = format!("bench-{suffix}");
+    let drain_db = format!("hxjobs_bench_{suffix}");
+    let copy_db = format!("hxjobs_bench_{suffix}_copy");
+    config.database.url = db::with_database(&base.database.url, &drain_db);
+    let mut copy_config = config.database.clone();
+    copy_config.url = db::with_database(&base.database.url, &copy_db);
+
+    let mut admin_conn = PgConnection::connect(&base.database.url).await?;
+    for name in [&drain_db, &copy_db] {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin_conn)
+            .await?;
+    }
+
+    let result = run_ingest(&config, &copy_config, events).await;
+
+    if !keep {
+        let _ = delete_topics(&config).await;
+        for name in [&drain_db, &copy_db] {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin_conn)
+                .await;
+        }
+    }
+    result
+}
+
+async fn run_ingest(
+    config: &Config,
+    copy_db: &crate::config::DatabaseConfig,
+    events: u64,
+) -> anyhow::Result<IngestBench> {
+    kafka::ensure_topics(config).await?;
+    let to = Utc::now();
+    let spec = DemoSpec {
+        events,
+        from: to - TimeDelta::days(7),
+        to,
+        bad_ratio: 0.0,
+        duplicate_ratio: 0.0,
+        seed: 1,
+        max_event_bytes: config.ingest.max_event_bytes,
+    };
+    eprintln!("producing {events} demo events …");
+    let cfg = config.clone();
+    let produced = tokio::task::spawn_blocking(move || {
+        let generator = demo::Generator::new(spec)?;
+        demo::produce(&cfg, generator, |_| {})
+    })
+    .await??;
+
+    eprintln!("bare consume …");
+    let cfg = config.clone();
+    let bare_consume = tokio::task::spawn_blocking(move || bare_consume(&cfg, events)).await??;
+
+    eprintln!("drain into PostgreSQL …");
+    let pool = db::connect_and_migrate(&config.database).await?;
+    let started = Instant::now();
+    let summary = ingest::drain(config, &pool, Arc::new(AtomicBool::new(false))).await?;
+    let drain = started.elapsed();
+    if summary.total().stored != events {
+        anyhow::bail!(
+            "the drain stored {} of {events} events",
+            summary.total().stored
+        );
+    }
+
+    eprintln!("plain COPY baseline …");
+    let file = tempfile::NamedTempFile::new()?;
+    {
+        let mut conn = pool.acquire().await?;
+        let mut out = std::io::BufWriter::new(file.reopen()?);
+        let mut stream = conn
+            .copy_out_raw(&format!(
+                "COPY events ({}) TO STDOUT (FORMAT csv)",
+                ingest::copy::EVENT_COLUMNS
+            ))
+            .await?;
+        while let Some(chunk) = stream.next().await {
+            out.write_all(&chunk?)?;
+        }
+        out.flush()?;
+    }
+    let days: Vec<chrono::NaiveDate> = sqlx::query_scalar("SELECT DISTINCT event_day FROM events")
+        .fetch_all(&pool)
+        .await?;
+    pool.close().await;
+    let copy_pool = db::connect_and_migrate(copy_db).await?;
+    for day in &days {
+        sqlx::query("SELECT hxjobs_ensure_event_partition($1)")
+            .bind(day)
+            .execute(&copy_pool)
+            .await?;
+    }
+    let mut conn = copy_pool.acquire().await?;
+    let bytes = std::fs::read(file.path())?;
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY events ({}) FROM STDIN (FORMAT csv)",
+            ingest::copy::EVENT_COLUMNS
+        ))
+        .await?;
+    for chunk in bytes.chunks(1 << 20) {
+        copy.send(chunk).await?;
+    }
+    let copy_rows = copy.finish().await?;
+    let copy_time = started.elapsed();
+    drop(conn);
+    copy_pool.close().await;
+
+    Ok(IngestBench {
+        events,
+        produce: produced.elapsed,
+        bare_consume,
+        drain,
+        drain_summary: summary.to_string(),
+        copy: copy_time,
+        copy_rows,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Reads every message of the event topics from the start and stores nothing.
+fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Duration> {
+    let consumer = kafka::build_consumer(&config.kafka, &config.kafka.group_id)?;
+    let mut tpl = TopicPartitionList::new();
+    for (topic, _) in config.topics.event_topics() {
+        for p in kafka::partitions_of(&consumer, &config.kafka, topic)? {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    let started = Instant::now();
+    consumer.assign(&tpl)?;
+    let mut seen = 0u64;
+    let mut bytes = 0usize;
+    let mut last = Instant::now();
+    while seen < expected {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                seen += 1;
+                bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
+                last = Instant::now();
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None if last.elapsed() > Duration::from_secs(60) => {
+                anyhow::bail!("bare consume stalled at {seen} of {expected} messages")
+            }
+            None => {}
+        }
+    }
+    tracing::debug!(bytes, "bare consume done");
+    Ok(started.elapsed())
+}
+
+async fn delete_topics(config: &Config) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka::client_config(&config.kafka).create()?;
+    let mut names: Vec<&str> = config
+        .topics
+        .event_topics()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    names.push(&config.topics.dead_letter);
+    admin.delete_topics(&names, &AdminOptions::new()).await?;
+    Ok(())
+}

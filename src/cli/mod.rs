@@ -1,0 +1,191 @@
+//! The command line: one subcommand per capability, each in its own file.
+
+mod bench;
+mod demo;
+mod ingest;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hxjobs",
+    version,
+    about = "Batch jobs for an LLM platform's event pipeline: exactly-once Kafka → PostgreSQL ingest, rollups, retention, reports.",
+    long_about = None
+)]
+pub struct Cli {
+    /// Configuration file layered over the built-in defaults (config/hxjobs.toml).
+    #[arg(long, global = true, env = "HXJOBS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format: human-readable lines or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info`, `debug`, `hxjobs=debug`.
+    #[arg(long, global = true, env = "HXJOBS_LOG", default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending database migrations (every command that needs them does this itself).
+    Migrate,
+    /// Create the configured Kafka topics that do not exist yet.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Run a job once, in the foreground. `ingest` drains every event topic
+    /// up to the high watermark seen at start, exactly once, then prints a summary.
+    Run(ingest::RunArgs),
+    /// Produce realistic demo events of all five types into Kafka.
+    ProduceDemo(demo::ProduceDemoArgs),
+    /// Show what is stored: events per type, dead letters per reason, lag per topic.
+    Status,
+    /// Measure throughput on this machine against baselines taken in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+    /// Print the effective configuration (defaults, file and environment merged; secrets hidden).
+    Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create missing topics with the configured partitions and retention.
+    Create,
+}
+
+/// A failure with its exit code: 2 for configuration and usage, 1 otherwise.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    Config::load(cli.config.as_deref()).map_err(|e| Failure {
+        code: 2,
+        message: e.to_string(),
+    })
+}
+
+/// A flag that turns true on Ctrl-C or SIGTERM; a second signal exits at once.
+pub fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let mut signals = 0;
+        loop {
+            wait_for_signal().await;
+            signals += 1;
+            if signals > 1 {
+                eprintln!("hxjobs: second signal, exiting now");
+                std::process::exit(130);
+            }
+            tracing::info!("stopping after the batch in hand; send the signal again to exit now");
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    stop
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the parsed command line and maps the outcome to an exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hxjobs: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("hxjobs: error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> CliResult {
+    let config = load_config(&cli)?;
+    match cli.command {
+        Command::Migrate => {
+            crate::db::connect_and_migrate(&config.database).await?;
+            println!("migrations applied to {}", config.database.redacted_url());
+            Ok(())
+        }
+        Command::Topics {
+            command: TopicsCommand::Create,
+        } => {
+            crate::kafka::ensure_topics(&config).await?;
+            println!("topics ready on {}", config.kafka.bootstrap_servers);
+            Ok(())
+        }
+        Command::Run(args) => ingest::run(&config, args).await,
+        Command::ProduceDemo(args) => demo::run(&config, args).await,
+        Command::Status => {
+            let pool = crate::db::connect_and_migrate(&config.database).await?;
+            let status = crate::status::gather(&config, &pool).await?;
+            print!("{status}");
+            Ok(())
+        }
+        Command::Bench { command } => bench::run(&config, command).await,
+        Command::Config => {
+            let mut shown = config.clone();
+            shown.database.url = config.database.redacted_url();
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Configuration: every section's struct, loaded and validated once.
+//!
+//! Layers, later wins: the defaults embedded from `config/hxjobs.toml` →
+//! the file named by `--config` / `HXJOBS_CONFIG` (only the keys it changes)
+//! → the platform's environment variables (`KAFKA_BOOTSTRAP_SERVERS`,
+//! `KAFKA_TOPIC_*`, `DATABASE_URL`, `BATCH_PROCESSING_API_PORT`, …).
+//! Unknown keys and bad values are errors that name the key and where it
+//! came from. Nothing outside this module reads the environment.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::events::EventType;
+
+/// The defaults, compiled in so the binary runs without its source tree.
+pub const DEFAULTS: &str = include_str!("../config/hxjobs.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config: `{key}` {problem} (from {source_name})")]
+    Invalid {
+        key: String,
+        problem: String,
+        source_name: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub database: DatabaseConfig,
+    pub ingest: IngestConfig,
+    pub dead_letters: DeadLettersConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    pub client_id: String,
+    /// Names this deployment's offsets in PostgreSQL.
+    pub group_id: String,
+    /// Where a partition with no stored offset starts.
+    pub auto_offset_reset: OffsetReset,
+    /// Deadline for metadata, watermark and produce calls.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub llm_requests: String,
+    pub user_feedback: String,
+    pub system_metrics: String,
+    pub business_events: String,
+    pub error_events: String,
+    pub dead_letter: String,
+    pub partitions: i32,
+    pub dead_letter_partitions: i32,
+    pub replication_factor: i32,
+    pub retention_ms: i64,
+    pub cleanup_policy: String,
+}
+
+impl TopicsConfig {
+    /// The event topics in contract order, each with the event type it carries.
+    pub fn event_topics(&self) -> [(&str, EventType); 5] {
+        [
+            (self.llm_requests.as_str(), EventType::LlmRequest),
+            (self.user_feedback.as_str(), EventType::UserFeedback),
+            (self.system_metrics.as_str(), EventType::SystemMetric),
+            (self.business_events.as_str(), EventType::BusinessEvent),
+            (self.error_events.as_str(), EventType::ErrorEvent),
+        ]
+    }
+
+    /// The topic that carries `event_type`.
+    pub fn topic_for(&self, event_type: EventType) -> &str {
+        match event_type {
+            EventType::LlmRequest => &self.llm_requests,
+            EventType::UserFeedback => &self.user_feedback,
+            EventType::SystemMetric => &self.system_metrics,
+            EventType::BusinessEvent => &self.business_events,
+            EventType::ErrorEvent => &self.error_events,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_secs: u64,
+}
+
+impl DatabaseConfig {
+    /// The URL with any password replaced, fit for logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.find('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Events written per PostgreSQL transaction.
+    pub batch_size: usize,
+    /// Larger messages become dead letters.
+    pub max_event_bytes: usize,
+    /// A drain that receives nothing for this long while data is still expected fails.
+    pub stall_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLettersConfig {
+    /// Also publish rejected messages to the dead-letter topic.
+    pub publish: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Environment variables from the platform's specification and the keys they set.
+fn env_key(name: &str) -> Option<String> {
+    let name = name.to_ascii_uppercase();
+    let key = match name.as_str() {
+        "DATABASE_URL" => "database.url".to_string(),
+        "BATCH_PROCESSING_API_PORT" => "api.port".to_string(),
+        "KAFKA_BOOTSTRAP_SERVERS"
+        | "KAFKA_CLIENT_ID"
+        | "KAFKA_GROUP_ID"
+        | "KAFKA_AUTO_OFFSET_RESET" => format!("kafka.{}", name["KAFKA_".len()..].to_lowercase()),
+        _ => {
+            let topic_key = name.strip_prefix("KAFKA_TOPIC_")?.to_lowercase();
+            const TOPIC_KEYS: [&str; 11] = [
+                "llm_requests",
+                "user_feedback",
+                "system_metrics",
+                "business_events",
+                "error_events",
+                "dead_letter",
+                "partitions",
+                "dead_letter_partitions",
+                "replication_factor",
+                "retention_ms",
+                "cleanup_policy",
+            ];
+            if !TOPIC_KEYS.contains(&topic_key.as_str()) {
+                return None;
+            }
+            format!("topics.{topic_key}")
+        }
+    };
+    Some(key)
+}
+
+/// The names of every environment variable that overrides a key.
+pub fn env_names() -> Vec<&'static str> {
+    vec![
+        "DATABASE_URL",
+        "BATCH_PROCESSING_API_PORT",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_CLIENT_ID",
+        "KAFKA_GROUP_ID",
+        "KAFKA_AUTO_OFFSET_RESET",
+        "KAFKA_TOPIC_LLM_REQUESTS",
+        "KAFKA_TOPIC_USER_FEEDBACK",
+        "KAFKA_TOPIC_SYSTEM_METRICS",
+        "KAFKA_TOPIC_BUSINESS_EVENTS",
+        "KAFKA_TOPIC_ERROR_EVENTS",
+        "KAFKA_TOPIC_DEAD_LETTER",
+        "KAFKA_TOPIC_PARTITIONS",
+        "KAFKA_TOPIC_DEAD_LETTER_PARTITIONS",
+        "KAFKA_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TOPIC_RETENTION_MS",
+        "KAFKA_TOPIC_CLEANUP_POLICY",
+    ]
+}
+
+impl Config {
+    /// Defaults → `file` → environment, validated.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Error::Missing(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment =
+            figment.merge(Env::raw().filter_map(|name| env_key(name.as_str()).map(Into::into)));
+        Self::extract(figment)
+    }
+
+    /// The embedded defaults alone, with no file and no environment.
+    pub fn defaults() -> Result<Config> {
+        Self::extract(Figment::from(Toml::string(DEFAULTS)))
+    }
+
+    fn extract(figment: Figment) -> Result<Config> {
+        let config: Config = figment.extract().map_err(|e| Error::Parse(describe(e)))?;
+        config.validate().map_err(|(key, problem)| {
+            let source_name = figment
+                .find_metadata(key)
+                .map(|m| match &m.source {
+                    Some(source) => source.to_string(),
+                    None => m.name.to_string(),
+                })
+                .unwrap_or_else(|| "defaults".to_string());
+            Error::Invalid {
+                key: key.to_string(),
+                problem,
+                source_name,
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges, names, consistency.
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        fn nonempty(key: &'static str, v: &str) -> std::result::Result<(), (&'static str, String)> {
+            if v.trim().is_empty() {
+                Err((key, "must not be empty".into()))
+            } else {
+                Ok(())
+            }
+        }
+        nonempty("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)?;
+        nonempty("kafka.client_id", &self.kafka.client_id)?;
+        nonempty("kafka.group_id", &self.kafka.group_id)?;
+        if self.kafka.request_timeout_ms == 0 {
+            return Err(("kafka.request_timeout_ms", "must be at least 1".into()));
+        }
+        let t = &self.topics;
+        let named: [(&'static str, &str); 6] = [
+            ("topics.llm_requests", &t.llm_requests),
+            ("topics.user_feedback", &t.user_feedback),
+            ("topics.system_metrics", &t.system_metrics),
+            ("topics.business_events", &t.business_events),
+            ("topics.error_events", &t.error_events),
+            ("topics.dead_letter", &t.dead_letter),
+        ];
+        for (i, (key, name)) in named.iter().enumerate() {
+            if let Err(problem) = check_topic_name(name) {
+                return Err((key, problem));
+            }
+            if named[..i].iter().any(|(_, other)| other == name) {
+                return Err((key, format!("topic `{name}` is configured twice")));
+            }
+        }
+        if t.partitions < 1 {
+            return Err(("topics.partitions", "must be at least 1".into()));
+        }
+        if t.dead_letter_partitions < 1 {
+            return Err(("topics.dead_letter_partitions", "must be at least 1".into()));
+        }
+        if t.replication_factor < 1 {
+            return Err(("topics.replication_factor", "must be at least 1".into()));
+        }
+        if t.retention_ms < -1 || t.retention_ms == 0 {
+            return Err((
+                "topics.retention_ms",
+                "must be positive, or -1 for no limit".into(),
+            ));
+        }
+        if !["delete", "compact", "compact,delete", "delete,compact"]
+            .contains(&t.cleanup_policy.as_str())
+        {
+            return Err((
+                "topics.cleanup_policy",
+                format!("must be delete or compact, not `{}`", t.cleanup_policy),
+            ));
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err((
+                "database.url",
+                "must be a postgres:// or postgresql:// URL".into(),
+            ));
+        }
+        if self.database.max_connections < 2 {
+            return Err(("database.max_connections", "must be at least 2".into()));
+        }
+        if self.ingest.batch_size == 0 {
+            return Err(("ingest.batch_size", "must be at least 1".into()));
+        }
+        if self.ingest.max_event_bytes < 64 {
+            return Err(("ingest.max_event_bytes", "must be at least 64".into()));
+        }
+        if self.ingest.stall_timeout_secs == 0 {
+            return Err(("ingest.stall_timeout_secs", "must be at least 1".into()));
+        }
+        nonempty("api.host", &self.api.host)?;
+        Ok(())
+    }
+}
+
+/// Kafka's rule for topic names: 1–249 of `[a-zA-Z0-9._-]`.
+fn check_topic_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > 249 {
+        return Err("must be 1 to 249 characters".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "has `{c}`; topic names take only letters, digits, . _ -"
+        ));
+    }
+    Ok(())
+}
+
+/// One line per figment error, each naming the key and its source.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let mut line = e.kind.to_string();
+            if !e.path.is_empty() {
+                line = format!("`{}`: {line}", e.path.join("."));
+            }
+            if let Some(meta) = &e.metadata {
+                match &meta.source {
+                    Some(source) => line.push_str(&format!(" (in {source})")),
+                    None => line.push_str(&format!(" (in {})", meta.name)),
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let c = Config::defaults().expect("embedded defaults are valid");
+        assert_eq!(c.api.port, 9101);
+        assert_eq!(c.topics.partitions, 3);
+        assert_eq!(c.topics.llm_requests, "llm-requests");
+        assert_eq!(c.kafka.auto_offset_reset, OffsetReset::Earliest);
+    }
+
+    #[test]
+    fn env_names_map_to_keys() {
+        assert_eq!(
+            env_key("KAFKA_BOOTSTRAP_SERVERS").as_deref(),
+            Some("kafka.bootstrap_servers")
+        );
+        assert_eq!(
+            env_key("KAFKA_TOPIC_LLM_REQUESTS").as_deref(),
+            Some("topics.llm_requests")
+        );
+        assert_eq!(
+            env_key("KAFKA_TOPIC_PARTITIONS").as_deref(),
+            Some("topics.partitions")
+        );
+        assert_eq!(
+            env_key("BATCH_PROCESSING_API_PORT").as_deref(),
+            Some("api.port")
+        );
+        assert_eq!(env_key("KAFKA_API_PORT"), None);
+        assert_eq!(env_key("KAFKA_TOPIC_NOPE"), None);
+        for name in env_names() {
+            assert!(env_key(name).is_some(), "{name}");
+        }
+    }
+
+    fn load_str(toml: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, toml).expect("write");
+        let figment = Figment::from(Toml::string(DEFAULTS)).merge(Toml::file(&path));
+        Config::extract(figment)
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = load_str("[ingest]\nbatch_sise = 3\n").expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("batch_sise"), "{msg}");
+        assert!(msg.contains("bad.toml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_file() {
+        let err = load_str("[api]\nport = \"ninety\"\n").expect_err("bad type");
+        let msg = err.to_string();
+        assert!(msg.contains("api.port"), "{msg}");
+        assert!(msg.contains("bad.toml"), "{msg}");
+
+        let err = load_str("[ingest]\nbatch_size = 0\n").expect_err("bad range");
+        let msg = err.to_string();
+        assert!(msg.contains("ingest.batch_size"), "{msg}");
+        assert!(msg.contains("bad.toml"), "{msg}");
+
+        let err = load_str("[topics]\nllm_requests = \"a b\"\n").expect_err("bad topic");
+        assert!(err.to_string().contains("topics.llm_requests"));
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = load_str("[ingest]\nbatch_size = 7\n").expect("valid");
+        assert_eq!(c.ingest.batch_size, 7);
+        assert_eq!(c.api.port, 9101);
+    }
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@127.0.0.1:5432/db"),
+            "postgres://u:***@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://127.0.0.1/db"),
+            "postgres://127.0.0.1/db"
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! PostgreSQL: the pool, migrations, and errors that name the server.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::DatabaseConfig;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach PostgreSQL at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("bad database URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("migrating the database at {url} failed: {reason}")]
+    Migrate { url: String, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A short reason for a connection failure, without library noise.
+pub fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Io(e) => e.to_string(),
+        sqlx::Error::Database(e) => e.message().to_string(),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_string(),
+        sqlx::Error::Tls(e) => format!("TLS: {e}"),
+        other => other.to_string(),
+    }
+}
+
+/// Opens a pool and checks that the server answers.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool> {
+    let url = config.redacted_url();
+    let options: PgConnectOptions = config.url.parse().map_err(|e: sqlx::Error| Error::BadUrl {
+        url: url.clone(),
+        reason: describe(&e),
+    })?;
+    let options = options.disable_statement_logging();
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(config.connect_timeout_secs))
+        .connect_with(options)
+        .await
+        .map_err(|e| Error::Unreachable {
+            url: url.clone(),
+            reason: describe(&e),
+        })?;
+    Ok(pool)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool, config: &DatabaseConfig) -> Result<()> {
+    MIGRATOR.run(pool).await.map_err(|e| Error::Migrate {
+        url: config.redacted_url(),
+        reason: e.to_string(),
+    })
+}
+
+/// Connects and migrates: what every command that touches the database does first.
+pub async fn connect_and_migrate(config: &DatabaseConfig) -> Result<PgPool> {
+    let pool = connect(config).await?;
+    migrate(&pool, config).await?;
+    Ok(pool)
+}
+
+/// The same server URL pointing at another database.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn with_database() {
+        assert_eq!(
+            super::with_database("postgres://u:p@127.0.0.1:5432/hxjobs", "other"),
+            "postgres://u:p@127.0.0.1:5432/other"
+        );
+        assert_eq!(
+            super::with_database("postgres://127.0.0.1/x?sslmode=disable", "y"),
+            "postgres://127.0.0.1/y?sslmode=disable"
+        );
+        assert_eq!(
+            super::with_database("postgres://h:1", "y"),
+            "postgres://h:1/y"
+        );
+    }
+}

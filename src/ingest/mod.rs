@@ -1,0 +1,337 @@
+//! Exactly-once drain of the event topics into PostgreSQL.
+//!
+//! A drain reads the high watermark of every partition when it starts and
+//! consumes up to there, from the offsets stored in `consumer_offsets`
+//! (partitions are assigned by hand: no consumer-group join). A consumer
+//! thread parses and encodes batches while the writer commits the previous
+//! one; each batch's events, dead letters, gaps and new offsets go in one
+//! transaction ([`writer`]). Kafka-side committed offsets are not used.
+
+pub mod batch;
+pub mod copy;
+pub mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, OffsetReset};
+use crate::kafka;
+use batch::{Batch, PartitionState, TopicCounts};
+use writer::Writer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kafka(#[from] kafka::Error),
+    #[error("database: {}", crate::db::describe(.0))]
+    Database(#[from] sqlx::Error),
+    #[error("another ingest for consumer group {0} is running (PostgreSQL advisory lock held)")]
+    Busy(String),
+    #[error("the stored offsets of consumer group {0} were moved by another writer; nothing of this batch was stored")]
+    OffsetConflict(String),
+    #[error("no message from {topic}/{partition} for {secs} s while offset {next} is below the high watermark {end}")]
+    Stalled {
+        topic: String,
+        partition: i32,
+        next: i64,
+        end: i64,
+        secs: u64,
+    },
+    #[error("the consumer thread stopped unexpectedly")]
+    ConsumerLost,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a drain did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub topics: BTreeMap<String, TopicCounts>,
+    pub messages: u64,
+    pub elapsed: Duration,
+    /// Stopped by a signal before reaching the high watermarks.
+    pub interrupted: bool,
+}
+
+impl Summary {
+    pub fn total(&self) -> TopicCounts {
+        let mut t = TopicCounts::default();
+        for c in self.topics.values() {
+            t.add(c);
+        }
+        t
+    }
+
+    pub fn messages_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.messages as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.total();
+        write!(
+            f,
+            "ingest {}: {} events stored, {} duplicates skipped, {} dead letters, {} gaps ({} offsets) in {:.2} s ({:.0} events/s)",
+            if self.interrupted { "interrupted" } else { "done" },
+            t.stored,
+            t.duplicates,
+            t.dead_letters,
+            t.gaps,
+            t.skipped_offsets,
+            self.elapsed.as_secs_f64(),
+            self.messages_per_sec()
+        )?;
+        for (topic, c) in &self.topics {
+            write!(
+                f,
+                " | {topic}: {} stored, {} dup, {} dead, {} gaps",
+                c.stored, c.duplicates, c.dead_letters, c.gaps
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Drains every event topic up to its high watermark at the start.
+/// `stop` ends the drain early after the batch in hand is committed.
+pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Result<Summary> {
+    let started = Instant::now();
+    kafka::ensure_topics(config).await?;
+
+    let group = config.kafka.group_id.clone();
+    let dead_letter_topic = if config.dead_letters.publish {
+        let producer: FutureProducer = kafka::client_config(&config.kafka)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", "4194304")
+            .create()
+            .map_err(|e| kafka::Error::Broker {
+                servers: config.kafka.bootstrap_servers.clone(),
+                what: "creating the dead-letter producer".into(),
+                reason: e.to_string(),
+            })?;
+        Some((producer, config.topics.dead_letter.clone()))
+    } else {
+        None
+    };
+    let mut writer = Writer::new(pool.acquire().await?, &group, dead_letter_topic).await?;
+
+    let consumer = kafka::build_consumer(&config.kafka, &group)?;
+    let parts = plan(config, pool, &consumer).await?;
+
+    let mut summary = Summary::default();
+    for p in &parts {
+        summary.topics.entry(p.topic.clone()).or_default();
+    }
+    if parts.iter().all(PartitionState::done) {
+        summary.elapsed = started.elapsed();
+        return Ok(summary);
+    }
+
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
+            .map_err(|e| kafka::Error::Broker {
+                servers: config.kafka.bootstrap_servers.clone(),
+                what: format!("assigning {}/{}", p.topic, p.partition),
+                reason: e.to_string(),
+            })?;
+    }
+    consumer.assign(&tpl).map_err(|e| kafka::Error::Broker {
+        servers: config.kafka.bootstrap_servers.clone(),
+        what: "assigning partitions".into(),
+        reason: e.to_string(),
+    })?;
+
+    let (tx, mut rx) = mpsc::channel::<Batch>(2);
+    let consumer_parts = parts.clone();
+    let ingest = config.ingest.clone();
+    let consumer_stop = stop.clone();
+    let consumer_thread = std::thread::Builder::new()
+        .name("hxjobs-consume".into())
+        .spawn(move || consume(consumer, consumer_parts, &ingest, tx, consumer_stop))
+        .map_err(|_| Error::ConsumerLost)?;
+
+    let mut write_error = None;
+    while let Some(batch) = rx.recv().await {
+        summary.messages += batch.messages;
+        match writer.write(batch, &parts).await {
+            Ok(outcome) => {
+                for (topic, counts) in outcome {
+                    summary.topics.entry(topic).or_default().add(&counts);
+                }
+            }
+            Err(e) => {
+                write_error = Some(e);
+                break;
+            }
+        }
+    }
+    // Dropping the receiver makes the consumer thread stop at its next send.
+    drop(rx);
+    let consumed = tokio::task::spawn_blocking(move || consumer_thread.join())
+        .await
+        .map_err(|_| Error::ConsumerLost)?
+        .map_err(|_| Error::ConsumerLost)?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    consumed?;
+    summary.interrupted = stop.load(Ordering::Relaxed);
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Every event topic's partitions with their stored offsets and current ends.
+/// Partitions seen for the first time get a stored offset per `auto_offset_reset`.
+async fn plan(
+    config: &Config,
+    pool: &PgPool,
+    consumer: &BaseConsumer,
+) -> Result<Vec<PartitionState>> {
+    let group = &config.kafka.group_id;
+    let stored: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    let stored: HashMap<(String, i32), i64> =
+        stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+
+    let mut parts = Vec::new();
+    for (topic, _) in config.topics.event_topics() {
+        for partition in kafka::partitions_of(consumer, &config.kafka, topic)? {
+            let (low, high) = kafka::watermarks(consumer, &config.kafka, topic, partition)?;
+            let next = match stored.get(&(topic.to_string(), partition)) {
+                Some(&next) => next,
+                None => {
+                    let start = match config.kafka.auto_offset_reset {
+                        OffsetReset::Earliest => low,
+                        OffsetReset::Latest => high,
+                    };
+                    sqlx::query(
+                        "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(group)
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(start)
+                    .execute(pool)
+                    .await?;
+                    start
+                }
+            };
+            if next > high {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    stored = next,
+                    high,
+                    "the stored offset is past the broker's end (topic re-created or data lost); \
+                     this partition waits until the broker passes it"
+                );
+            }
+            parts.push(PartitionState {
+                topic: topic.to_string(),
+                partition,
+                next,
+                end: high,
+            });
+        }
+    }
+    Ok(parts)
+}
+
+/// The consumer thread: poll, parse, encode, hand over full batches.
+fn consume(
+    consumer: BaseConsumer,
+    mut parts: Vec<PartitionState>,
+    ingest: &crate::config::IngestConfig,
+    tx: mpsc::Sender<Batch>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
+    for (i, p) in parts.iter().enumerate() {
+        index
+            .entry(p.topic.clone())
+            .or_default()
+            .insert(p.partition, i);
+    }
+    let stall = Duration::from_secs(ingest.stall_timeout_secs);
+    let mut last_message = Instant::now();
+    let mut batch = Batch::new();
+    loop {
+        let all_done = parts.iter().all(PartitionState::done);
+        let stopping = stop.load(Ordering::Relaxed);
+        if all_done || stopping {
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
+            return Ok(());
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                last_message = Instant::now();
+                let Some(&idx) = index.get(msg.topic()).and_then(|m| m.get(&msg.partition()))
+                else {
+                    continue;
+                };
+                let Some(state) = parts.get_mut(idx) else {
+                    continue;
+                };
+                batch.take(
+                    state,
+                    idx,
+                    msg.offset(),
+                    msg.payload(),
+                    ingest.max_event_bytes,
+                );
+                if batch.len() >= ingest.batch_size {
+                    let full = std::mem::take(&mut batch);
+                    if tx.blocking_send(full).is_err() {
+                        return Ok(()); // the writer stopped; it reports why
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+            }
+            None => {
+                if !batch.is_empty() {
+                    let part = std::mem::take(&mut batch);
+                    if tx.blocking_send(part).is_err() {
+                        return Ok(());
+                    }
+                }
+                if last_message.elapsed() >= stall {
+                    if let Some(p) = parts.iter().find(|p| !p.done()) {
+                        return Err(Error::Stalled {
+                            topic: p.topic.clone(),
+                            partition: p.partition,
+                            next: p.next,
+                            end: p.end,
+                            secs: stall.as_secs(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Writes one [`Batch`] in one PostgreSQL transaction: the consumer offsets
+//! (compare-and-set), the events (binary COPY), dead letters and gaps.
+//! Either all of it is committed or none of it, so a crash at any instant
+//! neither loses nor duplicates an event.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, Postgres};
+
+use super::batch::{Batch, DeadLetter, PartitionState, TopicCounts};
+use super::copy::EVENT_COLUMNS;
+use super::Error;
+
+/// Classes of advisory locks hxjobs takes; the second key is the group's hash.
+const INGEST_LOCK_CLASS: i32 = 0x4858_4a01;
+
+pub struct Writer {
+    conn: PoolConnection<Postgres>,
+    group: String,
+    known_days: HashSet<NaiveDate>,
+    staging_ready: bool,
+    dead_letter_topic: Option<(FutureProducer, String)>,
+}
+
+/// What one committed batch did, per topic name.
+pub type BatchOutcome = BTreeMap<String, TopicCounts>;
+
+impl Writer {
+    /// Takes the group's ingest lock on `conn`, held until the writer is dropped.
+    pub async fn new(
+        mut conn: PoolConnection<Postgres>,
+        group: &str,
+        dead_letter_topic: Option<(FutureProducer, String)>,
+    ) -> Result<Writer, Error> {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(INGEST_LOCK_CLASS)
+            .bind(group)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Err(Error::Busy(group.to_string()));
+        }
+        Ok(Writer {
+            conn,
+            group: group.to_string(),
+            known_days: HashSet::new(),
+            staging_ready: false,
+            dead_letter_topic,
+        })
+    }
+
+    /// Makes sure each day of the batch has its partition. Runs outside the
+    /// batch transaction: partitions are idempotent and harmless if unused.
+    async fn ensure_partitions(&mut self, batch: &Batch) -> Result<(), Error> {
+        for day in &batch.days {
+            if self.known_days.contains(day) {
+                continue;
+            }
+            sqlx::query("SELECT hxjobs_ensure_event_partition($1)")
+                .bind(day)
+                .execute(&mut *self.conn)
+                .await?;
+            self.known_days.insert(*day);
+        }
+        Ok(())
+    }
+
+    pub async fn write(
+        &mut self,
+        batch: Batch,
+        parts: &[PartitionState],
+    ) -> Result<BatchOutcome, Error> {
+        self.ensure_partitions(&batch).await?;
+        let mut outcome: BatchOutcome = BTreeMap::new();
+        let topic_of = |idx: usize| parts.get(idx).map(|p| p.topic.clone()).unwrap_or_default();
+
+        let mut tx = self.conn.begin().await?;
+
+        // Offsets first: if another writer moved them, stop before any work.
+        let mut topics = Vec::new();
+        let mut partitions = Vec::new();
+        let mut prevs = Vec::new();
+        let mut nexts = Vec::new();
+        for (&idx, &(prev, next)) in &batch.advances {
+            topics.push(topic_of(idx));
+            partitions.push(parts.get(idx).map(|p| p.partition).unwrap_or_default());
+            prevs.push(prev);
+            nexts.push(next);
+        }
+        let moved = sqlx::query(
+            "UPDATE consumer_offsets o SET next_offset = u.next, updated_at = now()
+             FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS u(topic, partition, prev, next)
+             WHERE o.consumer_group = $1 AND o.topic = u.topic AND o.partition = u.partition
+               AND o.next_offset = u.prev",
+        )
+        .bind(&self.group)
+        .bind(&topics)
+        .bind(&partitions)
+        .bind(&prevs)
+        .bind(&nexts)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != batch.advances.len() as u64 {
+            return Err(Error::OffsetConflict(self.group.clone()));
+        }
+
+        // Events: straight COPY; on a duplicate identity, COPY to staging
+        // and insert what is new.
+        let Batch {
+            rows,
+            rows_by_partition,
+            batch_duplicates,
+            dead,
+            advances: _,
+            gaps,
+            ..
+        } = batch;
+        let total_rows = rows.rows();
+        let stream = rows.finish();
+        let mut inserted_by_topic: Option<BTreeMap<String, u64>> = None;
+        if total_rows > 0 {
+            let mut sp = tx.begin().await?;
+            let fast = copy_in(&mut sp, "events", &stream).await;
+            match fast {
+                Ok(_) => sp.commit().await?,
+                Err(e) if is_unique_violation(&e) => {
+                    sp.rollback().await?;
+                    if !self.staging_ready {
+                        sqlx::query(
+                            "CREATE TEMP TABLE IF NOT EXISTS events_staging
+                             (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+                        )
+                        .execute(&mut *tx)
+                        .await?;
+                        self.staging_ready = true;
+                    }
+                    copy_in(&mut tx, "events_staging", &stream).await?;
+                    let rows: Vec<(String, i64)> = sqlx::query_as(
+                        "WITH ins AS (
+                           INSERT INTO events SELECT * FROM events_staging
+                           ON CONFLICT DO NOTHING RETURNING kafka_topic)
+                         SELECT kafka_topic, count(*) FROM ins GROUP BY kafka_topic",
+                    )
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    sqlx::query("TRUNCATE events_staging")
+                        .execute(&mut *tx)
+                        .await?;
+                    inserted_by_topic = Some(
+                        rows.into_iter()
+                            .map(|(t, n)| (t, u64::try_from(n).unwrap_or(0)))
+                            .collect(),
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        let mut rows_by_topic: BTreeMap<String, u64> = BTreeMap::new();
+        for (&idx, &n) in &rows_by_partition {
+            *rows_by_topic.entry(topic_of(idx)).or_default() += n;
+        }
+        for (topic, rows) in &rows_by_topic {
+            let stored = match &inserted_by_topic {
+                Some(ins) => ins.get(topic).copied().unwrap_or(0),
+                None => *rows,
+            };
+            let c = outcome.entry(topic.clone()).or_default();
+            c.stored += stored;
+            c.duplicates += rows - stored.min(*rows);
+        }
+        for (&idx, &n) in &batch_duplicates {
+            outcome.entry(topic_of(idx)).or_default().duplicates += n;
+        }
+
+        if !dead.is_empty() {
+            let mut t = Vec::new();
+            let mut p = Vec::new();
+            let mut o = Vec::new();
+            let mut reason = Vec::new();
+            let mut detail = Vec::new();
+            let mut payload: Vec<Option<Vec<u8>>> = Vec::new();
+            for d in &dead {
+                t.push(topic_of(d.partition_idx));
+                p.push(
+                    parts
+                        .get(d.partition_idx)
+                        .map(|s| s.partition)
+                        .unwrap_or_default(),
+                );
+                o.push(d.offset);
+                reason.push(d.rejection.reason.code());
+                detail.push(d.rejection.detail.clone());
+                payload.push(d.payload.clone());
+            }
+            sqlx::query(
+                "INSERT INTO dead_letters (kafka_topic, kafka_partition, kafka_offset, reason, detail, payload)
+                 SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::bytea[])
+                 ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING",
+            )
+            .bind(&t)
+            .bind(&p)
+            .bind(&o)
+            .bind(&reason)
+            .bind(&detail)
+            .bind(&payload)
+            .execute(&mut *tx)
+            .await?;
+            for topic in t {
+                outcome.entry(topic).or_default().dead_letters += 1;
+            }
+        }
+
+        if !gaps.is_empty() {
+            let mut t = Vec::new();
+            let mut p = Vec::new();
+            let mut from = Vec::new();
+            let mut to = Vec::new();
+            for g in &gaps {
+                let topic = topic_of(g.partition_idx);
+                let partition = parts
+                    .get(g.partition_idx)
+                    .map(|s| s.partition)
+                    .unwrap_or_default();
+                tracing::warn!(
+                    topic = %topic, partition, from = g.from, to = g.to,
+                    "the broker skipped offsets; the gap is recorded in ingest_gaps"
+                );
+                let c = outcome.entry(topic.clone()).or_default();
+                c.gaps += 1;
+                c.skipped_offsets += (g.to - g.from).max(0) as u64;
+                t.push(topic);
+                p.push(partition);
+                from.push(g.from);
+                to.push(g.to);
+            }
+            sqlx::query(
+                "INSERT INTO ingest_gaps (consumer_group, topic, partition, from_offset, to_offset)
+                 SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.group)
+            .bind(&t)
+            .bind(&p)
+            .bind(&from)
+            .bind(&to)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // Published before the commit: a crash in between publishes a dead
+        // letter twice (at least once); the table stays exactly once.
+        if let Some((producer, topic)) = &self.dead_letter_topic {
+            publish_dead_letters(producer, topic, &dead, parts).await;
+        }
+
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+async fn copy_in(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+    stream: &[u8],
+) -> Result<u64, sqlx::Error> {
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    for chunk in stream.chunks(1 << 20) {
+        if let Err(e) = copy.send(chunk).await {
+            // The server's error, if any, comes back from abort/finish.
+            let _ = copy.abort(e.to_string()).await;
+            return Err(e);
+        }
+    }
+    copy.finish().await
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+async fn publish_dead_letters(
+    producer: &FutureProducer,
+    topic: &str,
+    dead: &[DeadLetter],
+    parts: &[PartitionState],
+) {
+    let mut pending = Vec::with_capacity(dead.len());
+    for d in dead {
+        let Some(part) = parts.get(d.partition_idx) else {
+            continue;
+        };
+        let partition = part.partition.to_string();
+        let offset = d.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "hxjobs-reason",
+                value: Some(d.rejection.reason.code()),
+            })
+            .insert(Header {
+                key: "hxjobs-detail",
+                value: Some(&d.rejection.detail),
+            })
+            .insert(Header {
+                key: "hxjobs-topic",
+                value: Some(&part.topic),
+            })
+            .insert(Header {
+                key: "hxjobs-partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "hxjobs-offset",
+                value: Some(&offset),
+            });
+        let key = format!("{}/{}/{}", part.topic, part.partition, d.offset);
+        let mut record = FutureRecord::to(topic).key(&key).headers(headers);
+        if let Some(p) = &d.payload {
+            record = record.payload(p);
+        }
+        match producer.send_result(record) {
+            Ok(delivery) => pending.push(delivery),
+            Err((e, _)) => {
+                tracing::warn!(topic, error = %e, "publishing a dead letter failed; it is kept in dead_letters")
+            }
+        }
+    }
+    for delivery in pending {
+        let failed = match tokio::time::timeout(Duration::from_secs(30), delivery).await {
+            Ok(Ok(Ok(_))) => None,
+            Ok(Ok(Err((e, _)))) => Some(e.to_string()),
+            Ok(Err(_)) => Some("delivery cancelled".to_string()),
+            Err(_) => Some("no acknowledgement within 30 s".to_string()),
+        };
+        if let Some(error) = failed {
+            tracing::warn!(topic, %error, "publishing a dead letter failed; it is kept in dead_letters");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Kafka clients built from [`KafkaConfig`], topic creation, metadata and
+//! watermarks, with errors that name the broker address.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{ProducerContext, ThreadedProducer};
+use rdkafka::ClientConfig;
+
+use crate::config::{Config, KafkaConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach Kafka at {servers}: {reason}")]
+    Unreachable { servers: String, reason: String },
+    #[error("Kafka at {servers}: {what}: {reason}")]
+    Broker {
+        servers: String,
+        what: String,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The settings every hxjobs client shares.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("client.id", &kafka.client_id)
+        .set(
+            "socket.timeout.ms",
+            kafka.request_timeout_ms.max(10).to_string(),
+        )
+        .set("log.connection.close", "false");
+    c
+}
+
+fn timeout(kafka: &KafkaConfig) -> Duration {
+    Duration::from_millis(kafka.request_timeout_ms)
+}
+
+impl Error {
+    fn from_kafka(kafka: &KafkaConfig, what: &str, e: KafkaError) -> Error {
+        let unreachable = matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::BrokerTransportFailure
+                    | RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::OperationTimedOut
+                    | RDKafkaErrorCode::Resolve
+            )
+        );
+        if unreachable {
+            Error::Unreachable {
+                servers: kafka.bootstrap_servers.clone(),
+                reason: format!("{what}: {e}"),
+            }
+        } else {
+            Error::Broker {
+                servers: kafka.bootstrap_servers.clone(),
+                what: what.to_string(),
+                reason: e.to_string(),
+            }
+        }
+    }
+}
+
+/// A consumer for manual partition assignment: no group join, no auto commit.
+pub fn build_consumer(kafka: &KafkaConfig, group_id: &str) -> Result<BaseConsumer> {
+    client_config(kafka)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        // Where a stored offset is out of range: the gap is then recorded.
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.min.bytes", "1")
+        .set("queued.min.messages", "200000")
+        .set("queued.max.messages.kbytes", "262144")
+        .set("fetch.message.max.bytes", "4194304")
+        .set("max.partition.fetch.bytes", "4194304")
+        .set("check.crcs", "false")
+        .create()
+        .map_err(|e| Error::from_kafka(kafka, "creating a consumer", e))
+}
+
+/// A producer tuned for throughput; `acks=all` as in the platform's spec.
+/// Delivery reports go to `context`.
+pub fn build_producer_with<C: ProducerContext + 'static>(
+    kafka: &KafkaConfig,
+    context: C,
+) -> Result<ThreadedProducer<C>> {
+    client_config(kafka)
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("message.max.bytes", "4194304")
+        .set("message.timeout.ms", "120000")
+        .set("enable.idempotence", "false")
+        .create_with_context(context)
+        .map_err(|e| Error::from_kafka(kafka, "creating a producer", e))
+}
+
+/// The partitions of `topic`, or an error when it does not exist.
+pub fn partitions_of(
+    consumer: &BaseConsumer,
+    kafka: &KafkaConfig,
+    topic: &str,
+) -> Result<Vec<i32>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout(kafka))
+        .map_err(|e| Error::from_kafka(kafka, &format!("metadata of topic {topic}"), e))?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(Error::Broker {
+            servers: kafka.bootstrap_servers.clone(),
+            what: format!("topic {topic}"),
+            reason: "not in the broker's metadata".into(),
+        });
+    };
+    if let Some(err) = t.error() {
+        return Err(Error::Broker {
+            servers: kafka.bootstrap_servers.clone(),
+            what: format!("topic {topic}"),
+            reason: format!("{:?}", RDKafkaErrorCode::from(err)),
+        });
+    }
+    let mut parts: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    parts.sort_unstable();
+    Ok(parts)
+}
+
+/// `(low, high)`: the first offset still held and the next offset to be written.
+pub fn watermarks(
+    consumer: &BaseConsumer,
+    kafka: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64)> {
+    consumer
+        .fetch_watermarks(topic, partition, timeout(kafka))
+        .map_err(|e| Error::from_kafka(kafka, &format!("watermarks of {topic}/{partition}"), e))
+}
+
+/// Creates every configured topic that is missing; existing topics are left as they are.
+pub async fn ensure_topics(config: &Config) -> Result<()> {
+    let kafka = &config.kafka;
+    let t = &config.topics;
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka)
+        .create()
+        .map_err(|e| Error::from_kafka(kafka, "creating an admin client", e))?;
+    let retention = t.retention_ms.to_string();
+    let mut wanted: Vec<(String, i32)> = t
+        .event_topics()
+        .iter()
+        .map(|(name, _)| (name.to_string(), t.partitions))
+        .collect();
+    wanted.push((t.dead_letter.clone(), t.dead_letter_partitions));
+    let new_topics: Vec<NewTopic<'_>> = wanted
+        .iter()
+        .map(|(name, partitions)| {
+            NewTopic::new(
+                name,
+                *partitions,
+                TopicReplication::Fixed(t.replication_factor),
+            )
+            .set("retention.ms", &retention)
+            .set("cleanup.policy", &t.cleanup_policy)
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout(kafka)));
+    let results = admin
+        .create_topics(new_topics.iter(), &options)
+        .await
+        .map_err(|e| Error::from_kafka(kafka, "creating topics", e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::Broker {
+                    servers: kafka.bootstrap_servers.clone(),
+                    what: format!("creating topic {name}"),
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}

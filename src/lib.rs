@@ -1,0 +1,16 @@
+//! hxjobs: the batch side of an LLM platform's event pipeline in one binary.
+//!
+//! Dependencies point inward: `cli` → `ingest`, `demo`, `bench` → `events`,
+//! `kafka`, `db`, `config`. Everything the CLI does is callable from tests.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod events;
+pub mod ingest;
+pub mod kafka;
+pub mod status;
+pub mod telemetry;
+pub mod time;

@@ -1,0 +1,139 @@
+//! The binary's contract: clear one-line errors and exit codes.
+
+use crate::common::TestEnv;
+
+fn hxjobs() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hxjobs"));
+    cmd.env_remove("HXJOBS_CONFIG");
+    cmd
+}
+
+#[test]
+fn postgres_down_names_the_address() {
+    let out = hxjobs()
+        .env(
+            "DATABASE_URL",
+            "postgres://hxjobs:secret@127.0.0.1:1/hxjobs",
+        )
+        .args(["run", "ingest"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach PostgreSQL at postgres://hxjobs:***@127.0.0.1:1/hxjobs"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "password leaked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_down_names_the_address() {
+    let env = TestEnv::new("kafka_down").await;
+    let out = env
+        .command()
+        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .args(["run", "ingest"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    env.cleanup().await;
+}
+
+#[test]
+fn bad_config_names_key_and_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, "[ingest]\nbatch_size = \"lots\"\n").expect("write");
+    let out = hxjobs()
+        .arg("--config")
+        .arg(&path)
+        .arg("config")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ingest.batch_size") && err.contains("broken.toml"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "[kafka]\nbootstrap = \"x\"\n").expect("write");
+    let out = hxjobs()
+        .arg("--config")
+        .arg(&path)
+        .arg("config")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bootstrap") && err.contains("broken.toml"),
+        "{err}"
+    );
+
+    let out = hxjobs()
+        .env("BATCH_PROCESSING_API_PORT", "http")
+        .arg("config")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("api.port") && err.contains("BATCH_PROCESSING_API_PORT"),
+        "{err}"
+    );
+
+    let out = hxjobs()
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .arg("config")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[kafka]\nclient_id = \"from-file\"\ngroup_id = \"g-file\"\n",
+    )
+    .expect("write");
+    let out = hxjobs()
+        .arg("--config")
+        .arg(&path)
+        .env("KAFKA_GROUP_ID", "g-env")
+        .env("KAFKA_TOPIC_LLM_REQUESTS", "my-requests")
+        .env("DATABASE_URL", "postgres://u:pw@127.0.0.1:5432/d")
+        .arg("config")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(shown["kafka"]["client_id"], "from-file");
+    assert_eq!(shown["kafka"]["group_id"], "g-env");
+    assert_eq!(shown["topics"]["llm_requests"], "my-requests");
+    assert_eq!(
+        shown["database"]["url"],
+        "postgres://u:***@127.0.0.1:5432/d"
+    );
+    assert_eq!(shown["api"]["port"], 9101);
+}
+
+#[test]
+fn unknown_job_is_a_usage_error() {
+    let out = hxjobs().args(["run", "nope"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown job `nope`"));
+}

@@ -1,0 +1,202 @@
+//! Shared helpers: a private database and topic set per test.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use hxjobs::config::Config;
+use hxjobs::demo::{self, DemoRecord};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::{Connection, PgConnection, PgPool};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A message read back: its value and its headers as (key, value) pairs.
+pub type ReadMessage = (Option<Vec<u8>>, Vec<(String, String)>);
+
+pub struct TestEnv {
+    pub config: Config,
+    pub pool: PgPool,
+    pub name: String,
+    admin_url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// A fresh database and topics named after the test.
+    pub async fn new(test: &str) -> TestEnv {
+        let base = Config::load(None).expect("configuration loads");
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "t{}_{}_{}_{n}",
+            chrono::Utc::now().format("%H%M%S"),
+            std::process::id(),
+            test.replace('-', "_")
+        )
+        .to_lowercase();
+        let mut config = base.clone();
+        let t = &mut config.topics;
+        for topic in [
+            &mut t.llm_requests,
+            &mut t.user_feedback,
+            &mut t.system_metrics,
+            &mut t.business_events,
+            &mut t.error_events,
+            &mut t.dead_letter,
+        ] {
+            *topic = format!("{name}-{topic}");
+        }
+        config.kafka.group_id = format!("{name}-group");
+        config.ingest.batch_size = 500;
+        config.ingest.stall_timeout_secs = 30;
+        config.database.url = hxjobs::db::with_database(&base.database.url, &name);
+
+        let mut admin = PgConnection::connect(&base.database.url)
+            .await
+            .expect("PostgreSQL is up (scripts/services.sh up)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let pool = hxjobs::db::connect_and_migrate(&config.database)
+            .await
+            .expect("connect and migrate");
+        hxjobs::kafka::ensure_topics(&config)
+            .await
+            .expect("Kafka is up (scripts/services.sh up)");
+        TestEnv {
+            config,
+            pool,
+            name,
+            admin_url: base.database.url,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Produces records and waits for every acknowledgement.
+    pub async fn produce(&self, records: Vec<DemoRecord>) {
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || demo::produce(&config, records.into_iter(), |_| {}))
+            .await
+            .expect("join")
+            .expect("produce");
+    }
+
+    /// Environment for running the hxjobs binary against this test's resources.
+    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
+        let t = &self.config.topics;
+        vec![
+            ("DATABASE_URL", self.config.database.url.clone()),
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                self.config.kafka.bootstrap_servers.clone(),
+            ),
+            ("KAFKA_GROUP_ID", self.config.kafka.group_id.clone()),
+            ("KAFKA_TOPIC_LLM_REQUESTS", t.llm_requests.clone()),
+            ("KAFKA_TOPIC_USER_FEEDBACK", t.user_feedback.clone()),
+            ("KAFKA_TOPIC_SYSTEM_METRICS", t.system_metrics.clone()),
+            ("KAFKA_TOPIC_BUSINESS_EVENTS", t.business_events.clone()),
+            ("KAFKA_TOPIC_ERROR_EVENTS", t.error_events.clone()),
+            ("KAFKA_TOPIC_DEAD_LETTER", t.dead_letter.clone()),
+        ]
+    }
+
+    /// Writes a config file for the binary and returns its path.
+    pub fn config_file(&self, toml: &str) -> PathBuf {
+        let path = self.dir.path().join("hxjobs.toml");
+        std::fs::write(&path, toml).expect("write config");
+        path
+    }
+
+    /// A `Command` for the hxjobs binary with this test's environment.
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hxjobs"));
+        cmd.env_remove("HXJOBS_CONFIG");
+        for (k, v) in self.env_vars() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Sum of high watermarks over one topic's partitions.
+    pub fn high_watermarks(&self, topic: &str) -> i64 {
+        let consumer =
+            hxjobs::kafka::build_consumer(&self.config.kafka, "watermarks").expect("consumer");
+        hxjobs::kafka::partitions_of(&consumer, &self.config.kafka, topic)
+            .expect("partitions")
+            .into_iter()
+            .map(|p| {
+                hxjobs::kafka::watermarks(&consumer, &self.config.kafka, topic, p)
+                    .expect("watermarks")
+                    .1
+            })
+            .sum()
+    }
+
+    /// Every message on `topic` from the start: (payload, headers as pairs).
+    pub fn read_topic(
+        &self,
+        topic: &str,
+        expected: usize,
+    ) -> Vec<ReadMessage> {
+        use rdkafka::message::Headers;
+        use rdkafka::Message;
+        let consumer: BaseConsumer =
+            hxjobs::kafka::build_consumer(&self.config.kafka, "reader").expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in
+            hxjobs::kafka::partitions_of(&consumer, &self.config.kafka, topic).expect("partitions")
+        {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while out.len() < expected && std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((m.payload().map(<[u8]>::to_vec), headers));
+            }
+        }
+        out
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
+    }
+
+    /// Drops the database (topics stay; they are unique per test).
+    pub async fn cleanup(self) {
+        self.pool.close().await;
+        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
+pub fn ts(s: &str) -> chrono::DateTime<chrono::Utc> {
+    hxjobs::time::parse_instant(s).expect("valid time")
+}

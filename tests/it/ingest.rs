@@ -1,0 +1,384 @@
+//! Exactly-once ingest: counts, typed columns, duplicates, dead letters,
+//! and drains killed at random points.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hxjobs::demo::{DemoRecord, DemoSpec, Generator, RecordKind};
+use hxjobs::events::{EventType, Reason};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::common::{ts, TestEnv};
+
+fn spec(events: u64, bad: f64, dup: f64, seed: u64) -> DemoSpec {
+    DemoSpec {
+        events,
+        from: ts("2026-03-01"),
+        to: ts("2026-03-04"),
+        bad_ratio: bad,
+        duplicate_ratio: dup,
+        seed,
+        max_event_bytes: 1 << 20,
+    }
+}
+
+async fn drain(env: &TestEnv) -> hxjobs::ingest::Summary {
+    hxjobs::ingest::drain(&env.config, &env.pool, Arc::new(AtomicBool::new(false)))
+        .await
+        .expect("drain")
+}
+
+fn opt_f64(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_and_every_rejection_is_counted_exactly() {
+    let env = TestEnv::new("all_types").await;
+    let records: Vec<DemoRecord> = Generator::new(spec(3000, 0.08, 0.04, 11))
+        .expect("spec")
+        .collect();
+
+    let mut expected_types: HashMap<&str, HashSet<String>> = HashMap::new();
+    let mut expected_reasons: HashMap<&str, i64> = HashMap::new();
+    let mut good: HashMap<String, Value> = HashMap::new();
+    let mut duplicates = 0u64;
+    for r in &records {
+        match r.kind {
+            RecordKind::Event => {
+                let v: Value =
+                    serde_json::from_slice(r.payload.as_deref().expect("payload")).expect("json");
+                let id = v["event_id"].as_str().expect("id").to_string();
+                expected_types
+                    .entry(r.event_type.as_str())
+                    .or_default()
+                    .insert(id.clone());
+                good.insert(id, v);
+            }
+            RecordKind::Duplicate => duplicates += 1,
+            RecordKind::Bad(reason) => *expected_reasons.entry(reason.code()).or_default() += 1,
+        }
+    }
+    assert_eq!(
+        expected_reasons.len(),
+        Reason::ALL.len(),
+        "the data covers every rejected class"
+    );
+    let bad_total: i64 = expected_reasons.values().sum();
+    env.produce(records).await;
+
+    let summary = drain(&env).await;
+    let total = summary.total();
+    assert_eq!(total.stored as usize, good.len(), "{summary}");
+    assert_eq!(total.duplicates, duplicates, "{summary}");
+    assert_eq!(total.dead_letters as i64, bad_total, "{summary}");
+    assert_eq!(total.gaps, 0);
+
+    for t in EventType::ALL {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+            .bind(t.as_str())
+            .fetch_one(&env.pool)
+            .await
+            .expect("count");
+        assert_eq!(
+            n as usize,
+            expected_types.get(t.as_str()).map_or(0, HashSet::len),
+            "{t}"
+        );
+    }
+    for reason in Reason::ALL {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE reason = $1")
+            .bind(reason.code())
+            .fetch_one(&env.pool)
+            .await
+            .expect("count");
+        assert_eq!(
+            n,
+            expected_reasons.get(reason.code()).copied().unwrap_or(0),
+            "{}",
+            reason.code()
+        );
+    }
+    // Dead letters keep the raw bytes whole.
+    let sizes: i64 = env.count("SELECT count(*) FROM dead_letters WHERE reason = 'too_large' AND length(payload) > 1048576").await;
+    assert_eq!(
+        sizes,
+        expected_reasons.get("too_large").copied().unwrap_or(0)
+    );
+
+    // Typed columns equal the input, checked from the JSON itself.
+    let rows = sqlx::query(
+        "SELECT event_id::text AS id, event_type, event_time, source, model, latency_ms, prompt_tokens,
+                completion_tokens, cost_usd, status, rating, name, value, error_type, severity,
+                user_id, session_id, request_id, model_id, priority, data, metadata, kafka_topic
+         FROM events",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .expect("rows");
+    assert_eq!(rows.len(), good.len());
+    for row in rows {
+        let id: String = row.get("id");
+        let v = good.get(&id).expect("stored event was produced");
+        let d = &v["data"];
+        let m = &v["metadata"];
+        let event_type: String = row.get("event_type");
+        assert_eq!(event_type, v["event_type"].as_str().expect("type"));
+        let time: chrono::DateTime<chrono::Utc> = row.get("event_time");
+        assert_eq!(time, ts(v["timestamp"].as_str().expect("ts")));
+        assert_eq!(
+            row.get::<String, _>("source"),
+            v["source"].as_str().expect("source")
+        );
+        let topic: String = row.get("kafka_topic");
+        let t = EventType::parse(&event_type).expect("known type");
+        assert_eq!(topic, env.config.topics.topic_for(t));
+        let data: Value = row.get("data");
+        assert_eq!(&data, d);
+        let metadata: Option<Value> = row.get("metadata");
+        assert_eq!(metadata.as_ref(), Some(m));
+        assert_eq!(
+            row.get::<Option<String>, _>("user_id").as_deref(),
+            m["user_id"].as_str()
+        );
+        assert_eq!(
+            row.get::<Option<String>, _>("session_id").as_deref(),
+            m["session_id"].as_str()
+        );
+        assert_eq!(
+            row.get::<Option<String>, _>("request_id").as_deref(),
+            m["request_id"].as_str()
+        );
+        assert_eq!(
+            row.get::<Option<String>, _>("model_id").as_deref(),
+            m["model_id"].as_str()
+        );
+        assert_eq!(
+            row.get::<Option<String>, _>("priority").as_deref(),
+            m["priority"].as_str()
+        );
+        match t {
+            EventType::LlmRequest => {
+                let model = d["model"].as_str().or(m["model_id"].as_str());
+                assert_eq!(row.get::<Option<String>, _>("model").as_deref(), model);
+                assert_eq!(
+                    row.get::<Option<f64>, _>("latency_ms"),
+                    opt_f64(&d["latency_ms"])
+                );
+                assert_eq!(
+                    row.get::<Option<i64>, _>("prompt_tokens"),
+                    d["prompt_tokens"].as_i64()
+                );
+                assert_eq!(
+                    row.get::<Option<i64>, _>("completion_tokens"),
+                    d["completion_tokens"].as_i64()
+                );
+                assert_eq!(
+                    row.get::<Option<f64>, _>("cost_usd"),
+                    opt_f64(&d["cost_usd"])
+                );
+                assert_eq!(
+                    row.get::<Option<String>, _>("status").as_deref(),
+                    d["status"].as_str()
+                );
+            }
+            EventType::UserFeedback => {
+                assert_eq!(row.get::<Option<f64>, _>("rating"), opt_f64(&d["rating"]));
+                assert_eq!(
+                    row.get::<Option<String>, _>("model").as_deref(),
+                    d["model"].as_str()
+                );
+            }
+            EventType::SystemMetric | EventType::BusinessEvent => {
+                assert_eq!(
+                    row.get::<Option<String>, _>("name").as_deref(),
+                    d["name"].as_str()
+                );
+                assert_eq!(row.get::<Option<f64>, _>("value"), opt_f64(&d["value"]));
+            }
+            EventType::ErrorEvent => {
+                assert_eq!(
+                    row.get::<Option<String>, _>("error_type").as_deref(),
+                    d["error_type"].as_str()
+                );
+                assert_eq!(
+                    row.get::<Option<String>, _>("severity").as_deref(),
+                    d["severity"].as_str()
+                );
+            }
+        }
+    }
+
+    // Each rejected message also went to the dead-letter topic with its reason.
+    let dlq = env.read_topic(&env.config.topics.dead_letter, bad_total as usize);
+    assert_eq!(dlq.len() as i64, bad_total);
+    let mut dlq_reasons: HashMap<String, i64> = HashMap::new();
+    for (_, headers) in &dlq {
+        let reason = headers
+            .iter()
+            .find(|(k, _)| k == "hxjobs-reason")
+            .map(|(_, v)| v.clone())
+            .expect("reason header");
+        *dlq_reasons.entry(reason).or_default() += 1;
+    }
+    for (reason, n) in &expected_reasons {
+        assert_eq!(dlq_reasons.get(*reason), Some(n), "{reason}");
+    }
+
+    // Offsets stored equal the broker's ends; a second drain does nothing.
+    for (topic, _) in env.config.topics.event_topics() {
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE topic = $1",
+        )
+        .bind(topic)
+        .fetch_one(&env.pool)
+        .await
+        .expect("offsets");
+        assert_eq!(stored, env.high_watermarks(topic), "{topic}");
+    }
+    let again = drain(&env).await;
+    assert_eq!(again.total(), Default::default(), "{again}");
+    assert_eq!(again.messages, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_twice_is_stored_once() {
+    let env = TestEnv::new("dup").await;
+    let records: Vec<DemoRecord> = Generator::new(spec(40, 0.0, 0.0, 5))
+        .expect("spec")
+        .collect();
+    let first = records[0].clone();
+    // Twice in one batch, then again in a later drain (a new transaction).
+    let mut batch = records.clone();
+    batch.push(first.clone());
+    env.produce(batch).await;
+    let s1 = drain(&env).await;
+    assert_eq!(s1.total().stored, 40, "{s1}");
+    assert_eq!(s1.total().duplicates, 1, "{s1}");
+
+    env.produce(vec![first.clone(), records[1].clone(), records[2].clone()])
+        .await;
+    let s2 = drain(&env).await;
+    assert_eq!(s2.total().stored, 0, "{s2}");
+    assert_eq!(s2.total().duplicates, 3, "{s2}");
+
+    // A re-sent batch with one new event stores just that one.
+    let new_one: Vec<DemoRecord> = Generator::new(spec(1, 0.0, 0.0, 99))
+        .expect("spec")
+        .collect();
+    let mut mixed = vec![records[3].clone()];
+    mixed.extend(new_one);
+    env.produce(mixed).await;
+    let s3 = drain(&env).await;
+    assert_eq!(s3.total().stored, 1, "{s3}");
+    assert_eq!(s3.total().duplicates, 1, "{s3}");
+
+    assert_eq!(env.count("SELECT count(*) FROM events").await, 41);
+    assert_eq!(
+        env.count("SELECT count(DISTINCT event_id) FROM events")
+            .await,
+        41
+    );
+    env.cleanup().await;
+}
+
+/// Kills `hxjobs run ingest` at random instants; after every kill the stored
+/// rows must equal exactly what the stored offsets cover, and a final run
+/// must leave every event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_killed_at_random_points_resumes_exactly_once() {
+    let env = TestEnv::new("kill").await;
+    let config_file =
+        env.config_file("[ingest]\nbatch_size = 700\n[dead_letters]\npublish = false\n");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261122);
+    let mut produced = 0i64;
+    let mut seed = 3;
+
+    let mut kills_mid_drain = 0;
+    let mut attempts = 0;
+    let mut delay_ms: u64 = 300;
+    while kills_mid_drain < 10 && attempts < 60 {
+        attempts += 1;
+        let before = env.count("SELECT count(*) FROM events").await;
+        if before == produced {
+            // Everything is in: give the next runs more to chew on.
+            seed += 1;
+            env.produce(
+                Generator::new(spec(15_000, 0.0, 0.0, seed))
+                    .expect("spec")
+                    .collect(),
+            )
+            .await;
+            produced += 15_000;
+        }
+        let mut child = env
+            .command()
+            .arg("--config")
+            .arg(&config_file)
+            .args(["run", "ingest"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn hxjobs");
+        let wait = Duration::from_millis(delay_ms + rng.random_range(0..300));
+        let started = Instant::now();
+        let mut exited = false;
+        while started.elapsed() < wait {
+            if child.try_wait().expect("try_wait").is_some() {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !exited {
+            child.kill().expect("SIGKILL");
+        }
+        let _ = child.wait();
+        let after = env.count("SELECT count(*) FROM events").await;
+        // Atomicity at every instant: the rows are exactly what the offsets cover.
+        let covered = env
+            .count("SELECT COALESCE(sum(next_offset), 0)::bigint FROM consumer_offsets")
+            .await;
+        assert_eq!(
+            after, covered,
+            "after attempt {attempts}: rows and offsets disagree"
+        );
+        assert!(after <= produced);
+        if !exited && after > before && after < produced {
+            kills_mid_drain += 1;
+        }
+        if !exited && after == before {
+            delay_ms += 100; // killed during start-up; give the next one longer
+        }
+    }
+    assert!(
+        kills_mid_drain >= 10,
+        "only {kills_mid_drain} kills landed mid-drain in {attempts} attempts"
+    );
+
+    let out = env
+        .command()
+        .arg("--config")
+        .arg(&config_file)
+        .args(["run", "ingest"])
+        .output()
+        .expect("run hxjobs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.count("SELECT count(*) FROM events").await, produced);
+    assert_eq!(
+        env.count("SELECT count(DISTINCT event_id) FROM events")
+            .await,
+        produced
+    );
+    assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, 0);
+    env.cleanup().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests against the real PostgreSQL and Kafka-compatible broker
+//! that `scripts/services.sh up` starts (or those named by `DATABASE_URL`
+//! and `KAFKA_BOOTSTRAP_SERVERS`). Every test has its own database, topics
+//! and consumer group.
+
+mod cli;
+mod common;
+mod ingest;
