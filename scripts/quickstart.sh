@@ -10,6 +10,6 @@ cargo build --locked --release --quiet
 hxjobs="$CARGO_TARGET_DIR/release/hxjobs"
 "$hxjobs" migrate
 "$hxjobs" topics create
-"$hxjobs" produce-demo --events 200000 --bad-ratio 0.002 --duplicate-ratio 0.001 --seed 42
+"$hxjobs" produce-demo --events 100000 --bad-ratio 0.002 --duplicate-ratio 0.001 --seed 42
 "$hxjobs" run ingest
 "$hxjobs" status

@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use futures::StreamExt;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{Connection, PgConnection};
@@ -143,7 +141,6 @@ pub async fn ingest(base: &Config, events: u64, keep: bool) -> anyhow::Result<In
     let result = run_ingest(&config, &copy_config, events).await;
 
     if !keep {
-        let _ = delete_topics(&config).await;
         for name in [&drain_db, &copy_db] {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .execute(&mut admin_conn)
@@ -279,17 +276,4 @@ fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Duration> {
     }
     tracing::debug!(bytes, "bare consume done");
     Ok(started.elapsed())
-}
-
-async fn delete_topics(config: &Config) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = kafka::client_config(&config.kafka).create()?;
-    let mut names: Vec<&str> = config
-        .topics
-        .event_topics()
-        .iter()
-        .map(|(n, _)| *n)
-        .collect();
-    names.push(&config.topics.dead_letter);
-    admin.delete_topics(&names, &AdminOptions::new()).await?;
-    Ok(())
 }

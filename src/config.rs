@@ -251,7 +251,12 @@ impl Config {
                 .find_metadata(key)
                 .map(|m| match &m.source {
                     Some(source) => source.to_string(),
-                    None => m.name.to_string(),
+                    None => env_names()
+                        .into_iter()
+                        .find(|n| env_key(n).as_deref() == Some(key))
+                        .filter(|_| m.name.contains("environment"))
+                        .map(|var| format!("environment variable {var}"))
+                        .unwrap_or_else(|| m.name.to_string()),
                 })
                 .unwrap_or_else(|| "defaults".to_string());
             Error::Invalid {
@@ -368,9 +373,16 @@ fn describe(error: figment::Error) -> String {
                 line = format!("`{}`: {line}", e.path.join("."));
             }
             if let Some(meta) = &e.metadata {
-                match &meta.source {
-                    Some(source) => line.push_str(&format!(" (in {source})")),
-                    None => line.push_str(&format!(" (in {})", meta.name)),
+                let key = e.path.join(".");
+                let env_name = env_names()
+                    .into_iter()
+                    .find(|n| env_key(n).as_deref() == Some(key.as_str()));
+                match (&meta.source, env_name) {
+                    (Some(source), _) => line.push_str(&format!(" (in {source})")),
+                    (None, Some(var)) if meta.name.contains("environment") => {
+                        line.push_str(&format!(" (in environment variable {var})"))
+                    }
+                    (None, _) => line.push_str(&format!(" (in {})", meta.name)),
                 }
             }
             line

@@ -45,8 +45,12 @@ fn timeout(kafka: &KafkaConfig) -> Duration {
 
 impl Error {
     fn from_kafka(kafka: &KafkaConfig, what: &str, e: KafkaError) -> Error {
+        let code = match &e {
+            KafkaError::AdminOp(code) | KafkaError::MetadataFetch(code) => Some(*code),
+            other => other.rdkafka_error_code(),
+        };
         let unreachable = matches!(
-            e.rdkafka_error_code(),
+            code,
             Some(
                 RDKafkaErrorCode::BrokerTransportFailure
                     | RDKafkaErrorCode::AllBrokersDown
@@ -69,8 +73,42 @@ impl Error {
     }
 }
 
+/// Fails with [`Error::Unreachable`] unless a broker answers a metadata request.
+pub fn check_reachable(kafka: &KafkaConfig) -> Result<()> {
+    let client: BaseConsumer = client_config(kafka)
+        .create()
+        .map_err(|e| Error::from_kafka(kafka, "creating a client", e))?;
+    client
+        .fetch_metadata(None, timeout(kafka))
+        .map(|_| ())
+        .map_err(|e| Error::Unreachable {
+            servers: kafka.bootstrap_servers.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// Bytes per fetch request in normal operation: measured fastest against
+/// the Nisshi broker (BENCHMARKS.md); larger requests make it slower.
+pub const FETCH_BYTES: usize = 1 << 20;
+
+/// The most bytes per fetch request hxjobs widens to when a message larger
+/// than the request seems to block a partition: some brokers (Nisshi among
+/// them) never return a message larger than the request allows, and Nisshi
+/// caps requests at 5 MiB.
+pub const LARGE_FETCH_BYTES: usize = 5 << 20;
+
 /// A consumer for manual partition assignment: no group join, no auto commit.
 pub fn build_consumer(kafka: &KafkaConfig, group_id: &str) -> Result<BaseConsumer> {
+    build_consumer_with(kafka, group_id, FETCH_BYTES)
+}
+
+/// [`build_consumer`] with `fetch_bytes` per fetch request and per partition.
+pub fn build_consumer_with(
+    kafka: &KafkaConfig,
+    group_id: &str,
+    fetch_bytes: usize,
+) -> Result<BaseConsumer> {
+    let fetch_bytes = fetch_bytes.to_string();
     client_config(kafka)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
@@ -78,13 +116,12 @@ pub fn build_consumer(kafka: &KafkaConfig, group_id: &str) -> Result<BaseConsume
         .set("enable.partition.eof", "false")
         // Where a stored offset is out of range: the gap is then recorded.
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "100")
-        .set("fetch.min.bytes", "1")
-        .set("queued.min.messages", "200000")
+        // Nisshi hands back at most one record per storage read once a
+        // fetch's wait budget is spent; a generous budget keeps reads large.
+        .set("fetch.wait.max.ms", "2000")
+        .set("fetch.max.bytes", &fetch_bytes)
+        .set("max.partition.fetch.bytes", &fetch_bytes)
         .set("queued.max.messages.kbytes", "262144")
-        .set("fetch.message.max.bytes", "4194304")
-        .set("max.partition.fetch.bytes", "4194304")
-        .set("check.crcs", "false")
         .create()
         .map_err(|e| Error::from_kafka(kafka, "creating a consumer", e))
 }
@@ -109,12 +146,27 @@ pub fn build_producer_with<C: ProducerContext + 'static>(
         .map_err(|e| Error::from_kafka(kafka, "creating a producer", e))
 }
 
-/// The partitions of `topic`, or an error when it does not exist.
+/// The partitions of `topic`, or an error when it does not exist. A topic
+/// that was just created may be missing from metadata for a moment, so a
+/// topic-level error is retried a few times.
 pub fn partitions_of(
     consumer: &BaseConsumer,
     kafka: &KafkaConfig,
     topic: &str,
 ) -> Result<Vec<i32>> {
+    let mut attempt = 0;
+    loop {
+        match partitions_once(consumer, kafka, topic) {
+            Err(Error::Broker { .. }) if attempt < 10 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn partitions_once(consumer: &BaseConsumer, kafka: &KafkaConfig, topic: &str) -> Result<Vec<i32>> {
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout(kafka))
         .map_err(|e| Error::from_kafka(kafka, &format!("metadata of topic {topic}"), e))?;
@@ -149,9 +201,28 @@ pub fn watermarks(
         .map_err(|e| Error::from_kafka(kafka, &format!("watermarks of {topic}/{partition}"), e))
 }
 
+/// Every topic name of `config`: the five event topics and the dead-letter topic.
+pub fn all_topics(config: &Config) -> Vec<&str> {
+    let mut names: Vec<&str> = config
+        .topics
+        .event_topics()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    names.push(&config.topics.dead_letter);
+    names
+}
+
 /// Creates every configured topic that is missing; existing topics are left as they are.
 pub async fn ensure_topics(config: &Config) -> Result<()> {
     let kafka = &config.kafka;
+    let probe = kafka.clone();
+    tokio::task::spawn_blocking(move || check_reachable(&probe))
+        .await
+        .map_err(|e| Error::Unreachable {
+            servers: kafka.bootstrap_servers.clone(),
+            reason: e.to_string(),
+        })??;
     let t = &config.topics;
     let admin: AdminClient<DefaultClientContext> = client_config(kafka)
         .create()

@@ -34,7 +34,7 @@ pub enum Error {
     Kafka(#[from] kafka::Error),
     #[error("database: {}", crate::db::describe(.0))]
     Database(#[from] sqlx::Error),
-    #[error("another ingest for consumer group {0} is running (PostgreSQL advisory lock held)")]
+    #[error("another ingest for consumer group {0} is still running after 15 s (PostgreSQL advisory lock held)")]
     Busy(String),
     #[error("the stored offsets of consumer group {0} were moved by another writer; nothing of this batch was stored")]
     OffsetConflict(String),
@@ -131,8 +131,9 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
     };
     let mut writer = Writer::new(pool.acquire().await?, &group, dead_letter_topic).await?;
 
-    let consumer = kafka::build_consumer(&config.kafka, &group)?;
-    let parts = plan(config, pool, &consumer).await?;
+    let metadata = kafka::build_consumer(&config.kafka, &group)?;
+    let parts = plan(config, pool, &metadata).await?;
+    drop(metadata);
 
     let mut summary = Summary::default();
     for p in &parts {
@@ -143,35 +144,38 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
         return Ok(summary);
     }
 
-    let mut tpl = TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
-            .map_err(|e| kafka::Error::Broker {
-                servers: config.kafka.bootstrap_servers.clone(),
-                what: format!("assigning {}/{}", p.topic, p.partition),
-                reason: e.to_string(),
-            })?;
-    }
-    consumer.assign(&tpl).map_err(|e| kafka::Error::Broker {
-        servers: config.kafka.bootstrap_servers.clone(),
-        what: "assigning partitions".into(),
-        reason: e.to_string(),
-    })?;
-
     let (tx, mut rx) = mpsc::channel::<Batch>(2);
     let consumer_parts = parts.clone();
     let ingest = config.ingest.clone();
     let consumer_stop = stop.clone();
+    let kafka_config = config.kafka.clone();
     let consumer_thread = std::thread::Builder::new()
         .name("hxjobs-consume".into())
-        .spawn(move || consume(consumer, consumer_parts, &ingest, tx, consumer_stop))
+        .spawn(move || {
+            consume(
+                &kafka_config,
+                &group,
+                consumer_parts,
+                &ingest,
+                tx,
+                consumer_stop,
+            )
+        })
         .map_err(|_| Error::ConsumerLost)?;
 
     let mut write_error = None;
     while let Some(batch) = rx.recv().await {
         summary.messages += batch.messages;
+        let n = batch.messages;
+        let write_started = Instant::now();
         match writer.write(batch, &parts).await {
             Ok(outcome) => {
+                tracing::debug!(
+                    messages = n,
+                    write_ms = write_started.elapsed().as_millis() as u64,
+                    since_start_ms = started.elapsed().as_millis() as u64,
+                    "batch committed"
+                );
                 for (topic, counts) in outcome {
                     summary.topics.entry(topic).or_default().add(&counts);
                 }
@@ -259,9 +263,42 @@ async fn plan(
     Ok(parts)
 }
 
+/// A consumer assigned to every unfinished partition at its next offset.
+fn assigned_consumer(
+    kafka_config: &crate::config::KafkaConfig,
+    group: &str,
+    parts: &[PartitionState],
+    fetch_bytes: usize,
+) -> Result<BaseConsumer> {
+    let consumer = kafka::build_consumer_with(kafka_config, group, fetch_bytes)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in parts.iter().filter(|p| !p.done()) {
+        tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
+            .map_err(|e| kafka::Error::Broker {
+                servers: kafka_config.bootstrap_servers.clone(),
+                what: format!("assigning {}/{}", p.topic, p.partition),
+                reason: e.to_string(),
+            })?;
+    }
+    consumer.assign(&tpl).map_err(|e| kafka::Error::Broker {
+        servers: kafka_config.bootstrap_servers.clone(),
+        what: "assigning partitions".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(consumer)
+}
+
+/// No message for this long while data is expected: the consumer is
+/// rebuilt at the next offsets with twice the fetch size (up to
+/// [`kafka::LARGE_FETCH_BYTES`]). Some brokers (Nisshi) never return a
+/// message larger than the fetch size, and now and then stop serving a
+/// fetch session that a new connection resumes.
+const RECONNECT_AFTER: Duration = Duration::from_secs(10);
+
 /// The consumer thread: poll, parse, encode, hand over full batches.
 fn consume(
-    consumer: BaseConsumer,
+    kafka_config: &crate::config::KafkaConfig,
+    group: &str,
     mut parts: Vec<PartitionState>,
     ingest: &crate::config::IngestConfig,
     tx: mpsc::Sender<Batch>,
@@ -275,7 +312,10 @@ fn consume(
             .insert(p.partition, i);
     }
     let stall = Duration::from_secs(ingest.stall_timeout_secs);
+    let mut fetch_bytes = kafka::FETCH_BYTES.max(ingest.max_event_bytes + 4096);
+    let mut consumer = assigned_consumer(kafka_config, group, &parts, fetch_bytes)?;
     let mut last_message = Instant::now();
+    let mut last_reconnect = Instant::now();
     let mut batch = Batch::new();
     loop {
         let all_done = parts.iter().all(PartitionState::done);
@@ -320,7 +360,18 @@ fn consume(
                         return Ok(());
                     }
                 }
-                if last_message.elapsed() >= stall {
+                let idle = last_message.elapsed();
+                if idle >= RECONNECT_AFTER && last_reconnect.elapsed() >= RECONNECT_AFTER {
+                    fetch_bytes = (fetch_bytes * 2).min(kafka::LARGE_FETCH_BYTES);
+                    last_reconnect = Instant::now();
+                    tracing::warn!(
+                        fetch_bytes,
+                        idle_secs = idle.as_secs(),
+                        "no message while data is expected; reconnecting with larger fetches"
+                    );
+                    consumer = assigned_consumer(kafka_config, group, &parts, fetch_bytes)?;
+                }
+                if idle >= stall {
                     if let Some(p) = parts.iter().find(|p| !p.done()) {
                         return Err(Error::Stalled {
                             topic: p.topic.clone(),

@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, Postgres};
+use sqlx::{Acquire, PgConnection, Postgres};
 
 use super::batch::{Batch, DeadLetter, PartitionState, TopicCounts};
 use super::copy::EVENT_COLUMNS;
@@ -20,7 +20,7 @@ use super::Error;
 const INGEST_LOCK_CLASS: i32 = 0x4858_4a01;
 
 pub struct Writer {
-    conn: PoolConnection<Postgres>,
+    conn: PgConnection,
     group: String,
     known_days: HashSet<NaiveDate>,
     staging_ready: bool,
@@ -31,20 +31,34 @@ pub struct Writer {
 pub type BatchOutcome = BTreeMap<String, TopicCounts>;
 
 impl Writer {
-    /// Takes the group's ingest lock on `conn`, held until the writer is dropped.
+    /// Takes the group's ingest lock on `conn`. The connection leaves the
+    /// pool and closes when the writer is dropped, which releases the lock.
     pub async fn new(
-        mut conn: PoolConnection<Postgres>,
+        conn: PoolConnection<Postgres>,
         group: &str,
         dead_letter_topic: Option<(FutureProducer, String)>,
     ) -> Result<Writer, Error> {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+        let mut conn = conn.detach();
+        // Waits a little: the lock of a crashed run is released as soon as
+        // the server notices its connection is gone.
+        sqlx::query("SET lock_timeout = '15s'")
+            .execute(&mut conn)
+            .await?;
+        let locked = sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
             .bind(INGEST_LOCK_CLASS)
             .bind(group)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !locked {
-            return Err(Error::Busy(group.to_string()));
+            .execute(&mut conn)
+            .await;
+        match locked {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                return Err(Error::Busy(group.to_string()))
+            }
+            Err(e) => return Err(e.into()),
         }
+        sqlx::query("SET lock_timeout = 0")
+            .execute(&mut conn)
+            .await?;
         Ok(Writer {
             conn,
             group: group.to_string(),
@@ -63,7 +77,7 @@ impl Writer {
             }
             sqlx::query("SELECT hxjobs_ensure_event_partition($1)")
                 .bind(day)
-                .execute(&mut *self.conn)
+                .execute(&mut self.conn)
                 .await?;
             self.known_days.insert(*day);
         }

@@ -135,27 +135,34 @@ impl TestEnv {
     }
 
     /// Every message on `topic` from the start: (payload, headers as pairs).
-    pub fn read_topic(
-        &self,
-        topic: &str,
-        expected: usize,
-    ) -> Vec<ReadMessage> {
+    /// A reader that gets nothing for 5 s is replaced by a new one at the
+    /// next offset (the Nisshi broker sometimes stops serving one reader).
+    pub fn read_topic(&self, topic: &str, expected: usize) -> Vec<ReadMessage> {
         use rdkafka::message::Headers;
         use rdkafka::Message;
-        let consumer: BaseConsumer =
-            hxjobs::kafka::build_consumer(&self.config.kafka, "reader").expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        for p in
-            hxjobs::kafka::partitions_of(&consumer, &self.config.kafka, topic).expect("partitions")
-        {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .expect("tpl");
-        }
-        consumer.assign(&tpl).expect("assign");
+        let partitions =
+            hxjobs::kafka::partitions_of(&self.build_reader(), &self.config.kafka, topic)
+                .expect("partitions");
+        let mut next: Vec<i64> = vec![0; partitions.len()];
         let mut out = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while out.len() < expected && std::time::Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let consumer = self.build_reader();
+            let mut tpl = TopicPartitionList::new();
+            for (i, p) in partitions.iter().enumerate() {
+                tpl.add_partition_offset(topic, *p, Offset::Offset(next[i]))
+                    .expect("tpl");
+            }
+            consumer.assign(&tpl).expect("assign");
+            let mut last = std::time::Instant::now();
+            while out.len() < expected && last.elapsed() < Duration::from_secs(5) {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                last = std::time::Instant::now();
+                if let Some(i) = partitions.iter().position(|p| *p == m.partition()) {
+                    next[i] = m.offset() + 1;
+                }
                 let headers = m
                     .headers()
                     .map(|h| {
@@ -176,6 +183,15 @@ impl TestEnv {
         out
     }
 
+    fn build_reader(&self) -> BaseConsumer {
+        hxjobs::kafka::build_consumer_with(
+            &self.config.kafka,
+            "reader",
+            hxjobs::kafka::LARGE_FETCH_BYTES,
+        )
+        .expect("consumer")
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
@@ -183,7 +199,8 @@ impl TestEnv {
             .expect(sql)
     }
 
-    /// Drops the database (topics stay; they are unique per test).
+    /// Drops the database. Topics stay: deleting one topic on the Nisshi
+    /// broker can remove other topics too.
     pub async fn cleanup(self) {
         self.pool.close().await;
         if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {

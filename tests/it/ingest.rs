@@ -316,20 +316,26 @@ async fn a_drain_killed_at_random_points_resumes_exactly_once() {
             .await;
             produced += 15_000;
         }
+        let stderr_path = env.dir.path().join("stderr.txt");
         let mut child = env
             .command()
             .arg("--config")
             .arg(&config_file)
             .args(["run", "ingest"])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
             .spawn()
             .expect("spawn hxjobs");
         let wait = Duration::from_millis(delay_ms + rng.random_range(0..300));
         let started = Instant::now();
         let mut exited = false;
         while started.elapsed() < wait {
-            if child.try_wait().expect("try_wait").is_some() {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                assert!(
+                    status.success(),
+                    "attempt {attempts}: hxjobs failed: {stderr}"
+                );
                 exited = true;
                 break;
             }
