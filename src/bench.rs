@@ -30,7 +30,12 @@ pub struct IngestBench {
     pub drain_summary: String,
     pub copy: Duration,
     pub copy_rows: u64,
-    pub peak_rss_mb: Option<f64>,
+    /// The same messages fed from memory through parse, encode and the
+    /// transactional writer: hxjobs's own ceiling, without the broker.
+    pub no_broker: Duration,
+    /// Peak resident memory of the process when the drain ended (the
+    /// produce and bare-consume steps before it run in the same process).
+    pub drain_rss_mb: Option<f64>,
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
@@ -79,6 +84,18 @@ impl fmt::Display for IngestBench {
             drain,
             self.drain.as_secs_f64()
         )?;
+        let no_broker = rate(self.events, self.no_broker);
+        writeln!(
+            f,
+            "  hxjobs pipeline, no broker          {:>9.0} events/s  {:>7.2} s  (parse, encode, COPY, commit; messages from memory)",
+            no_broker,
+            self.no_broker.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  pipeline without broker / COPY  {:.2}",
+            no_broker / copy
+        )?;
         writeln!(
             f,
             "  drain / COPY          {:.2}  (target >= 0.60)",
@@ -95,8 +112,8 @@ impl fmt::Display for IngestBench {
             drain >= 0.6 * copy && drain >= 50_000.0
         };
         writeln!(f, "  target met: {}", if target { "yes" } else { "no" })?;
-        if let Some(rss) = self.peak_rss_mb {
-            writeln!(f, "  peak RSS of this process: {rss:.0} MiB")?;
+        if let Some(rss) = self.drain_rss_mb {
+            writeln!(f, "  peak RSS up to the end of the drain: {rss:.0} MiB")?;
         }
         write!(f, "  {}", self.drain_summary)
     }
@@ -127,21 +144,24 @@ pub async fn ingest(base: &Config, events: u64, keep: bool) -> anyhow::Result<In
     config.kafka.group_id = format!("bench-{suffix}");
     let drain_db = format!("hxjobs_bench_{suffix}");
     let copy_db = format!("hxjobs_bench_{suffix}_copy");
+    let replay_db = format!("hxjobs_bench_{suffix}_replay");
     config.database.url = db::with_database(&base.database.url, &drain_db);
     let mut copy_config = config.database.clone();
     copy_config.url = db::with_database(&base.database.url, &copy_db);
+    let mut replay_config = config.database.clone();
+    replay_config.url = db::with_database(&base.database.url, &replay_db);
 
     let mut admin_conn = PgConnection::connect(&base.database.url).await?;
-    for name in [&drain_db, &copy_db] {
+    for name in [&drain_db, &copy_db, &replay_db] {
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin_conn)
             .await?;
     }
 
-    let result = run_ingest(&config, &copy_config, events).await;
+    let result = run_ingest(&config, &copy_config, &replay_config, events).await;
 
     if !keep {
-        for name in [&drain_db, &copy_db] {
+        for name in [&drain_db, &copy_db, &replay_db] {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .execute(&mut admin_conn)
                 .await;
@@ -153,6 +173,7 @@ pub async fn ingest(base: &Config, events: u64, keep: bool) -> anyhow::Result<In
 async fn run_ingest(
     config: &Config,
     copy_db: &crate::config::DatabaseConfig,
+    replay_db: &crate::config::DatabaseConfig,
     events: u64,
 ) -> anyhow::Result<IngestBench> {
     kafka::ensure_topics(config).await?;
@@ -168,6 +189,7 @@ async fn run_ingest(
     };
     eprintln!("producing {events} demo events …");
     let cfg = config.clone();
+    let replay_spec = spec.clone();
     let produced = tokio::task::spawn_blocking(move || {
         let generator = demo::Generator::new(spec)?;
         demo::produce(&cfg, generator, |_| {})
@@ -183,6 +205,7 @@ async fn run_ingest(
     let started = Instant::now();
     let summary = ingest::drain(config, &pool, Arc::new(AtomicBool::new(false))).await?;
     let drain = started.elapsed();
+    let drain_rss_mb = peak_rss_mb();
     if summary.total().stored != events {
         anyhow::bail!(
             "the drain stored {} of {events} events",
@@ -197,7 +220,7 @@ async fn run_ingest(
         let mut out = std::io::BufWriter::new(file.reopen()?);
         let mut stream = conn
             .copy_out_raw(&format!(
-                "COPY events ({}) TO STDOUT (FORMAT csv)",
+                "COPY (SELECT {} FROM events) TO STDOUT (FORMAT csv)",
                 ingest::copy::EVENT_COLUMNS
             ))
             .await?;
@@ -234,7 +257,11 @@ async fn run_ingest(
     drop(conn);
     copy_pool.close().await;
 
+    eprintln!("pipeline without the broker …");
+    let no_broker = replay(config, replay_db, replay_spec).await?;
+
     Ok(IngestBench {
+        no_broker,
         events,
         produce: produced.elapsed,
         bare_consume,
@@ -242,7 +269,7 @@ async fn run_ingest(
         drain_summary: summary.to_string(),
         copy: copy_time,
         copy_rows,
-        peak_rss_mb: peak_rss_mb(),
+        drain_rss_mb,
     })
 }
 
@@ -276,4 +303,83 @@ fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Duration> {
     }
     tracing::debug!(bytes, "bare consume done");
     Ok(started.elapsed())
+}
+
+/// Feeds the demo messages from memory through the same batch building and
+/// transactional writer the drain uses, into `db`.
+async fn replay(
+    config: &Config,
+    db_config: &crate::config::DatabaseConfig,
+    spec: DemoSpec,
+) -> anyhow::Result<Duration> {
+    use crate::ingest::batch::{Batch, PartitionState};
+    use crate::ingest::writer::Writer;
+
+    let pool = db::connect_and_migrate(db_config).await?;
+    let group = "bench-replay";
+    let topics: Vec<(String, crate::events::EventType)> = config
+        .topics
+        .event_topics()
+        .iter()
+        .map(|(t, e)| (t.to_string(), *e))
+        .collect();
+    let mut parts: Vec<PartitionState> = topics
+        .iter()
+        .map(|(t, _)| PartitionState {
+            topic: t.clone(),
+            partition: 0,
+            next: 0,
+            end: i64::MAX,
+        })
+        .collect();
+    for p in &parts {
+        sqlx::query(
+            "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, 0)",
+        )
+        .bind(group)
+        .bind(&p.topic)
+        .execute(&pool)
+        .await?;
+    }
+    let messages: Vec<(usize, Option<Vec<u8>>)> = demo::Generator::new(spec)?
+        .map(|r| {
+            let idx = topics
+                .iter()
+                .position(|(_, e)| *e == r.event_type)
+                .unwrap_or(0);
+            (idx, r.payload)
+        })
+        .collect();
+    let batch_size = config.ingest.batch_size;
+    let max_bytes = config.ingest.max_event_bytes;
+    let shared_parts = parts.clone();
+    let mut writer = Writer::new(pool.acquire().await?, group, None).await?;
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
+    let builder = std::thread::spawn(move || {
+        let mut batch = Batch::new();
+        for (idx, payload) in &messages {
+            let Some(state) = parts.get_mut(*idx) else {
+                continue;
+            };
+            let offset = state.next;
+            batch.take(state, *idx, offset, payload.as_deref(), max_bytes);
+            if batch.len() >= batch_size && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+    });
+    while let Some(batch) = rx.recv().await {
+        writer.write(batch, &shared_parts).await?;
+    }
+    let elapsed = started.elapsed();
+    builder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the batch builder panicked"))?;
+    drop(writer);
+    pool.close().await;
+    Ok(elapsed)
 }

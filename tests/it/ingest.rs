@@ -388,3 +388,65 @@ async fn a_drain_killed_at_random_points_resumes_exactly_once() {
     assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, 0);
     env.cleanup().await;
 }
+
+/// When the broker hands back a later offset than the one asked for, the
+/// skipped range is stored in `ingest_gaps` and counted, in the same
+/// transaction as the batch. (The broker used here cannot delete records
+/// on request: its DeleteRecords is not implemented, so the jump is fed to
+/// the batch builder directly; the consumer loop passes every offset it
+/// receives to the same `Batch::take`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_the_broker_skipped_are_recorded_as_a_gap() {
+    use hxjobs::ingest::batch::{Batch, PartitionState};
+    use hxjobs::ingest::writer::Writer;
+
+    let env = TestEnv::new("gap").await;
+    let topic = env.config.topics.llm_requests.clone();
+    let group = env.config.kafka.group_id.clone();
+    sqlx::query("INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, 10)")
+        .bind(&group)
+        .bind(&topic)
+        .execute(&env.pool)
+        .await
+        .expect("offset row");
+    let mut parts = vec![PartitionState {
+        topic: topic.clone(),
+        partition: 0,
+        next: 10,
+        end: 100,
+    }];
+    let records: Vec<DemoRecord> = Generator::new(spec(3, 0.0, 0.0, 8))
+        .expect("spec")
+        .collect();
+    let mut batch = Batch::new();
+    // Offsets 10 and 11 arrive, then 17: 12..17 were never delivered.
+    for (record, offset) in records.iter().zip([10, 11, 17]) {
+        assert!(batch.take(&mut parts[0], 0, offset, record.payload.as_deref(), 1 << 20));
+    }
+    let mut writer = Writer::new(env.pool.acquire().await.expect("conn"), &group, None)
+        .await
+        .expect("writer");
+    let outcome = writer.write(batch, &parts).await.expect("write");
+    let counts = outcome.get(&topic).expect("topic counts");
+    assert_eq!(
+        (counts.stored, counts.gaps, counts.skipped_offsets),
+        (3, 1, 5)
+    );
+    let gap: (String, i32, i64, i64) =
+        sqlx::query_as("SELECT topic, partition, from_offset, to_offset FROM ingest_gaps WHERE consumer_group = $1")
+            .bind(&group)
+            .fetch_one(&env.pool)
+            .await
+            .expect("one gap row");
+    assert_eq!(gap, (topic.clone(), 0, 12, 17));
+    let next: i64 =
+        sqlx::query_scalar("SELECT next_offset FROM consumer_offsets WHERE consumer_group = $1")
+            .bind(&group)
+            .fetch_one(&env.pool)
+            .await
+            .expect("offset");
+    assert_eq!(next, 18);
+    assert_eq!(env.count("SELECT count(*) FROM events").await, 3);
+    drop(writer);
+    env.cleanup().await;
+}
