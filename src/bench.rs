@@ -130,17 +130,7 @@ pub fn peak_rss_mb() -> Option<f64> {
 pub async fn ingest(base: &Config, events: u64, keep: bool) -> anyhow::Result<IngestBench> {
     let suffix = format!("{}", Utc::now().format("%Y%m%d%H%M%S"));
     let mut config = base.clone();
-    let t = &mut config.topics;
-    for name in [
-        &mut t.llm_requests,
-        &mut t.user_feedback,
-        &mut t.system_metrics,
-        &mut t.business_events,
-        &mut t.error_events,
-    ] {
-        *name = format!("bench-{suffix}-{name}");
-    }
-    config.topics.dead_letter = format!("bench-{suffix}-dlq");
+    config.topics.prefix_names(&format!("bench-{suffix}-"));
     config.kafka.group_id = format!("bench-{suffix}");
     let drain_db = format!("hxjobs_bench_{suffix}");
     let copy_db = format!("hxjobs_bench_{suffix}_copy");

@@ -94,6 +94,21 @@ impl TopicsConfig {
         ]
     }
 
+    /// Puts `prefix` before every topic name, the dead-letter topic too
+    /// (separate topic sets for tests and benchmarks on one broker).
+    pub fn prefix_names(&mut self, prefix: &str) {
+        for name in [
+            &mut self.llm_requests,
+            &mut self.user_feedback,
+            &mut self.system_metrics,
+            &mut self.business_events,
+            &mut self.error_events,
+            &mut self.dead_letter,
+        ] {
+            *name = format!("{prefix}{name}");
+        }
+    }
+
     /// The topic that carries `event_type`.
     pub fn topic_for(&self, event_type: EventType) -> &str {
         match event_type {

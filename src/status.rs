@@ -37,7 +37,15 @@ pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Erro
     .bind(&config.kafka.group_id)
     .fetch_all(pool)
     .await?;
-    let consumer = kafka::build_consumer(&config.kafka, &config.kafka.group_id).ok();
+    let reachable = {
+        let probe = config.kafka.clone();
+        tokio::task::spawn_blocking(move || kafka::check_reachable(&probe).is_ok())
+            .await
+            .unwrap_or(false)
+    };
+    let consumer = reachable
+        .then(|| kafka::build_consumer(&config.kafka, &config.kafka.group_id).ok())
+        .flatten();
     let mut lag = Vec::new();
     for (topic, _) in config.topics.event_topics() {
         let next: i64 = stored

@@ -44,57 +44,56 @@ async fn kafka_down_names_the_address() {
     env.cleanup().await;
 }
 
+/// Runs `hxjobs [--config FILE] config` with extra environment; returns (exit code, stderr).
+fn show_config(file: Option<&std::path::Path>, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = hxjobs();
+    if let Some(f) = file {
+        cmd.arg("--config").arg(f);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.arg("config").output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn bad_config_names_key_and_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("broken.toml");
-    std::fs::write(&path, "[ingest]\nbatch_size = \"lots\"\n").expect("write");
-    let out = hxjobs()
-        .arg("--config")
-        .arg(&path)
-        .arg("config")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("ingest.batch_size") && err.contains("broken.toml"),
-        "{err}"
-    );
+    for (toml, key) in [
+        ("[ingest]\nbatch_size = \"lots\"\n", "ingest.batch_size"),
+        ("[kafka]\nbootstrap = \"x\"\n", "bootstrap"),
+        ("[ingest]\nbatch_size = 0\n", "ingest.batch_size"),
+    ] {
+        std::fs::write(&path, toml).expect("write");
+        let (code, err) = show_config(Some(&path), &[]);
+        assert_eq!(code, Some(2), "{toml}");
+        assert!(
+            err.contains(key) && err.contains("broken.toml"),
+            "{toml}: {err}"
+        );
+    }
 
-    std::fs::write(&path, "[kafka]\nbootstrap = \"x\"\n").expect("write");
-    let out = hxjobs()
-        .arg("--config")
-        .arg(&path)
-        .arg("config")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bootstrap") && err.contains("broken.toml"),
-        "{err}"
-    );
-
-    let out = hxjobs()
-        .env("BATCH_PROCESSING_API_PORT", "http")
-        .arg("config")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = show_config(None, &[("BATCH_PROCESSING_API_PORT", "http")]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("api.port") && err.contains("BATCH_PROCESSING_API_PORT"),
         "{err}"
     );
 
-    let out = hxjobs()
-        .arg("--config")
-        .arg(dir.path().join("missing.toml"))
-        .arg("config")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
+    let (code, err) = show_config(None, &[("KAFKA_TOPIC_PARTITIONS", "0")]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("topics.partitions") && err.contains("KAFKA_TOPIC_PARTITIONS"),
+        "{err}"
+    );
+
+    let (code, _) = show_config(Some(&dir.path().join("missing.toml")), &[]);
+    assert_eq!(code, Some(2));
 }
 
 #[test]

@@ -36,17 +36,7 @@ impl TestEnv {
         )
         .to_lowercase();
         let mut config = base.clone();
-        let t = &mut config.topics;
-        for topic in [
-            &mut t.llm_requests,
-            &mut t.user_feedback,
-            &mut t.system_metrics,
-            &mut t.business_events,
-            &mut t.error_events,
-            &mut t.dead_letter,
-        ] {
-            *topic = format!("{name}-{topic}");
-        }
+        config.topics.prefix_names(&format!("{name}-"));
         config.kafka.group_id = format!("{name}-group");
         config.ingest.batch_size = 500;
         config.ingest.stall_timeout_secs = 30;
