@@ -600,7 +600,9 @@ pub fn produce(
             first: first.unwrap_or_else(|| "flush timed out after 120 s".into()),
         });
     }
-    progress(summary.total());
+    if summary.total() % 50_000 != 0 {
+        progress(summary.total());
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::config::DatabaseConfig;
 
@@ -41,6 +41,26 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool> {
         reason: describe(&e),
     })?;
     let options = options.disable_statement_logging();
+    // One direct connection first: a pool reports only "timed out" where the
+    // server's own answer (refused, bad password, no such database) helps.
+    let wait = Duration::from_secs(config.connect_timeout_secs);
+    match tokio::time::timeout(wait, PgConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+        }
+        Ok(Err(e)) => {
+            return Err(Error::Unreachable {
+                url,
+                reason: describe(&e),
+            })
+        }
+        Err(_) => {
+            return Err(Error::Unreachable {
+                url,
+                reason: format!("no answer within {} s", config.connect_timeout_secs),
+            })
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(config.connect_timeout_secs))
