@@ -21,7 +21,7 @@ fn postgres_down_names_the_address() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cannot reach PostgreSQL at postgres://hxjobs:***@127.0.0.1:1/hxjobs"),
+        err.contains("cannot reach PostgreSQL at postgres://hxjobs:***@127.0.0.1:1/hxjobs: Connection refused"),
         "{err}"
     );
     assert!(!err.contains("secret"), "password leaked: {err}");
