@@ -42,7 +42,15 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub ingest: IngestConfig,
     pub dead_letters: DeadLettersConfig,
+    pub jobs: JobsConfig,
     pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Directory of job definitions (`*.toml`).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

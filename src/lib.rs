@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dag;
 pub mod db;
 pub mod demo;
 pub mod events;

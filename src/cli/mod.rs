@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod ingest;
+mod jobs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,11 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending database migrations (every command that needs them does this itself).
     Migrate,
+    /// Job definitions: list them or validate them.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
     /// Create the configured Kafka topics that do not exist yet.
     Topics {
         #[command(subcommand)]
@@ -172,6 +178,7 @@ async fn dispatch(cli: Cli) -> CliResult {
             println!("topics ready on {}", config.kafka.bootstrap_servers);
             Ok(())
         }
+        Command::Jobs { command } => jobs::run(&config, command),
         Command::Run(args) => ingest::run(&config, args).await,
         Command::ProduceDemo(args) => demo::run(&config, args).await,
         Command::Status => {

@@ -1,0 +1,479 @@
+//! Job files (`jobs/*.toml`) → validated jobs with their tasks in a
+//! dependency order. Pure: no database, no clock.
+//!
+//! Every error names the file and, where it points at a value, the line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::interval::Grain;
+
+/// Every task kind hxjobs knows; a job naming another is rejected.
+pub const TASK_KINDS: [&str; 6] = ["ingest", "aggregate", "retention", "report", "sql", "shell"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct Error {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// What happens to intervals missed while no daemon ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchupPolicy {
+    /// Run every missed interval (at most `max_intervals`, newest kept).
+    All,
+    /// Run only the newest missed interval.
+    Latest,
+    /// Run none of them.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Catchup {
+    pub policy: CatchupPolicy,
+    pub max_intervals: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub kind: String,
+    pub depends_on: Vec<String>,
+    pub retries: u32,
+    pub retry_delay_secs: u64,
+    pub retry_delay_max_secs: u64,
+    /// Wall-clock deadline of one attempt.
+    pub timeout_secs: u64,
+    /// `sql`: the statement; or `file`: a SQL file, relative to the job file.
+    pub sql: Option<String>,
+    pub file: Option<String>,
+    /// `shell`: the command, run with `sh -c`.
+    pub command: Option<String>,
+    /// `aggregate`: the rollup grain (the job's interval when absent).
+    pub grain: Option<Grain>,
+    /// `report`: the report type.
+    pub report: Option<String>,
+}
+
+impl Task {
+    /// Delay before attempt `attempt` (1-based retries): doubling, capped.
+    pub fn retry_delay(&self, attempt: u32) -> std::time::Duration {
+        let factor = 2u64.saturating_pow(attempt.saturating_sub(1));
+        std::time::Duration::from_secs(
+            self.retry_delay_secs
+                .saturating_mul(factor)
+                .min(self.retry_delay_max_secs),
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub description: String,
+    pub file: PathBuf,
+    pub schedule: Cron,
+    pub schedule_text: String,
+    pub timezone: chrono_tz::Tz,
+    pub interval: Grain,
+    pub start_date: DateTime<Utc>,
+    pub catchup: Catchup,
+    pub max_active_runs: u32,
+    /// In an order where every task comes after its dependencies.
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    schedule: Spanned<String>,
+    #[serde(default)]
+    timezone: Option<Spanned<String>>,
+    interval: Grain,
+    start_date: Spanned<String>,
+    #[serde(default)]
+    catchup: Option<RawCatchup>,
+    #[serde(default = "one")]
+    max_active_runs: u32,
+    tasks: BTreeMap<String, Spanned<RawTask>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatchup {
+    policy: CatchupPolicy,
+    #[serde(default = "default_max_intervals")]
+    max_intervals: u32,
+}
+
+fn default_max_intervals() -> u32 {
+    168
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    kind: Spanned<String>,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
+    #[serde(default)]
+    retries: u32,
+    #[serde(default = "default_retry_delay")]
+    retry_delay_secs: u64,
+    #[serde(default = "default_retry_delay_max")]
+    retry_delay_max_secs: u64,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+    #[serde(default)]
+    sql: Option<String>,
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    grain: Option<Grain>,
+    #[serde(default)]
+    report: Option<String>,
+}
+
+fn default_retry_delay() -> u64 {
+    10
+}
+fn default_retry_delay_max() -> u64 {
+    600
+}
+fn default_timeout() -> u64 {
+    3600
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses and validates one job file's text.
+pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
+    let err = |span: Option<std::ops::Range<usize>>, message: String| Error {
+        file: file.to_path_buf(),
+        line: span.map(|s| line_of(text, s.start)),
+        message,
+    };
+    let raw: RawJob = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
+
+    let name = raw.name.get_ref().clone();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(err(
+            Some(raw.name.span()),
+            format!("job name `{name}` must be letters, digits, _ or -"),
+        ));
+    }
+    let schedule_text = raw.schedule.get_ref().trim().to_string();
+    let schedule = Cron::from_str(&schedule_text).map_err(|e| {
+        err(
+            Some(raw.schedule.span()),
+            format!("bad cron expression `{schedule_text}`: {e}"),
+        )
+    })?;
+    let timezone = match &raw.timezone {
+        None => chrono_tz::UTC,
+        Some(tz) => tz.get_ref().parse::<chrono_tz::Tz>().map_err(|_| {
+            err(
+                Some(tz.span()),
+                format!("unknown timezone `{}`", tz.get_ref()),
+            )
+        })?,
+    };
+    let start_date = crate::time::parse_instant(raw.start_date.get_ref())
+        .map_err(|e| err(Some(raw.start_date.span()), format!("start_date: {e}")))?;
+    let catchup = match raw.catchup {
+        Some(c) => Catchup {
+            policy: c.policy,
+            max_intervals: c.max_intervals,
+        },
+        None => Catchup {
+            policy: CatchupPolicy::Latest,
+            max_intervals: default_max_intervals(),
+        },
+    };
+    if raw.max_active_runs == 0 {
+        return Err(err(None, "max_active_runs must be at least 1".into()));
+    }
+    if raw.tasks.is_empty() {
+        return Err(err(None, "a job needs at least one task".into()));
+    }
+
+    let mut tasks: HashMap<String, (Task, std::ops::Range<usize>)> = HashMap::new();
+    for (id, spanned) in &raw.tasks {
+        let span = spanned.span();
+        let t = spanned.get_ref();
+        let kind = t.kind.get_ref().clone();
+        if !TASK_KINDS.contains(&kind.as_str()) {
+            return Err(err(
+                Some(t.kind.span()),
+                format!(
+                    "task `{id}`: unknown kind `{kind}` (known: {})",
+                    TASK_KINDS.join(", ")
+                ),
+            ));
+        }
+        if t.timeout_secs == 0 {
+            return Err(err(
+                Some(span),
+                format!("task `{id}`: timeout_secs must be at least 1"),
+            ));
+        }
+        check_params(id, &kind, t).map_err(|m| err(Some(span.clone()), m))?;
+        for dep in &t.depends_on {
+            if !raw.tasks.contains_key(dep.get_ref()) {
+                return Err(err(
+                    Some(dep.span()),
+                    format!(
+                        "task `{id}` depends on `{}`, which is not a task of this job",
+                        dep.get_ref()
+                    ),
+                ));
+            }
+        }
+        tasks.insert(
+            id.clone(),
+            (
+                Task {
+                    id: id.clone(),
+                    kind,
+                    depends_on: t.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+                    retries: t.retries,
+                    retry_delay_secs: t.retry_delay_secs,
+                    retry_delay_max_secs: t.retry_delay_max_secs.max(t.retry_delay_secs),
+                    timeout_secs: t.timeout_secs,
+                    sql: t.sql.clone(),
+                    file: t.file.clone(),
+                    command: t.command.clone(),
+                    grain: t.grain,
+                    report: t.report.clone(),
+                },
+                span,
+            ),
+        );
+    }
+    let ordered = topological(&tasks)
+        .map_err(|(id, span)| err(Some(span), format!("dependency cycle through task `{id}`")))?;
+
+    Ok(Job {
+        name,
+        description: raw.description,
+        file: file.to_path_buf(),
+        schedule,
+        schedule_text,
+        timezone,
+        interval: raw.interval,
+        start_date,
+        catchup,
+        max_active_runs: raw.max_active_runs,
+        tasks: ordered,
+    })
+}
+
+/// The settings each kind needs.
+fn check_params(id: &str, kind: &str, t: &RawTask) -> Result<(), String> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+    match kind {
+        "sql" if !(set(&t.sql) ^ set(&t.file)) => Err(format!(
+            "task `{id}`: a sql task needs exactly one of `sql` or `file`"
+        )),
+        "shell" if !set(&t.command) => Err(format!("task `{id}`: a shell task needs `command`")),
+        _ => Ok(()),
+    }
+}
+
+/// Kahn's algorithm, ties broken by task id so the order is stable.
+fn topological(
+    tasks: &HashMap<String, (Task, std::ops::Range<usize>)>,
+) -> Result<Vec<Task>, (String, std::ops::Range<usize>)> {
+    let mut remaining: BTreeMap<&str, usize> = tasks
+        .iter()
+        .map(|(id, (t, _))| (id.as_str(), t.depends_on.len()))
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    while !remaining.is_empty() {
+        let Some(ready) = remaining
+            .iter()
+            .find(|(_, &n)| n == 0)
+            .map(|(id, _)| id.to_string())
+        else {
+            let (id, _) = remaining
+                .iter()
+                .next()
+                .map(|(id, n)| (id.to_string(), *n))
+                .unwrap_or_default();
+            let span = tasks.get(&id).map(|(_, s)| s.clone()).unwrap_or(0..0);
+            return Err((id, span));
+        };
+        remaining.remove(ready.as_str());
+        for (id, (t, _)) in tasks {
+            if t.depends_on.iter().any(|d| d == &ready) {
+                if let Some(n) = remaining.get_mut(id.as_str()) {
+                    *n -= t.depends_on.iter().filter(|d| *d == &ready).count().min(*n);
+                }
+            }
+        }
+        if let Some((t, _)) = tasks.get(&ready) {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Loads and validates every `*.toml` in `dir`; job names must be unique.
+pub fn load_dir(dir: &Path) -> Result<Vec<Job>, Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error {
+        file: dir.to_path_buf(),
+        line: None,
+        message: format!("cannot read the jobs directory: {e}"),
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut jobs: Vec<Job> = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error {
+            file: path.clone(),
+            line: None,
+            message: e.to_string(),
+        })?;
+        let job = parse(&path, &text)?;
+        if let Some(other) = jobs.iter().find(|j| j.name == job.name) {
+            return Err(Error {
+                file: path,
+                line: None,
+                message: format!(
+                    "job name `{}` is also used by {}",
+                    job.name,
+                    other.file.display()
+                ),
+            });
+        }
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "demo"
+schedule = "5 * * * *"
+interval = "hour"
+start_date = "2026-01-01"
+
+[catchup]
+policy = "all"
+max_intervals = 24
+
+[tasks.b]
+kind = "sql"
+sql = "SELECT 1"
+depends_on = ["a"]
+
+[tasks.a]
+kind = "ingest"
+retries = 2
+
+[tasks.c]
+kind = "shell"
+command = "true"
+depends_on = ["a", "b"]
+"#;
+
+    fn p(text: &str) -> Result<Job, Error> {
+        parse(Path::new("jobs/demo.toml"), text)
+    }
+
+    #[test]
+    fn parses_and_orders() {
+        let job = p(GOOD).expect("valid");
+        let order: Vec<&str> = job.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c"]);
+        assert_eq!(job.interval, Grain::Hour);
+        assert_eq!(job.catchup.policy, CatchupPolicy::All);
+        assert_eq!(job.catchup.max_intervals, 24);
+        assert_eq!(job.timezone, chrono_tz::UTC);
+        let a = &job.tasks[0];
+        assert_eq!(a.retry_delay(1).as_secs(), 10);
+        assert_eq!(a.retry_delay(3).as_secs(), 40);
+        assert_eq!(a.retry_delay(30).as_secs(), 600);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let cycle = GOOD.replace(
+            "kind = \"ingest\"",
+            "kind = \"ingest\"\ndepends_on = [\"c\"]",
+        );
+        let e = p(&cycle).expect_err("cycle");
+        assert!(e.message.contains("cycle"), "{e}");
+        assert!(e.to_string().starts_with("jobs/demo.toml:"), "{e}");
+
+        let e = p(&GOOD.replace("kind = \"ingest\"", "kind = \"ingestt\"")).expect_err("kind");
+        assert!(e.message.contains("unknown kind `ingestt`"), "{e}");
+        assert_eq!(e.line, Some(17));
+
+        let e = p(&GOOD.replace("depends_on = [\"a\"]", "depends_on = [\"zz\"]"))
+            .expect_err("dangling");
+        assert!(e.message.contains("`zz`"), "{e}");
+        assert_eq!(e.line, Some(14));
+
+        let e = p(&GOOD.replace("5 * * * *", "61 * * * *")).expect_err("cron");
+        assert!(e.message.contains("bad cron"), "{e}");
+        assert_eq!(e.line, Some(3));
+
+        let e = p(&GOOD.replace("sql = \"SELECT 1\"", "")).expect_err("params");
+        assert!(e.message.contains("sql task"), "{e}");
+
+        let e = p(&format!("{GOOD}\nbogus = 1\n")).expect_err("unknown key");
+        assert!(e.to_string().contains("jobs/demo.toml"), "{e}");
+    }
+
+    #[test]
+    fn shipped_jobs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let jobs = load_dir(&dir).expect("shipped jobs are valid");
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        for wanted in [
+            "ingest",
+            "hxp_hourly_aggregation",
+            "hxp_daily_aggregation",
+            "hxp_weekly_aggregation",
+            "hxp_monthly_aggregation",
+            "hxp_retention",
+        ] {
+            assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+        }
+    }
+}
