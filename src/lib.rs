@@ -13,5 +13,6 @@ pub mod events;
 pub mod ingest;
 pub mod kafka;
 pub mod status;
+pub mod tasks;
 pub mod telemetry;
 pub mod time;

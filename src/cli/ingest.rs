@@ -1,35 +1,121 @@
-//! `hxjobs run <job>`.
+//! `hxjobs run <job>` and `hxjobs tasks test`: one interval, in the foreground.
 
-use clap::Args;
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
 
 use super::{stop_on_signal, CliResult, Failure};
 use crate::config::Config;
+use crate::dag::executor::{self, RunType};
+use crate::dag::{job, Interval, Job};
+use crate::tasks::TaskContext;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The job to run. `ingest`: drain every event topic into PostgreSQL, exactly once.
+    /// The job to run (see `hxjobs jobs list`); `ingest` drains every event topic.
     pub job: String,
+    /// Run the last interval complete at this time (default: now).
+    #[arg(long, value_parser = crate::time::parse_instant, conflicts_with = "interval_start")]
+    pub at: Option<DateTime<Utc>>,
+    /// Run the interval that contains this time.
+    #[arg(long, value_parser = crate::time::parse_instant)]
+    pub interval_start: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Run one task of a job for one interval, without writing the run ledger.
+    Test {
+        job: String,
+        task: String,
+        /// The last interval complete at this time (default: now).
+        #[arg(long, value_parser = crate::time::parse_instant)]
+        at: Option<DateTime<Utc>>,
+    },
+}
+
+fn find_job(config: &Config, name: &str) -> Result<Job, Failure> {
+    let jobs = job::load(&config.jobs.dir).map_err(|e| Failure {
+        code: 2,
+        message: e.to_string(),
+    })?;
+    let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+    jobs.into_iter()
+        .find(|j| j.name == name)
+        .ok_or_else(|| Failure {
+            code: 2,
+            message: format!("unknown job `{name}` (known jobs: {})", names.join(", ")),
+        })
+}
+
+fn interval_of(job: &Job, at: Option<DateTime<Utc>>, start: Option<DateTime<Utc>>) -> Interval {
+    match start {
+        Some(s) => job.interval.containing(s),
+        None => job.interval.last_complete(at.unwrap_or_else(Utc::now)),
+    }
 }
 
 pub async fn run(config: &Config, args: RunArgs) -> CliResult {
-    match args.job.as_str() {
-        "ingest" => {
-            let pool = crate::db::connect_and_migrate(&config.database).await?;
-            let stop = stop_on_signal();
-            let summary = crate::ingest::drain(config, &pool, stop).await?;
-            println!("{summary}");
-            if summary.interrupted {
-                return Err(Failure {
-                    code: 130,
-                    message: "interrupted; the next run resumes from the last committed batch"
-                        .into(),
-                });
-            }
-            Ok(())
-        }
-        other => Err(Failure {
+    let job = find_job(config, &args.job)?;
+    let interval = interval_of(&job, args.at, args.interval_start);
+    let pool = crate::db::connect_and_migrate(&config.database).await?;
+    let stop = stop_on_signal();
+    let run_id = executor::create_run(&pool, &job, interval, RunType::Manual)
+        .await?
+        .ok_or_else(|| Failure::from("the manual run could not be recorded"))?;
+    let report = executor::execute(config, &pool, &job, interval, run_id, stop.clone()).await?;
+    print!("{report}");
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Failure {
+            code: 130,
+            message: "interrupted; the next run resumes from the last committed work".into(),
+        });
+    }
+    if !report.succeeded() {
+        return Err(Failure::from(format!(
+            "job {} failed for this interval",
+            job.name
+        )));
+    }
+    Ok(())
+}
+
+pub async fn test_task(config: &Config, command: TasksCommand) -> CliResult {
+    let TasksCommand::Test { job, task, at } = command;
+    let mut job = find_job(config, &job)?;
+    let Some(t) = job.tasks.iter().find(|t| t.id == task).cloned() else {
+        return Err(Failure {
             code: 2,
-            message: format!("unknown job `{other}` (known jobs: ingest)"),
-        }),
+            message: format!("job {} has no task `{task}`", job.name),
+        });
+    };
+    let mut only = t.clone();
+    only.depends_on.clear();
+    job.tasks = vec![only];
+    let interval = interval_of(&job, at, None);
+    let pool = crate::db::connect_and_migrate(&config.database).await?;
+    let ctx = TaskContext {
+        config,
+        pool: &pool,
+        job: &job,
+        interval,
+        run_id: 0,
+        stop: stop_on_signal(),
+    };
+    let outcomes = executor::run_tasks(&ctx, None).await?;
+    let mut ok = true;
+    for o in &outcomes {
+        println!(
+            "{} {} attempts={} {}",
+            o.task,
+            o.state.as_str(),
+            o.attempts,
+            o.message
+        );
+        ok &= o.state == executor::TaskState::Success;
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::from(format!("task {task} failed")))
     }
 }

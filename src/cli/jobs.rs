@@ -16,7 +16,7 @@ pub enum JobsCommand {
 }
 
 pub fn run(config: &Config, command: JobsCommand) -> CliResult {
-    let jobs = job::load_dir(&config.jobs.dir).map_err(|e| Failure {
+    let jobs = job::load(&config.jobs.dir).map_err(|e| Failure {
         code: 2,
         message: e.to_string(),
     })?;

@@ -53,9 +53,15 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
-    /// Run a job once, in the foreground. `ingest` drains every event topic
-    /// up to the high watermark seen at start, exactly once, then prints a summary.
+    /// Run a job for one interval in the foreground (a manual run in the
+    /// ledger); print each task's outcome. `ingest` drains every event topic
+    /// up to the high watermark seen at start, exactly once.
     Run(ingest::RunArgs),
+    /// Run single tasks.
+    Tasks {
+        #[command(subcommand)]
+        command: ingest::TasksCommand,
+    },
     /// Produce realistic demo events of all five types into Kafka.
     ProduceDemo(demo::ProduceDemoArgs),
     /// Show what is stored: events per type, dead letters per reason, lag per topic.
@@ -180,6 +186,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         }
         Command::Jobs { command } => jobs::run(&config, command),
         Command::Run(args) => ingest::run(&config, args).await,
+        Command::Tasks { command } => ingest::test_task(&config, command).await,
         Command::ProduceDemo(args) => demo::run(&config, args).await,
         Command::Status => {
             let pool = crate::db::connect_and_migrate(&config.database).await?;

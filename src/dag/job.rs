@@ -382,6 +382,44 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Job>, Error> {
     Ok(jobs)
 }
 
+/// The job files shipped in `jobs/`, compiled in for when the configured
+/// directory does not exist (the binary runs without its source tree).
+pub const SHIPPED: [(&str, &str); 6] = [
+    ("ingest.toml", include_str!("../../jobs/ingest.toml")),
+    (
+        "hxp_hourly_aggregation.toml",
+        include_str!("../../jobs/hxp_hourly_aggregation.toml"),
+    ),
+    (
+        "hxp_daily_aggregation.toml",
+        include_str!("../../jobs/hxp_daily_aggregation.toml"),
+    ),
+    (
+        "hxp_weekly_aggregation.toml",
+        include_str!("../../jobs/hxp_weekly_aggregation.toml"),
+    ),
+    (
+        "hxp_monthly_aggregation.toml",
+        include_str!("../../jobs/hxp_monthly_aggregation.toml"),
+    ),
+    (
+        "hxp_retention.toml",
+        include_str!("../../jobs/hxp_retention.toml"),
+    ),
+];
+
+/// The jobs in `dir`, or the shipped ones when `dir` does not exist.
+pub fn load(dir: &Path) -> Result<Vec<Job>, Error> {
+    if dir.exists() {
+        return load_dir(dir);
+    }
+    tracing::debug!(dir = %dir.display(), "no jobs directory; using the shipped jobs");
+    SHIPPED
+        .iter()
+        .map(|(name, text)| parse(&Path::new("(built in) jobs").join(name), text))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +496,18 @@ depends_on = ["a", "b"]
 
         let e = p(&format!("{GOOD}\nbogus = 1\n")).expect_err("unknown key");
         assert!(e.to_string().contains("jobs/demo.toml"), "{e}");
+    }
+
+    #[test]
+    fn built_in_jobs_match_the_directory() {
+        let built_in = load(Path::new("/nonexistent/jobs")).expect("built-in jobs parse");
+        let dir = load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs")).expect("dir");
+        let names = |jobs: &[Job]| {
+            jobs.iter()
+                .map(|j| j.name.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(names(&built_in), names(&dir));
     }
 
     #[test]

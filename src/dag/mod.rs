@@ -1,5 +1,6 @@
 //! Jobs as DAGs: job files, data intervals and (later) the executor.
 
+pub mod executor;
 pub mod interval;
 pub mod job;
 

@@ -31,16 +31,46 @@ fn postgres_down_names_the_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_down_names_the_address() {
     let env = TestEnv::new("kafka_down").await;
+    // A single operation fails with one line.
     let out = env
         .command()
         .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-        .args(["run", "ingest"])
+        .args(["topics", "create"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    // A job's ingest task says the same in its outcome, once its retries are spent.
+    let jobs = env.dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).expect("jobs dir");
+    std::fs::write(
+        jobs.join("ingest.toml"),
+        "name = \"ingest\"\nschedule = \"* * * * *\"\ninterval = \"hour\"\nstart_date = \"2026-01-01\"\n[tasks.ingest]\nkind = \"ingest\"\n",
+    )
+    .expect("job file");
+    let config = env.config_file(&format!("[jobs]\ndir = \"{}\"\n", jobs.display()));
+    let out = env
+        .command()
+        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "ingest"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("failed") && stdout.contains("cannot reach Kafka at 127.0.0.1:1"),
+        "{stdout}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim().lines().last(),
+        Some("hxjobs: error: job ingest failed for this interval")
+    );
     env.cleanup().await;
 }
 

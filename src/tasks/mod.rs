@@ -1,0 +1,118 @@
+//! Task kinds, registered in one place ([`run_task`]). Each kind gets the
+//! run's context and returns a one-line outcome or an error.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::dag::{Interval, Job, Task};
+
+/// What a task needs to know about its run.
+pub struct TaskContext<'a> {
+    pub config: &'a Config,
+    pub pool: &'a PgPool,
+    pub job: &'a Job,
+    pub interval: Interval,
+    /// The ledger id, or 0 when the task runs outside the ledger (`tasks test`).
+    pub run_id: i64,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl TaskContext<'_> {
+    /// `{{ interval_start }}`, `{{ interval_end }}`, `{{ job }}`, `{{ run_id }}`
+    /// replaced by the run's values (RFC 3339 times, UTC).
+    pub fn render(&self, template: &str) -> String {
+        let vars = [
+            ("interval_start", self.interval.start.to_rfc3339()),
+            ("interval_end", self.interval.end.to_rfc3339()),
+            ("job", self.job.name.clone()),
+            ("run_id", self.run_id.to_string()),
+        ];
+        let mut out = template.to_string();
+        for (name, value) in vars {
+            for pattern in [format!("{{{{ {name} }}}}"), format!("{{{{{name}}}}}")] {
+                out = out.replace(&pattern, &value);
+            }
+        }
+        out
+    }
+}
+
+/// An error that no retry can fix (a kind not built yet, a bad setting).
+/// Wrap it in `anyhow::Error` to make the executor fail the task at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+/// Runs one attempt of `task`. The caller applies the timeout and retries.
+pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<String> {
+    match task.kind.as_str() {
+        "ingest" => {
+            let summary = crate::ingest::drain(ctx.config, ctx.pool, ctx.stop.clone()).await?;
+            Ok(summary.to_string())
+        }
+        "sql" => {
+            let text = match (&task.sql, &task.file) {
+                (Some(sql), _) => sql.clone(),
+                (None, Some(file)) => {
+                    let base = ctx.job.file.parent().unwrap_or(std::path::Path::new("."));
+                    let path = base.join(file);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+                }
+                (None, None) => return Err(Fatal("sql task without sql or file".into()).into()),
+            };
+            let sql = ctx.render(&text);
+            let done = sqlx::raw_sql(&sql).execute(ctx.pool).await?;
+            Ok(format!("{} rows affected", done.rows_affected()))
+        }
+        "shell" => {
+            let command = ctx.render(task.command.as_deref().unwrap_or_default());
+            // Its own process group, killed whole if the attempt is dropped
+            // (timeout, shutdown): no orphans left from `a | b` or `a; b`.
+            let child = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .env("HXJOBS_JOB", &ctx.job.name)
+                .env("HXJOBS_RUN_ID", ctx.run_id.to_string())
+                .env("HXJOBS_INTERVAL_START", ctx.interval.start.to_rfc3339())
+                .env("HXJOBS_INTERVAL_END", ctx.interval.end.to_rfc3339())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()?;
+            let mut group = ProcessGroup(child.id());
+            let output = child.wait_with_output().await?;
+            group.0 = None;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr.lines().last().unwrap_or_default().to_string();
+            if output.status.success() {
+                Ok(format!("exit 0, {} bytes of output", output.stdout.len()))
+            } else {
+                anyhow::bail!("{} ({last})", output.status)
+            }
+        }
+        kind @ ("aggregate" | "retention" | "report") => Err(Fatal(format!(
+            "task kind `{kind}` is not available in this build of hxjobs yet"
+        ))
+        .into()),
+        other => Err(Fatal(format!("unknown task kind `{other}`")).into()),
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed (`.0 = None`).
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
