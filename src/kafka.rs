@@ -7,7 +7,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{ProducerContext, ThreadedProducer};
+use rdkafka::producer::{FutureProducer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 
 use crate::config::{Config, KafkaConfig};
@@ -44,7 +44,8 @@ fn timeout(kafka: &KafkaConfig) -> Duration {
 }
 
 impl Error {
-    fn from_kafka(kafka: &KafkaConfig, what: &str, e: KafkaError) -> Error {
+    /// Classifies a client error: unreachable broker, or a broker answer about `what`.
+    pub fn from_kafka(kafka: &KafkaConfig, what: &str, e: KafkaError) -> Error {
         let code = match &e {
             KafkaError::AdminOp(code) | KafkaError::MetadataFetch(code) => Some(*code),
             other => other.rdkafka_error_code(),
@@ -97,6 +98,17 @@ pub const FETCH_BYTES: usize = 1 << 20;
 /// caps requests at 5 MiB.
 pub const LARGE_FETCH_BYTES: usize = 5 << 20;
 
+/// [`check_reachable`] off the async runtime.
+pub async fn ensure_reachable(kafka: &KafkaConfig) -> Result<()> {
+    let probe = kafka.clone();
+    tokio::task::spawn_blocking(move || check_reachable(&probe))
+        .await
+        .map_err(|e| Error::Unreachable {
+            servers: kafka.bootstrap_servers.clone(),
+            reason: e.to_string(),
+        })?
+}
+
 /// A consumer for manual partition assignment: no group join, no auto commit.
 pub fn build_consumer(kafka: &KafkaConfig, group_id: &str) -> Result<BaseConsumer> {
     build_consumer_with(kafka, group_id, FETCH_BYTES)
@@ -144,6 +156,16 @@ pub fn build_producer_with<C: ProducerContext + 'static>(
         .set("enable.idempotence", "false")
         .create_with_context(context)
         .map_err(|e| Error::from_kafka(kafka, "creating a producer", e))
+}
+
+/// The producer for the dead-letter topic: each delivery is awaited by the writer.
+pub fn build_dead_letter_producer(kafka: &KafkaConfig) -> Result<FutureProducer> {
+    client_config(kafka)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "4194304")
+        .create()
+        .map_err(|e| Error::from_kafka(kafka, "creating the dead-letter producer", e))
 }
 
 /// The partitions of `topic`, or an error when it does not exist. A topic
@@ -201,28 +223,10 @@ pub fn watermarks(
         .map_err(|e| Error::from_kafka(kafka, &format!("watermarks of {topic}/{partition}"), e))
 }
 
-/// Every topic name of `config`: the five event topics and the dead-letter topic.
-pub fn all_topics(config: &Config) -> Vec<&str> {
-    let mut names: Vec<&str> = config
-        .topics
-        .event_topics()
-        .iter()
-        .map(|(n, _)| *n)
-        .collect();
-    names.push(&config.topics.dead_letter);
-    names
-}
-
 /// Creates every configured topic that is missing; existing topics are left as they are.
 pub async fn ensure_topics(config: &Config) -> Result<()> {
     let kafka = &config.kafka;
-    let probe = kafka.clone();
-    tokio::task::spawn_blocking(move || check_reachable(&probe))
-        .await
-        .map_err(|e| Error::Unreachable {
-            servers: kafka.bootstrap_servers.clone(),
-            reason: e.to_string(),
-        })??;
+    ensure_reachable(kafka).await?;
     let t = &config.topics;
     let admin: AdminClient<DefaultClientContext> = client_config(kafka)
         .create()

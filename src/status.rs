@@ -37,12 +37,7 @@ pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Erro
     .bind(&config.kafka.group_id)
     .fetch_all(pool)
     .await?;
-    let reachable = {
-        let probe = config.kafka.clone();
-        tokio::task::spawn_blocking(move || kafka::check_reachable(&probe).is_ok())
-            .await
-            .unwrap_or(false)
-    };
+    let reachable = kafka::ensure_reachable(&config.kafka).await.is_ok();
     let consumer = reachable
         .then(|| kafka::build_consumer(&config.kafka, &config.kafka.group_id).ok())
         .flatten();

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -115,16 +114,7 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
 
     let group = config.kafka.group_id.clone();
     let dead_letter_topic = if config.dead_letters.publish {
-        let producer: FutureProducer = kafka::client_config(&config.kafka)
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.max.bytes", "4194304")
-            .create()
-            .map_err(|e| kafka::Error::Broker {
-                servers: config.kafka.bootstrap_servers.clone(),
-                what: "creating the dead-letter producer".into(),
-                reason: e.to_string(),
-            })?;
+        let producer = kafka::build_dead_letter_producer(&config.kafka)?;
         Some((producer, config.topics.dead_letter.clone()))
     } else {
         None
@@ -274,17 +264,17 @@ fn assigned_consumer(
     let mut tpl = TopicPartitionList::new();
     for p in parts.iter().filter(|p| !p.done()) {
         tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
-            .map_err(|e| kafka::Error::Broker {
-                servers: kafka_config.bootstrap_servers.clone(),
-                what: format!("assigning {}/{}", p.topic, p.partition),
-                reason: e.to_string(),
+            .map_err(|e| {
+                kafka::Error::from_kafka(
+                    kafka_config,
+                    &format!("assigning {}/{}", p.topic, p.partition),
+                    e,
+                )
             })?;
     }
-    consumer.assign(&tpl).map_err(|e| kafka::Error::Broker {
-        servers: kafka_config.bootstrap_servers.clone(),
-        what: "assigning partitions".into(),
-        reason: e.to_string(),
-    })?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka::Error::from_kafka(kafka_config, "assigning partitions", e))?;
     Ok(consumer)
 }
 
