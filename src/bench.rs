@@ -362,9 +362,8 @@ async fn replay(
             let _ = tx.blocking_send(batch);
         }
     });
-    while let Some(batch) = rx.recv().await {
-        writer.write(batch, &shared_parts).await?;
-    }
+    let mut summary = crate::ingest::Summary::default();
+    crate::ingest::write_batches(&mut writer, &mut rx, &shared_parts, &mut summary).await?;
     let elapsed = started.elapsed();
     builder
         .join()

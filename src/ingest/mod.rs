@@ -153,42 +153,43 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
         })
         .map_err(|_| Error::ConsumerLost)?;
 
-    let mut write_error = None;
-    while let Some(batch) = rx.recv().await {
-        summary.messages += batch.messages;
-        let n = batch.messages;
-        let write_started = Instant::now();
-        match writer.write(batch, &parts).await {
-            Ok(outcome) => {
-                tracing::debug!(
-                    messages = n,
-                    write_ms = write_started.elapsed().as_millis() as u64,
-                    since_start_ms = started.elapsed().as_millis() as u64,
-                    "batch committed"
-                );
-                for (topic, counts) in outcome {
-                    summary.topics.entry(topic).or_default().add(&counts);
-                }
-            }
-            Err(e) => {
-                write_error = Some(e);
-                break;
-            }
-        }
-    }
+    let written = write_batches(&mut writer, &mut rx, &parts, &mut summary).await;
     // Dropping the receiver makes the consumer thread stop at its next send.
     drop(rx);
     let consumed = tokio::task::spawn_blocking(move || consumer_thread.join())
         .await
         .map_err(|_| Error::ConsumerLost)?
         .map_err(|_| Error::ConsumerLost)?;
-    if let Some(e) = write_error {
-        return Err(e);
-    }
+    written?;
     consumed?;
     summary.interrupted = stop.load(Ordering::Relaxed);
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Commits batches as they arrive, adding their counts to `summary`, until
+/// the sender is done or a write fails.
+pub async fn write_batches(
+    writer: &mut Writer,
+    rx: &mut mpsc::Receiver<Batch>,
+    parts: &[PartitionState],
+    summary: &mut Summary,
+) -> Result<()> {
+    while let Some(batch) = rx.recv().await {
+        let messages = batch.messages;
+        let write_started = Instant::now();
+        let outcome = writer.write(batch, parts).await?;
+        tracing::debug!(
+            messages,
+            write_ms = write_started.elapsed().as_millis() as u64,
+            "batch committed"
+        );
+        summary.messages += messages;
+        for (topic, counts) in outcome {
+            summary.topics.entry(topic).or_default().add(&counts);
+        }
+    }
+    Ok(())
 }
 
 /// Every event topic's partitions with their stored offsets and current ends.
