@@ -272,15 +272,7 @@ impl Config {
         config.validate().map_err(|(key, problem)| {
             let source_name = figment
                 .find_metadata(key)
-                .map(|m| match &m.source {
-                    Some(source) => source.to_string(),
-                    None => env_names()
-                        .into_iter()
-                        .find(|n| env_key(n).as_deref() == Some(key))
-                        .filter(|_| m.name.contains("environment"))
-                        .map(|var| format!("environment variable {var}"))
-                        .unwrap_or_else(|| m.name.to_string()),
-                })
+                .map(|m| source_of(m, key))
                 .unwrap_or_else(|| "defaults".to_string());
             Error::Invalid {
                 key: key.to_string(),
@@ -386,6 +378,21 @@ fn check_topic_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Where `key`'s value came from: the file, the environment variable, or
+/// the layer's name.
+fn source_of(meta: &figment::Metadata, key: &str) -> String {
+    if let Some(source) = &meta.source {
+        return source.to_string();
+    }
+    let var = env_names()
+        .into_iter()
+        .find(|n| env_key(n).as_deref() == Some(key));
+    match var {
+        Some(var) if meta.name.contains("environment") => format!("environment variable {var}"),
+        _ => meta.name.to_string(),
+    }
+}
+
 /// One line per figment error, each naming the key and its source.
 fn describe(error: figment::Error) -> String {
     error
@@ -396,17 +403,7 @@ fn describe(error: figment::Error) -> String {
                 line = format!("`{}`: {line}", e.path.join("."));
             }
             if let Some(meta) = &e.metadata {
-                let key = e.path.join(".");
-                let env_name = env_names()
-                    .into_iter()
-                    .find(|n| env_key(n).as_deref() == Some(key.as_str()));
-                match (&meta.source, env_name) {
-                    (Some(source), _) => line.push_str(&format!(" (in {source})")),
-                    (None, Some(var)) if meta.name.contains("environment") => {
-                        line.push_str(&format!(" (in environment variable {var})"))
-                    }
-                    (None, _) => line.push_str(&format!(" (in {})", meta.name)),
-                }
+                line.push_str(&format!(" (in {})", source_of(meta, &e.path.join("."))));
             }
             line
         })

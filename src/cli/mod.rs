@@ -2,8 +2,8 @@
 
 mod bench;
 mod demo;
-mod ingest;
 mod jobs;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,11 +56,11 @@ pub enum Command {
     /// Run a job for one interval in the foreground (a manual run in the
     /// ledger); print each task's outcome. `ingest` drains every event topic
     /// up to the high watermark seen at start, exactly once.
-    Run(ingest::RunArgs),
+    Run(run::RunArgs),
     /// Run single tasks.
     Tasks {
         #[command(subcommand)]
-        command: ingest::TasksCommand,
+        command: run::TasksCommand,
     },
     /// Produce realistic demo events of all five types into Kafka.
     ProduceDemo(demo::ProduceDemoArgs),
@@ -185,8 +185,8 @@ async fn dispatch(cli: Cli) -> CliResult {
             Ok(())
         }
         Command::Jobs { command } => jobs::run(&config, command),
-        Command::Run(args) => ingest::run(&config, args).await,
-        Command::Tasks { command } => ingest::test_task(&config, command).await,
+        Command::Run(args) => run::run(&config, args).await,
+        Command::Tasks { command } => run::test_task(&config, command).await,
         Command::ProduceDemo(args) => demo::run(&config, args).await,
         Command::Status => {
             let pool = crate::db::connect_and_migrate(&config.database).await?;

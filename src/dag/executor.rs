@@ -224,25 +224,16 @@ pub async fn run_tasks(
         let outcome = match blocked {
             Some(dep) => {
                 let message = format!("upstream task `{dep}` did not succeed");
-                if let Some(pool) = ledger {
-                    set_state(
-                        pool,
-                        ctx.run_id,
-                        task,
-                        "upstream_failed",
-                        0,
-                        Some(&message),
-                        None,
-                    )
-                    .await?;
-                }
-                TaskOutcome {
-                    task: task.id.clone(),
-                    state: TaskState::UpstreamFailed,
-                    attempts: 0,
+                finish(
+                    ctx,
+                    ledger,
+                    task,
+                    TaskState::UpstreamFailed,
+                    0,
                     message,
-                    duration: Duration::ZERO,
-                }
+                    Duration::ZERO,
+                )
+                .await?
             }
             None => run_with_retries(ctx, task, ledger).await?,
         };
@@ -284,25 +275,17 @@ async fn run_with_retries(
         };
         match result {
             Ok(message) => {
-                if let Some(pool) = ledger {
-                    set_state(
-                        pool,
-                        ctx.run_id,
-                        task,
-                        "success",
-                        attempt,
-                        None,
-                        Some(started.elapsed()),
-                    )
-                    .await?;
-                }
-                return Ok(TaskOutcome {
-                    task: task.id.clone(),
-                    state: TaskState::Success,
-                    attempts: attempt,
+                let elapsed = started.elapsed();
+                return finish(
+                    ctx,
+                    ledger,
+                    task,
+                    TaskState::Success,
+                    attempt,
                     message,
-                    duration: started.elapsed(),
-                });
+                    elapsed,
+                )
+                .await;
             }
             Err(message) if attempt <= task.retries && !fatal => {
                 let delay = task.retry_delay(attempt);
@@ -325,28 +308,44 @@ async fn run_with_retries(
                 tokio::time::sleep(delay).await;
             }
             Err(message) => {
-                if let Some(pool) = ledger {
-                    set_state(
-                        pool,
-                        ctx.run_id,
-                        task,
-                        "failed",
-                        attempt,
-                        Some(&message),
-                        Some(started.elapsed()),
-                    )
-                    .await?;
-                }
-                return Ok(TaskOutcome {
-                    task: task.id.clone(),
-                    state: TaskState::Failed,
-                    attempts: attempt,
+                let elapsed = started.elapsed();
+                return finish(
+                    ctx,
+                    ledger,
+                    task,
+                    TaskState::Failed,
+                    attempt,
                     message,
-                    duration: started.elapsed(),
-                });
+                    elapsed,
+                )
+                .await;
             }
         }
     }
+}
+
+/// Records a task's final state (when there is a ledger) and returns its outcome.
+async fn finish(
+    ctx: &TaskContext<'_>,
+    ledger: Option<&PgPool>,
+    task: &Task,
+    state: TaskState,
+    attempts: u32,
+    message: String,
+    duration: Duration,
+) -> Result<TaskOutcome, sqlx::Error> {
+    if let Some(pool) = ledger {
+        let error = (state != TaskState::Success).then_some(message.as_str());
+        let ran = (attempts > 0).then_some(duration);
+        set_state(pool, ctx.run_id, task, state.as_str(), attempts, error, ran).await?;
+    }
+    Ok(TaskOutcome {
+        task: task.id.clone(),
+        state,
+        attempts,
+        message,
+        duration,
+    })
 }
 
 async fn set_state(
