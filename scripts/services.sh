@@ -9,12 +9,14 @@
 #   DATABASE_URL             an existing PostgreSQL (nothing is installed)
 #   KAFKA_BOOTSTRAP_SERVERS  an existing Kafka, Redpanda, ... (nothing is installed)
 # State (broker data, logs, pid) lives in $HXJOBS_STATE_DIR
-# (default ~/.local/state/hxjobs).
+# (default ~/.local/state/hxjobs); HXJOBS_BROKER_PORT moves the broker off
+# 9092, and HXJOBS_BROKER_FRESH=1 makes `up` start it on empty storage
+# (scripts/test.sh uses both for a broker of its own).
 set -euo pipefail
 
 NISSHI_VERSION=0.7.0-pre.2
 BROKER_HOST=127.0.0.1
-BROKER_PORT=9092
+BROKER_PORT=${HXJOBS_BROKER_PORT:-9092}
 DEFAULT_DATABASE_URL="postgres://hxjobs:hxjobs@127.0.0.1:5432/hxjobs"
 STATE_DIR=${HXJOBS_STATE_DIR:-$HOME/.local/state/hxjobs}
 BROKER_DIR="$STATE_DIR/broker"
@@ -107,6 +109,11 @@ broker_up() {
     port_open "${first%:*}" "${first##*:}" || die "cannot reach Kafka at $KAFKA_BOOTSTRAP_SERVERS"
     say "Kafka: using KAFKA_BOOTSTRAP_SERVERS ($KAFKA_BOOTSTRAP_SERVERS)"
     return
+  fi
+  if [ "${HXJOBS_BROKER_FRESH:-0}" = 1 ]; then
+    broker_down
+    for _ in $(seq 1 40); do port_open "$BROKER_HOST" "$BROKER_PORT" || break; sleep 0.25; done
+    rm -f "$BROKER_DIR"/broker.db*
   fi
   if port_open "$BROKER_HOST" "$BROKER_PORT"; then
     say "Kafka: broker already listening on $BROKER_HOST:$BROKER_PORT"

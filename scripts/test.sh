@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# The test suite: brings the services up (scripts/services.sh), then runs
-# every unit and integration test against them.
+# The test suite: brings PostgreSQL up (scripts/services.sh) and a broker of
+# the tests' own on 127.0.0.1:19092 with empty storage (so test topics never
+# pile up in, or touch, the broker you use), then runs every unit and
+# integration test against them. Set KAFKA_BOOTSTRAP_SERVERS to test
+# against another broker instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/hxjobs-target}
-scripts/services.sh up
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+  HXJOBS_STATE_DIR="$HOME/.cache/hxjobs-test-broker" HXJOBS_BROKER_PORT=19092 HXJOBS_BROKER_FRESH=1 \
+    scripts/services.sh up
+  export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092
+else
+  scripts/services.sh up
+fi
 cargo test --locked "$@"
