@@ -43,7 +43,26 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub dead_letters: DeadLettersConfig,
     pub jobs: JobsConfig,
+    pub scheduler: SchedulerConfig,
     pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// How often the daemon looks for due schedules, queued runs and dead workers.
+    pub poll_secs: u64,
+    /// How often a running run writes its heartbeat.
+    pub heartbeat_secs: u64,
+    /// A running run without a heartbeat for this long has lost its worker.
+    pub stale_after_secs: u64,
+    /// A run whose worker was lost this many times is marked failed.
+    pub max_run_attempts: u32,
+    /// Runs one daemon executes at once, over all jobs.
+    pub max_parallel_runs: usize,
+    /// On Ctrl-C / SIGTERM, how long running runs may take to finish before
+    /// they are stopped and handed back to the queue.
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -356,6 +375,26 @@ impl Config {
         }
         if self.ingest.stall_timeout_secs == 0 {
             return Err(("ingest.stall_timeout_secs", "must be at least 1".into()));
+        }
+        let s = &self.scheduler;
+        for (key, value) in [
+            ("scheduler.poll_secs", s.poll_secs),
+            ("scheduler.heartbeat_secs", s.heartbeat_secs),
+            ("scheduler.max_run_attempts", u64::from(s.max_run_attempts)),
+            ("scheduler.max_parallel_runs", s.max_parallel_runs as u64),
+        ] {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        if s.stale_after_secs < 2 * s.heartbeat_secs {
+            return Err((
+                "scheduler.stale_after_secs",
+                format!(
+                    "must be at least twice scheduler.heartbeat_secs ({})",
+                    s.heartbeat_secs
+                ),
+            ));
         }
         nonempty("api.host", &self.api.host)?;
         Ok(())

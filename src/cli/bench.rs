@@ -17,12 +17,40 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Backfill hourly runs of a three-task no-op DAG and run the same
+    /// statements without the ledger; print the per-task overhead.
+    Scheduler {
+        /// Hourly runs to backfill.
+        #[arg(long, default_value_t = 8760)]
+        runs: usize,
+        /// Runs in flight at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Keep the bench database instead of removing it.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
     match command {
         BenchCommand::Ingest { events, keep } => {
             let report = crate::bench::ingest(config, events, keep).await?;
+            println!("{report}");
+            Ok(())
+        }
+        BenchCommand::Scheduler {
+            runs,
+            parallel,
+            keep,
+        } => {
+            if runs == 0 || parallel == 0 {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--runs and --parallel must be at least 1".into(),
+                });
+            }
+            let report = crate::bench::scheduler(config, runs, parallel, keep).await?;
             println!("{report}");
             Ok(())
         }

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod jobs;
 mod run;
+mod schedule;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,15 @@ pub enum Command {
     /// ledger); print each task's outcome. `ingest` drains every event topic
     /// up to the high watermark seen at start, exactly once.
     Run(run::RunArgs),
+    /// The scheduler: enqueue due runs (catching up per policy), claim and
+    /// run them, requeue runs of lost workers. Any number of daemons may
+    /// share one database. Ctrl-C / SIGTERM stops cleanly.
+    Daemon(schedule::DaemonArgs),
+    /// Run a job for every interval in [--from, --to), N runs at a time;
+    /// interrupt and run again to resume.
+    Backfill(schedule::BackfillArgs),
+    /// List runs from the ledger, newest first.
+    Runs(schedule::RunsArgs),
     /// Run single tasks.
     Tasks {
         #[command(subcommand)]
@@ -186,6 +196,9 @@ async fn dispatch(cli: Cli) -> CliResult {
         }
         Command::Jobs { command } => jobs::run(&config, command),
         Command::Run(args) => run::run(&config, args).await,
+        Command::Daemon(args) => schedule::daemon(&config, args).await,
+        Command::Backfill(args) => schedule::backfill(&config, args).await,
+        Command::Runs(args) => schedule::runs(&config, args).await,
         Command::Tasks { command } => run::test_task(&config, command).await,
         Command::ProduceDemo(args) => demo::run(&config, args).await,
         Command::Status => {

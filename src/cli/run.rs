@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 
 use super::{stop_on_signal, CliResult, Failure};
 use crate::config::Config;
-use crate::dag::executor::{self, RunType};
+use crate::dag::executor;
 use crate::dag::{job, Interval, Job};
 use crate::tasks::TaskContext;
 
@@ -33,7 +33,7 @@ pub enum TasksCommand {
     },
 }
 
-fn find_job(config: &Config, name: &str) -> Result<Job, Failure> {
+pub(super) fn find_job(config: &Config, name: &str) -> Result<Job, Failure> {
     let jobs = job::load(&config.jobs.dir).map_err(|e| Failure {
         code: 2,
         message: e.to_string(),
@@ -59,15 +59,18 @@ pub async fn run(config: &Config, args: RunArgs) -> CliResult {
     let interval = interval_of(&job, args.at, args.interval_start);
     let pool = crate::db::connect_and_migrate(&config.database).await?;
     let stop = stop_on_signal();
-    let run_id = executor::create_run(&pool, &job, interval, RunType::Manual)
-        .await?
-        .ok_or_else(|| Failure::from("the manual run could not be recorded"))?;
-    let report = executor::execute(config, &pool, &job, interval, run_id, stop.clone()).await?;
+    let pools = crate::db::Pools::new(pool);
+    let run =
+        executor::create_claimed_run(&pools.ledger, &job, interval, &executor::worker_id()).await?;
+    let report = executor::execute(config, &pools, &job, &run, stop.clone()).await?;
     print!("{report}");
-    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+    if report.handed_back || stop.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(Failure {
             code: 130,
-            message: "interrupted; the next run resumes from the last committed work".into(),
+            message: format!(
+                "interrupted; run {} is queued again and a daemon will finish it (committed work is kept)",
+                run.run_id
+            ),
         });
     }
     if !report.succeeded() {
@@ -99,9 +102,10 @@ pub async fn test_task(config: &Config, command: TasksCommand) -> CliResult {
         job: &job,
         interval,
         run_id: 0,
+        run_type: executor::RunType::Manual,
         stop: stop_on_signal(),
     };
-    let outcomes = executor::run_tasks(&ctx, None).await?;
+    let (outcomes, _) = executor::run_tasks(&ctx, None, &Default::default()).await?;
     let mut ok = true;
     for o in &outcomes {
         println!(

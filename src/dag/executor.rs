@@ -3,9 +3,9 @@
 //! dependants of a failed task marked `upstream_failed`. Every state change
 //! is written to the run ledger (`job_runs`, `task_instances`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use sqlx::PgPool;
 
 use super::{Interval, Job, Task};
 use crate::config::Config;
+use crate::db::Pools;
 use crate::tasks::{self, TaskContext};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +31,19 @@ impl RunType {
             RunType::Backfill => "backfill",
         }
     }
+
+    pub fn parse(s: &str) -> Option<RunType> {
+        [RunType::Scheduled, RunType::Manual, RunType::Backfill]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
     Success,
+    /// Not run in this kind of run (`in_backfill = false`); counts as done.
+    Skipped,
     Failed,
     UpstreamFailed,
 }
@@ -43,6 +52,7 @@ impl TaskState {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Success => "success",
+            TaskState::Skipped => "skipped",
             TaskState::Failed => "failed",
             TaskState::UpstreamFailed => "upstream_failed",
         }
@@ -55,7 +65,10 @@ pub struct TaskOutcome {
     pub state: TaskState,
     pub attempts: u32,
     pub message: String,
+    /// From the first attempt's start to the end, backoff included.
     pub duration: Duration,
+    /// Time spent inside the task's own attempts (its work, no bookkeeping).
+    pub work: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -64,11 +77,27 @@ pub struct RunReport {
     pub job: String,
     pub interval: Interval,
     pub tasks: Vec<TaskOutcome>,
+    /// Stopped by a shutdown before it finished; back in the queue.
+    pub handed_back: bool,
 }
 
 impl RunReport {
     pub fn succeeded(&self) -> bool {
-        self.tasks.iter().all(|t| t.state == TaskState::Success)
+        !self.handed_back
+            && self
+                .tasks
+                .iter()
+                .all(|t| matches!(t.state, TaskState::Success | TaskState::Skipped))
+    }
+
+    pub fn state(&self) -> &'static str {
+        if self.handed_back {
+            "handed back"
+        } else if self.succeeded() {
+            "success"
+        } else {
+            "failed"
+        }
     }
 }
 
@@ -81,11 +110,7 @@ impl fmt::Display for RunReport {
             self.job,
             self.interval.start.to_rfc3339(),
             self.interval.end.to_rfc3339(),
-            if self.succeeded() {
-                "success"
-            } else {
-                "failed"
-            }
+            self.state()
         )?;
         for t in &self.tasks {
             writeln!(
@@ -108,8 +133,18 @@ pub fn worker_id() -> String {
     format!("{}:{}", host.trim(), std::process::id())
 }
 
-/// Creates a ledger row for a run. A scheduled or backfill interval that
-/// already has a run gives `None`; manual runs always get a new row.
+/// A run this worker holds: the ledger row is `running` with this worker,
+/// and `attempt` (the row's claim count) fences its later writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimed {
+    pub run_id: i64,
+    pub run_type: RunType,
+    pub interval: Interval,
+    pub attempt: i32,
+}
+
+/// Creates a queued ledger row for a run. A scheduled or backfill interval
+/// that already has a run gives `None`; manual runs always get a new row.
 pub async fn create_run(
     pool: &PgPool,
     job: &Job,
@@ -130,98 +165,234 @@ pub async fn create_run(
     .await
 }
 
-/// Executes run `run_id` (already in the ledger) and records every step.
-pub async fn execute(
-    config: &Config,
+/// Creates a manual run already claimed by `worker` (a foreground
+/// `hxjobs run`), so no daemon picks it up meanwhile.
+pub async fn create_claimed_run(
     pool: &PgPool,
     job: &Job,
     interval: Interval,
-    run_id: i64,
-    stop: Arc<AtomicBool>,
-) -> Result<RunReport, sqlx::Error> {
-    sqlx::query(
-        "UPDATE job_runs SET state = 'running', started_at = now(), heartbeat_at = now(), worker = $2
-         WHERE id = $1",
+    worker: &str,
+) -> Result<Claimed, sqlx::Error> {
+    let run_id = sqlx::query_scalar(
+        "INSERT INTO job_runs (job, run_type, interval_start, interval_end, state, worker,
+                               started_at, heartbeat_at, attempts)
+         VALUES ($1, 'manual', $2, $3, 'running', $4, now(), now(), 1)
+         RETURNING id",
     )
-    .bind(run_id)
-    .bind(worker_id())
-    .execute(pool)
+    .bind(&job.name)
+    .bind(interval.start)
+    .bind(interval.end)
+    .bind(worker)
+    .fetch_one(pool)
     .await?;
-    for task in &job.tasks {
+    Ok(Claimed {
+        run_id,
+        run_type: RunType::Manual,
+        interval,
+        attempt: 1,
+    })
+}
+
+/// Puts a run this worker could not finish back in the queue; its
+/// unfinished tasks run again on the next claim, finished ones are kept.
+/// The claim does not count as a lost worker.
+pub async fn hand_back(pool: &PgPool, run: &Claimed) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE job_runs SET state = 'queued', worker = NULL, heartbeat_at = NULL,
+                attempts = GREATEST(attempts - 1, 0), error = 'handed back at shutdown'
+         WHERE id = $1 AND attempts = $2 AND state = 'running'",
+    )
+    .bind(run.run_id)
+    .bind(run.attempt)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if moved {
         sqlx::query(
-            "INSERT INTO task_instances (run_id, task, kind) VALUES ($1, $2, $3)
-             ON CONFLICT (run_id, task) DO UPDATE SET state = 'queued', attempt = 0, error = NULL",
+            "UPDATE task_instances SET state = 'queued', heartbeat_at = NULL
+             WHERE run_id = $1 AND state IN ('running', 'up_for_retry')",
         )
-        .bind(run_id)
-        .bind(&task.id)
-        .bind(&task.kind)
-        .execute(pool)
+        .bind(run.run_id)
+        .execute(&mut *tx)
         .await?;
     }
-    let heartbeat = {
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Executes a claimed run and records every step. Tasks that succeeded in
+/// an earlier claim of the same run are kept, not run again. When `stop`
+/// turns true the run stops before its next task and is handed back.
+pub async fn execute(
+    config: &Config,
+    pools: &Pools,
+    job: &Job,
+    run: &Claimed,
+    stop: Arc<AtomicBool>,
+) -> Result<RunReport, sqlx::Error> {
+    let pool = &pools.ledger;
+    let ids: Vec<&str> = job.tasks.iter().map(|t| t.id.as_str()).collect();
+    let kinds: Vec<&str> = job.tasks.iter().map(|t| t.kind.as_str()).collect();
+    let done: HashSet<String> = sqlx::query_scalar(
+        "WITH reset AS (
+             INSERT INTO task_instances (run_id, task, kind)
+             SELECT $1, * FROM unnest($2::text[], $3::text[])
+             ON CONFLICT (run_id, task) DO UPDATE SET state = 'queued', error = NULL
+                 WHERE task_instances.state <> 'success'
+         )
+         SELECT task FROM task_instances WHERE run_id = $1 AND state = 'success'",
+    )
+    .bind(run.run_id)
+    .bind(&ids)
+    .bind(&kinds)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+
+    let heartbeat = AbortOnDrop({
         let pool = pool.clone();
+        let every = Duration::from_secs(config.scheduler.heartbeat_secs);
+        let (run_id, attempt) = (run.run_id, run.attempt);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
             loop {
                 tick.tick().await;
-                let _ = sqlx::query(
-                    "WITH r AS (UPDATE job_runs SET heartbeat_at = now() WHERE id = $1)
+                let beat = sqlx::query(
+                    "WITH r AS (UPDATE job_runs SET heartbeat_at = now()
+                                WHERE id = $1 AND attempts = $2 AND state = 'running')
                      UPDATE task_instances SET heartbeat_at = now() WHERE run_id = $1 AND state = 'running'",
                 )
                 .bind(run_id)
+                .bind(attempt)
                 .execute(&pool)
                 .await;
+                if let Err(e) = beat {
+                    tracing::warn!(run_id, error = %e, "heartbeat not written");
+                }
             }
         })
-    };
+    });
 
     let ctx = TaskContext {
         config,
-        pool,
+        pool: &pools.data,
         job,
-        interval,
-        run_id,
+        interval: run.interval,
+        run_id: run.run_id,
+        run_type: run.run_type,
         stop,
     };
-    let result = run_tasks(&ctx, Some(pool)).await;
-    heartbeat.abort();
-    let outcomes = result?;
-    let report = RunReport {
-        run_id,
+    let result = run_tasks(&ctx, Some(pool), &done).await;
+    drop(heartbeat);
+    let (outcomes, interrupted) = result?;
+    let mut report = RunReport {
+        run_id: run.run_id,
         job: job.name.clone(),
-        interval,
+        interval: run.interval,
         tasks: outcomes,
+        handed_back: false,
     };
+    if interrupted {
+        report.handed_back = hand_back(pool, run).await?;
+        if report.handed_back {
+            return Ok(report);
+        }
+    }
     let failed: Vec<String> = report
         .tasks
         .iter()
         .filter(|t| t.state == TaskState::Failed)
         .map(|t| format!("{}: {}", t.task, t.message))
         .collect();
-    sqlx::query(
-        "UPDATE job_runs SET state = $2, finished_at = now(), heartbeat_at = now(), error = $3 WHERE id = $1",
+    let recorded = sqlx::query(
+        "UPDATE job_runs SET state = $3, finished_at = now(), heartbeat_at = now(), error = $4
+         WHERE id = $1 AND attempts = $2 AND state = 'running'",
     )
-    .bind(run_id)
-    .bind(if report.succeeded() { "success" } else { "failed" })
-    .bind(if failed.is_empty() { None } else { Some(failed.join("; ")) })
+    .bind(run.run_id)
+    .bind(run.attempt)
+    .bind(if report.succeeded() {
+        "success"
+    } else {
+        "failed"
+    })
+    .bind(if failed.is_empty() {
+        None
+    } else {
+        Some(failed.join("; "))
+    })
     .execute(pool)
-    .await?;
+    .await?
+    .rows_affected();
+    if recorded == 0 {
+        tracing::warn!(
+            run_id = run.run_id,
+            "run finished after its claim was taken over (no heartbeat seen in time); the ledger keeps the newer claim"
+        );
+    }
     Ok(report)
 }
 
-/// Runs the tasks in order; `ledger` is where task states go (none for `tasks test`).
+/// Stops a background task when dropped, also when its owner unwinds or is aborted.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the tasks in order; `ledger` is where task states go (none for
+/// `tasks test`); tasks in `done` already succeeded. Also says whether the
+/// run was interrupted by `ctx.stop` before it got through.
 pub async fn run_tasks(
     ctx: &TaskContext<'_>,
     ledger: Option<&PgPool>,
-) -> Result<Vec<TaskOutcome>, sqlx::Error> {
+    done: &HashSet<String>,
+) -> Result<(Vec<TaskOutcome>, bool), sqlx::Error> {
     let mut states: HashMap<&str, TaskState> = HashMap::new();
     let mut outcomes = Vec::new();
     for task in &ctx.job.tasks {
-        let blocked = task
-            .depends_on
-            .iter()
-            .find(|d| states.get(d.as_str()) != Some(&TaskState::Success));
+        if done.contains(&task.id) {
+            states.insert(task.id.as_str(), TaskState::Success);
+            outcomes.push(TaskOutcome {
+                task: task.id.clone(),
+                state: TaskState::Success,
+                attempts: 0,
+                message: "succeeded in an earlier claim of this run".into(),
+                duration: Duration::ZERO,
+                work: Duration::ZERO,
+            });
+            continue;
+        }
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Ok((outcomes, true));
+        }
+        let blocked = task.depends_on.iter().find(|d| {
+            !matches!(
+                states.get(d.as_str()),
+                Some(TaskState::Success | TaskState::Skipped)
+            )
+        });
+        let skip = ctx.run_type == RunType::Backfill && !task.in_backfill;
         let outcome = match blocked {
+            None if skip => {
+                let message = "not run in backfill runs (in_backfill = false)".to_string();
+                finish(
+                    ctx,
+                    ledger,
+                    task,
+                    TaskState::Skipped,
+                    0,
+                    message,
+                    Duration::ZERO,
+                    Duration::ZERO,
+                )
+                .await?
+            }
             Some(dep) => {
                 let message = format!("upstream task `{dep}` did not succeed");
                 finish(
@@ -232,23 +403,29 @@ pub async fn run_tasks(
                     0,
                     message,
                     Duration::ZERO,
+                    Duration::ZERO,
                 )
                 .await?
             }
-            None => run_with_retries(ctx, task, ledger).await?,
+            None => match run_with_retries(ctx, task, ledger).await? {
+                Some(outcome) => outcome,
+                None => return Ok((outcomes, true)),
+            },
         };
         states.insert(task.id.as_str(), outcome.state);
         outcomes.push(outcome);
     }
-    Ok(outcomes)
+    Ok((outcomes, false))
 }
 
+/// One task through its attempts; `None` when a shutdown interrupted it.
 async fn run_with_retries(
     ctx: &TaskContext<'_>,
     task: &Task,
     ledger: Option<&PgPool>,
-) -> Result<TaskOutcome, sqlx::Error> {
+) -> Result<Option<TaskOutcome>, sqlx::Error> {
     let started = Instant::now();
+    let mut work = Duration::ZERO;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -266,13 +443,20 @@ async fn run_with_retries(
         }
         let limit = Duration::from_secs(task.timeout_secs);
         let mut fatal = false;
+        let mut interrupted = false;
+        let began = Instant::now();
         let result = match tokio::time::timeout(limit, tasks::run_task(ctx, task)).await {
             Ok(r) => r.map_err(|e| {
                 fatal = e.downcast_ref::<tasks::Fatal>().is_some();
+                interrupted = e.downcast_ref::<tasks::Interrupted>().is_some();
                 format!("{e:#}")
             }),
             Err(_) => Err(format!("timed out after {} s", task.timeout_secs)),
         };
+        work += began.elapsed();
+        if interrupted {
+            return Ok(None);
+        }
         match result {
             Ok(message) => {
                 let elapsed = started.elapsed();
@@ -284,8 +468,10 @@ async fn run_with_retries(
                     attempt,
                     message,
                     elapsed,
+                    work,
                 )
-                .await;
+                .await
+                .map(Some);
             }
             Err(message) if attempt <= task.retries && !fatal => {
                 let delay = task.retry_delay(attempt);
@@ -305,7 +491,9 @@ async fn run_with_retries(
                     )
                     .await?;
                 }
-                tokio::time::sleep(delay).await;
+                if !sleep_unless_stopped(delay, &ctx.stop).await {
+                    return Ok(None);
+                }
             }
             Err(message) => {
                 let elapsed = started.elapsed();
@@ -317,14 +505,30 @@ async fn run_with_retries(
                     attempt,
                     message,
                     elapsed,
+                    work,
                 )
-                .await;
+                .await
+                .map(Some);
             }
         }
     }
 }
 
+/// Sleeps for `delay` unless `stop` turns true first; says whether it slept it all.
+async fn sleep_unless_stopped(delay: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + delay;
+    while Instant::now() < until {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
 /// Records a task's final state (when there is a ledger) and returns its outcome.
+#[allow(clippy::too_many_arguments)]
 async fn finish(
     ctx: &TaskContext<'_>,
     ledger: Option<&PgPool>,
@@ -333,9 +537,11 @@ async fn finish(
     attempts: u32,
     message: String,
     duration: Duration,
+    work: Duration,
 ) -> Result<TaskOutcome, sqlx::Error> {
     if let Some(pool) = ledger {
-        let error = (state != TaskState::Success).then_some(message.as_str());
+        let error = matches!(state, TaskState::Failed | TaskState::UpstreamFailed)
+            .then_some(message.as_str());
         let ran = (attempts > 0).then_some(duration);
         set_state(pool, ctx.run_id, task, state.as_str(), attempts, error, ran).await?;
     }
@@ -345,6 +551,7 @@ async fn finish(
         attempts,
         message,
         duration,
+        work,
     })
 }
 
@@ -357,7 +564,7 @@ async fn set_state(
     error: Option<&str>,
     duration: Option<Duration>,
 ) -> Result<(), sqlx::Error> {
-    let finished = matches!(state, "success" | "failed" | "upstream_failed");
+    let finished = matches!(state, "success" | "failed" | "upstream_failed" | "skipped");
     sqlx::query(
         "UPDATE task_instances SET state = $3, attempt = GREATEST(attempt, $4), error = $5,
                 finished_at = CASE WHEN $6 THEN now() ELSE finished_at END,

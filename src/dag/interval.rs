@@ -1,5 +1,5 @@
-//! Data intervals: the hour, day, ISO week (Monday 00:00) or calendar month
-//! a run covers, in UTC. Pure functions.
+//! Data intervals: the minute, hour, day, ISO week (Monday 00:00) or
+//! calendar month a run covers, in UTC. Pure functions.
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeDelta, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Grain {
+    /// Only for jobs that run every minute (`ingest`); rollups start at hours.
+    Minute,
     Hour,
     Day,
     Week,
@@ -16,6 +18,7 @@ pub enum Grain {
 impl Grain {
     pub fn as_str(self) -> &'static str {
         match self {
+            Grain::Minute => "minute",
             Grain::Hour => "hour",
             Grain::Day => "day",
             Grain::Week => "week",
@@ -28,6 +31,11 @@ impl Grain {
         let day = t.date_naive();
         let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
         match self {
+            Grain::Minute => {
+                midnight(day)
+                    + TimeDelta::hours(i64::from(t.hour()))
+                    + TimeDelta::minutes(i64::from(t.minute()))
+            }
             Grain::Hour => midnight(day) + TimeDelta::hours(i64::from(t.hour())),
             Grain::Day => midnight(day),
             Grain::Week => {
@@ -40,6 +48,7 @@ impl Grain {
     /// The start of the interval after the one starting at `start`.
     pub fn next(self, start: DateTime<Utc>) -> DateTime<Utc> {
         match self {
+            Grain::Minute => start + TimeDelta::minutes(1),
             Grain::Hour => start + TimeDelta::hours(1),
             Grain::Day => start + TimeDelta::days(1),
             Grain::Week => start + TimeDelta::weeks(1),
@@ -50,6 +59,7 @@ impl Grain {
     /// The start of the interval before the one starting at `start`.
     pub fn prev(self, start: DateTime<Utc>) -> DateTime<Utc> {
         match self {
+            Grain::Minute => start - TimeDelta::minutes(1),
             Grain::Hour => start - TimeDelta::hours(1),
             Grain::Day => start - TimeDelta::days(1),
             Grain::Week => start - TimeDelta::weeks(1),
@@ -109,6 +119,7 @@ mod tests {
     #[test]
     fn floors() {
         let x = t("2026-03-04T13:47:12Z"); // a Wednesday
+        assert_eq!(Grain::Minute.floor(x), t("2026-03-04T13:47:00Z"));
         assert_eq!(Grain::Hour.floor(x), t("2026-03-04T13:00:00Z"));
         assert_eq!(Grain::Day.floor(x), t("2026-03-04"));
         assert_eq!(Grain::Week.floor(x), t("2026-03-02"));

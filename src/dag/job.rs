@@ -29,11 +29,12 @@ pub struct Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CatchupPolicy {
-    /// Run every missed interval (at most `max_intervals`, newest kept).
+    /// Run every missed occurrence (the newest `max_intervals` of them).
     All,
-    /// Run only the newest missed interval.
+    /// Run only the newest occurrence, even when it was missed.
     Latest,
-    /// Run none of them.
+    /// Run an occurrence only when it is seen on time (within
+    /// `grace_secs` of its fire time); missed ones are skipped.
     None,
 }
 
@@ -41,6 +42,9 @@ pub enum CatchupPolicy {
 pub struct Catchup {
     pub policy: CatchupPolicy,
     pub max_intervals: u32,
+    /// An occurrence seen this long after its fire time was missed (the
+    /// daemon was down); under `none` it is skipped.
+    pub grace_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +66,9 @@ pub struct Task {
     pub grain: Option<Grain>,
     /// `report`: the report type.
     pub report: Option<String>,
+    /// Whether the task runs in backfill runs (`false`: recorded `skipped`,
+    /// e.g. an ingest that drains the present, not the backfilled past).
+    pub in_backfill: bool,
 }
 
 impl Task {
@@ -120,6 +127,12 @@ struct RawCatchup {
     policy: CatchupPolicy,
     #[serde(default = "default_max_intervals")]
     max_intervals: u32,
+    #[serde(default = "default_grace")]
+    grace_secs: u64,
+}
+
+fn default_grace() -> u64 {
+    300
 }
 
 fn default_max_intervals() -> u32 {
@@ -150,6 +163,12 @@ struct RawTask {
     grain: Option<Grain>,
     #[serde(default)]
     report: Option<String>,
+    #[serde(default = "yes")]
+    in_backfill: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_retry_delay() -> u64 {
@@ -212,12 +231,17 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
         Some(c) => Catchup {
             policy: c.policy,
             max_intervals: c.max_intervals,
+            grace_secs: c.grace_secs,
         },
         None => Catchup {
             policy: CatchupPolicy::Latest,
             max_intervals: default_max_intervals(),
+            grace_secs: default_grace(),
         },
     };
+    if catchup.max_intervals == 0 {
+        return Err(err(None, "catchup.max_intervals must be at least 1".into()));
+    }
     if raw.max_active_runs == 0 {
         return Err(err(None, "max_active_runs must be at least 1".into()));
     }
@@ -245,7 +269,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
                 format!("task `{id}`: timeout_secs must be at least 1"),
             ));
         }
-        check_params(id, &kind, t).map_err(|m| err(Some(span.clone()), m))?;
+        check_params(id, &kind, t, raw.interval).map_err(|m| err(Some(span.clone()), m))?;
         for dep in &t.depends_on {
             if !raw.tasks.contains_key(dep.get_ref()) {
                 return Err(err(
@@ -273,6 +297,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
                     command: t.command.clone(),
                     grain: t.grain,
                     report: t.report.clone(),
+                    in_backfill: t.in_backfill,
                 },
                 span,
             ),
@@ -297,13 +322,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
 }
 
 /// The settings each kind needs.
-fn check_params(id: &str, kind: &str, t: &RawTask) -> Result<(), String> {
+fn check_params(id: &str, kind: &str, t: &RawTask, interval: Grain) -> Result<(), String> {
     let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
     match kind {
         "sql" if !(set(&t.sql) ^ set(&t.file)) => Err(format!(
             "task `{id}`: a sql task needs exactly one of `sql` or `file`"
         )),
         "shell" if !set(&t.command) => Err(format!("task `{id}`: a shell task needs `command`")),
+        "aggregate" if t.grain.unwrap_or(interval) == Grain::Minute => Err(format!(
+            "task `{id}`: rollups are hourly, daily, weekly or monthly, not per minute"
+        )),
         _ => Ok(()),
     }
 }

@@ -73,6 +73,33 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// The two pools hxjobs works with: `data` for what tasks read and write,
+/// `ledger` for the run ledger. Ledger commits do not wait for the WAL
+/// flush (`synchronous_commit = off`): a PostgreSQL crash can lose the last
+/// fraction of a second of ledger writes (never corrupt them), which the
+/// scheduler repairs like a lost worker: the run is queued and runs again.
+#[derive(Clone)]
+pub struct Pools {
+    pub data: PgPool,
+    pub ledger: PgPool,
+}
+
+impl Pools {
+    /// Adds a ledger pool to `data`, with the same server and limits.
+    pub fn new(data: PgPool) -> Pools {
+        let options = data
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        let ledger = PgPoolOptions::new()
+            .max_connections(data.options().get_max_connections())
+            .acquire_timeout(data.options().get_acquire_timeout())
+            .connect_lazy_with(options);
+        Pools { data, ledger }
+    }
+}
+
 /// Applies every pending migration.
 pub async fn migrate(pool: &PgPool, config: &DatabaseConfig) -> Result<()> {
     MIGRATOR.run(pool).await.map_err(|e| Error::Migrate {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::dag::executor::RunType;
 use crate::dag::{Interval, Job, Task};
 
 /// What a task needs to know about its run.
@@ -17,6 +18,7 @@ pub struct TaskContext<'a> {
     pub interval: Interval,
     /// The ledger id, or 0 when the task runs outside the ledger (`tasks test`).
     pub run_id: i64,
+    pub run_type: RunType,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -46,11 +48,20 @@ impl TaskContext<'_> {
 #[error("{0}")]
 pub struct Fatal(pub String);
 
+/// A task that stopped early because hxjobs is shutting down; the run is
+/// handed back and the task runs again on the next claim.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by shutdown")]
+pub struct Interrupted;
+
 /// Runs one attempt of `task`. The caller applies the timeout and retries.
 pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<String> {
     match task.kind.as_str() {
         "ingest" => {
             let summary = crate::ingest::drain(ctx.config, ctx.pool, ctx.stop.clone()).await?;
+            if summary.interrupted {
+                return Err(Interrupted.into());
+            }
             Ok(summary.to_string())
         }
         "sql" => {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use hxjobs::dag::executor::{self, RunType, TaskState};
+use hxjobs::dag::executor::{self, TaskState};
 use hxjobs::dag::job;
 
 use crate::common::{ts, TestEnv};
@@ -13,21 +13,20 @@ use crate::common::{ts, TestEnv};
 async fn run(env: &TestEnv, text: &str, at: &str) -> (i64, executor::RunReport) {
     let job = job::parse(&env.dir.path().join("job.toml"), text).expect("valid job");
     let interval = job.interval.containing(ts(at));
-    let run_id = executor::create_run(&env.pool, &job, interval, RunType::Manual)
+    let pools = hxjobs::db::Pools::new(env.pool.clone());
+    let run = executor::create_claimed_run(&pools.ledger, &job, interval, "test-worker")
         .await
-        .expect("ledger")
-        .expect("manual runs always get a row");
+        .expect("ledger");
     let report = executor::execute(
         &env.config,
-        &env.pool,
+        &pools,
         &job,
-        interval,
-        run_id,
+        &run,
         Arc::new(AtomicBool::new(false)),
     )
     .await
     .expect("execute");
-    (run_id, report)
+    (run.run_id, report)
 }
 
 async fn task_state(env: &TestEnv, run_id: i64, task: &str) -> (String, i32, Option<String>) {

@@ -7,3 +7,4 @@ mod cli;
 mod common;
 mod dag;
 mod ingest;
+mod scheduler;

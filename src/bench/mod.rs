@@ -4,6 +4,10 @@
 //! same rows from a file into a table of the same shape and indexes).
 //!
 //! Each run works in its own topics and databases and removes them after.
+//! `hxjobs bench scheduler` lives in [`scheduler`].
+
+mod scheduler;
+pub use scheduler::{scheduler, SchedulerBench};
 
 use std::fmt;
 use std::io::Write;

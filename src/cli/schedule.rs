@@ -1,0 +1,254 @@
+//! `hxjobs daemon`, `hxjobs backfill`, `hxjobs runs`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::PgPool;
+
+use super::run::find_job;
+use super::{stop_on_signal, CliResult, Failure};
+use crate::config::Config;
+use crate::dag::backfill::{self, Reprocess, Spec};
+use crate::dag::executor::worker_id;
+use crate::dag::scheduler::Scheduler;
+use crate::dag::{daemon, job};
+use crate::db::Pools;
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// One pass and exit: requeue lost runs, enqueue what is due now, run
+    /// every claimable run to the end (for running hxjobs from cron).
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    pub job: String,
+    /// First interval: the one starting at or after this time (e.g. 2026-01-01).
+    #[arg(long, value_parser = crate::time::parse_instant)]
+    pub from: DateTime<Utc>,
+    /// End, exclusive: intervals starting before this time (e.g. 2026-02-01).
+    #[arg(long, value_parser = crate::time::parse_instant)]
+    pub to: DateTime<Utc>,
+    /// Runs in flight at once (a sliding window: a new one starts as soon as one ends).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Which intervals that already have a finished backfill run run again.
+    #[arg(long, value_enum, default_value = "none")]
+    pub reprocess: Reprocess,
+    /// Show what would run and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only this job's runs.
+    pub job: Option<String>,
+    /// queued, running, success, failed, or skipped (occurrences the
+    /// catch-up policy did not run).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+}
+
+fn load_jobs(config: &Config) -> Result<Vec<job::Job>, Failure> {
+    job::load(&config.jobs.dir).map_err(|e| Failure {
+        code: 2,
+        message: e.to_string(),
+    })
+}
+
+pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
+    let jobs = load_jobs(config)?;
+    let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
+    let scheduler = Scheduler::new(Arc::new(config.clone()), pools, jobs, worker_id());
+    if args.once {
+        let reports = scheduler.tick(Utc::now()).await?;
+        let failed = reports.iter().filter(|r| !r.succeeded()).count();
+        for r in &reports {
+            print!("{r}");
+        }
+        println!("{} runs, {failed} failed", reports.len());
+        if failed > 0 {
+            return Err(Failure::from(format!("{failed} runs failed")));
+        }
+        return Ok(());
+    }
+    daemon::run(scheduler, stop_on_signal()).await?;
+    Ok(())
+}
+
+pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
+    let job = find_job(config, &args.job)?;
+    let spec = Spec {
+        from: args.from,
+        to: args.to,
+        parallel: args.parallel,
+        reprocess: args.reprocess,
+    };
+    let usage = |e: backfill::Error| match e {
+        backfill::Error::Database(e) => Failure::from(e),
+        other => Failure {
+            code: 2,
+            message: other.to_string(),
+        },
+    };
+    let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
+    let plan = backfill::plan(&pools.ledger, &job, &spec)
+        .await
+        .map_err(usage)?;
+    println!("backfill {} [{}, {}): {plan}", job.name, spec.from, spec.to);
+    if args.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    let stop = stop_on_signal();
+    let bar = ProgressBar::new(plan.to_run() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} runs  {msg}  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let summary = backfill::run(
+        Arc::new(config.clone()),
+        &pools,
+        Arc::new(job.clone()),
+        spec,
+        &worker_id(),
+        stop.clone(),
+        |p| {
+            bar.set_length(p.total as u64);
+            bar.set_position((p.succeeded + p.failed) as u64);
+            bar.set_message(format!("{} ok, {} failed", p.succeeded, p.failed));
+        },
+    )
+    .await
+    .map_err(usage)?;
+    bar.finish();
+    println!(
+        "backfill {}: {} succeeded, {} failed, {} handed back in {:.1} s",
+        job.name,
+        summary.succeeded,
+        summary.failed,
+        summary.handed_back,
+        summary.elapsed.as_secs_f64()
+    );
+    if stop.load(Ordering::Relaxed) {
+        return Err(Failure {
+            code: 130,
+            message: "interrupted; run the same command again to resume".into(),
+        });
+    }
+    if summary.failed > 0 {
+        return Err(Failure::from(format!(
+            "{} runs failed (see `hxjobs runs {} --state failed`; re-run them with --reprocess failed)",
+            summary.failed, job.name
+        )));
+    }
+    Ok(())
+}
+
+pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
+    const STATES: [&str; 5] = ["queued", "running", "success", "failed", "skipped"];
+    if let Some(s) = &args.state {
+        if !STATES.contains(&s.as_str()) {
+            return Err(Failure {
+                code: 2,
+                message: format!("unknown state `{s}` (one of {})", STATES.join(", ")),
+            });
+        }
+    }
+    if args.limit < 1 {
+        return Err(Failure {
+            code: 2,
+            message: "--limit must be at least 1".into(),
+        });
+    }
+    let pool = crate::db::connect_and_migrate(&config.database).await?;
+    if args.state.as_deref() == Some("skipped") {
+        return print_skips(&pool, &args).await;
+    }
+    type Row = (
+        i64,
+        String,
+        String,
+        DateTime<Utc>,
+        String,
+        i32,
+        Option<DateTime<Utc>>,
+        Option<f64>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, job, run_type, interval_start, state, attempts, started_at,
+                extract(epoch FROM (COALESCE(finished_at, now()) - started_at))::float8,
+                worker, error
+         FROM job_runs
+         WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR state = $2)
+         ORDER BY id DESC LIMIT $3",
+    )
+    .bind(&args.job)
+    .bind(&args.state)
+    .bind(args.limit)
+    .fetch_all(&pool)
+    .await?;
+    println!(
+        "{:>8}  {:<24} {:<9} {:<25} {:<8} {:>5}  {:<20} {:>9}  WORKER / ERROR",
+        "ID", "JOB", "TYPE", "INTERVAL START", "STATE", "TRIES", "STARTED", "SECONDS"
+    );
+    for (id, job, run_type, start, state, attempts, started, secs, worker, error) in rows {
+        println!(
+            "{id:>8}  {job:<24} {run_type:<9} {:<25} {state:<8} {attempts:>5}  {:<20} {:>9}  {}",
+            start.to_rfc3339(),
+            started
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into()),
+            secs.map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            error.or(worker).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn print_skips(pool: &PgPool, args: &RunsArgs) -> CliResult {
+    type Skip = (
+        String,
+        String,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        i64,
+        DateTime<Utc>,
+    );
+    let rows: Vec<Skip> = sqlx::query_as(
+        "SELECT job, policy, first_interval_start, last_interval_start, occurrences, recorded_at
+             FROM schedule_skips WHERE ($1::text IS NULL OR job = $1)
+             ORDER BY id DESC LIMIT $2",
+    )
+    .bind(&args.job)
+    .bind(args.limit)
+    .fetch_all(pool)
+    .await?;
+    println!(
+        "{:<24} {:<7} {:<25} {:<25} {:>11}  RECORDED",
+        "JOB", "POLICY", "FIRST INTERVAL", "LAST INTERVAL", "OCCURRENCES"
+    );
+    for (job, policy, first, last, n, at) in rows {
+        println!(
+            "{job:<24} {policy:<7} {:<25} {:<25} {n:>11}  {}",
+            first.to_rfc3339(),
+            last.to_rfc3339(),
+            at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! `hxjobs backfill`: one `backfill` run per interval in a range, each
+//! created once (`job_runs_backfill_once`), executed by this process with a
+//! sliding window of `parallel` runs in flight. Interrupting hands the
+//! running ones back; running the same command again resumes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::executor::Claimed;
+use super::scheduler::{claimed_from_rows, reap_stale, Finished, Running};
+use super::{Interval, Job};
+use crate::config::Config;
+use crate::db::Pools;
+
+/// Which runs already in the range run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reprocess {
+    /// Only intervals without a finished run (new or left queued).
+    None,
+    /// Also intervals whose backfill run failed.
+    Failed,
+    /// Every interval in the range.
+    All,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// Intervals starting at or after `from` and before `to`.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub parallel: usize,
+    pub reprocess: Reprocess,
+}
+
+/// What a backfill finds in the ledger before it starts (`--dry-run` shows it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub intervals: usize,
+    /// Intervals with no backfill run yet.
+    pub new: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Left queued by an interrupted backfill: they run.
+    pub queued: usize,
+    /// Held by another live process right now: left alone.
+    pub running: usize,
+    /// Finished runs that `--reprocess` queues again.
+    pub rerun: usize,
+}
+
+impl Plan {
+    /// Runs this backfill executes.
+    pub fn to_run(&self) -> usize {
+        self.new + self.queued + self.rerun
+    }
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} intervals: {} new, {} queued from an earlier backfill, {} to re-run; \
+             already finished: {} succeeded, {} failed; {} running elsewhere; {} runs to execute",
+            self.intervals,
+            self.new,
+            self.queued,
+            self.rerun,
+            self.succeeded,
+            self.failed,
+            self.running,
+            self.to_run()
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--from ({from}) must be before --to ({to})")]
+    EmptyRange {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    #[error("no {grain} interval of {job} starts in [{from}, {to})")]
+    NoIntervals {
+        job: String,
+        grain: &'static str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    #[error("--parallel must be at least 1")]
+    Parallel,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn intervals(job: &Job, spec: &Spec) -> Result<Vec<Interval>, Error> {
+    if spec.from >= spec.to {
+        return Err(Error::EmptyRange {
+            from: spec.from,
+            to: spec.to,
+        });
+    }
+    if spec.parallel == 0 {
+        return Err(Error::Parallel);
+    }
+    let grain = job.interval;
+    let out: Vec<Interval> = grain
+        .starts(spec.from, spec.to)
+        .into_iter()
+        .map(|start| Interval {
+            start,
+            end: grain.next(start),
+        })
+        .collect();
+    if out.is_empty() {
+        return Err(Error::NoIntervals {
+            job: job.name.clone(),
+            grain: grain.as_str(),
+            from: spec.from,
+            to: spec.to,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads the ledger for the range; writes nothing.
+pub async fn plan(pool: &PgPool, job: &Job, spec: &Spec) -> Result<Plan, Error> {
+    let intervals = intervals(job, spec)?;
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT state, count(*) FROM job_runs
+         WHERE job = $1 AND run_type = 'backfill' AND interval_start >= $2 AND interval_start < $3
+         GROUP BY state",
+    )
+    .bind(&job.name)
+    .bind(spec.from)
+    .bind(spec.to)
+    .fetch_all(pool)
+    .await?;
+    let mut plan = Plan {
+        intervals: intervals.len(),
+        ..Plan::default()
+    };
+    let mut existing = 0;
+    for (state, n) in counts {
+        let n = n as usize;
+        existing += n;
+        match state.as_str() {
+            "success" => plan.succeeded += n,
+            "failed" => plan.failed += n,
+            "queued" => plan.queued += n,
+            "running" => plan.running += n,
+            _ => {}
+        }
+    }
+    plan.new = plan.intervals.saturating_sub(existing);
+    plan.rerun = match spec.reprocess {
+        Reprocess::None => 0,
+        Reprocess::Failed => plan.failed,
+        Reprocess::All => plan.failed + plan.succeeded,
+    };
+    Ok(plan)
+}
+
+/// Progress as runs finish.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub total: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub plan: Plan,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub handed_back: usize,
+    pub elapsed: Duration,
+    /// Per finished run: claim to final ledger write, time inside tasks, tasks.
+    pub timings: Vec<(Duration, Duration, usize)>,
+}
+
+/// Creates the missing runs, queues the ones `--reprocess` names and runs
+/// everything queued in the range, `spec.parallel` at a time.
+pub async fn run(
+    config: Arc<Config>,
+    pools: &Pools,
+    job: Arc<Job>,
+    spec: Spec,
+    worker: &str,
+    stop: Arc<AtomicBool>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let pool = &pools.ledger;
+    let all = intervals(&job, &spec)?;
+    let s = &config.scheduler;
+    reap_stale(pool, s).await?;
+    let plan = plan(pool, &job, &spec).await?;
+    create(pool, &job.name, &all).await?;
+    requeue(pool, &job.name, &spec).await?;
+
+    let mut progress = Progress {
+        total: plan.to_run(),
+        ..Progress::default()
+    };
+    on_progress(&progress);
+    let mut summary = Summary {
+        plan,
+        ..Summary::default()
+    };
+    let mut running = Running::default();
+    let mut exhausted = false;
+    loop {
+        let free = spec.parallel.saturating_sub(running.len());
+        if free > 0 && !exhausted && !stop.load(Ordering::Relaxed) {
+            let claimed = claim(pool, &job.name, &spec, worker, free).await?;
+            exhausted = claimed.len() < free;
+            for run in claimed {
+                running.spawn(
+                    config.clone(),
+                    pools.clone(),
+                    job.clone(),
+                    run,
+                    stop.clone(),
+                    Instant::now(),
+                );
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        let done = tokio::select! {
+            done = running.next() => done,
+            _ = stopped(&stop) => None,
+        };
+        match done {
+            Some(done) => {
+                count(&mut summary, &mut progress, &done);
+                on_progress(&progress);
+            }
+            None if stop.load(Ordering::Relaxed) => {
+                let grace = Duration::from_secs(s.shutdown_grace_secs);
+                let (finished, stopped) = running.shutdown(grace, pool).await;
+                for done in finished {
+                    count(&mut summary, &mut progress, &done);
+                }
+                summary.handed_back += stopped;
+                break;
+            }
+            None => {}
+        }
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn count(summary: &mut Summary, progress: &mut Progress, done: &Finished) {
+    match &done.result {
+        Ok(report) if report.handed_back => summary.handed_back += 1,
+        Ok(report) => {
+            let work = report.tasks.iter().map(|t| t.work).sum();
+            summary
+                .timings
+                .push((done.elapsed, work, report.tasks.len()));
+            if report.succeeded() {
+                summary.succeeded += 1;
+                progress.succeeded += 1;
+            } else {
+                summary.failed += 1;
+                progress.failed += 1;
+            }
+        }
+        Err(e) => {
+            tracing::error!(run_id = done.run.run_id, error = %e, "backfill run not recorded");
+            summary.failed += 1;
+            progress.failed += 1;
+        }
+    }
+}
+
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Inserts a backfill run for every interval that has none.
+async fn create(pool: &PgPool, job: &str, all: &[Interval]) -> Result<u64, sqlx::Error> {
+    let mut created = 0;
+    for chunk in all.chunks(10_000) {
+        let starts: Vec<DateTime<Utc>> = chunk.iter().map(|i| i.start).collect();
+        let ends: Vec<DateTime<Utc>> = chunk.iter().map(|i| i.end).collect();
+        created += sqlx::query(
+            "INSERT INTO job_runs (job, run_type, interval_start, interval_end)
+             SELECT $1, 'backfill', * FROM unnest($2::timestamptz[], $3::timestamptz[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(job)
+        .bind(&starts)
+        .bind(&ends)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(created)
+}
+
+/// Queues the finished runs `spec.reprocess` names again, with fresh tasks.
+async fn requeue(pool: &PgPool, job: &str, spec: &Spec) -> Result<(), sqlx::Error> {
+    let states: &[&str] = match spec.reprocess {
+        Reprocess::None => return Ok(()),
+        Reprocess::Failed => &["failed"],
+        Reprocess::All => &["failed", "success"],
+    };
+    sqlx::query(
+        "WITH again AS (
+             UPDATE job_runs SET state = 'queued', attempts = 0, worker = NULL, error = NULL,
+                    started_at = NULL, finished_at = NULL, heartbeat_at = NULL
+             WHERE job = $1 AND run_type = 'backfill' AND interval_start >= $2
+               AND interval_start < $3 AND state = ANY($4)
+             RETURNING id)
+         DELETE FROM task_instances WHERE run_id IN (SELECT id FROM again)",
+    )
+    .bind(job)
+    .bind(spec.from)
+    .bind(spec.to)
+    .bind(states)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` queued backfill runs of the range, oldest first.
+async fn claim(
+    pool: &PgPool,
+    job: &str,
+    spec: &Spec,
+    worker: &str,
+    limit: usize,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows = sqlx::query_as(
+        "UPDATE job_runs SET state = 'running', worker = $4, started_at = now(),
+                heartbeat_at = now(), attempts = attempts + 1, error = NULL
+         WHERE id IN (
+             SELECT id FROM job_runs
+             WHERE job = $1 AND run_type = 'backfill' AND state = 'queued'
+               AND interval_start >= $2 AND interval_start < $3
+             ORDER BY interval_start
+             LIMIT $5
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id, run_type, interval_start, interval_end, attempts",
+    )
+    .bind(job)
+    .bind(spec.from)
+    .bind(spec.to)
+    .bind(worker)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(claimed_from_rows(rows))
+}

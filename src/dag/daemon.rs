@@ -1,0 +1,143 @@
+//! `hxjobs daemon`: tokio-cron-scheduler wakes the loop when a job's
+//! schedule fires; a poll every `scheduler.poll_secs` catches anything a
+//! wake-up missed (a DST change, a clock jump, a database that was down).
+//! Each pass requeues runs of lost workers, enqueues due occurrences and
+//! claims runs up to `max_parallel_runs`; finished runs free their slot.
+//!
+//! On Ctrl-C / SIGTERM nothing new is claimed, running runs stop before
+//! their next task and get `shutdown_grace_secs` to finish; what is left is
+//! stopped and handed back to the queue for the next daemon.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::Notify;
+
+use super::scheduler::{reap_stale, Finished, Running, Scheduler};
+use super::Job;
+
+/// Runs until `stop` turns true.
+pub async fn run(scheduler: Scheduler, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let settings = scheduler.config.scheduler.clone();
+    let wake = Arc::new(Notify::new());
+    let mut cron = tokio_cron_scheduler::JobScheduler::new().await?;
+    for job in &scheduler.jobs {
+        add_wakeup(&cron, job, wake.clone()).await;
+    }
+    cron.start().await?;
+    tracing::info!(
+        worker = %scheduler.worker, jobs = scheduler.jobs.len(),
+        max_parallel_runs = settings.max_parallel_runs, "daemon started"
+    );
+
+    let mut running = Running::default();
+    let poll = Duration::from_secs(settings.poll_secs);
+    while !stop.load(Ordering::Relaxed) {
+        if let Err(e) = pass(&scheduler, &mut running, &stop).await {
+            tracing::warn!(error = %e, "scheduler pass failed; trying again at the next poll");
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stopped(&stop) => {}
+            Some(done) = running.next(), if !running.is_empty() => log_finished(&done),
+        }
+    }
+
+    tracing::info!(
+        running = running.len(),
+        grace_secs = settings.shutdown_grace_secs,
+        "stopping: no new runs; running ones finish or are handed back"
+    );
+    if let Err(e) = cron.shutdown().await {
+        tracing::warn!(error = %e, "cron wake-ups did not stop cleanly");
+    }
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    let (finished, stopped) = running.shutdown(grace, &scheduler.pools.ledger).await;
+    for done in finished {
+        log_finished(&done);
+    }
+    if stopped > 0 {
+        tracing::info!(
+            runs = stopped,
+            "runs stopped after the grace period and handed back"
+        );
+    }
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// Requeue lost runs, enqueue what is due, claim into free slots.
+async fn pass(
+    scheduler: &Scheduler,
+    running: &mut Running,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), sqlx::Error> {
+    let s = &scheduler.config.scheduler;
+    reap_stale(&scheduler.pools.ledger, s).await?;
+    scheduler.enqueue_due(Utc::now()).await?;
+    for job in &scheduler.jobs {
+        let free = s.max_parallel_runs.saturating_sub(running.len());
+        if free == 0 || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        for run in scheduler.claim(job, free).await? {
+            tracing::info!(job = %job.name, run_id = run.run_id, interval_start = %run.interval.start, "run claimed");
+            running.spawn(
+                scheduler.config.clone(),
+                scheduler.pools.clone(),
+                job.clone(),
+                run,
+                stop.clone(),
+                Instant::now(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Registers a cron wake-up for `job`; without one the poll still finds it.
+async fn add_wakeup(cron: &tokio_cron_scheduler::JobScheduler, job: &Job, wake: Arc<Notify>) {
+    // hxjobs schedules have five fields; the wake-up library wants seconds first.
+    let text = if job.schedule_text.split_whitespace().count() == 5 {
+        format!("0 {}", job.schedule_text)
+    } else {
+        job.schedule_text.clone()
+    };
+    let made = tokio_cron_scheduler::Job::new_async_tz(text.as_str(), job.timezone, move |_, _| {
+        let wake = wake.clone();
+        Box::pin(async move { wake.notify_one() })
+    });
+    let added = match made {
+        Ok(wakeup) => cron.add(wakeup).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = added {
+        tracing::warn!(
+            job = %job.name, schedule = %job.schedule_text, error = %e,
+            "no cron wake-up for this job; the poll picks its runs up instead"
+        );
+    }
+}
+
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn log_finished(done: &Finished) {
+    match &done.result {
+        Ok(report) => tracing::info!(
+            job = %done.job, run_id = done.run.run_id, state = report.state(),
+            interval_start = %done.run.interval.start, secs = done.elapsed.as_secs_f64(),
+            "run finished"
+        ),
+        Err(e) => tracing::error!(
+            job = %done.job, run_id = done.run.run_id, error = %e,
+            "run could not be recorded; it will be reaped as lost"
+        ),
+    }
+}
