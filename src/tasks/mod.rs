@@ -106,7 +106,17 @@ pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<Stri
                 anyhow::bail!("{} ({last})", output.status)
             }
         }
-        kind @ ("aggregate" | "retention" | "report") => Err(Fatal(format!(
+        "aggregate" => {
+            let grain = task.grain.unwrap_or(ctx.job.interval);
+            let summary = crate::rollup::aggregate(ctx.pool, grain, ctx.interval.start)
+                .await
+                .map_err(|e| match e {
+                    crate::rollup::Error::Grain(_) => anyhow::Error::from(Fatal(e.to_string())),
+                    other => anyhow::Error::from(other),
+                })?;
+            Ok(summary.to_string())
+        }
+        kind @ ("retention" | "report") => Err(Fatal(format!(
             "task kind `{kind}` is not available in this build of hxjobs yet"
         ))
         .into()),

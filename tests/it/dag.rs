@@ -209,12 +209,13 @@ schedule = "0 * * * *"
 interval = "day"
 start_date = "2026-01-01"
 
-[tasks.rollup]
-kind = "aggregate"
+[tasks.report]
+kind = "report"
+report = "daily_summary"
 retries = 5
 "#;
     let (run_id, _) = run(&env, text, "2026-03-04T10:30:00Z").await;
-    let (state, attempt, error) = task_state(&env, run_id, "rollup").await;
+    let (state, attempt, error) = task_state(&env, run_id, "report").await;
     assert_eq!(
         (state.as_str(), attempt),
         ("failed", 1),

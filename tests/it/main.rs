@@ -7,4 +7,5 @@ mod cli;
 mod common;
 mod dag;
 mod ingest;
+mod rollup;
 mod scheduler;

@@ -1,0 +1,587 @@
+//! Rollups (EVENTS.md, "Rollups"), computed with Polars. Hourly rows come
+//! from the raw events; a day rolls up from its hours, a week and a month
+//! from their days, so coarser grains stay right after retention removed
+//! the raw events. Counts and sums add up; percentiles and distinct users
+//! come from merged sketches ([`sketch`]), never from averaged percentiles.
+//!
+//! Writing a bucket replaces all of its rows in one transaction, so a
+//! re-run picks up late events and never counts twice.
+
+pub mod sketch;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use polars::prelude::*;
+use sketches_ddsketch::DDSketch;
+use sqlx::PgPool;
+
+use crate::dag::{Grain, Interval};
+use sketch::Users;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("rollups are hourly, daily, weekly or monthly, not per {0}")]
+    Grain(&'static str),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("polars: {0}")]
+    Polars(#[from] PolarsError),
+    #[error(transparent)]
+    Sketch(#[from] sketch::Error),
+}
+
+/// What one bucket's computation wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub grain: Grain,
+    pub bucket_start: DateTime<Utc>,
+    /// Raw events (hour) or finer rollup rows (other grains) read.
+    pub inputs: usize,
+    pub rows: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.grain == Grain::Hour {
+            "events"
+        } else {
+            "finer rollup rows"
+        };
+        write!(
+            f,
+            "{} rollup of {}: {} {what} → {} rows",
+            self.grain.as_str(),
+            self.bucket_start.to_rfc3339(),
+            self.inputs,
+            self.rows
+        )
+    }
+}
+
+/// The finer grain a grain is built from; `None` for hours (raw events).
+pub fn source_grain(grain: Grain) -> Option<Grain> {
+    match grain {
+        Grain::Minute | Grain::Hour => None,
+        Grain::Day => Some(Grain::Hour),
+        Grain::Week | Grain::Month => Some(Grain::Day),
+    }
+}
+
+type Key = (String, String, String);
+
+/// One field of every row → a named Polars column.
+macro_rules! column {
+    ($rows:expr, $name:literal, $field:tt) => {
+        Column::from(Series::new(
+            $name.into(),
+            $rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>(),
+        ))
+    };
+}
+
+/// One rollup row being built.
+struct Group {
+    measures: Measures,
+    latency: DDSketch,
+    users: Users,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Measures {
+    event_count: i64,
+    error_count: i64,
+    latency_count: i64,
+    latency_sum: f64,
+    latency_max: Option<f64>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_usd: f64,
+    rating_sum: f64,
+    rating_count: i64,
+    value_sum: f64,
+    value_min: Option<f64>,
+    value_max: Option<f64>,
+}
+
+/// Computes and stores the rollup of `grain` for the bucket starting at
+/// `bucket_start` (aligned down to the grain).
+pub async fn aggregate(
+    pool: &PgPool,
+    grain: Grain,
+    bucket_start: DateTime<Utc>,
+) -> Result<Summary, Error> {
+    if grain == Grain::Minute {
+        return Err(Error::Grain(grain.as_str()));
+    }
+    let bucket = grain.containing(bucket_start);
+    let (inputs, groups) = match source_grain(grain) {
+        None => from_events(pool, bucket).await?,
+        Some(finer) => from_rollups(pool, finer, bucket).await?,
+    };
+    let rows = write(pool, grain, bucket.start, groups).await?;
+    Ok(Summary {
+        grain,
+        bucket_start: bucket.start,
+        inputs,
+        rows,
+    })
+}
+
+/// The hour's events → groups: the measures with Polars, the sketches
+/// alongside over the same derived columns.
+async fn from_events(
+    pool: &PgPool,
+    bucket: Interval,
+) -> Result<(usize, HashMap<Key, Group>), Error> {
+    type Raw = (
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<f64>,
+        Option<i64>,
+        Option<i64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<String>,
+    );
+    let raw: Vec<Raw> = sqlx::query_as(
+        "SELECT event_type, source, model, model_id, name, error_type, status, latency_ms,
+                prompt_tokens, completion_tokens, cost_usd, rating, value, user_id
+         FROM events WHERE event_time >= $1 AND event_time < $2",
+    )
+    .bind(bucket.start)
+    .bind(bucket.end)
+    .fetch_all(pool)
+    .await?;
+    let n = raw.len();
+    let frame = DataFrame::new_infer_height(vec![
+        column!(raw, "event_type", 0),
+        column!(raw, "source", 1),
+        column!(raw, "model", 2),
+        column!(raw, "model_id", 3),
+        column!(raw, "name", 4),
+        column!(raw, "error_type", 5),
+        column!(raw, "status", 6),
+        column!(raw, "latency_ms", 7),
+        column!(raw, "prompt_tokens", 8),
+        column!(raw, "completion_tokens", 9),
+        column!(raw, "cost_usd", 10),
+        column!(raw, "rating", 11),
+        column!(raw, "value", 12),
+        column!(raw, "user_id", 13),
+    ])?;
+    drop(raw);
+
+    let is = |t: &str| col("event_type").eq(lit(t));
+    let derived = frame
+        .lazy()
+        .with_columns([
+            when(is("llm_request").or(is("user_feedback")))
+                .then(col("model").fill_null(col("model_id")).fill_null(lit("")))
+                .when(is("system_metric").or(is("business_event")))
+                .then(col("name").fill_null(lit("")))
+                .when(is("error_event"))
+                .then(col("error_type").fill_null(lit("")))
+                .otherwise(lit(""))
+                .alias("subject"),
+            is("error_event")
+                .or(is("llm_request").and(
+                    col("status")
+                        .eq(lit("error"))
+                        .or(col("status").eq(lit("timeout")))
+                        .fill_null(lit(false)),
+                ))
+                .alias("is_error"),
+            when(is("llm_request"))
+                .then(col("latency_ms"))
+                .otherwise(lit(NULL).cast(DataType::Float64))
+                .alias("latency"),
+            when(is("user_feedback"))
+                .then(col("rating"))
+                .otherwise(lit(NULL).cast(DataType::Float64))
+                .alias("rating_v"),
+            when(is("system_metric").or(is("business_event")))
+                .then(col("value"))
+                .otherwise(lit(NULL).cast(DataType::Float64))
+                .alias("value_v"),
+        ])
+        .select([
+            col("event_type"),
+            col("source"),
+            col("subject"),
+            col("is_error"),
+            col("latency"),
+            col("prompt_tokens"),
+            col("completion_tokens"),
+            col("cost_usd"),
+            col("rating_v"),
+            col("value_v"),
+            col("user_id"),
+        ])
+        .collect()?;
+
+    let measures = derived
+        .clone()
+        .lazy()
+        .group_by([col("event_type"), col("source"), col("subject")])
+        .agg([
+            len().cast(DataType::Int64).alias("event_count"),
+            col("is_error")
+                .cast(DataType::Int64)
+                .sum()
+                .alias("error_count"),
+            col("latency")
+                .count()
+                .cast(DataType::Int64)
+                .alias("latency_count"),
+            col("latency").sum().alias("latency_sum"),
+            col("latency").max().alias("latency_max"),
+            col("prompt_tokens").sum().alias("prompt_tokens"),
+            col("completion_tokens").sum().alias("completion_tokens"),
+            col("cost_usd").sum().alias("cost_usd"),
+            col("rating_v").sum().alias("rating_sum"),
+            col("rating_v")
+                .count()
+                .cast(DataType::Int64)
+                .alias("rating_count"),
+            col("value_v").sum().alias("value_sum"),
+            col("value_v").min().alias("value_min"),
+            col("value_v").max().alias("value_max"),
+        ])
+        .collect()?;
+
+    // Sketches per group from the same derived columns.
+    let mut sketches: HashMap<Key, (DDSketch, Users)> = HashMap::new();
+    let (types, sources, subjects) = (
+        derived.column("event_type")?.str()?,
+        derived.column("source")?.str()?,
+        derived.column("subject")?.str()?,
+    );
+    let (latency, users) = (
+        derived.column("latency")?.f64()?,
+        derived.column("user_id")?.str()?,
+    );
+    for i in 0..derived.height() {
+        let key = (
+            types.get(i).unwrap_or_default().to_string(),
+            sources.get(i).unwrap_or_default().to_string(),
+            subjects.get(i).unwrap_or_default().to_string(),
+        );
+        let (l, u) = sketches
+            .entry(key)
+            .or_insert_with(|| (sketch::new_latency(), sketch::new_users()));
+        if let Some(v) = latency.get(i) {
+            l.add(v);
+        }
+        if let Some(id) = users.get(i) {
+            sketch::add_user(u, id);
+        }
+    }
+    let mut groups = HashMap::new();
+    for (key, m) in read_measures(&measures)? {
+        let (latency, users) = sketches
+            .remove(&key)
+            .unwrap_or_else(|| (sketch::new_latency(), sketch::new_users()));
+        groups.insert(
+            key,
+            Group {
+                measures: m,
+                latency,
+                users,
+            },
+        );
+    }
+    Ok((n, groups))
+}
+
+/// Finer rollup rows of the bucket → groups: sums with Polars, sketches merged.
+async fn from_rollups(
+    pool: &PgPool,
+    finer: Grain,
+    bucket: Interval,
+) -> Result<(usize, HashMap<Key, Group>), Error> {
+    let raw: Vec<FinerRow> = sqlx::query_as(
+        "SELECT event_type, source, subject, event_count, error_count, latency_count,
+                latency_sum_ms, latency_max_ms, prompt_tokens, completion_tokens, cost_usd,
+                rating_sum, rating_count, value_sum, value_min, value_max,
+                latency_sketch, users_sketch
+         FROM rollups WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3",
+    )
+    .bind(finer.as_str())
+    .bind(bucket.start)
+    .bind(bucket.end)
+    .fetch_all(pool)
+    .await?;
+    let n = raw.len();
+    let frame = DataFrame::new_infer_height(vec![
+        column!(raw, "event_type", event_type),
+        column!(raw, "source", source),
+        column!(raw, "subject", subject),
+        column!(raw, "event_count", event_count),
+        column!(raw, "error_count", error_count),
+        column!(raw, "latency_count", latency_count),
+        column!(raw, "latency_sum", latency_sum_ms),
+        column!(raw, "latency_max", latency_max_ms),
+        column!(raw, "prompt_tokens", prompt_tokens),
+        column!(raw, "completion_tokens", completion_tokens),
+        column!(raw, "cost_usd", cost_usd),
+        column!(raw, "rating_sum", rating_sum),
+        column!(raw, "rating_count", rating_count),
+        column!(raw, "value_sum", value_sum),
+        column!(raw, "value_min", value_min),
+        column!(raw, "value_max", value_max),
+    ])?;
+    let measures = frame
+        .lazy()
+        .group_by([col("event_type"), col("source"), col("subject")])
+        .agg([
+            col("event_count").sum(),
+            col("error_count").sum(),
+            col("latency_count").sum(),
+            col("latency_sum").sum(),
+            col("latency_max").max(),
+            col("prompt_tokens").sum(),
+            col("completion_tokens").sum(),
+            col("cost_usd").sum(),
+            col("rating_sum").sum(),
+            col("rating_count").sum(),
+            col("value_sum").sum(),
+            col("value_min").min(),
+            col("value_max").max(),
+        ])
+        .collect()?;
+
+    let mut sketches: HashMap<Key, (DDSketch, Users)> = HashMap::new();
+    for r in &raw {
+        let key = (r.event_type.clone(), r.source.clone(), r.subject.clone());
+        let (l, u) = sketches
+            .entry(key)
+            .or_insert_with(|| (sketch::new_latency(), sketch::new_users()));
+        if let Some(bytes) = &r.latency_sketch {
+            sketch::merge_latency(l, &sketch::decode_latency(bytes)?)?;
+        }
+        if let Some(bytes) = &r.users_sketch {
+            sketch::merge_users(u, &sketch::decode_users(bytes)?)?;
+        }
+    }
+    let mut groups = HashMap::new();
+    for (key, m) in read_measures(&measures)? {
+        let (latency, users) = sketches
+            .remove(&key)
+            .unwrap_or_else(|| (sketch::new_latency(), sketch::new_users()));
+        groups.insert(
+            key,
+            Group {
+                measures: m,
+                latency,
+                users,
+            },
+        );
+    }
+    Ok((n, groups))
+}
+
+/// A stored rollup row, as a coarser grain reads it.
+#[derive(sqlx::FromRow)]
+struct FinerRow {
+    event_type: String,
+    source: String,
+    subject: String,
+    event_count: i64,
+    error_count: i64,
+    latency_count: i64,
+    latency_sum_ms: f64,
+    latency_max_ms: Option<f64>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_usd: f64,
+    rating_sum: f64,
+    rating_count: i64,
+    value_sum: f64,
+    value_min: Option<f64>,
+    value_max: Option<f64>,
+    latency_sketch: Option<Vec<u8>>,
+    users_sketch: Option<Vec<u8>>,
+}
+
+/// The aggregated frame (one row per group, columns named as in [`Measures`]) → rows.
+fn read_measures(frame: &DataFrame) -> Result<Vec<(Key, Measures)>, Error> {
+    let s = |name: &str| -> Result<&StringChunked, Error> { Ok(frame.column(name)?.str()?) };
+    let i = |name: &str| -> Result<Int64Chunked, Error> {
+        Ok(frame.column(name)?.cast(&DataType::Int64)?.i64()?.clone())
+    };
+    let f = |name: &str| -> Result<Float64Chunked, Error> {
+        Ok(frame.column(name)?.cast(&DataType::Float64)?.f64()?.clone())
+    };
+    let (types, sources, subjects) = (s("event_type")?, s("source")?, s("subject")?);
+    let (events, errors, lat_n) = (i("event_count")?, i("error_count")?, i("latency_count")?);
+    let (lat_sum, lat_max) = (f("latency_sum")?, f("latency_max")?);
+    let (prompt, completion, cost) = (i("prompt_tokens")?, i("completion_tokens")?, f("cost_usd")?);
+    let (rating_sum, rating_n) = (f("rating_sum")?, i("rating_count")?);
+    let (value_sum, value_min, value_max) = (f("value_sum")?, f("value_min")?, f("value_max")?);
+    let mut out = Vec::with_capacity(frame.height());
+    for r in 0..frame.height() {
+        let key = (
+            types.get(r).unwrap_or_default().to_string(),
+            sources.get(r).unwrap_or_default().to_string(),
+            subjects.get(r).unwrap_or_default().to_string(),
+        );
+        out.push((
+            key,
+            Measures {
+                event_count: events.get(r).unwrap_or(0),
+                error_count: errors.get(r).unwrap_or(0),
+                latency_count: lat_n.get(r).unwrap_or(0),
+                latency_sum: lat_sum.get(r).unwrap_or(0.0),
+                latency_max: lat_max.get(r),
+                prompt_tokens: prompt.get(r).unwrap_or(0),
+                completion_tokens: completion.get(r).unwrap_or(0),
+                cost_usd: cost.get(r).unwrap_or(0.0),
+                rating_sum: rating_sum.get(r).unwrap_or(0.0),
+                rating_count: rating_n.get(r).unwrap_or(0),
+                value_sum: value_sum.get(r).unwrap_or(0.0),
+                value_min: value_min.get(r),
+                value_max: value_max.get(r),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Replaces the bucket's rows with `groups`, in one transaction.
+async fn write(
+    pool: &PgPool,
+    grain: Grain,
+    bucket_start: DateTime<Utc>,
+    groups: HashMap<Key, Group>,
+) -> Result<usize, Error> {
+    let mut cols = Columns::default();
+    for ((event_type, source, subject), mut g) in groups {
+        let m = g.measures;
+        let ratio = |sum: f64, n: i64| (n > 0).then(|| sum / n as f64);
+        let has_latency = m.latency_count > 0;
+        cols.event_type.push(event_type);
+        cols.source.push(source);
+        cols.subject.push(subject);
+        cols.event_count.push(m.event_count);
+        cols.error_count.push(m.error_count);
+        cols.latency_count.push(m.latency_count);
+        cols.latency_sum.push(m.latency_sum);
+        cols.latency_avg.push(ratio(m.latency_sum, m.latency_count));
+        cols.latency_max.push(m.latency_max);
+        for (p, out) in [
+            (0.50, &mut cols.p50),
+            (0.95, &mut cols.p95),
+            (0.99, &mut cols.p99),
+        ] {
+            out.push(if has_latency {
+                sketch::quantile(&g.latency, p)
+            } else {
+                None
+            });
+        }
+        cols.prompt.push(m.prompt_tokens);
+        cols.completion.push(m.completion_tokens);
+        cols.cost.push(m.cost_usd);
+        cols.rating_sum.push(m.rating_sum);
+        cols.rating_count.push(m.rating_count);
+        cols.rating_avg.push(ratio(m.rating_sum, m.rating_count));
+        cols.value_sum.push(m.value_sum);
+        cols.value_min.push(m.value_min);
+        cols.value_max.push(m.value_max);
+        cols.users.push(sketch::count_users(&mut g.users));
+        cols.latency_sketch.push(
+            has_latency
+                .then(|| sketch::encode_latency(&g.latency))
+                .transpose()?,
+        );
+        cols.users_sketch
+            .push(Some(sketch::encode_users(&g.users)?));
+    }
+    let rows = cols.event_type.len();
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM rollups WHERE grain = $1 AND bucket_start = $2")
+        .bind(grain.as_str())
+        .bind(bucket_start)
+        .execute(&mut *tx)
+        .await?;
+    if rows > 0 {
+        sqlx::query(
+            "INSERT INTO rollups (grain, bucket_start, event_type, source, subject, event_count,
+                error_count, latency_count, latency_sum_ms, latency_avg_ms, latency_max_ms,
+                latency_p50_ms, latency_p95_ms, latency_p99_ms, prompt_tokens, completion_tokens,
+                cost_usd, rating_sum, rating_count, rating_avg, value_sum, value_min, value_max,
+                distinct_users, latency_sketch, users_sketch)
+             SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::int8[],
+                $7::int8[], $8::int8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[],
+                $13::float8[], $14::float8[], $15::int8[], $16::int8[], $17::float8[],
+                $18::float8[], $19::int8[], $20::float8[], $21::float8[], $22::float8[],
+                $23::float8[], $24::int8[], $25::bytea[], $26::bytea[])",
+        )
+        .bind(grain.as_str())
+        .bind(bucket_start)
+        .bind(&cols.event_type)
+        .bind(&cols.source)
+        .bind(&cols.subject)
+        .bind(&cols.event_count)
+        .bind(&cols.error_count)
+        .bind(&cols.latency_count)
+        .bind(&cols.latency_sum)
+        .bind(&cols.latency_avg)
+        .bind(&cols.latency_max)
+        .bind(&cols.p50)
+        .bind(&cols.p95)
+        .bind(&cols.p99)
+        .bind(&cols.prompt)
+        .bind(&cols.completion)
+        .bind(&cols.cost)
+        .bind(&cols.rating_sum)
+        .bind(&cols.rating_count)
+        .bind(&cols.rating_avg)
+        .bind(&cols.value_sum)
+        .bind(&cols.value_min)
+        .bind(&cols.value_max)
+        .bind(&cols.users)
+        .bind(&cols.latency_sketch)
+        .bind(&cols.users_sketch)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// The rows to insert, column by column (bound as arrays).
+#[derive(Default)]
+struct Columns {
+    event_type: Vec<String>,
+    source: Vec<String>,
+    subject: Vec<String>,
+    event_count: Vec<i64>,
+    error_count: Vec<i64>,
+    latency_count: Vec<i64>,
+    latency_sum: Vec<f64>,
+    latency_avg: Vec<Option<f64>>,
+    latency_max: Vec<Option<f64>>,
+    p50: Vec<Option<f64>>,
+    p95: Vec<Option<f64>>,
+    p99: Vec<Option<f64>>,
+    prompt: Vec<i64>,
+    completion: Vec<i64>,
+    cost: Vec<f64>,
+    rating_sum: Vec<f64>,
+    rating_count: Vec<i64>,
+    rating_avg: Vec<Option<f64>>,
+    value_sum: Vec<f64>,
+    value_min: Vec<Option<f64>>,
+    value_max: Vec<Option<f64>>,
+    users: Vec<i64>,
+    latency_sketch: Vec<Option<Vec<u8>>>,
+    users_sketch: Vec<Option<Vec<u8>>>,
+}

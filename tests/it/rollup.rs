@@ -1,0 +1,284 @@
+//! Rollups against an independent computation from the stored events, at
+//! every grain, over 36 days of demo traffic; re-runs change nothing; the
+//! month stays right after the raw events are gone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use hxjobs::dag::Grain;
+use hxjobs::demo::{DemoSpec, Generator};
+use hxjobs::rollup;
+
+use crate::common::{ts, TestEnv};
+
+type Key = (String, String, String);
+
+/// The exact measures of one group, computed here from the events.
+#[derive(Default)]
+struct Exact {
+    events: i64,
+    errors: i64,
+    latencies: Vec<f64>,
+    prompt: i64,
+    completion: i64,
+    cost: f64,
+    ratings: Vec<f64>,
+    values: Vec<f64>,
+    users: HashSet<String>,
+}
+
+async fn exact(env: &TestEnv, from: DateTime<Utc>, to: DateTime<Utc>) -> HashMap<Key, Exact> {
+    type Row = (
+        String,
+        String,
+        String,
+        bool,
+        Option<f64>,
+        Option<i64>,
+        Option<i64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT event_type, source,
+                CASE WHEN event_type IN ('llm_request', 'user_feedback') THEN COALESCE(model, model_id, '')
+                     WHEN event_type IN ('system_metric', 'business_event') THEN COALESCE(name, '')
+                     WHEN event_type = 'error_event' THEN COALESCE(error_type, '') ELSE '' END,
+                event_type = 'error_event' OR (event_type = 'llm_request' AND COALESCE(status IN ('error', 'timeout'), false)),
+                CASE WHEN event_type = 'llm_request' THEN latency_ms END,
+                prompt_tokens, completion_tokens, cost_usd,
+                CASE WHEN event_type = 'user_feedback' THEN rating END,
+                CASE WHEN event_type IN ('system_metric', 'business_event') THEN value END,
+                user_id
+         FROM events WHERE event_time >= $1 AND event_time < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(&env.pool)
+    .await
+    .expect("events");
+    let mut out: HashMap<Key, Exact> = HashMap::new();
+    for (t, s, subj, err, lat, p, c, cost, rating, value, user) in rows {
+        let e = out.entry((t, s, subj)).or_default();
+        e.events += 1;
+        e.errors += i64::from(err);
+        e.latencies.extend(lat);
+        e.prompt += p.unwrap_or(0);
+        e.completion += c.unwrap_or(0);
+        e.cost += cost.unwrap_or(0.0);
+        e.ratings.extend(rating);
+        e.values.extend(value);
+        e.users.extend(user);
+    }
+    out
+}
+
+/// The value at rank floor(q · (n − 1)) of the sorted values.
+fn rank_quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[(q * (sorted.len() as f64 - 1.0)) as usize]
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * b.abs().max(1e-9)
+}
+
+#[derive(Debug, PartialEq, sqlx::FromRow)]
+struct Stored {
+    event_type: String,
+    source: String,
+    subject: String,
+    event_count: i64,
+    error_count: i64,
+    latency_count: i64,
+    latency_avg_ms: Option<f64>,
+    latency_max_ms: Option<f64>,
+    latency_p50_ms: Option<f64>,
+    latency_p95_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_usd: f64,
+    rating_avg: Option<f64>,
+    rating_count: i64,
+    value_sum: f64,
+    value_min: Option<f64>,
+    value_max: Option<f64>,
+    distinct_users: i64,
+}
+
+async fn stored(env: &TestEnv, grain: Grain, start: DateTime<Utc>) -> Vec<Stored> {
+    sqlx::query_as(
+        "SELECT event_type, source, subject, event_count, error_count, latency_count,
+                latency_avg_ms, latency_max_ms, latency_p50_ms, latency_p95_ms, latency_p99_ms,
+                prompt_tokens, completion_tokens, cost_usd, rating_avg, rating_count,
+                value_sum, value_min, value_max, distinct_users
+         FROM rollups WHERE grain = $1 AND bucket_start = $2
+         ORDER BY event_type, source, subject",
+    )
+    .bind(grain.as_str())
+    .bind(start)
+    .fetch_all(&env.pool)
+    .await
+    .expect("rollups")
+}
+
+/// Every stored row of the bucket against the exact computation.
+async fn check(env: &TestEnv, grain: Grain, start: DateTime<Utc>) {
+    let end = grain.next(start);
+    let mut want = exact(env, start, end).await;
+    let rows = stored(env, grain, start).await;
+    assert_eq!(rows.len(), want.len(), "{grain:?} {start}: groups");
+    for r in rows {
+        let key = (r.event_type.clone(), r.source.clone(), r.subject.clone());
+        let e = want.remove(&key).expect("a group the events have");
+        let at = format!("{grain:?} {start} {key:?}");
+        assert_eq!(
+            (r.event_count, r.error_count),
+            (e.events, e.errors),
+            "{at}: counts"
+        );
+        assert_eq!(r.latency_count, e.latencies.len() as i64, "{at}");
+        assert_eq!(
+            (r.prompt_tokens, r.completion_tokens),
+            (e.prompt, e.completion),
+            "{at}: tokens"
+        );
+        assert!(
+            close(r.cost_usd, e.cost, 1e-9),
+            "{at}: cost {} vs {}",
+            r.cost_usd,
+            e.cost
+        );
+        assert_eq!(r.rating_count, e.ratings.len() as i64, "{at}");
+        let mut lat = e.latencies.clone();
+        lat.sort_by(f64::total_cmp);
+        if lat.is_empty() {
+            assert_eq!((r.latency_avg_ms, r.latency_p50_ms), (None, None), "{at}");
+        } else {
+            let avg = lat.iter().sum::<f64>() / lat.len() as f64;
+            assert!(
+                close(r.latency_avg_ms.expect("avg"), avg, 1e-9),
+                "{at}: avg"
+            );
+            assert_eq!(r.latency_max_ms, lat.last().copied(), "{at}: max");
+            for (got, q) in [
+                (r.latency_p50_ms, 0.50),
+                (r.latency_p95_ms, 0.95),
+                (r.latency_p99_ms, 0.99),
+            ] {
+                let want = rank_quantile(&lat, q);
+                let got = got.expect("percentile");
+                assert!(close(got, want, 0.01), "{at}: p{q} {got} vs {want}");
+            }
+        }
+        if !e.ratings.is_empty() {
+            let avg = e.ratings.iter().sum::<f64>() / e.ratings.len() as f64;
+            assert!(
+                close(r.rating_avg.expect("rating"), avg, 1e-9),
+                "{at}: rating"
+            );
+        }
+        if !e.values.is_empty() {
+            let sum: f64 = e.values.iter().sum();
+            assert!(close(r.value_sum, sum, 1e-9), "{at}: value sum");
+            let min = e.values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = e.values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(
+                (r.value_min, r.value_max),
+                (Some(min), Some(max)),
+                "{at}: value range"
+            );
+        }
+        let users = e.users.len() as f64;
+        assert!(
+            close(r.distinct_users as f64, users, 0.02),
+            "{at}: users {} vs {users}",
+            r.distinct_users
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_match_an_exact_computation_at_every_grain() {
+    let env = TestEnv::new("rollups").await;
+    // 36 days: a Monday in January to the first days of March.
+    let (from, to) = (ts("2026-01-26"), ts("2026-03-03"));
+    let records = Generator::new(DemoSpec {
+        events: 40_000,
+        from,
+        to,
+        bad_ratio: 0.0,
+        duplicate_ratio: 0.0,
+        seed: 35,
+        max_event_bytes: 1 << 20,
+    })
+    .expect("spec")
+    .collect::<Vec<_>>();
+    env.produce(records).await;
+    hxjobs::ingest::drain(&env.config, &env.pool, Arc::new(AtomicBool::new(false)))
+        .await
+        .expect("drain");
+
+    for start in Grain::Hour.starts(from, to) {
+        rollup::aggregate(&env.pool, Grain::Hour, start)
+            .await
+            .expect("hour");
+    }
+    for start in Grain::Day.starts(from, to) {
+        rollup::aggregate(&env.pool, Grain::Day, start)
+            .await
+            .expect("day");
+    }
+    let weeks = Grain::Week.starts(from, ts("2026-03-02"));
+    for &start in &weeks {
+        rollup::aggregate(&env.pool, Grain::Week, start)
+            .await
+            .expect("week");
+    }
+    let february = ts("2026-02-01");
+    rollup::aggregate(&env.pool, Grain::Month, february)
+        .await
+        .expect("month");
+
+    for hour in [
+        "2026-01-26T00:00:00Z",
+        "2026-02-14T13:00:00Z",
+        "2026-03-02T23:00:00Z",
+    ] {
+        check(&env, Grain::Hour, ts(hour)).await;
+    }
+    for day in ["2026-01-26", "2026-02-14", "2026-03-02"] {
+        check(&env, Grain::Day, ts(day)).await;
+    }
+    assert_eq!(weeks.len(), 5);
+    for &week in &weeks {
+        check(&env, Grain::Week, week).await;
+    }
+    check(&env, Grain::Month, february).await;
+
+    // A re-run of the same interval changes nothing.
+    let before = stored(&env, Grain::Hour, ts("2026-02-14T13:00:00Z")).await;
+    rollup::aggregate(&env.pool, Grain::Hour, ts("2026-02-14T13:00:00Z"))
+        .await
+        .expect("again");
+    assert_eq!(
+        stored(&env, Grain::Hour, ts("2026-02-14T13:00:00Z")).await,
+        before
+    );
+
+    // With the raw events gone, the month built from its days is unchanged.
+    let month = stored(&env, Grain::Month, february).await;
+    sqlx::query("DELETE FROM events")
+        .execute(&env.pool)
+        .await
+        .expect("remove raw events");
+    rollup::aggregate(&env.pool, Grain::Month, february)
+        .await
+        .expect("month again");
+    assert_eq!(stored(&env, Grain::Month, february).await, month);
+    env.cleanup().await;
+}
