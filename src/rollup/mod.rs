@@ -283,21 +283,7 @@ async fn from_events(
             sketch::add_user(u, id);
         }
     }
-    let mut groups = HashMap::new();
-    for (key, m) in read_measures(&measures)? {
-        let (latency, users) = sketches
-            .remove(&key)
-            .unwrap_or_else(|| (sketch::new_latency(), sketch::new_users()));
-        groups.insert(
-            key,
-            Group {
-                measures: m,
-                latency,
-                users,
-            },
-        );
-    }
-    Ok((n, groups))
+    Ok((n, join(read_measures(&measures)?, sketches)))
 }
 
 /// Finer rollup rows of the bucket → groups: sums with Polars, sketches merged.
@@ -370,21 +356,28 @@ async fn from_rollups(
             sketch::merge_users(u, &sketch::decode_users(bytes)?)?;
         }
     }
-    let mut groups = HashMap::new();
-    for (key, m) in read_measures(&measures)? {
-        let (latency, users) = sketches
-            .remove(&key)
-            .unwrap_or_else(|| (sketch::new_latency(), sketch::new_users()));
-        groups.insert(
-            key,
-            Group {
-                measures: m,
+    Ok((n, join(read_measures(&measures)?, sketches)))
+}
+
+/// Each group's measures with its sketches.
+fn join(
+    measures: Vec<(Key, Measures)>,
+    mut sketches: HashMap<Key, (DDSketch, Users)>,
+) -> HashMap<Key, Group> {
+    measures
+        .into_iter()
+        .map(|(key, measures)| {
+            let (latency, users) = sketches
+                .remove(&key)
+                .unwrap_or_else(|| (sketch::new_latency(), sketch::new_users()));
+            let group = Group {
+                measures,
                 latency,
                 users,
-            },
-        );
-    }
-    Ok((n, groups))
+            };
+            (key, group)
+        })
+        .collect()
 }
 
 /// A stored rollup row, as a coarser grain reads it.
