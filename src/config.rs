@@ -44,7 +44,17 @@ pub struct Config {
     pub dead_letters: DeadLettersConfig,
     pub jobs: JobsConfig,
     pub scheduler: SchedulerConfig,
+    pub rollups: RollupsConfig,
     pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollupsConfig {
+    /// An hourly rollup waits until ingest has stored everything the broker
+    /// held after the hour ended; past this many seconds after the hour's
+    /// end it runs anyway.
+    pub ready_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

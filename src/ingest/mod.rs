@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -122,6 +123,8 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
     let mut writer = Writer::new(pool.acquire().await?, &group, dead_letter_topic).await?;
 
     let metadata = kafka::build_consumer(&config.kafka, &group)?;
+    // Everything in the topics at this moment is stored once the drain ends.
+    let ends_read_at = Utc::now();
     let parts = plan(config, pool, &metadata).await?;
     drop(metadata);
 
@@ -130,6 +133,7 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
         summary.topics.entry(p.topic.clone()).or_default();
     }
     if parts.iter().all(PartitionState::done) {
+        record_progress(pool, &group, ends_read_at).await?;
         summary.elapsed = started.elapsed();
         return Ok(summary);
     }
@@ -163,8 +167,26 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
     written?;
     consumed?;
     summary.interrupted = stop.load(Ordering::Relaxed);
+    if !summary.interrupted {
+        record_progress(pool, &config.kafka.group_id, ends_read_at).await?;
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Notes that `group` stored every message the broker held at `through`.
+async fn record_progress(pool: &PgPool, group: &str, through: DateTime<Utc>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ingest_progress (consumer_group, drained_through) VALUES ($1, $2)
+         ON CONFLICT (consumer_group) DO UPDATE
+         SET drained_through = GREATEST(ingest_progress.drained_through, EXCLUDED.drained_through),
+             updated_at = now()",
+    )
+    .bind(group)
+    .bind(through)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Commits batches as they arrive, adding their counts to `summary`, until

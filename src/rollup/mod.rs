@@ -59,6 +59,37 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Whether an hour's events are all stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// A drain that read the topics' ends after the hour ended completed.
+    Ready,
+    /// Not yet, but the grace period after the hour's end is over.
+    GraceOver(Option<DateTime<Utc>>),
+    /// Not yet: the latest complete drain read the ends at this time (or never).
+    NotYet(Option<DateTime<Utc>>),
+}
+
+/// Readiness of the interval ending at `end` for consumer `group` at `now`.
+pub async fn readiness(
+    pool: &PgPool,
+    group: &str,
+    end: DateTime<Utc>,
+    grace: chrono::TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<Readiness, Error> {
+    let through: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT drained_through FROM ingest_progress WHERE consumer_group = $1")
+            .bind(group)
+            .fetch_optional(pool)
+            .await?;
+    Ok(match through {
+        Some(t) if t >= end => Readiness::Ready,
+        _ if now >= end + grace => Readiness::GraceOver(through),
+        _ => Readiness::NotYet(through),
+    })
+}
+
 /// The finer grain a grain is built from; `None` for hours (raw events).
 pub fn source_grain(grain: Grain) -> Option<Grain> {
     match grain {

@@ -107,14 +107,38 @@ pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<Stri
             }
         }
         "aggregate" => {
+            use crate::rollup::{self, Readiness};
             let grain = task.grain.unwrap_or(ctx.job.interval);
-            let summary = crate::rollup::aggregate(ctx.pool, grain, ctx.interval.start)
+            let mut note = String::new();
+            if grain == crate::dag::Grain::Hour {
+                let end = grain.containing(ctx.interval.start).end;
+                let grace = chrono::TimeDelta::seconds(
+                    i64::try_from(ctx.config.rollups.ready_grace_secs).unwrap_or(i64::MAX),
+                );
+                let group = &ctx.config.kafka.group_id;
+                let never = || "never".to_string();
+                match rollup::readiness(ctx.pool, group, end, grace, chrono::Utc::now()).await? {
+                    Readiness::Ready => {}
+                    Readiness::GraceOver(t) => {
+                        note = format!(
+                            " (ingest had stored only up to {}; late events count when the hour is rolled up again)",
+                            t.map(|t| t.to_rfc3339()).unwrap_or_else(never)
+                        );
+                    }
+                    Readiness::NotYet(t) => anyhow::bail!(
+                        "not ready: ingest has stored everything up to {}, the hour ends at {}; retrying until rollups.ready_grace_secs after its end",
+                        t.map(|t| t.to_rfc3339()).unwrap_or_else(never),
+                        end.to_rfc3339()
+                    ),
+                }
+            }
+            let summary = rollup::aggregate(ctx.pool, grain, ctx.interval.start)
                 .await
                 .map_err(|e| match e {
                     crate::rollup::Error::Grain(_) => anyhow::Error::from(Fatal(e.to_string())),
                     other => anyhow::Error::from(other),
                 })?;
-            Ok(summary.to_string())
+            Ok(format!("{summary}{note}"))
         }
         kind @ ("retention" | "report") => Err(Fatal(format!(
             "task kind `{kind}` is not available in this build of hxjobs yet"

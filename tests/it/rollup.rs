@@ -282,3 +282,76 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
     assert_eq!(stored(&env, Grain::Month, february).await, month);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hourly_rollup_waits_until_ingest_stored_the_hour() {
+    use hxjobs::dag::executor::{self, TaskState};
+    use hxjobs::rollup::Readiness;
+
+    let env = TestEnv::new("readiness").await;
+    let text = r#"
+name = "hourly"
+schedule = "5 * * * *"
+interval = "hour"
+start_date = "2026-01-01"
+[tasks.rollup]
+kind = "aggregate"
+grain = "hour"
+"#;
+    let job = hxjobs::dag::job::parse(&env.dir.path().join("hourly.toml"), text).expect("job");
+    let pools = hxjobs::db::Pools::new(env.pool.clone());
+    let hour = Grain::Hour.last_complete(Utc::now());
+    let run_once = || async {
+        let run = executor::create_claimed_run(&pools.ledger, &job, hour, "test")
+            .await
+            .expect("run");
+        executor::execute(
+            &env.config,
+            &pools,
+            &job,
+            &run,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        .expect("execute")
+    };
+
+    // No drain has reached the topics' ends since the hour ended.
+    let early = run_once().await;
+    assert_eq!(early.tasks[0].state, TaskState::Failed);
+    assert!(
+        early.tasks[0].message.contains("not ready"),
+        "{}",
+        early.tasks[0].message
+    );
+    assert_eq!(env.count("SELECT count(*) FROM rollups").await, 0);
+
+    hxjobs::ingest::drain(&env.config, &env.pool, Arc::new(AtomicBool::new(false)))
+        .await
+        .expect("drain");
+    let ready = run_once().await;
+    assert_eq!(
+        ready.tasks[0].state,
+        TaskState::Success,
+        "{}",
+        ready.tasks[0].message
+    );
+
+    // Another consumer group that never drained: an hour long past its
+    // grace period runs anyway, a recent one waits.
+    let grace = chrono::TimeDelta::hours(1);
+    let old_end = ts("2026-01-01T01:00:00Z");
+    assert_eq!(
+        rollup::readiness(&env.pool, "elsewhere", old_end, grace, Utc::now())
+            .await
+            .expect("readiness"),
+        Readiness::GraceOver(None)
+    );
+    assert_eq!(
+        rollup::readiness(&env.pool, "elsewhere", hour.end, grace, hour.end)
+            .await
+            .expect("readiness"),
+        Readiness::NotYet(None)
+    );
+    env.cleanup().await;
+}
