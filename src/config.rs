@@ -45,7 +45,24 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub scheduler: SchedulerConfig,
     pub rollups: RollupsConfig,
+    pub retention: RetentionConfig,
     pub api: ApiConfig,
+}
+
+/// Days each data class is kept; 0 keeps it forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Where archived raw event days go (one Parquet file per day).
+    pub archive_dir: PathBuf,
+    pub raw_events_days: u32,
+    pub dead_letters_days: u32,
+    pub hourly_rollups_days: u32,
+    pub daily_rollups_days: u32,
+    pub weekly_rollups_days: u32,
+    pub monthly_rollups_days: u32,
+    pub run_ledger_days: u32,
+    pub reports_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

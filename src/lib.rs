@@ -12,6 +12,7 @@ pub mod demo;
 pub mod events;
 pub mod ingest;
 pub mod kafka;
+pub mod retention;
 pub mod rollup;
 pub mod status;
 pub mod tasks;

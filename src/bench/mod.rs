@@ -6,7 +6,9 @@
 //! Each run works in its own topics and databases and removes them after.
 //! `hxjobs bench scheduler` lives in [`scheduler`].
 
+mod rollup;
 mod scheduler;
+pub use rollup::{rollup, RollupBench};
 pub use scheduler::{scheduler, SchedulerBench};
 
 use std::fmt;

@@ -17,6 +17,15 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Roll one hour of N events up with hxjobs and with one SQL statement.
+    Rollup {
+        /// Events in the hour.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Keep the bench database instead of removing it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Backfill hourly runs of a three-task no-op DAG and run the same
     /// statements without the ledger; print the per-task overhead.
     Scheduler {
@@ -36,6 +45,17 @@ pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
     match command {
         BenchCommand::Ingest { events, keep } => {
             let report = crate::bench::ingest(config, events, keep).await?;
+            println!("{report}");
+            Ok(())
+        }
+        BenchCommand::Rollup { events, keep } => {
+            if events == 0 {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--events must be at least 1".into(),
+                });
+            }
+            let report = crate::bench::rollup(config, events, keep).await?;
             println!("{report}");
             Ok(())
         }

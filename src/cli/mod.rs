@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod jobs;
+mod retention;
 mod run;
 mod schedule;
 
@@ -67,6 +68,14 @@ pub enum Command {
     Backfill(schedule::BackfillArgs),
     /// List runs from the ledger, newest first.
     Runs(schedule::RunsArgs),
+    /// Archive raw event days past retention to Parquet and drop them;
+    /// remove other data past its retention.
+    Retention(retention::RetentionArgs),
+    /// Archived raw events.
+    Archive {
+        #[command(subcommand)]
+        command: retention::ArchiveCommand,
+    },
     /// Run single tasks.
     Tasks {
         #[command(subcommand)]
@@ -199,6 +208,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Daemon(args) => schedule::daemon(&config, args).await,
         Command::Backfill(args) => schedule::backfill(&config, args).await,
         Command::Runs(args) => schedule::runs(&config, args).await,
+        Command::Retention(args) => retention::retention(&config, args).await,
+        Command::Archive { command } => retention::archive(&config, command).await,
         Command::Tasks { command } => run::test_task(&config, command).await,
         Command::ProduceDemo(args) => demo::run(&config, args).await,
         Command::Status => {

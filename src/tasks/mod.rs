@@ -140,7 +140,18 @@ pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<Stri
                 })?;
             Ok(format!("{summary}{note}"))
         }
-        kind @ ("retention" | "report") => Err(Fatal(format!(
+        "retention" => {
+            let plan =
+                crate::retention::plan(ctx.pool, &ctx.config.retention, chrono::Utc::now()).await?;
+            let archived =
+                crate::retention::apply(ctx.pool, &ctx.config.retention.archive_dir, &plan).await?;
+            let removed: i64 = plan.classes.iter().map(|c| c.rows).sum();
+            Ok(format!(
+                "{} raw event days archived and dropped, about {removed} other rows removed",
+                archived.len()
+            ))
+        }
+        kind @ "report" => Err(Fatal(format!(
             "task kind `{kind}` is not available in this build of hxjobs yet"
         ))
         .into()),

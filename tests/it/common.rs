@@ -73,6 +73,31 @@ impl TestEnv {
             .expect("produce");
     }
 
+    /// Produces `events` clean demo events over `[from, to)` and drains them.
+    pub async fn ingest_demo(
+        &self,
+        events: u64,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        seed: u64,
+    ) {
+        let spec = demo::DemoSpec {
+            events,
+            from,
+            to,
+            bad_ratio: 0.0,
+            duplicate_ratio: 0.0,
+            seed,
+            max_event_bytes: 1 << 20,
+        };
+        let records = demo::Generator::new(spec).expect("spec").collect();
+        self.produce(records).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        hxjobs::ingest::drain(&self.config, &self.pool, stop)
+            .await
+            .expect("drain");
+    }
+
     /// Environment for running the hxjobs binary against this test's resources.
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         let t = &self.config.topics;

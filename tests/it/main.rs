@@ -7,5 +7,6 @@ mod cli;
 mod common;
 mod dag;
 mod ingest;
+mod retention;
 mod rollup;
 mod scheduler;

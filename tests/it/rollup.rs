@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hxjobs::dag::Grain;
-use hxjobs::demo::{DemoSpec, Generator};
 use hxjobs::rollup;
 
 use crate::common::{ts, TestEnv};
@@ -207,21 +206,7 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
     let env = TestEnv::new("rollups").await;
     // 36 days: a Monday in January to the first days of March.
     let (from, to) = (ts("2026-01-26"), ts("2026-03-03"));
-    let records = Generator::new(DemoSpec {
-        events: 40_000,
-        from,
-        to,
-        bad_ratio: 0.0,
-        duplicate_ratio: 0.0,
-        seed: 35,
-        max_event_bytes: 1 << 20,
-    })
-    .expect("spec")
-    .collect::<Vec<_>>();
-    env.produce(records).await;
-    hxjobs::ingest::drain(&env.config, &env.pool, Arc::new(AtomicBool::new(false)))
-        .await
-        .expect("drain");
+    env.ingest_demo(40_000, from, to, 35).await;
 
     for start in Grain::Hour.starts(from, to) {
         rollup::aggregate(&env.pool, Grain::Hour, start)

@@ -1,0 +1,147 @@
+//! `hxjobs bench rollup`: the hourly rollup of N events of one hour (load,
+//! Polars, sketches, upsert: exactly what an `aggregate` task runs) next to
+//! the same rollup written as one PostgreSQL statement (GROUP BY with
+//! `percentile_cont` and `count(DISTINCT …)`), on the same rows, in a
+//! scratch database.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::{Connection, PgConnection};
+
+use crate::config::Config;
+use crate::dag::Grain;
+use crate::{db, rollup};
+
+#[derive(Debug, Clone)]
+pub struct RollupBench {
+    pub events: u64,
+    pub rows: usize,
+    pub hxjobs: Duration,
+    pub sql: Duration,
+    pub sql_rows: u64,
+}
+
+impl fmt::Display for RollupBench {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let speedup = self.sql.as_secs_f64() / self.hxjobs.as_secs_f64().max(1e-9);
+        writeln!(f, "hxjobs bench rollup: {} events in one hour", self.events)?;
+        writeln!(
+            f,
+            "  one SQL statement (GROUP BY, percentile_cont)   {:>7.2} s  ({} rows)",
+            self.sql.as_secs_f64(),
+            self.sql_rows
+        )?;
+        writeln!(
+            f,
+            "  hxjobs aggregate (load, Polars, sketches, upsert) {:>5.2} s  ({} rows)",
+            self.hxjobs.as_secs_f64(),
+            self.rows
+        )?;
+        write!(
+            f,
+            "  SQL time / hxjobs time  {speedup:.2}  (target >= 2.00: {})",
+            if speedup >= 2.0 { "met" } else { "NOT met" }
+        )
+    }
+}
+
+pub async fn rollup(base: &Config, events: u64, keep: bool) -> anyhow::Result<RollupBench> {
+    let name = format!("hxjobs_bench_rollup_{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let mut config = base.clone();
+    config.database.url = db::with_database(&base.database.url, &name);
+    let mut admin = PgConnection::connect(&base.database.url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    let result = run(&config, events).await;
+    if !keep {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+    result
+}
+
+async fn run(config: &Config, events: u64) -> anyhow::Result<RollupBench> {
+    let pool = db::connect_and_migrate(&config.database).await?;
+    let hour = crate::time::parse_instant(HOUR).map_err(anyhow::Error::msg)?;
+    // One hour of events of all five types: 8 models, 3 sources, 20,000 users.
+    sqlx::query("SELECT hxjobs_ensure_event_partition('2026-03-02')")
+        .execute(&pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO events (event_day, event_id, event_type, event_time, source, model, latency_ms,
+                             prompt_tokens, completion_tokens, cost_usd, status, rating, name, value,
+                             error_type, user_id, data, kafka_topic, kafka_partition, kafka_offset)
+         SELECT '2026-03-02', gen_random_uuid(), t, $1::timestamptz + (i % 3600) * interval '1 second',
+                'src-' || (i % 3),
+                CASE WHEN t IN ('llm_request', 'user_feedback') THEN 'model-' || (i % 8) END,
+                CASE WHEN t = 'llm_request' THEN 50 + (i * 7919 % 5000) + random() END,
+                CASE WHEN t = 'llm_request' THEN i % 2000 END,
+                CASE WHEN t = 'llm_request' THEN i % 700 END,
+                CASE WHEN t = 'llm_request' THEN (i % 1000) / 100000.0 END,
+                CASE WHEN t = 'llm_request' THEN (ARRAY['success', 'success', 'error', 'timeout'])[1 + i % 4] END,
+                CASE WHEN t = 'user_feedback' THEN 1 + i % 5 END,
+                CASE WHEN t IN ('system_metric', 'business_event') THEN 'metric-' || (i % 10) END,
+                CASE WHEN t IN ('system_metric', 'business_event') THEN (i % 997) * 1.5 END,
+                CASE WHEN t = 'error_event' THEN 'error-' || (i % 6) END,
+                'user-' || (i * 31 % 20000),
+                '{}'::jsonb, 'bench', 0, i
+         FROM generate_series(1, $2::bigint) i,
+              LATERAL (SELECT (ARRAY['llm_request', 'llm_request', 'user_feedback', 'system_metric',
+                                     'business_event', 'error_event'])[1 + i % 6] AS t) types",
+    )
+    .bind(hour)
+    .bind(events as i64)
+    .execute(&pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE events").execute(&pool).await?;
+
+    let started = Instant::now();
+    let sql_rows = sqlx::raw_sql(&SQL_ROLLUP.replace("$1", &format!("'{HOUR}'::timestamptz")))
+        .execute(&pool)
+        .await?
+        .rows_affected();
+    let sql = started.elapsed();
+
+    let started = Instant::now();
+    let summary = rollup::aggregate(&pool, Grain::Hour, hour).await?;
+    let hxjobs = started.elapsed();
+    pool.close().await;
+    Ok(RollupBench {
+        events,
+        rows: summary.rows,
+        hxjobs,
+        sql,
+        sql_rows,
+    })
+}
+
+const HOUR: &str = "2026-03-02T13:00:00Z";
+
+/// The same measures in one statement, exact percentiles and distinct counts.
+const SQL_ROLLUP: &str = "
+CREATE TABLE sql_rollup AS
+SELECT event_type, source,
+       CASE WHEN event_type IN ('llm_request', 'user_feedback') THEN COALESCE(model, model_id, '')
+            WHEN event_type IN ('system_metric', 'business_event') THEN COALESCE(name, '')
+            WHEN event_type = 'error_event' THEN COALESCE(error_type, '') ELSE '' END AS subject,
+       count(*) AS event_count,
+       count(*) FILTER (WHERE event_type = 'error_event'
+                        OR (event_type = 'llm_request' AND status IN ('error', 'timeout'))) AS error_count,
+       avg(latency_ms) FILTER (WHERE event_type = 'llm_request') AS latency_avg_ms,
+       max(latency_ms) FILTER (WHERE event_type = 'llm_request') AS latency_max_ms,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) FILTER (WHERE event_type = 'llm_request') AS p50,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) FILTER (WHERE event_type = 'llm_request') AS p95,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) FILTER (WHERE event_type = 'llm_request') AS p99,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(cost_usd) AS cost_usd,
+       avg(rating) FILTER (WHERE event_type = 'user_feedback') AS rating_avg,
+       count(rating) FILTER (WHERE event_type = 'user_feedback') AS rating_count,
+       sum(value) AS value_sum, min(value) AS value_min, max(value) AS value_max,
+       count(DISTINCT user_id) AS distinct_users
+FROM events
+WHERE event_time >= $1 AND event_time < $1 + interval '1 hour'
+GROUP BY 1, 2, 3";

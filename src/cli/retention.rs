@@ -1,0 +1,62 @@
+//! `hxjobs retention [--dry-run]` and `hxjobs archive restore --day DATE`.
+
+use chrono::{NaiveDate, Utc};
+use clap::{Args, Subcommand};
+
+use super::{CliResult, Failure};
+use crate::config::Config;
+use crate::retention::{self, archive};
+
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Print exactly what would be archived and removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Load an archived day of raw events back into the events table.
+    Restore {
+        /// The UTC day, e.g. 2026-03-01.
+        #[arg(long)]
+        day: NaiveDate,
+    },
+}
+
+pub async fn retention(config: &Config, args: RetentionArgs) -> CliResult {
+    let pool = crate::db::connect_and_migrate(&config.database).await?;
+    let plan = retention::plan(&pool, &config.retention, Utc::now()).await?;
+    print!("{plan}");
+    if args.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    let archived = retention::apply(&pool, &config.retention.archive_dir, &plan).await?;
+    for a in &archived {
+        println!(
+            "archived {}: {} rows, {} bytes, {}",
+            a.day,
+            a.rows,
+            a.bytes,
+            a.path.display()
+        );
+    }
+    Ok(())
+}
+
+pub async fn archive(config: &Config, command: ArchiveCommand) -> CliResult {
+    let ArchiveCommand::Restore { day } = command;
+    let pool = crate::db::connect_and_migrate(&config.database).await?;
+    match archive::restore_day(&pool, day).await {
+        Ok(rows) => {
+            println!("restored {rows} events of {day}");
+            Ok(())
+        }
+        Err(e @ archive::Error::NotArchived(_)) => Err(Failure {
+            code: 2,
+            message: e.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,327 @@
+//! One day of raw events ⇄ one Parquet file (zstd), written with Polars.
+//! A file counts as an archive only after it was read back and gave the
+//! same row count and checksum; only then may the day's partition go.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use sqlx::PgPool;
+use xxhash_rust::xxh3::Xxh3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("polars: {0}")]
+    Polars(#[from] PolarsError),
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("archive of {day} did not verify: {detail}; nothing was removed")]
+    Verify { day: NaiveDate, detail: String },
+    #[error("no archive of {0} is recorded")]
+    NotArchived(NaiveDate),
+}
+
+/// A verified archive file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    pub day: NaiveDate,
+    pub path: PathBuf,
+    pub rows: i64,
+    /// xxh3 over every typed value, column by column (see [`checksum`]).
+    pub checksum: i64,
+    pub bytes: i64,
+}
+
+/// The partition holding one UTC day of events.
+pub fn partition_name(day: NaiveDate) -> String {
+    format!("events_p{}", day.format("%Y%m%d"))
+}
+
+/// The events columns, typed for Parquet: uuid and jsonb as text, times as
+/// microseconds since the epoch (exact), the day as text.
+#[derive(sqlx::FromRow)]
+struct Row {
+    event_day: String,
+    event_id: String,
+    event_type: String,
+    event_time_us: i64,
+    source: String,
+    model: Option<String>,
+    latency_ms: Option<f64>,
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    cost_usd: Option<f64>,
+    status: Option<String>,
+    rating: Option<f64>,
+    name: Option<String>,
+    value: Option<f64>,
+    error_type: Option<String>,
+    severity: Option<String>,
+    user_id: Option<String>,
+    session_id: Option<String>,
+    request_id: Option<String>,
+    model_id: Option<String>,
+    priority: Option<String>,
+    data: String,
+    metadata: Option<String>,
+    kafka_topic: String,
+    kafka_partition: i32,
+    kafka_offset: i64,
+    ingested_at_us: i64,
+}
+
+const SELECT: &str = "SELECT event_day::text AS event_day, event_id::text AS event_id, event_type,
+        (extract(epoch FROM event_time) * 1000000)::int8 AS event_time_us, source, model,
+        latency_ms, prompt_tokens, completion_tokens, cost_usd, status, rating, name, value,
+        error_type, severity, user_id, session_id, request_id, model_id, priority,
+        data::text AS data, metadata::text AS metadata, kafka_topic, kafka_partition,
+        kafka_offset, (extract(epoch FROM ingested_at) * 1000000)::int8 AS ingested_at_us
+     FROM events WHERE event_day = $1 ORDER BY event_id";
+
+macro_rules! column {
+    ($rows:expr, $field:ident) => {
+        Column::from(Series::new(
+            stringify!($field).into(),
+            $rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>(),
+        ))
+    };
+}
+
+async fn load_day(pool: &PgPool, day: NaiveDate) -> Result<DataFrame, Error> {
+    let rows: Vec<Row> = sqlx::query_as(SELECT).bind(day).fetch_all(pool).await?;
+    let frame = DataFrame::new_infer_height(vec![
+        column!(rows, event_day),
+        column!(rows, event_id),
+        column!(rows, event_type),
+        column!(rows, event_time_us),
+        column!(rows, source),
+        column!(rows, model),
+        column!(rows, latency_ms),
+        column!(rows, prompt_tokens),
+        column!(rows, completion_tokens),
+        column!(rows, cost_usd),
+        column!(rows, status),
+        column!(rows, rating),
+        column!(rows, name),
+        column!(rows, value),
+        column!(rows, error_type),
+        column!(rows, severity),
+        column!(rows, user_id),
+        column!(rows, session_id),
+        column!(rows, request_id),
+        column!(rows, model_id),
+        column!(rows, priority),
+        column!(rows, data),
+        column!(rows, metadata),
+        column!(rows, kafka_topic),
+        column!(rows, kafka_partition),
+        column!(rows, kafka_offset),
+        column!(rows, ingested_at_us),
+    ])?;
+    Ok(frame)
+}
+
+/// xxh3 over the frame: each column's name, then each value with a null
+/// marker, in row order. Independent of how Parquet stores the values.
+pub fn checksum(frame: &DataFrame) -> Result<i64, Error> {
+    let mut h = Xxh3::new();
+    for column in frame.columns() {
+        h.update(column.name().as_bytes());
+        h.update(&[0xff]);
+        let series = column.as_materialized_series();
+        match series.dtype() {
+            DataType::String => {
+                for v in series.str()?.iter() {
+                    match v {
+                        Some(s) => {
+                            h.update(&[1]);
+                            h.update(&(s.len() as u64).to_le_bytes());
+                            h.update(s.as_bytes());
+                        }
+                        None => h.update(&[0]),
+                    }
+                }
+            }
+            DataType::Float64 => {
+                for v in series.f64()?.iter() {
+                    match v {
+                        Some(x) => {
+                            h.update(&[1]);
+                            h.update(&x.to_bits().to_le_bytes());
+                        }
+                        None => h.update(&[0]),
+                    }
+                }
+            }
+            _ => {
+                let ints = series.cast(&DataType::Int64)?;
+                for v in ints.i64()?.iter() {
+                    match v {
+                        Some(x) => {
+                            h.update(&[1]);
+                            h.update(&x.to_le_bytes());
+                        }
+                        None => h.update(&[0]),
+                    }
+                }
+            }
+        }
+    }
+    Ok(h.digest() as i64)
+}
+
+fn read_file(path: &Path) -> Result<DataFrame, Error> {
+    let file = File::open(path).map_err(|source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(ParquetReader::new(file).finish()?)
+}
+
+/// Writes `day` to `dir/events-DAY.parquet`, reads it back and checks it.
+/// Removes nothing.
+pub async fn write_day(pool: &PgPool, dir: &Path, day: NaiveDate) -> Result<Archived, Error> {
+    let mut frame = load_day(pool, day).await?;
+    let rows = frame.height() as i64;
+    let sum = checksum(&frame)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::File { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(format!("events-{day}.parquet"));
+    let partial = dir.join(format!("events-{day}.parquet.partial"));
+    {
+        let file = File::create(&partial).map_err(io(&partial))?;
+        ParquetWriter::new(&file)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(&mut frame)?;
+        file.sync_all().map_err(io(&partial))?;
+    }
+    let back = read_file(&partial)?;
+    let back_sum = checksum(&back)?;
+    if back.height() as i64 != rows || back_sum != sum {
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::Verify {
+            day,
+            detail: format!(
+                "wrote {rows} rows (checksum {sum:x}), read back {} (checksum {back_sum:x})",
+                back.height()
+            ),
+        });
+    }
+    std::fs::rename(&partial, &path).map_err(io(&path))?;
+    let bytes = std::fs::metadata(&path).map_err(io(&path))?.len() as i64;
+    Ok(Archived {
+        day,
+        path,
+        rows,
+        checksum: sum,
+        bytes,
+    })
+}
+
+/// Loads an archived day back into `events` (its partition recreated),
+/// after checking the file against the recorded row count and checksum.
+pub async fn restore_day(pool: &PgPool, day: NaiveDate) -> Result<u64, Error> {
+    let recorded: Option<(String, i64, i64)> =
+        sqlx::query_as("SELECT path, rows, checksum FROM event_archives WHERE day = $1")
+            .bind(day)
+            .fetch_optional(pool)
+            .await?;
+    let (path, rows, sum) = recorded.ok_or(Error::NotArchived(day))?;
+    let frame = read_file(Path::new(&path))?;
+    let got = checksum(&frame)?;
+    if frame.height() as i64 != rows || got != sum {
+        return Err(Error::Verify {
+            day,
+            detail: format!(
+                "{path} has {} rows (checksum {got:x}), the archive table says {rows} ({sum:x})",
+                frame.height()
+            ),
+        });
+    }
+    let s = |name: &str| -> Result<Vec<Option<String>>, Error> {
+        Ok(frame
+            .column(name)?
+            .str()?
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect())
+    };
+    let f = |name: &str| -> Result<Vec<Option<f64>>, Error> {
+        Ok(frame.column(name)?.f64()?.iter().collect())
+    };
+    let i = |name: &str| -> Result<Vec<Option<i64>>, Error> {
+        Ok(frame
+            .column(name)?
+            .cast(&DataType::Int64)?
+            .i64()?
+            .iter()
+            .collect())
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT hxjobs_ensure_event_partition($1)")
+        .bind(day)
+        .execute(&mut *tx)
+        .await?;
+    let done = sqlx::query(
+        "INSERT INTO events (event_day, event_id, event_type, event_time, source, model, latency_ms,
+             prompt_tokens, completion_tokens, cost_usd, status, rating, name, value, error_type,
+             severity, user_id, session_id, request_id, model_id, priority, data, metadata,
+             kafka_topic, kafka_partition, kafka_offset, ingested_at)
+         SELECT d::date, id::uuid, t, 'epoch'::timestamptz + et * interval '1 microsecond', src, m,
+                lat, pt, ct, cost, st, r, n, v, et2, sev, u, sess, req, mid, prio, data::jsonb,
+                meta::jsonb, topic, part::int4, off, 'epoch'::timestamptz + ing * interval '1 microsecond'
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                     $7::float8[], $8::int8[], $9::int8[], $10::float8[], $11::text[], $12::float8[],
+                     $13::text[], $14::float8[], $15::text[], $16::text[], $17::text[], $18::text[],
+                     $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+                     $25::int8[], $26::int8[], $27::int8[])
+              AS x(d, id, t, et, src, m, lat, pt, ct, cost, st, r, n, v, et2, sev, u, sess, req,
+                   mid, prio, data, meta, topic, part, off, ing)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(s("event_day")?)
+    .bind(s("event_id")?)
+    .bind(s("event_type")?)
+    .bind(i("event_time_us")?)
+    .bind(s("source")?)
+    .bind(s("model")?)
+    .bind(f("latency_ms")?)
+    .bind(i("prompt_tokens")?)
+    .bind(i("completion_tokens")?)
+    .bind(f("cost_usd")?)
+    .bind(s("status")?)
+    .bind(f("rating")?)
+    .bind(s("name")?)
+    .bind(f("value")?)
+    .bind(s("error_type")?)
+    .bind(s("severity")?)
+    .bind(s("user_id")?)
+    .bind(s("session_id")?)
+    .bind(s("request_id")?)
+    .bind(s("model_id")?)
+    .bind(s("priority")?)
+    .bind(s("data")?)
+    .bind(s("metadata")?)
+    .bind(s("kafka_topic")?)
+    .bind(i("kafka_partition")?)
+    .bind(i("kafka_offset")?)
+    .bind(i("ingested_at_us")?)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("UPDATE event_archives SET restored_at = now() WHERE day = $1")
+        .bind(day)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done)
+}

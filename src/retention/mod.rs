@@ -1,0 +1,194 @@
+//! Retention: each data class kept for its configured number of days.
+//! Raw events go a whole UTC day at a time, and only after the day was
+//! archived to a verified Parquet file ([`archive`]); the archive is
+//! recorded and the partition dropped in one transaction. A failed archive
+//! removes nothing. [`plan`] is what `--dry-run` shows; [`apply`] does
+//! exactly that.
+
+pub mod archive;
+
+use std::fmt;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use sqlx::PgPool;
+
+use crate::config::RetentionConfig;
+
+/// Rows of one class older than its cutoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Class {
+    pub name: &'static str,
+    pub cutoff: DateTime<Utc>,
+    pub rows: i64,
+    /// `FROM … WHERE …` selecting the rows, `$1` the cutoff.
+    from: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Raw event days to archive and drop, oldest first, with their rows.
+    pub event_days: Vec<(NaiveDate, i64)>,
+    pub classes: Vec<Class>,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows: i64 = self.event_days.iter().map(|(_, n)| n).sum();
+        match (self.event_days.first(), self.event_days.last()) {
+            (Some((first, _)), Some((last, _))) => writeln!(
+                f,
+                "raw events: {} days ({first} .. {last}), {rows} rows: archive to Parquet, then drop",
+                self.event_days.len()
+            )?,
+            _ => writeln!(f, "raw events: nothing past retention")?,
+        }
+        for c in &self.classes {
+            writeln!(
+                f,
+                "{}: {} rows before {}",
+                c.name,
+                c.rows,
+                c.cutoff.to_rfc3339()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// (class, days kept, `FROM … WHERE …` with `$1` the cutoff); 0 days keeps forever.
+fn classes(config: &RetentionConfig) -> Vec<(&'static str, u32, &'static str)> {
+    vec![
+        (
+            "dead letters",
+            config.dead_letters_days,
+            "FROM dead_letters WHERE received_at < $1",
+        ),
+        (
+            "hourly rollups",
+            config.hourly_rollups_days,
+            "FROM rollups WHERE grain = 'hour' AND bucket_start < $1",
+        ),
+        (
+            "daily rollups",
+            config.daily_rollups_days,
+            "FROM rollups WHERE grain = 'day' AND bucket_start < $1",
+        ),
+        (
+            "weekly rollups",
+            config.weekly_rollups_days,
+            "FROM rollups WHERE grain = 'week' AND bucket_start < $1",
+        ),
+        (
+            "monthly rollups",
+            config.monthly_rollups_days,
+            "FROM rollups WHERE grain = 'month' AND bucket_start < $1",
+        ),
+        (
+            "run ledger",
+            config.run_ledger_days,
+            "FROM job_runs WHERE state IN ('success', 'failed') AND finished_at < $1",
+        ),
+        (
+            "catch-up skips",
+            config.run_ledger_days,
+            "FROM schedule_skips WHERE recorded_at < $1",
+        ),
+    ]
+}
+
+fn cutoff(now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+    now - TimeDelta::days(i64::from(days))
+}
+
+/// What retention would remove at `now`; reads only.
+pub async fn plan(
+    pool: &PgPool,
+    config: &RetentionConfig,
+    now: DateTime<Utc>,
+) -> Result<Plan, archive::Error> {
+    // A day goes once all of it is older than the cutoff.
+    let last_day = cutoff(now, config.raw_events_days).date_naive();
+    let days: Vec<NaiveDate> = sqlx::query_scalar(
+        "SELECT to_date(substring(c.relname FROM 9), 'YYYYMMDD')
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_p[0-9]{8}$'
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut event_days = Vec::new();
+    for day in days.into_iter().filter(|d| *d < last_day) {
+        let rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {}",
+            archive::partition_name(day)
+        ))
+        .fetch_one(pool)
+        .await?;
+        event_days.push((day, rows));
+    }
+    let mut out = Vec::new();
+    for (name, days, from) in classes(config) {
+        if days == 0 {
+            continue; // kept forever
+        }
+        let at = cutoff(now, days);
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) {from}"))
+            .bind(at)
+            .fetch_one(pool)
+            .await?;
+        out.push(Class {
+            name,
+            cutoff: at,
+            rows,
+            from,
+        });
+    }
+    Ok(Plan {
+        event_days,
+        classes: out,
+    })
+}
+
+/// Carries out `plan`: archives and drops each raw day (stopping at the
+/// first that fails), then deletes the other classes' old rows.
+pub async fn apply(
+    pool: &PgPool,
+    archive_dir: &Path,
+    plan: &Plan,
+) -> Result<Vec<archive::Archived>, archive::Error> {
+    let mut archived = Vec::new();
+    for (day, _) in &plan.event_days {
+        let file = archive::write_day(pool, archive_dir, *day).await?;
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO event_archives (day, path, rows, checksum, bytes)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (day) DO UPDATE SET path = EXCLUDED.path, rows = EXCLUDED.rows,
+                 checksum = EXCLUDED.checksum, bytes = EXCLUDED.bytes,
+                 archived_at = now(), restored_at = NULL",
+        )
+        .bind(file.day)
+        .bind(file.path.display().to_string())
+        .bind(file.rows)
+        .bind(file.checksum)
+        .bind(file.bytes)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!("DROP TABLE {}", archive::partition_name(*day)))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(day = %file.day, rows = file.rows, path = %file.path.display(), "raw events archived and removed");
+        archived.push(file);
+    }
+    for class in &plan.classes {
+        let gone = sqlx::query(&format!("DELETE {}", class.from))
+            .bind(class.cutoff)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        tracing::info!(class = class.name, rows = gone, "removed past retention");
+    }
+    Ok(archived)
+}

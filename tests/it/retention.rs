@@ -1,0 +1,106 @@
+//! Retention: dry run changes nothing; raw days are archived to verified
+//! Parquet files before their partitions go; a failed archive removes
+//! nothing; a restored day is row for row what was stored.
+
+use chrono::NaiveDate;
+use hxjobs::retention::{self, archive};
+
+use crate::common::{ts, TestEnv};
+
+fn day(s: &str) -> NaiveDate {
+    s.parse().expect("date")
+}
+
+/// Every stored column of a day's events, as PostgreSQL prints them.
+async fn rows_of(env: &TestEnv, d: NaiveDate) -> Vec<String> {
+    sqlx::query_scalar("SELECT e::text FROM events e WHERE event_day = $1 ORDER BY event_id")
+        .bind(d)
+        .fetch_all(&env.pool)
+        .await
+        .expect("rows")
+}
+
+async fn partition_exists(env: &TestEnv, d: NaiveDate) -> bool {
+    sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
+        .bind(archive::partition_name(d))
+        .fetch_one(&env.pool)
+        .await
+        .expect("regclass")
+        .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_days_are_archived_verified_dropped_and_restored() {
+    let env = TestEnv::new("retention").await;
+    env.ingest_demo(3000, ts("2026-03-01"), ts("2026-03-04"), 7)
+        .await;
+    sqlx::query(
+        "INSERT INTO dead_letters (kafka_topic, kafka_partition, kafka_offset, reason, detail, received_at)
+         VALUES ('t', 0, 1, 'invalid_json', 'x', '2026-01-01'), ('t', 0, 2, 'invalid_json', 'x', '2026-03-09')",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("dead letters");
+
+    let (d1, d2, d3) = (day("2026-03-01"), day("2026-03-02"), day("2026-03-03"));
+    let first = rows_of(&env, d1).await;
+    let total = env.count("SELECT count(*) FROM events").await;
+    assert!(!first.is_empty());
+
+    let mut config = env.config.retention.clone();
+    config.archive_dir = env.dir.path().join("archive");
+    // Seven days before 2026-03-10: the 1st and 2nd are past retention.
+    let now = ts("2026-03-10T12:00:00Z");
+    let plan = retention::plan(&env.pool, &config, now)
+        .await
+        .expect("plan");
+    let days: Vec<NaiveDate> = plan.event_days.iter().map(|(d, _)| *d).collect();
+    assert_eq!(days, vec![d1, d2]);
+    assert_eq!(plan.event_days[0].1, first.len() as i64);
+    let dead = plan
+        .classes
+        .iter()
+        .find(|c| c.name == "dead letters")
+        .expect("class");
+    assert_eq!(dead.rows, 1);
+    // Planning is the dry run: it changed nothing.
+    assert_eq!(env.count("SELECT count(*) FROM events").await, total);
+    assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, 2);
+
+    // An archive that cannot be written removes nothing.
+    let mut broken = config.clone();
+    broken.archive_dir = env.dir.path().join("not-a-dir");
+    std::fs::write(&broken.archive_dir, b"a file").expect("file");
+    assert!(retention::apply(&env.pool, &broken.archive_dir, &plan)
+        .await
+        .is_err());
+    assert!(partition_exists(&env, d1).await);
+    assert_eq!(env.count("SELECT count(*) FROM events").await, total);
+    assert_eq!(env.count("SELECT count(*) FROM event_archives").await, 0);
+
+    let archived = retention::apply(&env.pool, &config.archive_dir, &plan)
+        .await
+        .expect("apply");
+    assert_eq!(archived.len(), 2);
+    assert!(!partition_exists(&env, d1).await && !partition_exists(&env, d2).await);
+    assert!(partition_exists(&env, d3).await);
+    assert_eq!(
+        env.count("SELECT sum(rows)::int8 FROM event_archives")
+            .await
+            + env.count("SELECT count(*) FROM events").await,
+        total
+    );
+    assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, 1);
+    let file = &archived[0].path;
+    let bytes = std::fs::read(file).expect("archive file");
+    assert_eq!(&bytes[..4], b"PAR1", "a Parquet file");
+
+    let restored = archive::restore_day(&env.pool, d1).await.expect("restore");
+    assert_eq!(restored as usize, first.len());
+    assert_eq!(rows_of(&env, d1).await, first, "byte-identical typed rows");
+    assert!(matches!(
+        archive::restore_day(&env.pool, d3).await,
+        Err(archive::Error::NotArchived(_))
+    ));
+    env.cleanup().await;
+}
