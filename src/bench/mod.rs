@@ -4,10 +4,12 @@
 //! same rows from a file into a table of the same shape and indexes).
 //!
 //! Each run works in its own topics and databases and removes them after.
-//! `hxjobs bench scheduler` lives in [`scheduler`].
+//! `hxjobs bench scheduler` and `hxjobs bench rollup` live in [`scheduler`]
+//! and [`rollup`].
 
 mod rollup;
 mod scheduler;
+
 pub use rollup::{rollup, RollupBench};
 pub use scheduler::{scheduler, SchedulerBench};
 
@@ -122,6 +124,43 @@ impl fmt::Display for IngestBench {
             writeln!(f, "  peak RSS up to the end of the drain: {rss:.0} MiB")?;
         }
         write!(f, "  {}", self.drain_summary)
+    }
+}
+
+/// A database of its own for one benchmark, next to the configured one.
+pub(crate) struct Scratch {
+    admin: PgConnection,
+    name: String,
+    /// The configuration pointing at the scratch database.
+    pub config: Config,
+}
+
+impl Scratch {
+    pub(crate) async fn create(base: &Config, kind: &str) -> anyhow::Result<Scratch> {
+        let name = format!("hxjobs_bench_{kind}_{}", Utc::now().format("%Y%m%d%H%M%S"));
+        let mut config = base.clone();
+        config.database.url = db::with_database(&base.database.url, &name);
+        let mut admin = PgConnection::connect(&base.database.url).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
+        Ok(Scratch {
+            admin,
+            name,
+            config,
+        })
+    }
+
+    /// Drops the database unless `keep`.
+    pub(crate) async fn finish(mut self, keep: bool) {
+        if !keep {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut self.admin)
+            .await;
+        }
     }
 }
 

@@ -7,9 +7,6 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use sqlx::{Connection, PgConnection};
-
 use crate::config::Config;
 use crate::dag::Grain;
 use crate::{db, rollup};
@@ -48,19 +45,9 @@ impl fmt::Display for RollupBench {
 }
 
 pub async fn rollup(base: &Config, events: u64, keep: bool) -> anyhow::Result<RollupBench> {
-    let name = format!("hxjobs_bench_rollup_{}", Utc::now().format("%Y%m%d%H%M%S"));
-    let mut config = base.clone();
-    config.database.url = db::with_database(&base.database.url, &name);
-    let mut admin = PgConnection::connect(&base.database.url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let result = run(&config, events).await;
-    if !keep {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    }
+    let scratch = super::Scratch::create(base, "rollup").await?;
+    let result = run(&scratch.config, events).await;
+    scratch.finish(keep).await;
     result
 }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeDelta, Utc};
-use sqlx::{Connection, PgConnection, PgPool};
+use chrono::TimeDelta;
+use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::dag::backfill::{self, Reprocess, Spec};
@@ -107,19 +107,9 @@ pub async fn scheduler(
     parallel: usize,
     keep: bool,
 ) -> anyhow::Result<SchedulerBench> {
-    let name = format!("hxjobs_bench_sched_{}", Utc::now().format("%Y%m%d%H%M%S"));
-    let mut config = base.clone();
-    config.database.url = db::with_database(&base.database.url, &name);
-    let mut admin = PgConnection::connect(&base.database.url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let result = run(config, runs, parallel).await;
-    if !keep {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    }
+    let scratch = super::Scratch::create(base, "sched").await?;
+    let result = run(scratch.config.clone(), runs, parallel).await;
+    scratch.finish(keep).await;
     result
 }
 

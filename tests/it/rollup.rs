@@ -255,12 +255,19 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
         before
     );
 
-    // With the raw events gone, the month built from its days is unchanged.
+    // After retention archived and removed every raw day, the month built
+    // again from its days is unchanged.
     let month = stored(&env, Grain::Month, february).await;
-    sqlx::query("DELETE FROM events")
-        .execute(&env.pool)
+    let mut policy = env.config.retention.clone();
+    policy.archive_dir = env.dir.path().join("archive");
+    let plan = hxjobs::retention::plan(&env.pool, &policy, ts("2026-04-01"))
         .await
-        .expect("remove raw events");
+        .expect("plan");
+    assert_eq!(plan.event_days.len(), 36);
+    hxjobs::retention::apply(&env.pool, &policy.archive_dir, &plan)
+        .await
+        .expect("retention");
+    assert_eq!(env.count("SELECT count(*) FROM events").await, 0);
     rollup::aggregate(&env.pool, Grain::Month, february)
         .await
         .expect("month again");
