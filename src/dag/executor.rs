@@ -457,22 +457,8 @@ async fn run_with_retries(
         if interrupted {
             return Ok(None);
         }
-        match result {
-            Ok(message) => {
-                let elapsed = started.elapsed();
-                return finish(
-                    ctx,
-                    ledger,
-                    task,
-                    TaskState::Success,
-                    attempt,
-                    message,
-                    elapsed,
-                    work,
-                )
-                .await
-                .map(Some);
-            }
+        let (state, message) = match result {
+            Ok(message) => (TaskState::Success, message),
             Err(message) if attempt <= task.retries && !fatal => {
                 let delay = task.retry_delay(attempt);
                 tracing::warn!(
@@ -494,23 +480,14 @@ async fn run_with_retries(
                 if !sleep_unless_stopped(delay, &ctx.stop).await {
                     return Ok(None);
                 }
+                continue;
             }
-            Err(message) => {
-                let elapsed = started.elapsed();
-                return finish(
-                    ctx,
-                    ledger,
-                    task,
-                    TaskState::Failed,
-                    attempt,
-                    message,
-                    elapsed,
-                    work,
-                )
-                .await
-                .map(Some);
-            }
-        }
+            Err(message) => (TaskState::Failed, message),
+        };
+        let elapsed = started.elapsed();
+        return finish(ctx, ledger, task, state, attempt, message, elapsed, work)
+            .await
+            .map(Some);
     }
 }
 
