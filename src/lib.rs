@@ -3,6 +3,19 @@
 //! Dependencies point inward: `cli` → `ingest`, `demo`, `bench` → `events`,
 //! `kafka`, `db`, `config`. Everything the CLI does is callable from tests.
 
+/// One field of every row, moved out of the rows, as a named Polars column.
+macro_rules! take_column {
+    ($rows:expr, $name:literal, $field:tt) => {
+        Column::from(Series::new(
+            $name.into(),
+            $rows
+                .iter_mut()
+                .map(|r| std::mem::take(&mut r.$field))
+                .collect::<Vec<_>>(),
+        ))
+    };
+}
+
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::executor::Claimed;
-use super::scheduler::{claimed_from_rows, reap_stale, Finished, Running};
+use super::scheduler::{claimed_from_rows, reap_stale, stopped, Finished, Running};
 use super::{Interval, Job};
 use crate::config::Config;
 use crate::db::Pools;
@@ -280,12 +280,6 @@ fn count(summary: &mut Summary, progress: &mut Progress, done: &Finished) {
             summary.failed += 1;
             progress.failed += 1;
         }
-    }
-}
-
-async fn stopped(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

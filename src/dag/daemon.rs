@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::Notify;
 
-use super::scheduler::{reap_stale, Finished, Running, Scheduler};
+use super::scheduler::{reap_stale, stopped, Finished, Running, Scheduler};
 use super::Job;
 
 /// Runs until `stop` turns true.
@@ -119,12 +119,6 @@ async fn add_wakeup(cron: &tokio_cron_scheduler::JobScheduler, job: &Job, wake: 
             job = %job.name, schedule = %job.schedule_text, error = %e,
             "no cron wake-up for this job; the poll picks its runs up instead"
         );
-    }
-}
-
-async fn stopped(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -373,6 +373,13 @@ pub fn policy_name(policy: CatchupPolicy) -> &'static str {
     }
 }
 
+/// Returns once `stop` is true (polled every 100 ms).
+pub(crate) async fn stopped(stop: &AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A finished run as seen by whoever spawned it.
 pub struct Finished {
     pub run: Claimed,

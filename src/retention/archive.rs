@@ -84,45 +84,36 @@ const SELECT: &str = "SELECT event_day::text AS event_day, event_id::text AS eve
         kafka_offset, (extract(epoch FROM ingested_at) * 1000000)::int8 AS ingested_at_us
      FROM events WHERE event_day = $1 ORDER BY event_id";
 
-macro_rules! column {
-    ($rows:expr, $field:ident) => {
-        Column::from(Series::new(
-            stringify!($field).into(),
-            $rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>(),
-        ))
-    };
-}
-
 async fn load_day(pool: &PgPool, day: NaiveDate) -> Result<DataFrame, Error> {
-    let rows: Vec<Row> = sqlx::query_as(SELECT).bind(day).fetch_all(pool).await?;
+    let mut rows: Vec<Row> = sqlx::query_as(SELECT).bind(day).fetch_all(pool).await?;
     let frame = DataFrame::new_infer_height(vec![
-        column!(rows, event_day),
-        column!(rows, event_id),
-        column!(rows, event_type),
-        column!(rows, event_time_us),
-        column!(rows, source),
-        column!(rows, model),
-        column!(rows, latency_ms),
-        column!(rows, prompt_tokens),
-        column!(rows, completion_tokens),
-        column!(rows, cost_usd),
-        column!(rows, status),
-        column!(rows, rating),
-        column!(rows, name),
-        column!(rows, value),
-        column!(rows, error_type),
-        column!(rows, severity),
-        column!(rows, user_id),
-        column!(rows, session_id),
-        column!(rows, request_id),
-        column!(rows, model_id),
-        column!(rows, priority),
-        column!(rows, data),
-        column!(rows, metadata),
-        column!(rows, kafka_topic),
-        column!(rows, kafka_partition),
-        column!(rows, kafka_offset),
-        column!(rows, ingested_at_us),
+        take_column!(rows, "event_day", event_day),
+        take_column!(rows, "event_id", event_id),
+        take_column!(rows, "event_type", event_type),
+        take_column!(rows, "event_time_us", event_time_us),
+        take_column!(rows, "source", source),
+        take_column!(rows, "model", model),
+        take_column!(rows, "latency_ms", latency_ms),
+        take_column!(rows, "prompt_tokens", prompt_tokens),
+        take_column!(rows, "completion_tokens", completion_tokens),
+        take_column!(rows, "cost_usd", cost_usd),
+        take_column!(rows, "status", status),
+        take_column!(rows, "rating", rating),
+        take_column!(rows, "name", name),
+        take_column!(rows, "value", value),
+        take_column!(rows, "error_type", error_type),
+        take_column!(rows, "severity", severity),
+        take_column!(rows, "user_id", user_id),
+        take_column!(rows, "session_id", session_id),
+        take_column!(rows, "request_id", request_id),
+        take_column!(rows, "model_id", model_id),
+        take_column!(rows, "priority", priority),
+        take_column!(rows, "data", data),
+        take_column!(rows, "metadata", metadata),
+        take_column!(rows, "kafka_topic", kafka_topic),
+        take_column!(rows, "kafka_partition", kafka_partition),
+        take_column!(rows, "kafka_offset", kafka_offset),
+        take_column!(rows, "ingested_at_us", ingested_at_us),
     ])?;
     Ok(frame)
 }

@@ -101,16 +101,6 @@ pub fn source_grain(grain: Grain) -> Option<Grain> {
 
 type Key = (String, String, String);
 
-/// One field of every row → a named Polars column.
-macro_rules! column {
-    ($rows:expr, $name:literal, $field:tt) => {
-        Column::from(Series::new(
-            $name.into(),
-            $rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>(),
-        ))
-    };
-}
-
 /// One rollup row being built.
 struct Group {
     measures: Measures,
@@ -181,7 +171,7 @@ async fn from_events(
         Option<f64>,
         Option<String>,
     );
-    let raw: Vec<Raw> = sqlx::query_as(
+    let mut raw: Vec<Raw> = sqlx::query_as(
         "SELECT event_type, source, model, model_id, name, error_type, status, latency_ms,
                 prompt_tokens, completion_tokens, cost_usd, rating, value, user_id
          FROM events WHERE event_time >= $1 AND event_time < $2",
@@ -192,20 +182,20 @@ async fn from_events(
     .await?;
     let n = raw.len();
     let frame = DataFrame::new_infer_height(vec![
-        column!(raw, "event_type", 0),
-        column!(raw, "source", 1),
-        column!(raw, "model", 2),
-        column!(raw, "model_id", 3),
-        column!(raw, "name", 4),
-        column!(raw, "error_type", 5),
-        column!(raw, "status", 6),
-        column!(raw, "latency_ms", 7),
-        column!(raw, "prompt_tokens", 8),
-        column!(raw, "completion_tokens", 9),
-        column!(raw, "cost_usd", 10),
-        column!(raw, "rating", 11),
-        column!(raw, "value", 12),
-        column!(raw, "user_id", 13),
+        take_column!(raw, "event_type", 0),
+        take_column!(raw, "source", 1),
+        take_column!(raw, "model", 2),
+        take_column!(raw, "model_id", 3),
+        take_column!(raw, "name", 4),
+        take_column!(raw, "error_type", 5),
+        take_column!(raw, "status", 6),
+        take_column!(raw, "latency_ms", 7),
+        take_column!(raw, "prompt_tokens", 8),
+        take_column!(raw, "completion_tokens", 9),
+        take_column!(raw, "cost_usd", 10),
+        take_column!(raw, "rating", 11),
+        take_column!(raw, "value", 12),
+        take_column!(raw, "user_id", 13),
     ])?;
     drop(raw);
 
@@ -323,7 +313,7 @@ async fn from_rollups(
     finer: Grain,
     bucket: Interval,
 ) -> Result<(usize, HashMap<Key, Group>), Error> {
-    let raw: Vec<FinerRow> = sqlx::query_as(
+    let mut raw: Vec<FinerRow> = sqlx::query_as(
         "SELECT event_type, source, subject, event_count, error_count, latency_count,
                 latency_sum_ms, latency_max_ms, prompt_tokens, completion_tokens, cost_usd,
                 rating_sum, rating_count, value_sum, value_min, value_max,
@@ -336,23 +326,37 @@ async fn from_rollups(
     .fetch_all(pool)
     .await?;
     let n = raw.len();
+    // Sketches first: building the frame moves the fields out of the rows.
+    let mut sketches: HashMap<Key, (DDSketch, Users)> = HashMap::new();
+    for r in &raw {
+        let key = (r.event_type.clone(), r.source.clone(), r.subject.clone());
+        let (l, u) = sketches
+            .entry(key)
+            .or_insert_with(|| (sketch::new_latency(), sketch::new_users()));
+        if let Some(bytes) = &r.latency_sketch {
+            sketch::merge_latency(l, &sketch::decode_latency(bytes)?)?;
+        }
+        if let Some(bytes) = &r.users_sketch {
+            sketch::merge_users(u, &sketch::decode_users(bytes)?)?;
+        }
+    }
     let frame = DataFrame::new_infer_height(vec![
-        column!(raw, "event_type", event_type),
-        column!(raw, "source", source),
-        column!(raw, "subject", subject),
-        column!(raw, "event_count", event_count),
-        column!(raw, "error_count", error_count),
-        column!(raw, "latency_count", latency_count),
-        column!(raw, "latency_sum", latency_sum_ms),
-        column!(raw, "latency_max", latency_max_ms),
-        column!(raw, "prompt_tokens", prompt_tokens),
-        column!(raw, "completion_tokens", completion_tokens),
-        column!(raw, "cost_usd", cost_usd),
-        column!(raw, "rating_sum", rating_sum),
-        column!(raw, "rating_count", rating_count),
-        column!(raw, "value_sum", value_sum),
-        column!(raw, "value_min", value_min),
-        column!(raw, "value_max", value_max),
+        take_column!(raw, "event_type", event_type),
+        take_column!(raw, "source", source),
+        take_column!(raw, "subject", subject),
+        take_column!(raw, "event_count", event_count),
+        take_column!(raw, "error_count", error_count),
+        take_column!(raw, "latency_count", latency_count),
+        take_column!(raw, "latency_sum", latency_sum_ms),
+        take_column!(raw, "latency_max", latency_max_ms),
+        take_column!(raw, "prompt_tokens", prompt_tokens),
+        take_column!(raw, "completion_tokens", completion_tokens),
+        take_column!(raw, "cost_usd", cost_usd),
+        take_column!(raw, "rating_sum", rating_sum),
+        take_column!(raw, "rating_count", rating_count),
+        take_column!(raw, "value_sum", value_sum),
+        take_column!(raw, "value_min", value_min),
+        take_column!(raw, "value_max", value_max),
     ])?;
     let measures = frame
         .lazy()
@@ -374,19 +378,6 @@ async fn from_rollups(
         ])
         .collect()?;
 
-    let mut sketches: HashMap<Key, (DDSketch, Users)> = HashMap::new();
-    for r in &raw {
-        let key = (r.event_type.clone(), r.source.clone(), r.subject.clone());
-        let (l, u) = sketches
-            .entry(key)
-            .or_insert_with(|| (sketch::new_latency(), sketch::new_users()));
-        if let Some(bytes) = &r.latency_sketch {
-            sketch::merge_latency(l, &sketch::decode_latency(bytes)?)?;
-        }
-        if let Some(bytes) = &r.users_sketch {
-            sketch::merge_users(u, &sketch::decode_users(bytes)?)?;
-        }
-    }
     Ok((n, join(read_measures(&measures)?, sketches)))
 }
 
