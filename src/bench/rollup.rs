@@ -1,21 +1,29 @@
 //! `hxjobs bench rollup`: the hourly rollup of N events of one hour (load,
-//! Polars, sketches, upsert: exactly what an `aggregate` task runs) next to
-//! the same rollup written as one PostgreSQL statement (GROUP BY with
+//! Polars, sketches, upsert: exactly what an `aggregate` task runs), from
+//! the raw events and from the columns ingest stages, next to the same
+//! rollup written as one PostgreSQL statement (GROUP BY with
 //! `percentile_cont` and `count(DISTINCT …)`), on the same rows, in a
-//! scratch database.
+//! scratch database. Staging is timed on its own: ingest pays it.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::dag::Grain;
+use crate::rollup::stage::{self, Staged, TimedRow, RAW_COLUMNS};
 use crate::{db, rollup};
 
 #[derive(Debug, Clone)]
 pub struct RollupBench {
     pub events: u64,
     pub rows: usize,
+    /// The rollup reading the staged columns (what ingest leaves).
     pub hxjobs: Duration,
+    /// The same rollup before staging, reading the raw events.
+    pub unstaged: Duration,
+    /// Staging the hour as ingest does, batch by batch.
+    pub staging: Duration,
+    pub batches: usize,
     pub sql: Duration,
     pub sql_rows: u64,
 }
@@ -32,9 +40,21 @@ impl fmt::Display for RollupBench {
         )?;
         writeln!(
             f,
-            "  hxjobs aggregate (load, Polars, sketches, upsert) {:>5.2} s  ({} rows)",
+            "  hxjobs aggregate from raw events (unstaged)     {:>7.2} s",
+            self.unstaged.as_secs_f64(),
+        )?;
+        writeln!(
+            f,
+            "  hxjobs aggregate from staged columns            {:>7.2} s  ({} rows)",
             self.hxjobs.as_secs_f64(),
             self.rows
+        )?;
+        writeln!(
+            f,
+            "  staging cost paid at ingest ({} batches)        {:>7.2} s  ({:.2} µs/event)",
+            self.batches,
+            self.staging.as_secs_f64(),
+            self.staging.as_secs_f64() * 1e6 / (self.events.max(1) as f64)
         )?;
         write!(
             f,
@@ -94,6 +114,39 @@ async fn run(config: &Config, events: u64) -> anyhow::Result<RollupBench> {
     let sql = started.elapsed();
 
     let started = Instant::now();
+    rollup::aggregate(&pool, Grain::Hour, hour).await?;
+    let unstaged = started.elapsed();
+
+    // Stage the hour as ingest does: one blob per batch, inside its transaction.
+    let rows: Vec<TimedRow> = sqlx::query_as(&format!(
+        "SELECT event_time, {RAW_COLUMNS} FROM events ORDER BY kafka_offset"
+    ))
+    .fetch_all(&pool)
+    .await?;
+    let batch_size = config.ingest.batch_size.max(1);
+    let mut batches = Vec::new();
+    let mut staged = Staged::default();
+    for row in rows {
+        staged.push_timed(row);
+        if staged.rows() == batch_size {
+            batches.push(std::mem::take(&mut staged));
+        }
+    }
+    if staged.rows() > 0 {
+        batches.push(staged);
+    }
+    let n_batches = batches.len();
+    let mut conn = pool.acquire().await?;
+    let started = Instant::now();
+    for batch in batches {
+        let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+        stage::write(&mut tx, batch).await?;
+        tx.commit().await?;
+    }
+    let staging = started.elapsed();
+    drop(conn);
+
+    let started = Instant::now();
     let summary = rollup::aggregate(&pool, Grain::Hour, hour).await?;
     let hxjobs = started.elapsed();
     pool.close().await;
@@ -101,6 +154,9 @@ async fn run(config: &Config, events: u64) -> anyhow::Result<RollupBench> {
         events,
         rows: summary.rows,
         hxjobs,
+        unstaged,
+        staging,
+        batches: n_batches,
         sql,
         sql_rows,
     })

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::copy::CopyBuffer;
 use crate::events::{self, Rejection};
+use crate::rollup::stage::Staged;
 
 /// A partition being drained; its index in the drain's list is its id in a batch.
 #[derive(Debug, Clone)]
@@ -67,6 +68,8 @@ impl TopicCounts {
 #[derive(Debug)]
 pub struct Batch {
     pub rows: CopyBuffer,
+    /// The same events' rollup columns, by hour.
+    pub stage: Staged,
     /// Rows per partition index, in the COPY stream.
     pub rows_by_partition: BTreeMap<usize, u64>,
     /// Duplicates dropped inside this batch, per partition index.
@@ -90,6 +93,7 @@ impl Batch {
     pub fn new() -> Self {
         Batch {
             rows: CopyBuffer::new(),
+            stage: Staged::default(),
             rows_by_partition: BTreeMap::new(),
             batch_duplicates: BTreeMap::new(),
             days: BTreeSet::new(),
@@ -132,6 +136,7 @@ impl Batch {
                     self.days.insert(event.day());
                     self.rows
                         .push(&event, &state.topic, state.partition, offset);
+                    self.stage.push(&event);
                     *self.rows_by_partition.entry(idx).or_default() += 1;
                 } else {
                     *self.batch_duplicates.entry(idx).or_default() += 1;

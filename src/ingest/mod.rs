@@ -48,6 +48,8 @@ pub enum Error {
     },
     #[error("the consumer thread stopped unexpectedly")]
     ConsumerLost,
+    #[error("staging rollup columns: {0}")]
+    Stage(#[from] crate::rollup::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -15,6 +15,7 @@ use sqlx::{Acquire, PgConnection, Postgres};
 use super::batch::{Batch, DeadLetter, PartitionState, TopicCounts};
 use super::copy::EVENT_COLUMNS;
 use super::Error;
+use crate::rollup;
 
 /// Classes of advisory locks hxjobs takes; the second key is the group's hash.
 const INGEST_LOCK_CLASS: i32 = 0x4858_4a01;
@@ -128,6 +129,7 @@ impl Writer {
         // and insert what is new.
         let Batch {
             rows,
+            stage,
             rows_by_partition,
             batch_duplicates,
             dead,
@@ -142,7 +144,10 @@ impl Writer {
             let mut sp = tx.begin().await?;
             let fast = copy_in(&mut sp, "events", &stream).await;
             match fast {
-                Ok(_) => sp.commit().await?,
+                Ok(_) => {
+                    sp.commit().await?;
+                    rollup::stage::write(&mut tx, stage).await?;
+                }
                 Err(e) if is_unique_violation(&e) => {
                     sp.rollback().await?;
                     if !self.staging_ready {
@@ -155,22 +160,26 @@ impl Writer {
                         self.staging_ready = true;
                     }
                     copy_in(&mut tx, "events_staging", &stream).await?;
-                    let rows: Vec<(String, i64)> = sqlx::query_as(
-                        "WITH ins AS (
-                           INSERT INTO events SELECT * FROM events_staging
-                           ON CONFLICT DO NOTHING RETURNING kafka_topic)
-                         SELECT kafka_topic, count(*) FROM ins GROUP BY kafka_topic",
-                    )
+                    // What was new, with its rollup columns to stage.
+                    let inserted: Vec<Inserted> = sqlx::query_as(&format!(
+                        "INSERT INTO events SELECT * FROM events_staging
+                             ON CONFLICT DO NOTHING
+                             RETURNING kafka_topic, event_time, {}",
+                        rollup::stage::RAW_COLUMNS
+                    ))
                     .fetch_all(&mut *tx)
                     .await?;
                     sqlx::query("TRUNCATE events_staging")
                         .execute(&mut *tx)
                         .await?;
-                    inserted_by_topic = Some(
-                        rows.into_iter()
-                            .map(|(t, n)| (t, u64::try_from(n).unwrap_or(0)))
-                            .collect(),
-                    );
+                    let mut by_topic: BTreeMap<String, u64> = BTreeMap::new();
+                    let mut staged = rollup::stage::Staged::default();
+                    for Inserted { kafka_topic, row } in inserted {
+                        *by_topic.entry(kafka_topic).or_default() += 1;
+                        staged.push_timed(row);
+                    }
+                    rollup::stage::write(&mut tx, staged).await?;
+                    inserted_by_topic = Some(by_topic);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -277,6 +286,14 @@ impl Writer {
         tx.commit().await?;
         Ok(outcome)
     }
+}
+
+/// An event the slow path inserted.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    kafka_topic: String,
+    #[sqlx(flatten)]
+    row: rollup::stage::TimedRow,
 }
 
 async fn copy_in(

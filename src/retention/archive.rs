@@ -25,6 +25,8 @@ pub enum Error {
     Verify { day: NaiveDate, detail: String },
     #[error("no archive of {0} is recorded")]
     NotArchived(NaiveDate),
+    #[error("staging the restored day for rollups: {0}")]
+    Stage(#[from] crate::rollup::Error),
 }
 
 /// A verified archive file.
@@ -313,6 +315,7 @@ pub async fn restore_day(pool: &PgPool, day: NaiveDate) -> Result<u64, Error> {
         .bind(day)
         .execute(&mut *tx)
         .await?;
+    crate::rollup::stage::restage_day(&mut tx, day).await?;
     tx.commit().await?;
     Ok(done)
 }

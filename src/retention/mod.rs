@@ -178,6 +178,10 @@ pub async fn apply(
         sqlx::query(&format!("DROP TABLE {}", archive::partition_name(*day)))
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM rollup_stage WHERE event_day = $1")
+            .bind(day)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         tracing::info!(day = %file.day, rows = file.rows, path = %file.path.display(), "raw events archived and removed");
         archived.push(file);

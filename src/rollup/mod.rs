@@ -8,6 +8,7 @@
 //! re-run picks up late events and never counts twice.
 
 pub mod sketch;
+pub mod stage;
 
 use std::collections::HashMap;
 
@@ -39,14 +40,16 @@ pub struct Summary {
     /// Raw events (hour) or finer rollup rows (other grains) read.
     pub inputs: usize,
     pub rows: usize,
+    /// An hour read from the columns ingest staged (not from the raw events).
+    pub staged: bool,
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = if self.grain == Grain::Hour {
-            "events"
-        } else {
-            "finer rollup rows"
+        let what = match (self.grain, self.staged) {
+            (Grain::Hour, true) => "staged events",
+            (Grain::Hour, false) => "raw events",
+            _ => "finer rollup rows",
         };
         write!(
             f,
@@ -136,9 +139,12 @@ pub async fn aggregate(
         return Err(Error::Grain(grain.as_str()));
     }
     let bucket = grain.containing(bucket_start);
-    let (inputs, groups) = match source_grain(grain) {
+    let (inputs, groups, staged) = match source_grain(grain) {
         None => from_events(pool, bucket).await?,
-        Some(finer) => from_rollups(pool, finer, bucket).await?,
+        Some(finer) => {
+            let (inputs, groups) = from_rollups(pool, finer, bucket).await?;
+            (inputs, groups, false)
+        }
     };
     let rows = write(pool, grain, bucket.start, groups).await?;
     Ok(Summary {
@@ -146,106 +152,36 @@ pub async fn aggregate(
         bucket_start: bucket.start,
         inputs,
         rows,
+        staged,
     })
 }
 
 /// The hour's events → groups: the measures with Polars, the sketches
-/// alongside over the same derived columns.
+/// alongside over the same derived columns. Read from the staged columns
+/// when they cover the hour, else from the raw events.
 async fn from_events(
     pool: &PgPool,
     bucket: Interval,
-) -> Result<(usize, HashMap<Key, Group>), Error> {
-    type Raw = (
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<f64>,
-        Option<i64>,
-        Option<i64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<String>,
-    );
-    let mut raw: Vec<Raw> = sqlx::query_as(
-        "SELECT event_type, source, model, model_id, name, error_type, status, latency_ms,
-                prompt_tokens, completion_tokens, cost_usd, rating, value, user_id
-         FROM events WHERE event_time >= $1 AND event_time < $2",
-    )
-    .bind(bucket.start)
-    .bind(bucket.end)
-    .fetch_all(pool)
-    .await?;
-    let n = raw.len();
-    let frame = DataFrame::new_infer_height(vec![
-        take_column!(raw, "event_type", 0),
-        take_column!(raw, "source", 1),
-        take_column!(raw, "model", 2),
-        take_column!(raw, "model_id", 3),
-        take_column!(raw, "name", 4),
-        take_column!(raw, "error_type", 5),
-        take_column!(raw, "status", 6),
-        take_column!(raw, "latency_ms", 7),
-        take_column!(raw, "prompt_tokens", 8),
-        take_column!(raw, "completion_tokens", 9),
-        take_column!(raw, "cost_usd", 10),
-        take_column!(raw, "rating", 11),
-        take_column!(raw, "value", 12),
-        take_column!(raw, "user_id", 13),
-    ])?;
-    drop(raw);
-
-    let is = |t: &str| col("event_type").eq(lit(t));
-    let derived = frame
-        .lazy()
-        .with_columns([
-            when(is("llm_request").or(is("user_feedback")))
-                .then(col("model").fill_null(col("model_id")).fill_null(lit("")))
-                .when(is("system_metric").or(is("business_event")))
-                .then(col("name").fill_null(lit("")))
-                .when(is("error_event"))
-                .then(col("error_type").fill_null(lit("")))
-                .otherwise(lit(""))
-                .alias("subject"),
-            is("error_event")
-                .or(is("llm_request").and(
-                    col("status")
-                        .eq(lit("error"))
-                        .or(col("status").eq(lit("timeout")))
-                        .fill_null(lit(false)),
-                ))
-                .alias("is_error"),
-            when(is("llm_request"))
-                .then(col("latency_ms"))
-                .otherwise(lit(NULL).cast(DataType::Float64))
-                .alias("latency"),
-            when(is("user_feedback"))
-                .then(col("rating"))
-                .otherwise(lit(NULL).cast(DataType::Float64))
-                .alias("rating_v"),
-            when(is("system_metric").or(is("business_event")))
-                .then(col("value"))
-                .otherwise(lit(NULL).cast(DataType::Float64))
-                .alias("value_v"),
-        ])
-        .select([
-            col("event_type"),
-            col("source"),
-            col("subject"),
-            col("is_error"),
-            col("latency"),
-            col("prompt_tokens"),
-            col("completion_tokens"),
-            col("cost_usd"),
-            col("rating_v"),
-            col("value_v"),
-            col("user_id"),
-        ])
-        .collect()?;
+) -> Result<(usize, HashMap<Key, Group>, bool), Error> {
+    let staged = stage::load(pool, bucket).await?;
+    let from_stage = staged.is_some();
+    let derived = match staged {
+        Some(frame) => frame,
+        None => {
+            let raw: Vec<stage::RawRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM events
+                 WHERE event_day = $3 AND event_time >= $1 AND event_time < $2",
+                stage::RAW_COLUMNS
+            ))
+            .bind(bucket.start)
+            .bind(bucket.end)
+            .bind(bucket.start.date_naive())
+            .fetch_all(pool)
+            .await?;
+            stage::derive(raw)?
+        }
+    };
+    let n = derived.height();
 
     let measures = derived
         .clone()
@@ -277,8 +213,8 @@ async fn from_events(
         ])
         .collect()?;
 
-    // Sketches per group from the same derived columns.
-    let mut sketches: HashMap<Key, (DDSketch, Users)> = HashMap::new();
+    // Sketches per group from the same derived columns, keyed by borrowed
+    // strings while scanning.
     let (types, sources, subjects) = (
         derived.column("event_type")?.str()?,
         derived.column("source")?.str()?,
@@ -288,13 +224,14 @@ async fn from_events(
         derived.column("latency")?.f64()?,
         derived.column("user_id")?.str()?,
     );
+    let mut scanned: HashMap<(&str, &str, &str), (DDSketch, Users)> = HashMap::new();
     for i in 0..derived.height() {
         let key = (
-            types.get(i).unwrap_or_default().to_string(),
-            sources.get(i).unwrap_or_default().to_string(),
-            subjects.get(i).unwrap_or_default().to_string(),
+            types.get(i).unwrap_or_default(),
+            sources.get(i).unwrap_or_default(),
+            subjects.get(i).unwrap_or_default(),
         );
-        let (l, u) = sketches
+        let (l, u) = scanned
             .entry(key)
             .or_insert_with(|| (sketch::new_latency(), sketch::new_users()));
         if let Some(v) = latency.get(i) {
@@ -304,7 +241,11 @@ async fn from_events(
             sketch::add_user(u, id);
         }
     }
-    Ok((n, join(read_measures(&measures)?, sketches)))
+    let sketches: HashMap<Key, (DDSketch, Users)> = scanned
+        .into_iter()
+        .map(|((t, s, j), v)| ((t.to_string(), s.to_string(), j.to_string()), v))
+        .collect();
+    Ok((n, join(read_measures(&measures)?, sketches), from_stage))
 }
 
 /// Finer rollup rows of the bucket → groups: sums with Polars, sketches merged.

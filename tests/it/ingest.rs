@@ -284,6 +284,11 @@ async fn the_same_event_twice_is_stored_once() {
             .await,
         41
     );
+    // Only what was stored is staged for rollups, once.
+    assert_eq!(
+        env.count("SELECT sum(rows)::int8 FROM rollup_stage").await,
+        41
+    );
     env.cleanup().await;
 }
 

@@ -91,6 +91,14 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
         total
     );
     assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, 1);
+    // The dropped days' staged rollup columns went with them.
+    assert_eq!(
+        env.count(
+            "SELECT coalesce(sum(rows), 0)::int8 FROM rollup_stage WHERE event_day < '2026-03-03'"
+        )
+        .await,
+        0
+    );
     let file = &archived[0].path;
     let bytes = std::fs::read(file).expect("archive file");
     assert_eq!(&bytes[..4], b"PAR1", "a Parquet file");
@@ -98,6 +106,12 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
     let restored = archive::restore_day(&env.pool, d1).await.expect("restore");
     assert_eq!(restored as usize, first.len());
     assert_eq!(rows_of(&env, d1).await, first, "byte-identical typed rows");
+    // The restored day is staged for rollups again.
+    assert_eq!(
+        env.count("SELECT sum(rows)::int8 FROM rollup_stage WHERE event_day = '2026-03-01'")
+            .await,
+        first.len() as i64
+    );
     assert!(matches!(
         archive::restore_day(&env.pool, d3).await,
         Err(archive::Error::NotArchived(_))

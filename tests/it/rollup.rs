@@ -207,11 +207,17 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
     // 36 days: a Monday in January to the first days of March.
     let (from, to) = (ts("2026-01-26"), ts("2026-03-03"));
     env.ingest_demo(40_000, from, to, 35).await;
+    // Ingest staged every stored event's rollup columns.
+    assert_eq!(
+        env.count("SELECT sum(rows)::int8 FROM rollup_stage").await,
+        env.count("SELECT count(*) FROM events").await
+    );
 
     for start in Grain::Hour.starts(from, to) {
-        rollup::aggregate(&env.pool, Grain::Hour, start)
+        let summary = rollup::aggregate(&env.pool, Grain::Hour, start)
             .await
             .expect("hour");
+        assert!(summary.staged, "{summary}");
     }
     for start in Grain::Day.starts(from, to) {
         rollup::aggregate(&env.pool, Grain::Day, start)
@@ -255,6 +261,19 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
         before
     );
 
+    // Without its staged columns the hour is read from the raw events, and
+    // still matches the exact computation.
+    sqlx::query("DELETE FROM rollup_stage WHERE hour = '2026-02-14T13:00:00Z'")
+        .execute(&env.pool)
+        .await
+        .expect("unstage");
+    let summary = rollup::aggregate(&env.pool, Grain::Hour, ts("2026-02-14T13:00:00Z"))
+        .await
+        .expect("from raw events");
+    assert!(!summary.staged, "{summary}");
+    assert!(summary.inputs > 0, "{summary}");
+    check(&env, Grain::Hour, ts("2026-02-14T13:00:00Z")).await;
+
     // After retention archived and removed every raw day, the month built
     // again from its days is unchanged.
     let month = stored(&env, Grain::Month, february).await;
@@ -268,6 +287,7 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
         .await
         .expect("retention");
     assert_eq!(env.count("SELECT count(*) FROM events").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM rollup_stage").await, 0);
     rollup::aggregate(&env.pool, Grain::Month, february)
         .await
         .expect("month again");
