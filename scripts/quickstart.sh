@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# From nothing to ingested demo data: services up, build, migrate, produce a
-# week of demo events (with some duplicates and malformed input), drain them
-# into PostgreSQL exactly once, and print what is stored.
+# From nothing to a PDF report: services up, build, migrate, produce a week
+# of demo events (with some duplicates and malformed input), drain them into
+# PostgreSQL exactly once, roll them up by hour, day and week, render the
+# weekly summary and print where the PDF is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/hxjobs-target}
@@ -13,3 +14,13 @@ hxjobs="$CARGO_TARGET_DIR/release/hxjobs"
 "$hxjobs" produce-demo --events 100000 --bad-ratio 0.002 --duplicate-ratio 0.001 --seed 42
 "$hxjobs" run ingest
 "$hxjobs" status
+# Hours up to the current one (not yet complete), then whole days, then the
+# last complete ISO week.
+from=$(date -u -d '8 days ago' +%Y-%m-%d)
+"$hxjobs" backfill hxp_hourly_aggregation --from "$from" --to "$(date -u +%Y-%m-%dT%H:00:00)"
+"$hxjobs" backfill hxp_daily_aggregation --from "$from" --to "$(date -u +%Y-%m-%d)"
+"$hxjobs" tasks test hxp_weekly_aggregation rollup
+"$hxjobs" capacity | head -20
+out=$("$hxjobs" report generate --type weekly_summary)
+echo "$out"
+echo "Weekly summary PDF: $(realpath "$(echo "$out" | tail -1)")"

@@ -203,8 +203,14 @@ status() {
   fi
 }
 
+# pdftotext (poppler-utils) reads generated PDF reports back in the tests.
+tools_up() {
+  command -v pdftotext >/dev/null || apt_install poppler-utils
+}
+
 case "${1:-}" in
   up)
+    tools_up
     postgres_up
     broker_up
     topics_up

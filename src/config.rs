@@ -47,6 +47,38 @@ pub struct Config {
     pub rollups: RollupsConfig,
     pub retention: RetentionConfig,
     pub api: ApiConfig,
+    pub reports: ReportsConfig,
+    pub capacity: CapacityConfig,
+    pub live_stats: LiveStatsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// One definition file per report type (`<type>.toml`).
+    pub definitions_dir: PathBuf,
+    /// Where generated reports are written.
+    pub output_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// The sustained events/s the platform is built for.
+    pub events_per_sec: f64,
+    /// Days of hourly rollups the analysis looks back over.
+    pub days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveStatsConfig {
+    /// Run the live consumer next to the API.
+    pub enabled: bool,
+    /// Its own consumer group; it starts at the latest offsets.
+    pub consumer_group: String,
+    /// Models tracked one by one; the rest are counted under "other".
+    pub max_models: usize,
 }
 
 /// Days each data class is kept; 0 keeps it forever.
@@ -234,6 +266,12 @@ pub struct DeadLettersConfig {
 pub struct ApiConfig {
     pub host: String,
     pub port: u16,
+    /// Bearer token for mutating endpoints (HXJOBS_API_TOKEN). Without one
+    /// they are refused unless the API listens on loopback only.
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
 }
 
 /// Environment variables from the platform's specification and the keys they set.
@@ -242,6 +280,7 @@ fn env_key(name: &str) -> Option<String> {
     let key = match name.as_str() {
         "DATABASE_URL" => "database.url".to_string(),
         "BATCH_PROCESSING_API_PORT" => "api.port".to_string(),
+        "HXJOBS_API_TOKEN" => "api.token".to_string(),
         "KAFKA_BOOTSTRAP_SERVERS"
         | "KAFKA_CLIENT_ID"
         | "KAFKA_GROUP_ID"
@@ -424,6 +463,22 @@ impl Config {
             ));
         }
         nonempty("api.host", &self.api.host)?;
+        if self.api.max_body_bytes == 0 {
+            return Err(("api.max_body_bytes", "must be at least 1".into()));
+        }
+        if !(self.capacity.events_per_sec.is_finite() && self.capacity.events_per_sec > 0.0) {
+            return Err((
+                "capacity.events_per_sec",
+                "must be a positive number".into(),
+            ));
+        }
+        if self.capacity.days < 2 {
+            return Err(("capacity.days", "must be at least 2".into()));
+        }
+        nonempty("live_stats.consumer_group", &self.live_stats.consumer_group)?;
+        if self.live_stats.max_models == 0 {
+            return Err(("live_stats.max_models", "must be at least 1".into()));
+        }
         Ok(())
     }
 }

@@ -16,7 +16,9 @@ macro_rules! take_column {
     };
 }
 
+pub mod api;
 pub mod bench;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod dag;
@@ -25,6 +27,9 @@ pub mod demo;
 pub mod events;
 pub mod ingest;
 pub mod kafka;
+pub mod live;
+pub mod metrics;
+pub mod reports;
 pub mod retention;
 pub mod rollup;
 pub mod status;

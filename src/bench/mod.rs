@@ -7,9 +7,15 @@
 //! `hxjobs bench scheduler` and `hxjobs bench rollup` live in [`scheduler`]
 //! and [`rollup`].
 
+mod api;
+mod live;
+mod reports;
 mod rollup;
 mod scheduler;
 
+pub use api::{api, ApiBench};
+pub use live::{live, LiveBench};
+pub use reports::{reports, ReportsBench};
 pub use rollup::{rollup, RollupBench};
 pub use scheduler::{scheduler, SchedulerBench};
 

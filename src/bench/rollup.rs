@@ -75,35 +75,8 @@ async fn run(config: &Config, events: u64) -> anyhow::Result<RollupBench> {
     let pool = db::connect_and_migrate(&config.database).await?;
     let hour = crate::time::parse_instant(HOUR).map_err(anyhow::Error::msg)?;
     // One hour of events of all five types: 8 models, 3 sources, 20,000 users.
-    sqlx::query("SELECT hxjobs_ensure_event_partition('2026-03-02')")
-        .execute(&pool)
-        .await?;
-    sqlx::query(
-        "INSERT INTO events (event_day, event_id, event_type, event_time, source, model, latency_ms,
-                             prompt_tokens, completion_tokens, cost_usd, status, rating, name, value,
-                             error_type, user_id, data, kafka_topic, kafka_partition, kafka_offset)
-         SELECT '2026-03-02', gen_random_uuid(), t, $1::timestamptz + (i % 3600) * interval '1 second',
-                'src-' || (i % 3),
-                CASE WHEN t IN ('llm_request', 'user_feedback') THEN 'model-' || (i % 8) END,
-                CASE WHEN t = 'llm_request' THEN 50 + (i * 7919 % 5000) + random() END,
-                CASE WHEN t = 'llm_request' THEN i % 2000 END,
-                CASE WHEN t = 'llm_request' THEN i % 700 END,
-                CASE WHEN t = 'llm_request' THEN (i % 1000) / 100000.0 END,
-                CASE WHEN t = 'llm_request' THEN (ARRAY['success', 'success', 'error', 'timeout'])[1 + i % 4] END,
-                CASE WHEN t = 'user_feedback' THEN 1 + i % 5 END,
-                CASE WHEN t IN ('system_metric', 'business_event') THEN 'metric-' || (i % 10) END,
-                CASE WHEN t IN ('system_metric', 'business_event') THEN (i % 997) * 1.5 END,
-                CASE WHEN t = 'error_event' THEN 'error-' || (i % 6) END,
-                'user-' || (i * 31 % 20000),
-                '{}'::jsonb, 'bench', 0, i
-         FROM generate_series(1, $2::bigint) i,
-              LATERAL (SELECT (ARRAY['llm_request', 'llm_request', 'user_feedback', 'system_metric',
-                                     'business_event', 'error_event'])[1 + i % 6] AS t) types",
-    )
-    .bind(hour)
-    .bind(events as i64)
-    .execute(&pool)
-    .await?;
+    let day = hour.date_naive();
+    insert_events(&pool, day, hour, 3600, 0, events).await?;
     sqlx::query("VACUUM ANALYZE events").execute(&pool).await?;
 
     let started = Instant::now();
@@ -163,6 +136,53 @@ async fn run(config: &Config, events: u64) -> anyhow::Result<RollupBench> {
 }
 
 const HOUR: &str = "2026-03-02T13:00:00Z";
+
+/// Inserts `n` synthetic events of all five types (8 models, 3 sources,
+/// 20,000 users) into `day`'s partition, spread evenly over the
+/// `spread_secs` seconds from `start`; offsets continue from `first_offset`.
+pub(super) async fn insert_events(
+    pool: &sqlx::PgPool,
+    day: chrono::NaiveDate,
+    start: chrono::DateTime<chrono::Utc>,
+    spread_secs: i64,
+    first_offset: i64,
+    n: u64,
+) -> anyhow::Result<()> {
+    sqlx::query("SELECT hxjobs_ensure_event_partition($1)")
+        .bind(day)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO events (event_day, event_id, event_type, event_time, source, model, latency_ms,
+                             prompt_tokens, completion_tokens, cost_usd, status, rating, name, value,
+                             error_type, user_id, data, kafka_topic, kafka_partition, kafka_offset)
+         SELECT $1, gen_random_uuid(), t, $2::timestamptz + (i * $3::bigint / $4::bigint) * interval '1 second',
+                'src-' || (i % 3),
+                CASE WHEN t IN ('llm_request', 'user_feedback') THEN 'model-' || (i % 8) END,
+                CASE WHEN t = 'llm_request' THEN 50 + (i * 7919 % 5000) + random() END,
+                CASE WHEN t = 'llm_request' THEN i % 2000 END,
+                CASE WHEN t = 'llm_request' THEN i % 700 END,
+                CASE WHEN t = 'llm_request' THEN (i % 1000) / 100000.0 END,
+                CASE WHEN t = 'llm_request' THEN (ARRAY['success', 'success', 'error', 'timeout'])[1 + i % 4] END,
+                CASE WHEN t = 'user_feedback' THEN 1 + i % 5 END,
+                CASE WHEN t IN ('system_metric', 'business_event') THEN 'metric-' || (i % 10) END,
+                CASE WHEN t IN ('system_metric', 'business_event') THEN (i % 997) * 1.5 END,
+                CASE WHEN t = 'error_event' THEN 'error-' || (i % 6) END,
+                'user-' || (i * 31 % 20000),
+                '{}'::jsonb, 'bench', 0, $5::bigint + i
+         FROM generate_series(0, $4::bigint - 1) i,
+              LATERAL (SELECT (ARRAY['llm_request', 'llm_request', 'user_feedback', 'system_metric',
+                                     'business_event', 'error_event'])[1 + i % 6] AS t) types",
+    )
+    .bind(day)
+    .bind(start)
+    .bind(spread_secs)
+    .bind(n as i64)
+    .bind(first_offset)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
 
 /// The same measures in one statement, exact percentiles and distinct counts.
 const SQL_ROLLUP: &str = "

@@ -26,6 +26,34 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// 35 days of rollups, then the weekly and monthly reports as PDF and as JSON.
+    Reports {
+        /// Synthetic events per day.
+        #[arg(long, default_value_t = 50_000)]
+        events_per_day: u64,
+        /// Keep the bench database instead of removing it.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Live stats: parse and count events offered at a fixed rate; print
+    /// throughput, lag and memory each second.
+    Live {
+        /// Events per second offered.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
+    /// /health and /stats of the real router under wrk, next to a bare axum handler.
+    Api {
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// Seconds per endpoint.
+        #[arg(long, default_value_t = 10)]
+        secs: u32,
+    },
     /// Backfill hourly runs of a three-task no-op DAG and run the same
     /// statements without the ledger; print the per-task overhead.
     Scheduler {
@@ -56,6 +84,36 @@ pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
                 });
             }
             let report = crate::bench::rollup(config, events, keep).await?;
+            println!("{report}");
+            Ok(())
+        }
+        BenchCommand::Reports {
+            events_per_day,
+            keep,
+        } => {
+            let report = crate::bench::reports(config, events_per_day.max(1), keep).await?;
+            println!("{report}");
+            Ok(())
+        }
+        BenchCommand::Live { rate, secs } => {
+            if rate == 0 || secs == 0 {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--rate and --secs must be at least 1".into(),
+                });
+            }
+            let report = crate::bench::live(config, rate, secs).await?;
+            println!("{report}");
+            Ok(())
+        }
+        BenchCommand::Api { connections, secs } => {
+            if connections == 0 || secs == 0 {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--connections and --secs must be at least 1".into(),
+                });
+            }
+            let report = crate::bench::api(config, connections, secs).await?;
             println!("{report}");
             Ok(())
         }

@@ -3,9 +3,11 @@
 mod bench;
 mod demo;
 mod jobs;
+mod report;
 mod retention;
 mod run;
 mod schedule;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +83,15 @@ pub enum Command {
         #[command(subcommand)]
         command: run::TasksCommand,
     },
+    /// Serve the REST API (and live stats) without the scheduler.
+    Serve,
+    /// Reports from the rollups (PDF, JSON or CSV).
+    Report {
+        #[command(subcommand)]
+        command: report::ReportCommand,
+    },
+    /// Capacity analysis from the hourly rollups, as JSON.
+    Capacity(report::CapacityArgs),
     /// Produce realistic demo events of all five types into Kafka.
     ProduceDemo(demo::ProduceDemoArgs),
     /// Show what is stored: events per type, dead letters per reason, lag per topic.
@@ -212,6 +223,9 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Archive { command } => retention::archive(&config, command).await,
         Command::Tasks { command } => run::test_task(&config, command).await,
         Command::ProduceDemo(args) => demo::run(&config, args).await,
+        Command::Serve => serve::serve(&config).await,
+        Command::Report { command } => report::report(&config, command).await,
+        Command::Capacity(args) => report::capacity(&config, args).await,
         Command::Status => {
             let pool = crate::db::connect_and_migrate(&config.database).await?;
             let status = crate::status::gather(&config, &pool).await?;

@@ -32,7 +32,13 @@ pub async fn retention(config: &Config, args: RetentionArgs) -> CliResult {
         println!("dry run: nothing changed");
         return Ok(());
     }
-    let archived = retention::apply(&pool, &config.retention.archive_dir, &plan).await?;
+    let archived = retention::apply(
+        &pool,
+        &config.retention.archive_dir,
+        &config.reports.output_dir,
+        &plan,
+    )
+    .await?;
     for a in &archived {
         println!(
             "archived {}: {} rows, {} bytes, {}",

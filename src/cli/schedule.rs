@@ -23,6 +23,9 @@ pub struct DaemonArgs {
     /// every claimable run to the end (for running hxjobs from cron).
     #[arg(long)]
     pub once: bool,
+    /// Do not serve the REST API (and live stats) next to the scheduler.
+    #[arg(long)]
+    pub no_api: bool,
 }
 
 #[derive(Debug, Args)]
@@ -81,7 +84,23 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
         }
         return Ok(());
     }
-    daemon::run(scheduler, stop_on_signal()).await?;
+    let stop = stop_on_signal();
+    let api = if args.no_api {
+        None
+    } else {
+        Some(super::serve::start(
+            config,
+            scheduler.pools.clone(),
+            load_jobs(config)?,
+            stop.clone(),
+        )?)
+    };
+    let outcome = daemon::run(scheduler, stop.clone()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(api) = api {
+        super::serve::finish(api).await?;
+    }
+    outcome?;
     Ok(())
 }
 

@@ -308,6 +308,24 @@ pub async fn execute(
         .filter(|t| t.state == TaskState::Failed)
         .map(|t| format!("{}: {}", t.task, t.message))
         .collect();
+    let total: Duration = report.tasks.iter().map(|t| t.duration).sum();
+    for t in &report.tasks {
+        let kind = job
+            .tasks
+            .iter()
+            .find(|x| x.id == t.task)
+            .map_or("", |x| x.kind.as_str());
+        crate::metrics::task_finished(&job.name, kind, t.state.as_str(), t.duration.as_secs_f64());
+    }
+    crate::metrics::run_finished(
+        &job.name,
+        if report.succeeded() {
+            "success"
+        } else {
+            "failed"
+        },
+        total.as_secs_f64(),
+    );
     let recorded = sqlx::query(
         "UPDATE job_runs SET state = $3, finished_at = now(), heartbeat_at = now(), error = $4
          WHERE id = $1 AND attempts = $2 AND state = 'running'",

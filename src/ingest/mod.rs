@@ -209,7 +209,20 @@ pub async fn write_batches(
             "batch committed"
         );
         summary.messages += messages;
+        let seconds = write_started.elapsed().as_secs_f64();
+        metrics::histogram!("event_processing_duration_seconds", "stage" => "batch_write")
+            .record(seconds);
         for (topic, counts) in outcome {
+            for (outcome, n) in [
+                ("stored", counts.stored),
+                ("duplicate", counts.duplicates),
+                ("dead_letter", counts.dead_letters),
+            ] {
+                if n > 0 {
+                    metrics::counter!("event_processing_total", "topic" => topic.clone(), "outcome" => outcome)
+                        .increment(n);
+                }
+            }
             summary.topics.entry(topic).or_default().add(&counts);
         }
     }

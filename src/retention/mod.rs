@@ -90,6 +90,11 @@ fn classes(config: &RetentionConfig) -> Vec<(&'static str, u32, &'static str)> {
             "FROM job_runs WHERE state IN ('success', 'failed') AND finished_at < $1",
         ),
         (
+            "generated reports",
+            config.reports_days,
+            "FROM reports WHERE created_at < $1",
+        ),
+        (
             "catch-up skips",
             config.run_ledger_days,
             "FROM schedule_skips WHERE recorded_at < $1",
@@ -155,6 +160,7 @@ pub async fn plan(
 pub async fn apply(
     pool: &PgPool,
     archive_dir: &Path,
+    reports_dir: &Path,
     plan: &Plan,
 ) -> Result<Vec<archive::Archived>, archive::Error> {
     let mut archived = Vec::new();
@@ -187,11 +193,26 @@ pub async fn apply(
         archived.push(file);
     }
     for class in &plan.classes {
-        let gone = sqlx::query(&format!("DELETE {}", class.from))
-            .bind(class.cutoff)
-            .execute(pool)
-            .await?
-            .rows_affected();
+        // Reports take their files along.
+        let gone = if class.from.starts_with("FROM reports ") {
+            let names: Vec<Option<String>> =
+                sqlx::query_scalar(&format!("DELETE {} RETURNING path", class.from))
+                    .bind(class.cutoff)
+                    .fetch_all(pool)
+                    .await?;
+            for name in names.iter().flatten() {
+                if !name.contains(['/', '\\']) && !name.starts_with('.') {
+                    let _ = std::fs::remove_file(reports_dir.join(name));
+                }
+            }
+            names.len() as u64
+        } else {
+            sqlx::query(&format!("DELETE {}", class.from))
+                .bind(class.cutoff)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        };
         tracing::info!(class = class.name, rows = gone, "removed past retention");
     }
     Ok(archived)

@@ -143,18 +143,50 @@ pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<Stri
         "retention" => {
             let plan =
                 crate::retention::plan(ctx.pool, &ctx.config.retention, chrono::Utc::now()).await?;
-            let archived =
-                crate::retention::apply(ctx.pool, &ctx.config.retention.archive_dir, &plan).await?;
+            let archived = crate::retention::apply(
+                ctx.pool,
+                &ctx.config.retention.archive_dir,
+                &ctx.config.reports.output_dir,
+                &plan,
+            )
+            .await?;
             let removed: i64 = plan.classes.iter().map(|c| c.rows).sum();
             Ok(format!(
                 "{} raw event days archived and dropped, about {removed} other rows removed",
                 archived.len()
             ))
         }
-        kind @ "report" => Err(Fatal(format!(
-            "task kind `{kind}` is not available in this build of hxjobs yet"
-        ))
-        .into()),
+        "report" => {
+            use crate::reports::{self, Error as ReportError, Format};
+            let Some(report_type) = task.report.as_deref() else {
+                return Err(Fatal("a report task needs `report = \"<type>\"`".into()).into());
+            };
+            let record = reports::generate(
+                ctx.config,
+                ctx.pool,
+                report_type,
+                Format::Pdf,
+                Some(ctx.interval.start),
+                chrono::Utc::now(),
+            )
+            .await
+            .map_err(|e| match e {
+                ReportError::Definition(_) | ReportError::Format(_) => {
+                    anyhow::Error::from(Fatal(e.to_string()))
+                }
+                other => anyhow::Error::from(other),
+            })?;
+            Ok(format!(
+                "report {} ({report_type}, {} bytes): {}",
+                record.id,
+                record.size.unwrap_or(0),
+                ctx.config
+                    .reports
+                    .output_dir
+                    .join(record.path.unwrap_or_default())
+                    .display()
+            ))
+        }
         other => Err(Fatal(format!("unknown task kind `{other}`")).into()),
     }
 }

@@ -201,8 +201,8 @@ timeout_secs = 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kinds_not_built_yet_fail_at_once_and_say_so() {
-    let env = TestEnv::new("dag_unavailable").await;
+async fn a_report_of_an_unknown_type_fails_at_once_and_says_so() {
+    let env = TestEnv::new("dag_unknown_report").await;
     let text = r#"
 name = "later"
 schedule = "0 * * * *"
@@ -211,7 +211,7 @@ start_date = "2026-01-01"
 
 [tasks.report]
 kind = "report"
-report = "daily_summary"
+report = "no_such_report"
 retries = 5
 "#;
     let (run_id, _) = run(&env, text, "2026-03-04T10:30:00Z").await;
@@ -219,8 +219,16 @@ retries = 5
     assert_eq!(
         (state.as_str(), attempt),
         ("failed", 1),
-        "no retries for a kind that is not there"
+        "no retries for a report type that is not defined"
     );
-    assert!(error.unwrap_or_default().contains("not available"));
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("unknown report type \"no_such_report\""),
+        "{error}"
+    );
+    assert!(
+        error.contains("weekly_summary"),
+        "names the known types: {error}"
+    );
     env.cleanup().await;
 }

@@ -3,10 +3,13 @@
 //! and `KAFKA_BOOTSTRAP_SERVERS`). Every test has its own database, topics
 //! and consumer group.
 
+mod api;
 mod cli;
 mod common;
 mod dag;
+mod http;
 mod ingest;
+mod reports;
 mod retention;
 mod rollup;
 mod scheduler;

@@ -49,6 +49,7 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
 
     let mut config = env.config.retention.clone();
     config.archive_dir = env.dir.path().join("archive");
+    let reports_dir = env.dir.path().join("reports");
     // Seven days before 2026-03-10: the 1st and 2nd are past retention.
     let now = ts("2026-03-10T12:00:00Z");
     let plan = retention::plan(&env.pool, &config, now)
@@ -71,14 +72,16 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
     let mut broken = config.clone();
     broken.archive_dir = env.dir.path().join("not-a-dir");
     std::fs::write(&broken.archive_dir, b"a file").expect("file");
-    assert!(retention::apply(&env.pool, &broken.archive_dir, &plan)
-        .await
-        .is_err());
+    assert!(
+        retention::apply(&env.pool, &broken.archive_dir, &reports_dir, &plan)
+            .await
+            .is_err()
+    );
     assert!(partition_exists(&env, d1).await);
     assert_eq!(env.count("SELECT count(*) FROM events").await, total);
     assert_eq!(env.count("SELECT count(*) FROM event_archives").await, 0);
 
-    let archived = retention::apply(&env.pool, &config.archive_dir, &plan)
+    let archived = retention::apply(&env.pool, &config.archive_dir, &reports_dir, &plan)
         .await
         .expect("apply");
     assert_eq!(archived.len(), 2);

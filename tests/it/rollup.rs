@@ -283,9 +283,14 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
         .await
         .expect("plan");
     assert_eq!(plan.event_days.len(), 36);
-    hxjobs::retention::apply(&env.pool, &policy.archive_dir, &plan)
-        .await
-        .expect("retention");
+    hxjobs::retention::apply(
+        &env.pool,
+        &policy.archive_dir,
+        &env.dir.path().join("reports"),
+        &plan,
+    )
+    .await
+    .expect("retention");
     assert_eq!(env.count("SELECT count(*) FROM events").await, 0);
     assert_eq!(env.count("SELECT count(*) FROM rollup_stage").await, 0);
     rollup::aggregate(&env.pool, Grain::Month, february)

@@ -1,0 +1,730 @@
+//! The endpoints. Inputs are checked here and turned into [`ApiError`]s
+//! with stable codes; nothing a client sends can cause a 500.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiState};
+use crate::dag::backfill::{self, Reprocess, Spec};
+use crate::dag::executor::{self, RunType};
+use crate::dag::Job;
+use crate::reports::{self, Format};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    match body {
+        Ok(Json(v)) => Ok(v),
+        Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than api.max_body_bytes",
+            ))
+        }
+        Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        )),
+        Err(e) => Err(ApiError::bad_request("invalid_json", e.body_text())),
+    }
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+fn id_of(p: Result<Path<String>, PathRejection>) -> ApiResult<i64> {
+    let Path(raw) = p.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("{raw:?} is not an id (a positive integer)"),
+        )
+    })
+}
+
+fn instant(field: &str, s: &str) -> ApiResult<DateTime<Utc>> {
+    crate::time::parse_instant(s)
+        .map_err(|e| ApiError::bad_request("invalid_date", format!("{field}: {e}")))
+}
+
+fn find_job(state: &ApiState, name: &str) -> ApiResult<Arc<Job>> {
+    state
+        .jobs
+        .iter()
+        .find(|j| j.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            let known: Vec<&str> = state.jobs.iter().map(|j| j.name.as_str()).collect();
+            ApiError::not_found(
+                "unknown_job",
+                format!("no job {name:?} (known: {})", known.join(", ")),
+            )
+        })
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint; see /openapi.json")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see /openapi.json",
+    )
+}
+
+pub async fn health(State(state): State<ApiState>) -> Response {
+    let h = state.health.read().await.clone();
+    let healthy = h.database.up() && h.kafka.up();
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "service": "batch-processing-api",
+        "timestamp": Utc::now(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "checks": { "database": h.database, "kafka": h.kafka },
+        "checked_at": h.checked_at,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+#[derive(Serialize)]
+struct JobView<'a> {
+    name: &'a str,
+    description: &'a str,
+    schedule: &'a str,
+    timezone: String,
+    interval: &'a str,
+    start_date: DateTime<Utc>,
+    max_active_runs: u32,
+    tasks: Vec<Value>,
+}
+
+pub async fn jobs(State(state): State<ApiState>) -> Json<Value> {
+    let jobs: Vec<JobView> = state
+        .jobs
+        .iter()
+        .map(|j| JobView {
+            name: &j.name,
+            description: &j.description,
+            schedule: &j.schedule_text,
+            timezone: j.timezone.to_string(),
+            interval: j.interval.as_str(),
+            start_date: j.start_date,
+            max_active_runs: j.max_active_runs,
+            tasks: j
+                .tasks
+                .iter()
+                .map(|t| json!({"id": t.id, "kind": t.kind, "depends_on": t.depends_on}))
+                .collect(),
+        })
+        .collect();
+    Json(json!({ "jobs": jobs }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct RunRow {
+    id: i64,
+    job: String,
+    run_type: String,
+    interval_start: DateTime<Utc>,
+    interval_end: DateTime<Utc>,
+    state: String,
+    attempts: i32,
+    worker: Option<String>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+}
+
+const RUN_COLUMNS: &str = "id, job, run_type, interval_start, interval_end, state, attempts, \
+     worker, created_at, started_at, finished_at, error";
+
+const RUN_STATES: [&str; 5] = ["queued", "running", "success", "failed", "skipped"];
+
+pub async fn job_runs(
+    State(state): State<ApiState>,
+    Path(job): Path<String>,
+    q: Result<Query<RunsQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let job = find_job(&state, &job)?;
+    if let Some(s) = &q.state {
+        if !RUN_STATES.contains(&s.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_state",
+                format!("state must be one of {}", RUN_STATES.join(", ")),
+            ));
+        }
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let runs: Vec<RunRow> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM job_runs WHERE job = $1 AND ($2::text IS NULL OR state = $2)
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(&job.name)
+    .bind(&q.state)
+    .bind(limit)
+    .fetch_all(&state.pools.data)
+    .await?;
+    Ok(Json(json!({ "job": job.name, "runs": runs })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    /// Any instant in the interval to run; default: the last complete one.
+    interval_start: Option<String>,
+}
+
+pub async fn trigger_run(
+    State(state): State<ApiState>,
+    Path(job): Path<String>,
+    body: Result<Json<TriggerBody>, JsonRejection>,
+) -> ApiResult<Response> {
+    let job = find_job(&state, &job)?;
+    // An empty body is a trigger for the last complete interval.
+    let body = match body {
+        Err(JsonRejection::MissingJsonContentType(_)) => TriggerBody::default(),
+        other => json_body(other)?,
+    };
+    let interval = match &body.interval_start {
+        Some(s) => job.interval.containing(instant("interval_start", s)?),
+        None => job.interval.last_complete(Utc::now()),
+    };
+    let id = executor::create_run(&state.pools.ledger, &job, interval, RunType::Manual)
+        .await?
+        .ok_or_else(|| ApiError::internal("the run was not created"))?;
+    if let Some(wake) = &state.wake {
+        wake.notify_one();
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "run_id": id,
+            "job": job.name,
+            "state": "queued",
+            "interval_start": interval.start,
+            "interval_end": interval.end,
+            "note": "a daemon (hxjobs daemon) claims and runs it",
+        })),
+    )
+        .into_response())
+}
+
+pub async fn run(
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = id_of(id)?;
+    let run: Option<RunRow> =
+        sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&state.pools.data)
+            .await?;
+    let run = run.ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))?;
+    #[derive(Serialize, sqlx::FromRow)]
+    struct TaskRow {
+        task: String,
+        kind: String,
+        state: String,
+        attempt: i32,
+        started_at: Option<DateTime<Utc>>,
+        finished_at: Option<DateTime<Utc>>,
+        duration_ms: Option<i64>,
+        error: Option<String>,
+    }
+    let tasks: Vec<TaskRow> = sqlx::query_as(
+        "SELECT task, kind, state, attempt, started_at, finished_at, duration_ms, error
+         FROM task_instances WHERE run_id = $1 ORDER BY started_at NULLS LAST, task",
+    )
+    .bind(id)
+    .fetch_all(&state.pools.data)
+    .await?;
+    Ok(Json(json!({ "run": run, "tasks": tasks })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillBody {
+    job: String,
+    from: String,
+    to: String,
+    #[serde(default)]
+    reprocess: Option<String>,
+    #[serde(default)]
+    parallel: Option<usize>,
+}
+
+pub async fn backfill(
+    State(state): State<ApiState>,
+    body: Result<Json<BackfillBody>, JsonRejection>,
+) -> ApiResult<Response> {
+    let body = json_body(body)?;
+    let job = find_job(&state, &body.job)?;
+    let (from, to) = (instant("from", &body.from)?, instant("to", &body.to)?);
+    if from >= to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "from must be before to",
+        ));
+    }
+    let reprocess = match body.reprocess.as_deref().unwrap_or("none") {
+        "none" => Reprocess::None,
+        "failed" => Reprocess::Failed,
+        "all" => Reprocess::All,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_reprocess",
+                format!("reprocess must be none, failed or all, not {other:?}"),
+            ))
+        }
+    };
+    let parallel = body.parallel.unwrap_or(2);
+    if !(1..=64).contains(&parallel) {
+        return Err(ApiError::bad_request(
+            "invalid_parallel",
+            "parallel must be 1 to 64",
+        ));
+    }
+    let spec = Spec {
+        from,
+        to,
+        parallel,
+        reprocess,
+    };
+    let plan = backfill::plan(&state.pools.ledger, &job, &spec)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_range", e.to_string()))?;
+    let (config, pools, stop) = (
+        state.config.clone(),
+        state.pools.clone(),
+        state.stop.clone(),
+    );
+    let worker = format!("api-backfill-{}", std::process::id());
+    let name = job.name.clone();
+    tokio::spawn(async move {
+        match backfill::run(config, &pools, job, spec, &worker, stop, |_| {}).await {
+            Ok(s) => {
+                tracing::info!(job = %name, succeeded = s.succeeded, failed = s.failed, "API backfill finished")
+            }
+            Err(e) => tracing::error!(job = %name, error = %e, "API backfill failed"),
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "job": body.job,
+            "from": from,
+            "to": to,
+            "intervals": plan.intervals,
+            "to_run": plan.to_run(),
+            "state": "started",
+            "runs": format!("/jobs/{}/runs", body.job),
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateBody {
+    report_type: String,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    period_start: Option<String>,
+}
+
+fn report_error(e: reports::Error) -> ApiError {
+    match e {
+        reports::Error::Definition(crate::reports::definition::Error::UnknownType(..)) => {
+            ApiError::bad_request("unknown_report_type", e.to_string())
+        }
+        reports::Error::Format(_) => ApiError::bad_request("invalid_format", e.to_string()),
+        reports::Error::Database(e) => e.into(),
+        other => ApiError::internal(other),
+    }
+}
+
+pub async fn generate_report(
+    State(state): State<ApiState>,
+    body: Result<Json<GenerateBody>, JsonRejection>,
+) -> ApiResult<Response> {
+    let body = json_body(body)?;
+    let format = Format::parse(body.format.as_deref().unwrap_or("pdf")).map_err(report_error)?;
+    let period_start = body
+        .period_start
+        .as_deref()
+        .map(|s| instant("period_start", s))
+        .transpose()?;
+    let record = reports::generate(
+        &state.config,
+        &state.pools.data,
+        &body.report_type,
+        format,
+        period_start,
+        Utc::now(),
+    )
+    .await
+    .map_err(report_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "report_id": record.id,
+            "status": record.status,
+            "report": record,
+            "download": format!("/reports/{}/download", record.id),
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsQuery {
+    #[serde(rename = "type")]
+    report_type: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn reports(
+    State(state): State<ApiState>,
+    q: Result<Query<ReportsQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let list = reports::list(&state.pools.data, q.report_type.as_deref(), limit)
+        .await
+        .map_err(report_error)?;
+    Ok(Json(json!({ "reports": list })))
+}
+
+async fn record(
+    state: &ApiState,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<reports::Record> {
+    let id = id_of(id)?;
+    reports::get(&state.pools.data, id)
+        .await
+        .map_err(report_error)?
+        .ok_or_else(|| ApiError::not_found("unknown_report", format!("no report {id}")))
+}
+
+pub async fn report(
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<reports::Record>> {
+    Ok(Json(record(&state, id).await?))
+}
+
+pub async fn download_report(
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let record = record(&state, id).await?;
+    if record.status != "done" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "report_not_ready",
+            format!("report {} is {}", record.id, record.status),
+        ));
+    }
+    let gone = || {
+        ApiError::new(
+            StatusCode::GONE,
+            "report_file_missing",
+            "the report's file is no longer there",
+        )
+    };
+    let path = reports::file_of(&state.config.reports.output_dir, &record).ok_or_else(gone)?;
+    let file = tokio::fs::File::open(&path).await.map_err(|_| gone())?;
+    let format = Format::parse(&record.format).unwrap_or(Format::Pdf);
+    let name = record.path.clone().unwrap_or_default();
+    let stream = tokio_util::io::ReaderStream::new(file);
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(format.content_type()),
+    );
+    if let Some(size) = record.size {
+        if let Ok(v) = header::HeaderValue::from_str(&size.to_string()) {
+            headers.insert(header::CONTENT_LENGTH, v);
+        }
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityQuery {
+    to: Option<String>,
+}
+
+pub async fn capacity(
+    State(state): State<ApiState>,
+    q: Result<Query<CapacityQuery>, QueryRejection>,
+) -> ApiResult<Json<crate::capacity::Analysis>> {
+    let q = query(q)?;
+    let to =
+        q.to.as_deref()
+            .map(|s| {
+                NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_date",
+                        format!("to: {s:?} is not a date like 2026-03-01"),
+                    )
+                })
+            })
+            .transpose()?;
+    Ok(Json(
+        crate::capacity::analyse(&state.pools.data, &state.config.capacity, to, Utc::now()).await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn retention(
+    State(state): State<ApiState>,
+    body: Result<Json<RetentionBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let body = json_body(body)?;
+    let cfg = &state.config.retention;
+    let plan = crate::retention::plan(&state.pools.data, cfg, Utc::now())
+        .await
+        .map_err(ApiError::internal)?;
+    let days: Vec<Value> = plan
+        .event_days
+        .iter()
+        .map(|(d, n)| json!({"day": d, "rows": n}))
+        .collect();
+    let classes: Vec<Value> = plan
+        .classes
+        .iter()
+        .map(|c| json!({"class": c.name, "cutoff": c.cutoff, "rows": c.rows}))
+        .collect();
+    let archived = if body.dry_run {
+        Vec::new()
+    } else {
+        crate::retention::apply(
+            &state.pools.data,
+            &cfg.archive_dir,
+            &state.config.reports.output_dir,
+            &plan,
+        )
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|a| json!({"day": a.day, "rows": a.rows, "bytes": a.bytes, "path": a.path}))
+        .collect()
+    };
+    Ok(Json(json!({
+        "dry_run": body.dry_run,
+        "event_days": days,
+        "classes": classes,
+        "archived": archived,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollupsQuery {
+    grain: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    event_type: Option<String>,
+    source: Option<String>,
+    subject: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct RollupRow {
+    grain: String,
+    bucket_start: DateTime<Utc>,
+    event_type: String,
+    source: String,
+    subject: String,
+    event_count: i64,
+    error_count: i64,
+    latency_avg_ms: Option<f64>,
+    latency_max_ms: Option<f64>,
+    latency_p50_ms: Option<f64>,
+    latency_p95_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_usd: f64,
+    rating_avg: Option<f64>,
+    rating_count: i64,
+    value_sum: f64,
+    value_min: Option<f64>,
+    value_max: Option<f64>,
+    distinct_users: i64,
+}
+
+pub async fn rollups(
+    State(state): State<ApiState>,
+    q: Result<Query<RollupsQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let grain = q.grain.as_deref().unwrap_or("hour");
+    if !matches!(grain, "hour" | "day" | "week" | "month") {
+        return Err(ApiError::bad_request(
+            "invalid_grain",
+            "grain must be hour, day, week or month",
+        ));
+    }
+    let now = Utc::now();
+    let to =
+        q.to.as_deref()
+            .map(|s| instant("to", s))
+            .transpose()?
+            .unwrap_or(now);
+    let from = match q.from.as_deref() {
+        Some(s) => instant("from", s)?,
+        None => to - chrono::TimeDelta::days(1),
+    };
+    if from > to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "from must not be after to",
+        ));
+    }
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 10000",
+        ));
+    }
+    let rows: Vec<RollupRow> = sqlx::query_as(
+        "SELECT grain, bucket_start, event_type, source, subject, event_count, error_count,
+                latency_avg_ms, latency_max_ms, latency_p50_ms, latency_p95_ms, latency_p99_ms,
+                prompt_tokens, completion_tokens, cost_usd, rating_avg, rating_count, value_sum,
+                value_min, value_max, distinct_users
+         FROM rollups
+         WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3
+           AND ($4::text IS NULL OR event_type = $4) AND ($5::text IS NULL OR source = $5)
+           AND ($6::text IS NULL OR subject = $6)
+         ORDER BY bucket_start, event_type, source, subject LIMIT $7",
+    )
+    .bind(grain)
+    .bind(from)
+    .bind(to)
+    .bind(&q.event_type)
+    .bind(&q.source)
+    .bind(&q.subject)
+    .bind(limit)
+    .fetch_all(&state.pools.data)
+    .await?;
+    Ok(Json(json!({
+        "grain": grain,
+        "from": from,
+        "to": to,
+        "rows": rows,
+    })))
+}
+
+fn live(state: &ApiState) -> ApiResult<&Arc<crate::live::LiveStats>> {
+    state.live.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "live_stats_disabled",
+            "live stats are off (live_stats.enabled = false)",
+        )
+    })
+}
+
+pub async fn stats(State(state): State<ApiState>) -> ApiResult<Response> {
+    let live = live(&state)?;
+    let body = live.snapshot_json();
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        body.as_ref().clone(),
+    )
+        .into_response())
+}
+
+pub async fn stats_stream(
+    State(state): State<ApiState>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let live = live(&state)?.clone();
+    let stream = futures::stream::unfold(live, |live| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let data = live.snapshot_json();
+        let event = Event::default()
+            .event("stats")
+            .data(String::from_utf8_lossy(data.as_ref()));
+        Some((Ok(event), live))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    crate::metrics::refresh(&state.pools.data, &state.config).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
+    )
+        .into_response()
+}

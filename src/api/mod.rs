@@ -1,0 +1,341 @@
+//! The REST API (axum), `0.0.0.0:9101` by default. Every error is JSON
+//! `{"error": <stable code>, "message": <text>}`; mutating endpoints need
+//! `Authorization: Bearer <api.token>`, or, without a token, an API that
+//! listens on loopback only.
+
+mod handlers;
+pub mod openapi;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::RwLock;
+
+use crate::config::Config;
+use crate::dag::Job;
+use crate::db::Pools;
+use crate::live::LiveStats;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub pools: Pools,
+    pub jobs: Arc<Vec<Arc<Job>>>,
+    pub health: Arc<RwLock<Health>>,
+    pub live: Option<Arc<LiveStats>>,
+    /// Set on shutdown: backfills started through the API stop.
+    pub stop: Arc<AtomicBool>,
+    /// Wakes a scheduler in the same process when a run was queued.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// An error as every endpoint reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "API request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            message: &'a str,
+        }
+        let body = Json(Body {
+            error: self.code,
+            message: &self.message,
+        });
+        (self.status, body).into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            crate::db::describe(&e),
+        )
+    }
+}
+
+/// Dependency checks, refreshed in the background so `/health` never waits on them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub database: Check,
+    pub kafka: Check,
+    pub checked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub status: &'static str,
+    pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Check {
+    fn unknown() -> Check {
+        Check {
+            status: "unknown",
+            latency_ms: None,
+            detail: Some("not checked yet".into()),
+        }
+    }
+
+    fn of(started: Instant, outcome: Result<(), String>) -> Check {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match outcome {
+            Ok(()) => Check {
+                status: "up",
+                latency_ms: Some((ms * 100.0).round() / 100.0),
+                detail: None,
+            },
+            Err(e) => Check {
+                status: "down",
+                latency_ms: None,
+                detail: Some(e),
+            },
+        }
+    }
+
+    pub fn up(&self) -> bool {
+        self.status == "up"
+    }
+}
+
+/// Whether `host` only accepts connections from this machine.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// Refuses mutating requests without the configured bearer token (or,
+/// with none configured, unless the API listens on loopback only).
+async fn authorize(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mutating = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if mutating {
+        match &state.config.api.token {
+            Some(token) => {
+                let given = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+                if !ok {
+                    return ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "this endpoint needs Authorization: Bearer <HXJOBS_API_TOKEN>",
+                    )
+                    .into_response();
+                }
+            }
+            None if !is_loopback(&state.config.api.host) => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "no API token is configured (HXJOBS_API_TOKEN) and the API listens on {}, not on loopback only; mutating endpoints are refused",
+                        state.config.api.host
+                    ),
+                )
+                .into_response();
+            }
+            None => {}
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Counts requests per route and status.
+async fn count_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("hxjobs_api_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("hxjobs_api_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+pub fn router(state: ApiState) -> Router {
+    let limit = state.config.api.max_body_bytes;
+    Router::new()
+        .route("/health", get(handlers::health))
+        .route("/jobs", get(handlers::jobs))
+        .route(
+            "/jobs/{job}/runs",
+            get(handlers::job_runs).post(handlers::trigger_run),
+        )
+        .route("/backfill", post(handlers::backfill))
+        .route("/runs/{id}", get(handlers::run))
+        .route("/reports/generate", post(handlers::generate_report))
+        .route("/reports", get(handlers::reports))
+        .route("/reports/{id}", get(handlers::report))
+        .route("/reports/{id}/download", get(handlers::download_report))
+        .route("/capacity/analysis", get(handlers::capacity))
+        .route("/retention/cleanup", post(handlers::retention))
+        .route("/rollups", get(handlers::rollups))
+        .route("/stats", get(handlers::stats))
+        .route("/stats/stream", get(handlers::stats_stream))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(handlers::openapi))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
+        .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Refreshes the dependency checks every `every` until `stop`.
+pub fn spawn_health_checks(state: &ApiState, every: Duration) {
+    let (config, pool, health, stop) = (
+        state.config.clone(),
+        state.pools.data.clone(),
+        state.health.clone(),
+        state.stop.clone(),
+    );
+    tokio::spawn(async move {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = Instant::now();
+            let db = tokio::time::timeout(
+                Duration::from_secs(3),
+                sqlx::query("SELECT 1").execute(&pool),
+            )
+            .await
+            .map_err(|_| "no answer within 3 s".to_string())
+            .and_then(|r| r.map(|_| ()).map_err(|e| crate::db::describe(&e)));
+            let database = Check::of(started, db);
+            let started = Instant::now();
+            let kafka = crate::kafka::ensure_reachable(&config.kafka)
+                .await
+                .map_err(|e| e.to_string());
+            let kafka = Check::of(started, kafka);
+            *health.write().await = Health {
+                database,
+                kafka,
+                checked_at: Some(Utc::now()),
+            };
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+impl ApiState {
+    pub fn new(
+        config: Arc<Config>,
+        pools: Pools,
+        jobs: Vec<Job>,
+        live: Option<Arc<LiveStats>>,
+        stop: Arc<AtomicBool>,
+    ) -> ApiState {
+        ApiState {
+            config,
+            pools,
+            jobs: Arc::new(jobs.into_iter().map(Arc::new).collect()),
+            health: Arc::new(RwLock::new(Health {
+                database: Check::unknown(),
+                kafka: Check::unknown(),
+                checked_at: None,
+            })),
+            live,
+            stop,
+            wake: None,
+        }
+    }
+}
+
+/// Serves the API on the configured address until `stop` turns true.
+pub async fn serve(state: ApiState) -> anyhow::Result<()> {
+    let addr = format!("{}:{}", state.config.api.host, state.config.api.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let local: SocketAddr = listener.local_addr()?;
+    tracing::info!(address = %local, "API listening");
+    if state.config.api.token.is_none() && !is_loopback(&state.config.api.host) {
+        tracing::warn!(
+            "no API token configured (HXJOBS_API_TOKEN): mutating endpoints are refused"
+        );
+    }
+    crate::metrics::install();
+    spawn_health_checks(&state, Duration::from_secs(2));
+    let stop = state.stop.clone();
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await?;
+    Ok(())
+}

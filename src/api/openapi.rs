@@ -1,0 +1,157 @@
+//! `/openapi.json`, built with utoipa from the table of endpoints.
+
+use std::sync::OnceLock;
+
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::{InfoBuilder, OpenApiBuilder, PathsBuilder, Required, ResponseBuilder};
+
+/// (method, path, summary, query parameters).
+pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "GET",
+        "/health",
+        "Service health with database and broker checks (503 when one is down)",
+        &[],
+    ),
+    ("GET", "/jobs", "Job definitions", &[]),
+    (
+        "GET",
+        "/jobs/{job}/runs",
+        "A job's runs, newest first",
+        &["state", "limit"],
+    ),
+    (
+        "POST",
+        "/jobs/{job}/runs",
+        "Queue a manual run; body {\"interval_start\": optional}",
+        &[],
+    ),
+    (
+        "POST",
+        "/backfill",
+        "Start a backfill; body {\"job\", \"from\", \"to\", \"reprocess\", \"parallel\"}",
+        &[],
+    ),
+    ("GET", "/runs/{id}", "A run with its task instances", &[]),
+    (
+        "POST",
+        "/reports/generate",
+        "Generate a report; body {\"report_type\", \"format\", \"period_start\"}",
+        &[],
+    ),
+    (
+        "GET",
+        "/reports",
+        "Generated reports, newest first",
+        &["type", "limit"],
+    ),
+    ("GET", "/reports/{id}", "One report's record", &[]),
+    (
+        "GET",
+        "/reports/{id}/download",
+        "The report's file (PDF, JSON or CSV)",
+        &[],
+    ),
+    (
+        "GET",
+        "/capacity/analysis",
+        "Daily peak and p95 events/s, trend and forecast",
+        &["to"],
+    ),
+    (
+        "POST",
+        "/retention/cleanup",
+        "Apply retention; body {\"dry_run\": true} only reports",
+        &[],
+    ),
+    (
+        "GET",
+        "/rollups",
+        "Rollup rows",
+        &[
+            "grain",
+            "from",
+            "to",
+            "event_type",
+            "source",
+            "subject",
+            "limit",
+        ],
+    ),
+    (
+        "GET",
+        "/stats",
+        "Live stats: 1, 5 and 15-minute windows per topic and per model",
+        &[],
+    ),
+    (
+        "GET",
+        "/stats/stream",
+        "Live stats as Server-Sent Events, one per second",
+        &[],
+    ),
+    ("GET", "/metrics", "Prometheus metrics", &[]),
+    ("GET", "/openapi.json", "This document", &[]),
+];
+
+/// The OpenAPI document, built once.
+pub fn document() -> String {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(build).clone()
+}
+
+fn build() -> String {
+    let mut paths = PathsBuilder::new();
+    for (method, path, summary, query) in ENDPOINTS {
+        let mut op = OperationBuilder::new()
+            .summary(Some(*summary))
+            .response("200", ResponseBuilder::new().description("success"))
+            .response(
+                "4XX",
+                ResponseBuilder::new().description("{\"error\": code, \"message\": text}"),
+            );
+        if *method == "POST" {
+            op = op
+                .description(Some(
+                    "Needs Authorization: Bearer <HXJOBS_API_TOKEN> (or an API on loopback only without a token).",
+                ))
+                .response("401", ResponseBuilder::new().description("missing or wrong token"));
+        }
+        for segment in path.split('/') {
+            if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                op = op.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True),
+                );
+            }
+        }
+        for name in *query {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(*name)
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False),
+            );
+        }
+        let method = if *method == "POST" {
+            HttpMethod::Post
+        } else {
+            HttpMethod::Get
+        };
+        paths = paths.path(*path, PathItem::new(method, op));
+    }
+    let doc = OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("hxjobs batch-processing API")
+                .version(env!("CARGO_PKG_VERSION")),
+        )
+        .paths(paths)
+        .build();
+    doc.to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

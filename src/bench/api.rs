@@ -1,0 +1,166 @@
+//! `hxjobs bench api`: the real router (`/health`, `/stats`) served on
+//! loopback in this process, loaded with wrk; baseline in the same run: a
+//! bare axum handler returning a constant, on the same runtime.
+
+use std::fmt;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::db::{self, Pools};
+use crate::live::LiveStats;
+
+#[derive(Debug, Clone)]
+pub struct ApiBench {
+    pub connections: u32,
+    pub secs: u32,
+    /// (path, requests/s, p50 ms, p99 ms, non-2xx).
+    pub results: Vec<(String, f64, f64, f64, u64)>,
+}
+
+impl fmt::Display for ApiBench {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "hxjobs bench api: wrk, {} connections, {} s per endpoint, loopback",
+            self.connections, self.secs
+        )?;
+        let base = self.results.first().map(|r| r.1).unwrap_or(1.0);
+        for (path, rps, p50, p99, bad) in &self.results {
+            let target = if path.starts_with("baseline") {
+                String::new()
+            } else {
+                format!(
+                    "  (target >= 10000 req/s and p99 <= 10 ms: {})",
+                    if *rps >= 10_000.0 && *p99 <= 10.0 && *bad == 0 {
+                        "met"
+                    } else {
+                        "NOT met"
+                    }
+                )
+            };
+            writeln!(
+                f,
+                "  {path:<28} {rps:>9.0} req/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  non-2xx {bad}  ({:.2} of baseline){target}",
+                rps / base
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// wrk's latency figure (`123.45us`, `1.20ms`, `2.00s`) in milliseconds.
+fn millis(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, scale) = if let Some(v) = s.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * scale)
+}
+
+fn wrk(url: &str, connections: u32, secs: u32) -> anyhow::Result<(f64, f64, f64, u64)> {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .map_err(|e| anyhow::anyhow!("wrk is needed (apt-get install wrk): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix).map(|r| r.trim().to_string()))
+    };
+    let rps = field("Requests/sec:")
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no Requests/sec in wrk's output:\n{text}"))?;
+    let p50 = field("50%").and_then(|v| millis(&v)).unwrap_or(f64::NAN);
+    let p99 = field("99%").and_then(|v| millis(&v)).unwrap_or(f64::NAN);
+    let bad = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok((rps, p50, p99, bad))
+}
+
+pub async fn api(config: &Config, connections: u32, secs: u32) -> anyhow::Result<ApiBench> {
+    let pool = db::connect_and_migrate(&config.database).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = LiveStats::new("bench", config.live_stats.max_models);
+    // Some traffic in the windows, so /stats has topics and models to report.
+    let now = chrono::Utc::now();
+    let spec = crate::demo::DemoSpec {
+        events: 20_000,
+        from: now - chrono::TimeDelta::minutes(10),
+        to: now,
+        bad_ratio: 0.0,
+        duplicate_ratio: 0.0,
+        seed: 3,
+        max_event_bytes: config.ingest.max_event_bytes,
+    };
+    for r in crate::demo::Generator::new(spec).map_err(anyhow::Error::msg)? {
+        if let Some(Ok(e)) = r.payload.map(|p| crate::events::parse(Some(&p), 1 << 20)) {
+            live.record(r.event_type.as_str(), &e, 1.0);
+        }
+    }
+    live.refresh();
+    let jobs = crate::dag::job::load(&config.jobs.dir).map_err(anyhow::Error::msg)?;
+    let state = ApiState::new(
+        Arc::new(config.clone()),
+        Pools::new(pool),
+        jobs,
+        Some(live),
+        stop.clone(),
+    );
+    api::spawn_health_checks(&state, Duration::from_secs(2));
+    let app = api::router(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let bare = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let bare_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bare_port = bare_listener.local_addr()?.port();
+    let bare_server = tokio::spawn(async move { axum::serve(bare_listener, bare).await });
+    // Let the first health check finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut results = Vec::new();
+    for (name, url) in [
+        (
+            "baseline: bare axum GET /".to_string(),
+            format!("http://127.0.0.1:{bare_port}/"),
+        ),
+        (
+            "GET /health".to_string(),
+            format!("http://127.0.0.1:{port}/health"),
+        ),
+        (
+            "GET /stats".to_string(),
+            format!("http://127.0.0.1:{port}/stats"),
+        ),
+    ] {
+        let (rps, p50, p99, bad) =
+            tokio::task::spawn_blocking(move || wrk(&url, connections, secs)).await??;
+        results.push((name, rps, p50, p99, bad));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.abort();
+    bare_server.abort();
+    Ok(ApiBench {
+        connections,
+        secs,
+        results,
+    })
+}

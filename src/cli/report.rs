@@ -1,0 +1,116 @@
+//! `hxjobs report generate|list` and `hxjobs capacity`.
+
+use std::path::PathBuf;
+
+use chrono::{NaiveDate, Utc};
+use clap::{Args, Subcommand};
+
+use super::{CliResult, Failure};
+use crate::config::Config;
+use crate::reports::{self, Format};
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Render a report from the rollups, record it in `reports` and print where it is.
+    Generate(GenerateArgs),
+    /// Recorded reports, newest first.
+    List {
+        #[arg(long = "type")]
+        report_type: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Report type: a definition in reports.definitions_dir, e.g. weekly_summary.
+    #[arg(long = "type")]
+    pub report_type: String,
+    /// Any instant in the period (e.g. 2026-03-02); default: the last complete period.
+    #[arg(long, value_parser = crate::time::parse_instant)]
+    pub period_start: Option<chrono::DateTime<Utc>>,
+    /// pdf, json or csv.
+    #[arg(long, default_value = "pdf")]
+    pub format: String,
+    /// Also copy the file here.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CapacityArgs {
+    /// The day after the last analysed day (default: today, UTC).
+    #[arg(long)]
+    pub to: Option<NaiveDate>,
+}
+
+fn usage(message: String) -> Failure {
+    Failure { code: 2, message }
+}
+
+pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
+    let pool = crate::db::connect_and_migrate(&config.database).await?;
+    match command {
+        ReportCommand::Generate(args) => {
+            let format = Format::parse(&args.format).map_err(|e| usage(e.to_string()))?;
+            let record = reports::generate(
+                config,
+                &pool,
+                &args.report_type,
+                format,
+                args.period_start,
+                Utc::now(),
+            )
+            .await
+            .map_err(|e| match e {
+                reports::Error::Definition(_) => usage(e.to_string()),
+                other => other.into(),
+            })?;
+            let file = config
+                .reports
+                .output_dir
+                .join(record.path.as_deref().unwrap_or_default());
+            println!(
+                "report {} ({}, {} to {}, {} bytes, sha256 {})",
+                record.id,
+                record.report_type,
+                record.period_start.format("%Y-%m-%d"),
+                record.period_end.format("%Y-%m-%d"),
+                record.size.unwrap_or(0),
+                record.sha256.as_deref().unwrap_or("-")
+            );
+            println!("{}", file.display());
+            if let Some(out) = args.output {
+                std::fs::copy(&file, &out)
+                    .map_err(|e| format!("copying to {}: {e}", out.display()))?;
+                println!("{}", out.display());
+            }
+            Ok(())
+        }
+        ReportCommand::List { report_type, limit } => {
+            for r in reports::list(&pool, report_type.as_deref(), limit.clamp(1, 10_000)).await? {
+                println!(
+                    "{:>6}  {:<32} {}  {:<4} {:<7} {}",
+                    r.id,
+                    r.report_type,
+                    r.period_start.format("%Y-%m-%d"),
+                    r.format,
+                    r.status,
+                    r.path.or(r.error).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn capacity(config: &Config, args: CapacityArgs) -> CliResult {
+    let pool = crate::db::connect_and_migrate(&config.database).await?;
+    let analysis = crate::capacity::analyse(&pool, &config.capacity, args.to, Utc::now()).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&analysis).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Report definitions: one TOML file per report type in
+//! `reports.definitions_dir`, read at generation time so an operator can
+//! change a report's sections without rebuilding hxjobs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::dag::Grain;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub title: String,
+    /// The period one report covers: `day`, `week` or `month`.
+    pub period: String,
+    /// The grain of chart points inside the period: `hour` or `day`.
+    pub series: String,
+    pub sections: Vec<SectionDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectionDef {
+    pub kind: SectionKind,
+    pub title: String,
+    /// For `chart`: what is drawn.
+    #[serde(default)]
+    pub metric: Option<Metric>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SectionKind {
+    /// Requests, error rate, latency percentiles, tokens, cost,
+    /// satisfaction, distinct users, with the change against the previous period.
+    Kpis,
+    ByModel,
+    BySource,
+    ErrorsByType,
+    Chart,
+    /// Daily peak and p95 events/s, trend and forecast (see `capacity`).
+    Capacity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Requests per series point (line).
+    Requests,
+    /// p95 latency per series point (line).
+    P95Latency,
+    /// Error events by error type over the period (bars).
+    ErrorsByType,
+    /// Cost by model over the period (bars).
+    CostByModel,
+    /// Daily peak events/s over the capacity window (line).
+    PeakEventsPerSec,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown report type {0:?}: expected one of {1}")]
+    UnknownType(String, String),
+    #[error("{path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+}
+
+/// Report type names: lower-case letters, digits and `_`, so a type can
+/// never name a path outside the definitions directory.
+pub fn valid_type(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The report types defined in `dir`, sorted.
+pub fn types(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let stem = name.strip_suffix(".toml")?.to_string();
+            valid_type(&stem).then_some(stem)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Loads and checks the definition of `report_type`.
+pub fn load(dir: &Path, report_type: &str) -> Result<Definition, Error> {
+    let unknown = || Error::UnknownType(report_type.to_string(), types(dir).join(", "));
+    if !valid_type(report_type) {
+        return Err(unknown());
+    }
+    let path = dir.join(format!("{report_type}.toml"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
+        Err(e) => {
+            return Err(Error::Invalid {
+                path,
+                detail: e.to_string(),
+            })
+        }
+    };
+    let invalid = |detail: String| Error::Invalid {
+        path: path.clone(),
+        detail,
+    };
+    let def: Definition = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    def.period_grain().map_err(invalid)?;
+    def.series_grain().map_err(invalid)?;
+    for s in &def.sections {
+        if s.kind == SectionKind::Chart && s.metric.is_none() {
+            return Err(invalid(format!("chart {:?} needs a metric", s.title)));
+        }
+    }
+    Ok(def)
+}
+
+impl Definition {
+    pub fn period_grain(&self) -> Result<Grain, String> {
+        match self.period.as_str() {
+            "day" => Ok(Grain::Day),
+            "week" => Ok(Grain::Week),
+            "month" => Ok(Grain::Month),
+            other => Err(format!("period must be day, week or month, not {other:?}")),
+        }
+    }
+
+    pub fn series_grain(&self) -> Result<Grain, String> {
+        match self.series.as_str() {
+            "hour" => Ok(Grain::Hour),
+            "day" => Ok(Grain::Day),
+            other => Err(format!("series must be hour or day, not {other:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_definitions_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports");
+        let found = types(&dir);
+        for t in [
+            "capacity_analysis",
+            "daily_summary",
+            "monthly_business_intelligence",
+            "weekly_summary",
+        ] {
+            assert!(found.iter().any(|f| f == t), "{t} in {found:?}");
+            load(&dir, t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+    }
+
+    #[test]
+    fn names_cannot_leave_the_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports");
+        for bad in ["../Cargo", "weekly_summary/..", "", "Weekly", "a.b"] {
+            assert!(
+                matches!(load(&dir, bad), Err(Error::UnknownType(..))),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! PDF rendering with printpdf: A4 pages, the PDF base fonts (Helvetica),
+//! so all text is real, extractable text; tables and charts (axes, ticks,
+//! labels, lines and bars) as vector graphics.
+
+use printpdf::{
+    BuiltinFont, Color, Line, LinePoint, Mm, Op, PaintMode, PdfDocument, PdfFontHandle, PdfPage,
+    PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem,
+};
+
+use super::{Cell, ChartStyle, Error, Report, Section};
+
+const PAGE_W: f32 = 595.28;
+const PAGE_H: f32 = 841.89;
+const MARGIN: f32 = 50.0;
+const ROW_H: f32 = 14.0;
+const CHART_H: f32 = 150.0;
+
+pub fn render(report: &Report) -> Result<Vec<u8>, Error> {
+    let mut w = Writer::new();
+    w.text(MARGIN, w.y, 20.0, true, &report.title);
+    w.y -= 26.0;
+    let day = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M").to_string();
+    for line in [
+        format!(
+            "Period: {} to {} UTC",
+            day(report.period_start),
+            day(report.period_end)
+        ),
+        format!(
+            "Compared with the previous period from {} UTC",
+            day(report.previous_start)
+        ),
+        format!(
+            "Generated: {} UTC by hxjobs",
+            report.generated_at.format("%Y-%m-%d %H:%M:%S")
+        ),
+    ] {
+        w.text(MARGIN, w.y, 10.0, false, &line);
+        w.y -= ROW_H;
+    }
+    w.y -= 10.0;
+    for s in &report.sections {
+        match s {
+            Section::Table {
+                title,
+                columns,
+                rows,
+            } => w.table(title, columns, rows),
+            Section::Chart {
+                title,
+                style,
+                labels,
+                values,
+            } => w.chart(title, *style, labels, values),
+        }
+    }
+    let pages = w.finish();
+    let mut doc = PdfDocument::new(&report.title);
+    let mut warnings = Vec::new();
+    Ok(doc
+        .with_pages(pages)
+        .save(&PdfSaveOptions::default(), &mut warnings))
+}
+
+struct Writer {
+    pages: Vec<PdfPage>,
+    ops: Vec<Op>,
+    y: f32,
+}
+
+fn rgb(r: f32, g: f32, b: f32) -> Color {
+    Color::Rgb(Rgb {
+        r,
+        g,
+        b,
+        icc_profile: None,
+    })
+}
+
+fn point(x: f32, y: f32) -> LinePoint {
+    LinePoint {
+        p: Point { x: Pt(x), y: Pt(y) },
+        bezier: false,
+    }
+}
+
+/// The base fonts carry WinAnsi text: anything else becomes `?`.
+fn ascii(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Helvetica's width, roughly: enough to right-align numbers.
+fn width(s: &str, size: f32) -> f32 {
+    s.chars().count() as f32 * size * 0.55
+}
+
+/// A round axis maximum at or above `v`: 1, 2 or 5 × 10^k.
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|m| *m >= v)
+        .unwrap_or(10.0 * p)
+}
+
+fn tick_label(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+impl Writer {
+    fn new() -> Writer {
+        Writer {
+            pages: Vec::new(),
+            ops: Vec::new(),
+            y: PAGE_H - MARGIN,
+        }
+    }
+
+    fn new_page(&mut self) {
+        let n = self.pages.len() + 1;
+        self.text(
+            MARGIN,
+            25.0,
+            8.0,
+            false,
+            &format!("hxjobs report - page {n}"),
+        );
+        let ops = std::mem::take(&mut self.ops);
+        self.pages.push(PdfPage::new(Mm(210.0), Mm(297.0), ops));
+        self.y = PAGE_H - MARGIN;
+    }
+
+    /// Starts a new page unless `h` points fit above the bottom margin.
+    fn room(&mut self, h: f32) {
+        if self.y - h < MARGIN {
+            self.new_page();
+        }
+    }
+
+    fn finish(mut self) -> Vec<PdfPage> {
+        self.new_page();
+        self.pages
+    }
+
+    fn text(&mut self, x: f32, y: f32, size: f32, bold: bool, s: &str) {
+        let font = if bold {
+            BuiltinFont::HelveticaBold
+        } else {
+            BuiltinFont::Helvetica
+        };
+        self.ops.extend([
+            Op::SetFillColor {
+                col: rgb(0.0, 0.0, 0.0),
+            },
+            Op::StartTextSection,
+            Op::SetFont {
+                font: PdfFontHandle::Builtin(font),
+                size: Pt(size),
+            },
+            Op::SetTextCursor {
+                pos: Point { x: Pt(x), y: Pt(y) },
+            },
+            Op::ShowText {
+                items: vec![TextItem::Text(ascii(s))],
+            },
+            Op::EndTextSection,
+        ]);
+    }
+
+    fn line(&mut self, points: Vec<LinePoint>, thickness: f32, color: Color) {
+        self.ops.extend([
+            Op::SetOutlineColor { col: color },
+            Op::SetOutlineThickness { pt: Pt(thickness) },
+            Op::DrawLine {
+                line: Line {
+                    points,
+                    is_closed: false,
+                },
+            },
+        ]);
+    }
+
+    fn bar(&mut self, x: f32, y: f32, w: f32, h: f32, color: Color) {
+        let mut polygon = Rect::from_xywh(Pt(x), Pt(y), Pt(w), Pt(h)).to_polygon();
+        polygon.mode = PaintMode::Fill;
+        self.ops
+            .extend([Op::SetFillColor { col: color }, Op::DrawPolygon { polygon }]);
+    }
+
+    fn heading(&mut self, title: &str) {
+        self.room(3.0 * ROW_H);
+        self.text(MARGIN, self.y, 13.0, true, title);
+        self.y -= ROW_H + 4.0;
+    }
+
+    fn table(&mut self, title: &str, columns: &[String], rows: &[Vec<Cell>]) {
+        self.heading(title);
+        let content = PAGE_W - 2.0 * MARGIN;
+        let first = if columns.len() <= 2 {
+            content * 0.5
+        } else {
+            content * 0.34
+        };
+        let rest = (content - first) / (columns.len().saturating_sub(1).max(1)) as f32;
+        let cell_right = |i: usize| MARGIN + first + rest * i as f32;
+        let header = |w: &mut Writer| {
+            for (i, c) in columns.iter().enumerate() {
+                if i == 0 {
+                    w.text(MARGIN, w.y, 9.0, true, c);
+                } else {
+                    let x = cell_right(i) - width(c, 9.0);
+                    w.text(x, w.y, 9.0, true, c);
+                }
+            }
+            let y = w.y - 4.0;
+            w.line(
+                vec![point(MARGIN, y), point(PAGE_W - MARGIN, y)],
+                0.6,
+                rgb(0.3, 0.3, 0.3),
+            );
+            w.y -= ROW_H + 2.0;
+        };
+        header(self);
+        if rows.is_empty() {
+            self.text(MARGIN, self.y, 9.0, false, "(no data for this period)");
+            self.y -= ROW_H;
+        }
+        for row in rows {
+            if self.y - ROW_H < MARGIN {
+                self.new_page();
+                header(self);
+            }
+            for (i, cell) in row.iter().enumerate() {
+                let s = cell.to_string();
+                if i == 0 {
+                    self.text(MARGIN, self.y, 9.0, false, &s);
+                } else {
+                    let x = cell_right(i) - width(&s, 9.0);
+                    self.text(x, self.y, 9.0, false, &s);
+                }
+            }
+            self.y -= ROW_H;
+        }
+        self.y -= 12.0;
+    }
+
+    fn chart(&mut self, title: &str, style: ChartStyle, labels: &[String], values: &[f64]) {
+        self.room(CHART_H + 3.0 * ROW_H + 30.0);
+        self.heading(title);
+        let (left, right) = (MARGIN + 45.0, PAGE_W - MARGIN);
+        let top = self.y - 4.0;
+        let bottom = top - CHART_H;
+        let max = nice_max(values.iter().copied().fold(0.0, f64::max));
+        let grey = rgb(0.45, 0.45, 0.45);
+        // Axes.
+        self.line(
+            vec![point(left, top), point(left, bottom), point(right, bottom)],
+            0.8,
+            grey.clone(),
+        );
+        // Y ticks and grid.
+        for k in 0..=4 {
+            let v = max * f64::from(k) / 4.0;
+            let y = bottom + CHART_H * k as f32 / 4.0;
+            self.line(
+                vec![point(left - 4.0, y), point(left, y)],
+                0.6,
+                grey.clone(),
+            );
+            if k > 0 {
+                self.line(
+                    vec![point(left, y), point(right, y)],
+                    0.2,
+                    rgb(0.85, 0.85, 0.85),
+                );
+            }
+            let label = tick_label(v);
+            self.text(left - 7.0 - width(&label, 7.0), y - 2.5, 7.0, false, &label);
+        }
+        let n = values.len().max(1);
+        let step = (right - left) / n as f32;
+        let y_of = |v: f64| bottom + (v / max) as f32 * CHART_H;
+        // X ticks and labels, at most about 12.
+        let every = n.div_ceil(12).max(1);
+        for (i, l) in labels.iter().enumerate() {
+            let x = left + step * (i as f32 + 0.5);
+            self.line(
+                vec![point(x, bottom), point(x, bottom - 3.0)],
+                0.6,
+                grey.clone(),
+            );
+            if i % every == 0 {
+                let shown: String = l.chars().take(14).collect();
+                self.text(
+                    x - width(&shown, 7.0) / 2.0,
+                    bottom - 12.0,
+                    7.0,
+                    false,
+                    &shown,
+                );
+            }
+        }
+        let blue = rgb(0.16, 0.38, 0.71);
+        match style {
+            ChartStyle::Line => {
+                let pts: Vec<LinePoint> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| point(left + step * (i as f32 + 0.5), y_of(*v)))
+                    .collect();
+                if pts.len() > 1 {
+                    self.line(pts, 1.4, blue);
+                } else if let Some(p) = pts.first() {
+                    self.bar(p.p.x.0 - 2.0, p.p.y.0 - 2.0, 4.0, 4.0, blue);
+                }
+            }
+            ChartStyle::Bar => {
+                for (i, v) in values.iter().enumerate() {
+                    let x = left + step * i as f32 + step * 0.15;
+                    let h = (y_of(*v) - bottom).max(0.0);
+                    self.bar(x, bottom, step * 0.7, h, blue.clone());
+                    let s = tick_label(*v);
+                    self.text(x, bottom + h + 3.0, 7.0, false, &s);
+                }
+            }
+        }
+        if values.is_empty() {
+            self.text(
+                left + 10.0,
+                bottom + CHART_H / 2.0,
+                9.0,
+                false,
+                "(no data for this period)",
+            );
+        }
+        self.y = bottom - 30.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_maxima_are_round() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(7.0), 10.0);
+        assert_eq!(nice_max(120.0), 200.0);
+        assert_eq!(nice_max(4_100.0), 5_000.0);
+        assert_eq!(tick_label(25_000.0), "25k");
+    }
+}

@@ -1,0 +1,532 @@
+//! The REST API against a real running `hxjobs serve`: every endpoint, the
+//! error cases and the auth rules; live stats over a produced burst.
+
+use std::process::{Child, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hxjobs::demo::{DemoRecord, RecordKind};
+use hxjobs::events::EventType;
+use serde_json::{json, Value};
+
+use crate::common::{ts, TestEnv};
+use crate::http::{read_prefix, request, Reply};
+
+const TOKEN: &str = "test-token-0f3a";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(env: &TestEnv, out: &std::path::Path) -> Server {
+    let port = free_port();
+    let cfg = env.config_file(&format!(
+        "[api]\nhost = \"127.0.0.1\"\nport = {port}\nmax_body_bytes = 4096\n[reports]\noutput_dir = \"{}\"\n",
+        out.display()
+    ));
+    let child = env
+        .command()
+        .arg("--config")
+        .arg(cfg)
+        .arg("serve")
+        .env("HXJOBS_API_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hxjobs serve");
+    let server = Server { child, port };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let r = request(port, "GET", "/health", None, None);
+            if r.status == 200 {
+                return server;
+            }
+        }
+        assert!(Instant::now() < deadline, "the API did not become healthy");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn get(port: u16, path: &str) -> Reply {
+    request(port, "GET", path, None, None)
+}
+
+fn post(port: u16, path: &str, body: &Value) -> Reply {
+    let b = serde_json::to_vec(body).expect("json");
+    request(port, "POST", path, Some(TOKEN), Some(&b))
+}
+
+/// Asserts an error reply: status and stable code.
+fn error(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"], code, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+fn llm_event(i: usize, model: &str, latency: f64, status: &str) -> DemoRecord {
+    let id = uuid::Uuid::new_v4();
+    let payload = json!({
+        "event_id": id.to_string(),
+        "event_type": "llm_request",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "source": "burst",
+        "data": {"model": model, "latency_ms": latency, "prompt_tokens": 100, "completion_tokens": 20,
+                 "cost_usd": 0.01, "status": status},
+        "metadata": {"user_id": format!("u{i}")}
+    });
+    DemoRecord {
+        event_type: EventType::LlmRequest,
+        key: id.to_string(),
+        payload: Some(serde_json::to_vec(&payload).expect("json")),
+        kind: RecordKind::Event,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_with_its_errors_and_auth() {
+    let env = TestEnv::new("api").await;
+    env.ingest_demo(2_000, ts("2026-03-01"), ts("2026-03-03"), 3)
+        .await;
+    for start in hxjobs::dag::Grain::Hour.starts(ts("2026-03-01"), ts("2026-03-03")) {
+        hxjobs::rollup::aggregate(&env.pool, hxjobs::dag::Grain::Hour, start)
+            .await
+            .expect("hour");
+    }
+    let out = env.dir.path().join("out");
+    let server = start(&env, &out);
+    let port = server.port;
+
+    // Health.
+    let h = get(port, "/health").json();
+    assert_eq!(h["status"], "healthy");
+    assert_eq!(h["service"], "batch-processing-api");
+    assert!(h["timestamp"].is_string());
+    assert_eq!(h["checks"]["database"]["status"], "up");
+    assert_eq!(h["checks"]["kafka"]["status"], "up");
+
+    // Jobs and runs.
+    let jobs = get(port, "/jobs").json();
+    assert!(jobs["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .any(|j| j["name"] == "hxp_weekly_aggregation"));
+    error(&get(port, "/jobs/nope/runs"), 404, "unknown_job");
+    error(
+        &get(port, "/jobs/ingest/runs?limit=0"),
+        400,
+        "invalid_limit",
+    );
+    error(
+        &get(port, "/jobs/ingest/runs?state=bogus"),
+        400,
+        "invalid_state",
+    );
+    error(&get(port, "/jobs/ingest/runs?limt=3"), 400, "invalid_query");
+    let body = json!({"interval_start": "2026-03-01T05:00:00Z"});
+    let unauth = request(
+        port,
+        "POST",
+        "/jobs/hxp_hourly_aggregation/runs",
+        None,
+        Some(b"{}"),
+    );
+    error(&unauth, 401, "unauthorized");
+    let wrong = request(
+        port,
+        "POST",
+        "/jobs/hxp_hourly_aggregation/runs",
+        Some("nope"),
+        Some(b"{}"),
+    );
+    error(&wrong, 401, "unauthorized");
+    let queued = post(port, "/jobs/hxp_hourly_aggregation/runs", &body);
+    assert_eq!(queued.status, 202, "{}", queued.text());
+    let run_id = queued.json()["run_id"].as_i64().expect("run id");
+    assert_eq!(queued.json()["interval_start"], "2026-03-01T05:00:00Z");
+    let run = get(port, &format!("/runs/{run_id}")).json();
+    assert_eq!(run["run"]["state"], "queued");
+    assert_eq!(run["run"]["job"], "hxp_hourly_aggregation");
+    let runs = get(port, "/jobs/hxp_hourly_aggregation/runs?state=queued").json();
+    assert_eq!(runs["runs"][0]["id"], run_id);
+    error(&get(port, "/runs/abc"), 400, "invalid_id");
+    error(&get(port, "/runs/-4"), 400, "invalid_id");
+    error(&get(port, "/runs/987654"), 404, "unknown_run");
+    error(
+        &post(
+            port,
+            "/jobs/hxp_hourly_aggregation/runs",
+            &json!({"interval_start": "yesterday"}),
+        ),
+        400,
+        "invalid_date",
+    );
+
+    // Backfill.
+    error(
+        &post(
+            port,
+            "/backfill",
+            &json!({"job": "hxp_daily_aggregation", "from": "2026-03-02", "to": "2026-03-01"}),
+        ),
+        400,
+        "invalid_range",
+    );
+    error(
+        &post(
+            port,
+            "/backfill",
+            &json!({"job": "hxp_daily_aggregation", "from": "march", "to": "2026-03-01"}),
+        ),
+        400,
+        "invalid_date",
+    );
+    error(
+        &post(
+            port,
+            "/backfill",
+            &json!({"job": "nope", "from": "2026-03-01", "to": "2026-03-02"}),
+        ),
+        404,
+        "unknown_job",
+    );
+    error(
+        &post(
+            port,
+            "/backfill",
+            &json!({"job": "hxp_daily_aggregation", "from": "2026-03-01", "to": "2026-03-03", "reprocess": "some"}),
+        ),
+        400,
+        "invalid_reprocess",
+    );
+    error(
+        &post(port, "/backfill", &json!({"from": "2026-03-01"})),
+        400,
+        "invalid_json",
+    );
+    let started = post(
+        port,
+        "/backfill",
+        &json!({"job": "hxp_daily_aggregation", "from": "2026-03-01", "to": "2026-03-03"}),
+    );
+    assert_eq!(started.status, 202, "{}", started.text());
+    assert_eq!(started.json()["intervals"], 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env
+        .count("SELECT count(*) FROM job_runs WHERE run_type = 'backfill' AND state = 'success'")
+        .await
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the API backfill did not finish");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The daily job's report task rendered the daily summaries.
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM reports WHERE report_type = 'daily_summary' AND status = 'done'"
+        )
+        .await,
+        2
+    );
+
+    // Reports.
+    error(
+        &request(
+            port,
+            "POST",
+            "/reports/generate",
+            Some(TOKEN),
+            Some(b"{\"report_type\": "),
+        ),
+        400,
+        "invalid_json",
+    );
+    error(
+        &post(
+            port,
+            "/reports/generate",
+            &json!({"report_type": "quarterly_fantasy"}),
+        ),
+        400,
+        "unknown_report_type",
+    );
+    error(
+        &post(
+            port,
+            "/reports/generate",
+            &json!({"report_type": "../../etc/passwd"}),
+        ),
+        400,
+        "unknown_report_type",
+    );
+    error(
+        &post(
+            port,
+            "/reports/generate",
+            &json!({"report_type": "weekly_summary", "format": "docx"}),
+        ),
+        400,
+        "invalid_format",
+    );
+    error(
+        &post(
+            port,
+            "/reports/generate",
+            &json!({"report_type": "weekly_summary", "period_start": "2026-13-45"}),
+        ),
+        400,
+        "invalid_date",
+    );
+    let big = format!("{{\"report_type\": \"{}\"}}", "x".repeat(10_000));
+    error(
+        &request(
+            port,
+            "POST",
+            "/reports/generate",
+            Some(TOKEN),
+            Some(big.as_bytes()),
+        ),
+        413,
+        "payload_too_large",
+    );
+    let made = post(
+        port,
+        "/reports/generate",
+        &json!({"report_type": "daily_summary", "format": "json", "period_start": "2026-03-01"}),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    let id = made.json()["report_id"].as_i64().expect("id");
+    assert_eq!(made.json()["status"], "done");
+    let rec = get(port, &format!("/reports/{id}")).json();
+    assert_eq!(rec["report_type"], "daily_summary");
+    let listed = get(port, "/reports?type=daily_summary").json();
+    assert!(listed["reports"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|r| r["id"] == id));
+    let dl = get(port, &format!("/reports/{id}/download"));
+    assert_eq!(dl.status, 200);
+    assert_eq!(dl.header("content-type"), Some("application/json"));
+    let file = out.join(rec["path"].as_str().expect("path"));
+    assert_eq!(dl.body, std::fs::read(&file).expect("file"));
+    let requests = env
+        .count("SELECT COALESCE(sum(event_count), 0)::int8 FROM rollups WHERE grain = 'day' AND bucket_start = '2026-03-01' AND event_type = 'llm_request'")
+        .await;
+    let kpis = &dl.json()["sections"][0];
+    assert_eq!(kpis["rows"][1][0], "Requests");
+    assert_eq!(kpis["rows"][1][1], requests);
+    let pdf = post(
+        port,
+        "/reports/generate",
+        &json!({"report_type": "weekly_summary", "period_start": "2026-03-02"}),
+    );
+    let pdf_id = pdf.json()["report_id"].as_i64().expect("id");
+    let dl = get(port, &format!("/reports/{pdf_id}/download"));
+    assert_eq!(dl.header("content-type"), Some("application/pdf"));
+    assert!(dl.body.starts_with(b"%PDF-"));
+    error(&get(port, "/reports/0/download"), 400, "invalid_id");
+    error(&get(port, "/reports/99999/download"), 404, "unknown_report");
+    // A path that leads outside the reports directory is never served.
+    std::fs::write(env.dir.path().join("secret.txt"), b"secret").expect("secret");
+    for bad in ["../secret.txt", "/etc/passwd", ".hidden"] {
+        sqlx::query("UPDATE reports SET path = $2 WHERE id = $1")
+            .bind(id)
+            .bind(bad)
+            .execute(&env.pool)
+            .await
+            .expect("tamper");
+        let r = get(port, &format!("/reports/{id}/download"));
+        error(&r, 410, "report_file_missing");
+        assert!(!r.text().contains("secret"));
+    }
+
+    // Capacity, retention, rollups.
+    let cap = get(port, "/capacity/analysis?to=2026-03-03").json();
+    assert_eq!(cap["capacity_events_per_sec"], 1000.0);
+    assert_eq!(cap["days"].as_array().expect("days").len(), 2);
+    error(
+        &get(port, "/capacity/analysis?to=soon"),
+        400,
+        "invalid_date",
+    );
+    let dry = post(port, "/retention/cleanup", &json!({"dry_run": true}));
+    assert_eq!(dry.status, 200, "{}", dry.text());
+    assert_eq!(dry.json()["dry_run"], true);
+    assert_eq!(dry.json()["archived"].as_array().map(Vec::len), Some(0));
+    let events = env.count("SELECT count(*) FROM events").await;
+    assert!(events > 0);
+    error(
+        &request(
+            port,
+            "POST",
+            "/retention/cleanup",
+            None,
+            Some(b"{\"dry_run\": true}"),
+        ),
+        401,
+        "unauthorized",
+    );
+    let rollups = get(port, "/rollups?grain=hour&from=2026-03-01T05:00:00Z&to=2026-03-01T06:00:00Z&event_type=llm_request").json();
+    let rows = rollups["rows"].as_array().expect("rows");
+    let n: i64 = rows
+        .iter()
+        .map(|r| r["event_count"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        n,
+        env.count("SELECT count(*) FROM events WHERE event_type = 'llm_request' AND event_time >= '2026-03-01T05:00:00Z' AND event_time < '2026-03-01T06:00:00Z'").await
+    );
+    error(&get(port, "/rollups?grain=minute"), 400, "invalid_grain");
+    error(
+        &get(port, "/rollups?from=2026-03-02&to=2026-03-01"),
+        400,
+        "invalid_range",
+    );
+    error(&get(port, "/rollups?from=notadate"), 400, "invalid_date");
+
+    // Metrics, OpenAPI, unknown routes and methods.
+    let metrics = get(port, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.text().contains("hxjobs_api_requests_total"),
+        "{}",
+        metrics.text()
+    );
+    assert!(
+        metrics.text().contains("batch_processing_success_rate"),
+        "{}",
+        metrics.text()
+    );
+    let api = get(port, "/openapi.json").json();
+    for path in [
+        "/health",
+        "/reports/{id}/download",
+        "/stats/stream",
+        "/rollups",
+    ] {
+        assert!(api["paths"][path].is_object(), "{path} in OpenAPI");
+    }
+    error(&get(port, "/nope"), 404, "not_found");
+    error(
+        &request(port, "DELETE", "/jobs", Some(TOKEN), None),
+        405,
+        "method_not_allowed",
+    );
+
+    // Live stats: a burst of known events after the server started.
+    let models = ["gpt-live-a", "gpt-live-b"];
+    let burst: Vec<DemoRecord> = (0..400)
+        .map(|i| {
+            let status = if i % 10 == 0 { "error" } else { "success" };
+            llm_event(i, models[i % 2], 100.0 + (i % 100) as f64, status)
+        })
+        .collect();
+    env.produce(burst).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let s = get(port, "/stats").json();
+        if s["total"]["1m"]["events"] == 400 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "live stats saw {} of 400",
+            s["total"]["1m"]["events"]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let llm = &stats["topics"][env.config.topics.llm_requests.as_str()]["1m"];
+    assert_eq!(llm["events"], 400);
+    assert_eq!(llm["errors"], 40);
+    assert_eq!(llm["error_rate"], 0.1);
+    let span = llm["span_secs"].as_f64().expect("span");
+    let rate = llm["events_per_sec"].as_f64().expect("rate");
+    assert!(
+        (rate * span - 400.0).abs() < 0.5 + 400.0 * 0.01,
+        "{rate} x {span}"
+    );
+    let tokens = llm["tokens_per_sec"].as_f64().expect("tokens");
+    assert!(
+        (tokens * span - 48_000.0).abs() < 48_000.0 * 0.01,
+        "{tokens} x {span}"
+    );
+    // Latencies 100..199 ms, each 4 times: p95 = 195 within the sketch's 2%.
+    let p95 = llm["latency_p95_ms"].as_f64().expect("p95");
+    assert!((p95 - 195.0).abs() / 195.0 <= 0.02, "{p95}");
+    for m in models {
+        assert_eq!(stats["models"][m]["5m"]["events"], 200, "{m}");
+    }
+    let sse = read_prefix(port, "/stats/stream", 200);
+    assert!(sse.contains("text/event-stream"), "{sse}");
+    assert!(sse.contains("event: stats"), "{sse}");
+    drop(server);
+    env.cleanup().await;
+}
+
+/// Without a token, mutating endpoints are refused unless the API listens
+/// on loopback only (the router in-process, with the configured host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_only_loopback_may_mutate() {
+    let env = TestEnv::new("api_auth").await;
+    for (host, expected) in [("0.0.0.0", 403u16), ("127.0.0.1", 202)] {
+        let mut config = env.config.clone();
+        config.api.host = host.into();
+        config.api.token = None;
+        let state = hxjobs::api::ApiState::new(
+            Arc::new(config),
+            hxjobs::db::Pools::new(env.pool.clone()),
+            hxjobs::dag::job::load(std::path::Path::new("jobs")).expect("jobs"),
+            None,
+            Arc::new(AtomicBool::new(false)),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, hxjobs::api::router(state)).await;
+        });
+        let r = tokio::task::spawn_blocking(move || {
+            request(
+                port,
+                "POST",
+                "/jobs/hxp_hourly_aggregation/runs",
+                None,
+                Some(b"{}"),
+            )
+        })
+        .await
+        .expect("request");
+        assert_eq!(r.status, expected, "{host}: {}", r.text());
+        if expected == 403 {
+            assert_eq!(r.json()["error"], "forbidden");
+        }
+        let r = tokio::task::spawn_blocking(move || request(port, "GET", "/stats", None, None))
+            .await
+            .expect("request");
+        // Live stats are off in this state: a JSON 503, not a crash.
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["error"], "live_stats_disabled");
+        server.abort();
+    }
+    env.cleanup().await;
+}
