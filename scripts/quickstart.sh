@@ -20,7 +20,9 @@ from=$(date -u -d '8 days ago' +%Y-%m-%d)
 "$hxjobs" backfill hxp_hourly_aggregation --from "$from" --to "$(date -u +%Y-%m-%dT%H:00:00)"
 "$hxjobs" backfill hxp_daily_aggregation --from "$from" --to "$(date -u +%Y-%m-%d)"
 "$hxjobs" tasks test hxp_weekly_aggregation rollup
-"$hxjobs" capacity | head -20
+mkdir -p var/reports
+"$hxjobs" capacity > var/reports/capacity-analysis.json
+echo "Capacity analysis: $(realpath var/reports/capacity-analysis.json)"
 out=$("$hxjobs" report generate --type weekly_summary)
 echo "$out"
 echo "Weekly summary PDF: $(realpath "$(echo "$out" | tail -1)")"

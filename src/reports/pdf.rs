@@ -214,20 +214,22 @@ impl Writer {
     fn table(&mut self, title: &str, columns: &[String], rows: &[Vec<Cell>]) {
         self.heading(title);
         let content = PAGE_W - 2.0 * MARGIN;
-        let first = if columns.len() <= 2 {
-            content * 0.5
-        } else {
-            content * 0.34
+        let first = match columns.len() {
+            0..=2 => content * 0.5,
+            3..=5 => content * 0.34,
+            _ => content * 0.22,
         };
+        // Bold headers are wider than the estimate: smaller when columns are many.
+        let head = if columns.len() > 5 { 8.0 } else { 9.0 };
         let rest = (content - first) / (columns.len().saturating_sub(1).max(1)) as f32;
         let cell_right = |i: usize| MARGIN + first + rest * i as f32;
         let header = |w: &mut Writer| {
             for (i, c) in columns.iter().enumerate() {
                 if i == 0 {
-                    w.text(MARGIN, w.y, 9.0, true, c);
+                    w.text(MARGIN, w.y, head, true, c);
                 } else {
-                    let x = cell_right(i) - width(c, 9.0);
-                    w.text(x, w.y, 9.0, true, c);
+                    let x = cell_right(i) - width(c, head) * 1.1;
+                    w.text(x, w.y, head, true, c);
                 }
             }
             let y = w.y - 4.0;
@@ -308,7 +310,8 @@ impl Writer {
                 grey.clone(),
             );
             if i % every == 0 {
-                let shown: String = l.chars().take(14).collect();
+                let fits = ((step * every as f32) / (7.0 * 0.55)) as usize;
+                let shown: String = l.chars().take(fits.clamp(4, 24)).collect();
                 self.text(
                     x - width(&shown, 7.0) / 2.0,
                     bottom - 12.0,

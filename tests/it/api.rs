@@ -530,3 +530,50 @@ async fn without_a_token_only_loopback_may_mutate() {
     }
     env.cleanup().await;
 }
+
+/// With the broker unreachable, /health answers 503 and says which check failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_with_the_detail_when_the_broker_is_down() {
+    let env = TestEnv::new("api_health").await;
+    let port = free_port();
+    let dead_broker = format!("127.0.0.1:{}", free_port());
+    let cfg = env.config_file(&format!(
+        "[api]\nhost = \"127.0.0.1\"\nport = {port}\n[kafka]\nrequest_timeout_ms = 2000\n"
+    ));
+    let child = env
+        .command()
+        .arg("--config")
+        .arg(cfg)
+        .arg("serve")
+        .env("KAFKA_BOOTSTRAP_SERVERS", &dead_broker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hxjobs serve");
+    let _server = Server { child, port };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reply = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let r = get(port, "/health");
+            if !r.json()["checked_at"].is_null() {
+                break r;
+            }
+        }
+        assert!(Instant::now() < deadline, "no health check within 60 s");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let h = reply.json();
+    assert_eq!(h["status"], "unhealthy");
+    assert_eq!(h["service"], "batch-processing-api");
+    assert_eq!(h["checks"]["database"]["status"], "up");
+    assert_eq!(h["checks"]["kafka"]["status"], "down");
+    let detail = h["checks"]["kafka"]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&dead_broker), "{detail}");
+    // Live stats could not start without the broker: a JSON 503, the rest works.
+    let stats = get(port, "/stats");
+    assert_eq!(stats.status, 503);
+    assert_eq!(stats.json()["error"], "live_stats_disabled");
+    assert_eq!(get(port, "/jobs").status, 200);
+    env.cleanup().await;
+}
