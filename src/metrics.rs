@@ -15,11 +15,21 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the recorder once per process; later calls do nothing.
 pub fn install() {
-    HANDLE.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-        Ok(h) => Some(h),
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics recorder not installed");
-            None
+    // Histograms with buckets (not summaries), so alert rules and dashboards
+    // can aggregate them with histogram_quantile.
+    const BUCKETS: [f64; 14] = [
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0, 600.0,
+    ];
+    HANDLE.get_or_init(|| {
+        match PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .and_then(|b| b.install_recorder())
+        {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                None
+            }
         }
     });
 }

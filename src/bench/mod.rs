@@ -255,48 +255,8 @@ async fn run_ingest(
     }
 
     eprintln!("plain COPY baseline …");
-    let file = tempfile::NamedTempFile::new()?;
-    {
-        let mut conn = pool.acquire().await?;
-        let mut out = std::io::BufWriter::new(file.reopen()?);
-        let mut stream = conn
-            .copy_out_raw(&format!(
-                "COPY (SELECT {} FROM events) TO STDOUT (FORMAT csv)",
-                ingest::copy::EVENT_COLUMNS
-            ))
-            .await?;
-        while let Some(chunk) = stream.next().await {
-            out.write_all(&chunk?)?;
-        }
-        out.flush()?;
-    }
-    let days: Vec<chrono::NaiveDate> = sqlx::query_scalar("SELECT DISTINCT event_day FROM events")
-        .fetch_all(&pool)
-        .await?;
+    let (copy_time, copy_rows) = copy_baseline(&pool, copy_db).await?;
     pool.close().await;
-    let copy_pool = db::connect_and_migrate(copy_db).await?;
-    for day in &days {
-        sqlx::query("SELECT hxjobs_ensure_event_partition($1)")
-            .bind(day)
-            .execute(&copy_pool)
-            .await?;
-    }
-    let mut conn = copy_pool.acquire().await?;
-    let bytes = std::fs::read(file.path())?;
-    let started = Instant::now();
-    let mut copy = conn
-        .copy_in_raw(&format!(
-            "COPY events ({}) FROM STDIN (FORMAT csv)",
-            ingest::copy::EVENT_COLUMNS
-        ))
-        .await?;
-    for chunk in bytes.chunks(1 << 20) {
-        copy.send(chunk).await?;
-    }
-    let copy_rows = copy.finish().await?;
-    let copy_time = started.elapsed();
-    drop(conn);
-    copy_pool.close().await;
 
     eprintln!("pipeline without the broker …");
     let no_broker = replay(config, replay_db, replay_spec).await?;
@@ -348,6 +308,137 @@ fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Duration> {
 
 /// Feeds the demo messages from memory through the same batch building and
 /// transactional writer the drain uses, into `db`.
+/// Exports the events of `from` as CSV and times a plain `COPY` of them
+/// into the empty database `copy_db` (same table, partitions and indexes).
+async fn copy_baseline(
+    from: &sqlx::PgPool,
+    copy_db: &crate::config::DatabaseConfig,
+) -> anyhow::Result<(Duration, u64)> {
+    let file = tempfile::NamedTempFile::new()?;
+    {
+        let mut conn = from.acquire().await?;
+        let mut out = std::io::BufWriter::new(file.reopen()?);
+        let mut stream = conn
+            .copy_out_raw(&format!(
+                "COPY (SELECT {} FROM events) TO STDOUT (FORMAT csv)",
+                ingest::copy::EVENT_COLUMNS
+            ))
+            .await?;
+        while let Some(chunk) = stream.next().await {
+            out.write_all(&chunk?)?;
+        }
+        out.flush()?;
+    }
+    let days: Vec<chrono::NaiveDate> = sqlx::query_scalar("SELECT DISTINCT event_day FROM events")
+        .fetch_all(from)
+        .await?;
+    let copy_pool = db::connect_and_migrate(copy_db).await?;
+    for day in &days {
+        sqlx::query("SELECT hxjobs_ensure_event_partition($1)")
+            .bind(day)
+            .execute(&copy_pool)
+            .await?;
+    }
+    let mut conn = copy_pool.acquire().await?;
+    let bytes = std::fs::read(file.path())?;
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY events ({}) FROM STDIN (FORMAT csv)",
+            ingest::copy::EVENT_COLUMNS
+        ))
+        .await?;
+    for chunk in bytes.chunks(1 << 20) {
+        copy.send(chunk).await?;
+    }
+    let copy_rows = copy.finish().await?;
+    let copy_time = started.elapsed();
+    drop(conn);
+    copy_pool.close().await;
+    Ok((copy_time, copy_rows))
+}
+
+/// `hxjobs bench ingest --without-broker`: the pipeline fed from memory
+/// (parse, encode, stage, COPY, commit) next to a plain `COPY` of the rows
+/// it stored, in scratch databases.
+#[derive(Debug, Clone)]
+pub struct NoBrokerBench {
+    pub events: u64,
+    pub pipeline: Duration,
+    pub copy: Duration,
+    pub copy_rows: u64,
+}
+
+impl fmt::Display for NoBrokerBench {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (p, c) = (
+            rate(self.events, self.pipeline),
+            rate(self.copy_rows, self.copy),
+        );
+        writeln!(
+            f,
+            "hxjobs bench ingest --without-broker: {} events",
+            self.events
+        )?;
+        writeln!(
+            f,
+            "  plain COPY from file (db ceiling)   {c:>9.0} rows/s    {:>7.2} s",
+            self.copy.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  hxjobs pipeline, no broker          {p:>9.0} events/s  {:>7.2} s",
+            self.pipeline.as_secs_f64()
+        )?;
+        write!(
+            f,
+            "  pipeline / COPY {:.2}  (target >= 0.60 of COPY and >= 50,000 events/s: {})",
+            p / c,
+            if p >= 0.6 * c && p >= 50_000.0 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        )
+    }
+}
+
+pub async fn ingest_without_broker(
+    base: &Config,
+    events: u64,
+    keep: bool,
+) -> anyhow::Result<NoBrokerBench> {
+    let replay_scratch = Scratch::create(base, "replay").await?;
+    let copy_scratch = Scratch::create(base, "copy").await?;
+    let result = async {
+        let to = Utc::now();
+        let spec = DemoSpec {
+            events,
+            from: to - TimeDelta::days(7),
+            to,
+            bad_ratio: 0.0,
+            duplicate_ratio: 0.0,
+            seed: 1,
+            max_event_bytes: base.ingest.max_event_bytes,
+        };
+        let config = &replay_scratch.config;
+        let pipeline = replay(config, &config.database, spec).await?;
+        let pool = db::connect_and_migrate(&config.database).await?;
+        let (copy, copy_rows) = copy_baseline(&pool, &copy_scratch.config.database).await?;
+        pool.close().await;
+        Ok::<_, anyhow::Error>(NoBrokerBench {
+            events,
+            pipeline,
+            copy,
+            copy_rows,
+        })
+    }
+    .await;
+    replay_scratch.finish(keep).await;
+    copy_scratch.finish(keep).await;
+    result
+}
+
 async fn replay(
     config: &Config,
     db_config: &crate::config::DatabaseConfig,

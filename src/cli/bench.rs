@@ -16,6 +16,9 @@ pub enum BenchCommand {
         /// Keep the bench databases and topics instead of removing them.
         #[arg(long)]
         keep: bool,
+        /// Only the pipeline fed from memory, next to a plain COPY of its rows.
+        #[arg(long)]
+        without_broker: bool,
     },
     /// Roll one hour of N events up with hxjobs and with one SQL statement.
     Rollup {
@@ -71,9 +74,18 @@ pub enum BenchCommand {
 
 pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
     match command {
-        BenchCommand::Ingest { events, keep } => {
-            let report = crate::bench::ingest(config, events, keep).await?;
-            println!("{report}");
+        BenchCommand::Ingest {
+            events,
+            keep,
+            without_broker,
+        } => {
+            if without_broker {
+                let report = crate::bench::ingest_without_broker(config, events, keep).await?;
+                println!("{report}");
+            } else {
+                let report = crate::bench::ingest(config, events, keep).await?;
+                println!("{report}");
+            }
             Ok(())
         }
         BenchCommand::Rollup { events, keep } => {

@@ -11,16 +11,9 @@ use hxjobs::events::EventType;
 use serde_json::{json, Value};
 
 use crate::common::{ts, TestEnv};
-use crate::http::{read_prefix, request, Reply};
+use crate::http::{free_port, read_prefix, request, Reply};
 
 const TOKEN: &str = "test-token-0f3a";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 struct Server {
     child: Child,
@@ -478,6 +471,26 @@ async fn every_endpoint_with_its_errors_and_auth() {
     let sse = read_prefix(port, "/stats/stream", 200);
     assert!(sse.contains("text/event-stream"), "{sse}");
     assert!(sse.contains("event: stats"), "{sse}");
+    // The metrics the alert rules and the dashboard use are exported.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = get(port, "/metrics").text();
+    for name in [
+        "kafka_events_total",
+        "kafka_consumer_lag",
+        "batch_processing_success_rate",
+        "hxjobs_job_runs_total",
+        "hxjobs_task_duration_seconds_bucket",
+        "hxjobs_api_request_duration_seconds_bucket",
+        "live_events_per_second",
+        "live_latency_p95_ms",
+        "live_error_rate",
+        "live_stats_lag_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("\n{name}")),
+            "{name} in:\n{metrics}"
+        );
+    }
     drop(server);
     env.cleanup().await;
 }

@@ -516,10 +516,13 @@ command = "sleep 41.7"
 depends_on = ["first"]
 "#
     );
+    let api_port = crate::http::free_port();
     let config = jobs_dir(
         &env,
         &[("recent.toml", &catching_up), ("hang.toml", &hanging)],
-        "[scheduler]\npoll_secs = 1\nshutdown_grace_secs = 1\n",
+        &format!(
+            "[scheduler]\npoll_secs = 1\nshutdown_grace_secs = 1\n[api]\nhost = \"127.0.0.1\"\nport = {api_port}\n"
+        ),
     );
     let mut daemon = env
         .command()
@@ -541,6 +544,21 @@ depends_on = ["first"]
         1
     );
     assert!(process_running("sleep 41.7"));
+    // The daemon serves the API next to the scheduler.
+    let jobs = tokio::task::spawn_blocking(move || {
+        crate::http::request(api_port, "GET", "/jobs", None, None)
+    })
+    .await
+    .expect("request");
+    assert_eq!(jobs.status, 200, "{}", jobs.text());
+    let mut names: Vec<String> = jobs.json()["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["name"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["hang".to_string(), "recent".to_string()]);
 
     signal(&daemon, "-TERM");
     let status = wait_for(&mut daemon, Duration::from_secs(20)).expect("daemon stops");
