@@ -218,16 +218,7 @@ async fn run_ingest(
     events: u64,
 ) -> anyhow::Result<IngestBench> {
     kafka::ensure_topics(config).await?;
-    let to = Utc::now();
-    let spec = DemoSpec {
-        events,
-        from: to - TimeDelta::days(7),
-        to,
-        bad_ratio: 0.0,
-        duplicate_ratio: 0.0,
-        seed: 1,
-        max_event_bytes: config.ingest.max_event_bytes,
-    };
+    let spec = ingest_spec(config, events);
     eprintln!("producing {events} demo events …");
     let cfg = config.clone();
     let replay_spec = spec.clone();
@@ -308,6 +299,20 @@ fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Duration> {
 
 /// Feeds the demo messages from memory through the same batch building and
 /// transactional writer the drain uses, into `db`.
+/// The ingest benchmarks' messages: clean demo events over the last 7 days.
+fn ingest_spec(config: &Config, events: u64) -> DemoSpec {
+    let to = Utc::now();
+    DemoSpec {
+        events,
+        from: to - TimeDelta::days(7),
+        to,
+        bad_ratio: 0.0,
+        duplicate_ratio: 0.0,
+        seed: 1,
+        max_event_bytes: config.ingest.max_event_bytes,
+    }
+}
+
 /// Exports the events of `from` as CSV and times a plain `COPY` of them
 /// into the empty database `copy_db` (same table, partitions and indexes).
 async fn copy_baseline(
@@ -411,16 +416,7 @@ pub async fn ingest_without_broker(
     let replay_scratch = Scratch::create(base, "replay").await?;
     let copy_scratch = Scratch::create(base, "copy").await?;
     let result = async {
-        let to = Utc::now();
-        let spec = DemoSpec {
-            events,
-            from: to - TimeDelta::days(7),
-            to,
-            bad_ratio: 0.0,
-            duplicate_ratio: 0.0,
-            seed: 1,
-            max_event_bytes: base.ingest.max_event_bytes,
-        };
+        let spec = ingest_spec(base, events);
         let config = &replay_scratch.config;
         let pipeline = replay(config, &config.database, spec).await?;
         let pool = db::connect_and_migrate(&config.database).await?;
