@@ -246,10 +246,15 @@ impl LiveStats {
             } else {
                 OTHER
             };
-            w.models
-                .entry(key.to_string())
-                .or_insert_with(Series::new)
-                .add(n, event);
+            // A new String only for a model seen for the first time.
+            match w.models.get_mut(key) {
+                Some(s) => s.add(n, event),
+                None => {
+                    let mut s = Series::new();
+                    s.add(n, event);
+                    w.models.insert(key.to_string(), s);
+                }
+            }
         }
     }
 
