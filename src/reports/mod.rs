@@ -848,7 +848,12 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
 
 /// The file of a recorded report, only if it lies inside `output_dir`.
 pub fn file_of(output_dir: &Path, record: &Record) -> Option<PathBuf> {
-    let name = record.path.as_deref()?;
+    file_in(output_dir, record.path.as_deref()?)
+}
+
+/// `output_dir/name`, only if `name` is a plain file name there (no
+/// separators, not hidden) and the existing file resolves inside it.
+pub fn file_in(output_dir: &Path, name: &str) -> Option<PathBuf> {
     if name.is_empty()
         || name.contains(['/', '\\'])
         || name.starts_with('.')

@@ -23,6 +23,8 @@ pub struct Class {
     pub rows: i64,
     /// `FROM … WHERE …` selecting the rows, `$1` the cutoff.
     from: &'static str,
+    /// The rows' `path` names a file in the reports directory, removed with them.
+    report_files: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,48 +58,57 @@ impl fmt::Display for Plan {
     }
 }
 
-/// (class, days kept, `FROM … WHERE …` with `$1` the cutoff); 0 days keeps forever.
-fn classes(config: &RetentionConfig) -> Vec<(&'static str, u32, &'static str)> {
+/// (class, days kept, `FROM … WHERE …` with `$1` the cutoff, whether the
+/// rows carry report files); 0 days keeps forever.
+fn classes(config: &RetentionConfig) -> Vec<(&'static str, u32, &'static str, bool)> {
     vec![
         (
             "dead letters",
             config.dead_letters_days,
             "FROM dead_letters WHERE received_at < $1",
+            false,
         ),
         (
             "hourly rollups",
             config.hourly_rollups_days,
             "FROM rollups WHERE grain = 'hour' AND bucket_start < $1",
+            false,
         ),
         (
             "daily rollups",
             config.daily_rollups_days,
             "FROM rollups WHERE grain = 'day' AND bucket_start < $1",
+            false,
         ),
         (
             "weekly rollups",
             config.weekly_rollups_days,
             "FROM rollups WHERE grain = 'week' AND bucket_start < $1",
+            false,
         ),
         (
             "monthly rollups",
             config.monthly_rollups_days,
             "FROM rollups WHERE grain = 'month' AND bucket_start < $1",
+            false,
         ),
         (
             "run ledger",
             config.run_ledger_days,
             "FROM job_runs WHERE state IN ('success', 'failed') AND finished_at < $1",
+            false,
         ),
         (
             "generated reports",
             config.reports_days,
             "FROM reports WHERE created_at < $1",
+            true,
         ),
         (
             "catch-up skips",
             config.run_ledger_days,
             "FROM schedule_skips WHERE recorded_at < $1",
+            false,
         ),
     ]
 }
@@ -133,7 +144,7 @@ pub async fn plan(
         event_days.push((day, rows));
     }
     let mut out = Vec::new();
-    for (name, days, from) in classes(config) {
+    for (name, days, from, report_files) in classes(config) {
         if days == 0 {
             continue; // kept forever
         }
@@ -147,6 +158,7 @@ pub async fn plan(
             cutoff: at,
             rows,
             from,
+            report_files,
         });
     }
     Ok(Plan {
@@ -194,15 +206,15 @@ pub async fn apply(
     }
     for class in &plan.classes {
         // Reports take their files along.
-        let gone = if class.from.starts_with("FROM reports ") {
+        let gone = if class.report_files {
             let names: Vec<Option<String>> =
                 sqlx::query_scalar(&format!("DELETE {} RETURNING path", class.from))
                     .bind(class.cutoff)
                     .fetch_all(pool)
                     .await?;
             for name in names.iter().flatten() {
-                if !name.contains(['/', '\\']) && !name.starts_with('.') {
-                    let _ = std::fs::remove_file(reports_dir.join(name));
+                if let Some(file) = crate::reports::file_in(reports_dir, name) {
+                    let _ = std::fs::remove_file(file);
                 }
             }
             names.len() as u64

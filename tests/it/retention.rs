@@ -50,6 +50,21 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
     let mut config = env.config.retention.clone();
     config.archive_dir = env.dir.path().join("archive");
     let reports_dir = env.dir.path().join("reports");
+    // Reports past retention go with their files; a recorded path outside
+    // the reports directory is never removed.
+    std::fs::create_dir_all(&reports_dir).expect("reports dir");
+    std::fs::write(reports_dir.join("old.pdf"), b"%PDF-old").expect("old report");
+    std::fs::write(reports_dir.join("new.pdf"), b"%PDF-new").expect("new report");
+    std::fs::write(env.dir.path().join("outside.txt"), b"keep").expect("outside");
+    sqlx::query(
+        "INSERT INTO reports (report_type, period_start, period_end, format, status, path, created_at)
+         VALUES ('weekly_summary', '2024-12-30', '2025-01-06', 'pdf', 'done', 'old.pdf', '2025-01-06'),
+                ('weekly_summary', '2024-12-30', '2025-01-06', 'pdf', 'done', '../outside.txt', '2025-01-06'),
+                ('weekly_summary', '2026-03-02', '2026-03-09', 'pdf', 'done', 'new.pdf', '2026-03-09')",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("reports");
     // Seven days before 2026-03-10: the 1st and 2nd are past retention.
     let now = ts("2026-03-10T12:00:00Z");
     let plan = retention::plan(&env.pool, &config, now)
@@ -94,6 +109,21 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
         total
     );
     assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM reports WHERE path = 'new.pdf'")
+            .await,
+        1
+    );
+    assert_eq!(env.count("SELECT count(*) FROM reports").await, 1);
+    assert!(
+        !reports_dir.join("old.pdf").exists(),
+        "the old report's file is gone"
+    );
+    assert!(reports_dir.join("new.pdf").exists());
+    assert!(
+        env.dir.path().join("outside.txt").exists(),
+        "nothing outside the reports dir"
+    );
     // The dropped days' staged rollup columns went with them.
     assert_eq!(
         env.count(
