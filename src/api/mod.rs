@@ -36,7 +36,8 @@ pub struct ApiState {
     pub live: Option<Arc<LiveStats>>,
     /// Set on shutdown: backfills started through the API stop.
     pub stop: Arc<AtomicBool>,
-    /// Wakes a scheduler in the same process when a run was queued.
+    /// Wakes the scheduler of `hxjobs daemon` when a run was queued; `None`
+    /// under `hxjobs serve` (a daemon elsewhere claims it at its next poll).
     pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
@@ -293,14 +294,14 @@ impl ApiState {
     pub fn new(
         config: Arc<Config>,
         pools: Pools,
-        jobs: Vec<Job>,
+        jobs: Vec<Arc<Job>>,
         live: Option<Arc<LiveStats>>,
         stop: Arc<AtomicBool>,
     ) -> ApiState {
         ApiState {
             config,
             pools,
-            jobs: Arc::new(jobs.into_iter().map(Arc::new).collect()),
+            jobs: Arc::new(jobs),
             health: Arc::new(RwLock::new(Health {
                 database: Check::unknown(),
                 kafka: Check::unknown(),

@@ -116,7 +116,11 @@ pub async fn api(config: &Config, connections: u32, secs: u32) -> anyhow::Result
         }
     }
     live.refresh();
-    let jobs = crate::dag::job::load(&config.jobs.dir).map_err(anyhow::Error::msg)?;
+    let jobs = crate::dag::job::load(&config.jobs.dir)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     let state = ApiState::new(
         Arc::new(config.clone()),
         Pools::new(pool),

@@ -85,17 +85,19 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
         return Ok(());
     }
     let stop = stop_on_signal();
+    let wake = Arc::new(tokio::sync::Notify::new());
     let api = if args.no_api {
         None
     } else {
         Some(super::serve::start(
             config,
             scheduler.pools.clone(),
-            load_jobs(config)?,
+            scheduler.jobs.clone(),
+            Some(wake.clone()),
             stop.clone(),
         )?)
     };
-    let outcome = daemon::run(scheduler, stop.clone()).await;
+    let outcome = daemon::run(scheduler, wake, stop.clone()).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(api) = api {
         super::serve::finish(api).await?;

@@ -22,7 +22,8 @@ pub struct Running {
 pub fn start(
     config: &Config,
     pools: Pools,
-    jobs: Vec<Job>,
+    jobs: Vec<Arc<Job>>,
+    wake: Option<Arc<tokio::sync::Notify>>,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, Failure> {
     crate::metrics::install();
@@ -41,7 +42,8 @@ pub fn start(
     } else {
         (None, None)
     };
-    let state = ApiState::new(Arc::new(config.clone()), pools, jobs, live, stop);
+    let mut state = ApiState::new(Arc::new(config.clone()), pools, jobs, live, stop);
+    state.wake = wake;
     Ok(Running {
         api: tokio::spawn(api::serve(state)),
         consumer,
@@ -67,6 +69,7 @@ pub async fn serve(config: &Config) -> CliResult {
     })?;
     let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
     let stop = stop_on_signal();
-    let running = start(config, pools, jobs, stop)?;
+    let jobs = jobs.into_iter().map(Arc::new).collect();
+    let running = start(config, pools, jobs, None, stop)?;
     finish(running).await
 }

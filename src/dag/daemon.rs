@@ -18,10 +18,14 @@ use tokio::sync::Notify;
 use super::scheduler::{reap_stale, stopped, Finished, Running, Scheduler};
 use super::Job;
 
-/// Runs until `stop` turns true.
-pub async fn run(scheduler: Scheduler, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Runs until `stop` turns true. A pass also starts whenever `wake` is
+/// notified (schedules firing, a run queued through the API).
+pub async fn run(
+    scheduler: Scheduler,
+    wake: Arc<Notify>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let settings = scheduler.config.scheduler.clone();
-    let wake = Arc::new(Notify::new());
     let mut cron = tokio_cron_scheduler::JobScheduler::new().await?;
     for job in &scheduler.jobs {
         add_wakeup(&cron, job, wake.clone()).await;

@@ -507,7 +507,11 @@ async fn without_a_token_only_loopback_may_mutate() {
         let state = hxjobs::api::ApiState::new(
             Arc::new(config),
             hxjobs::db::Pools::new(env.pool.clone()),
-            hxjobs::dag::job::load(std::path::Path::new("jobs")).expect("jobs"),
+            hxjobs::dag::job::load(std::path::Path::new("jobs"))
+                .expect("jobs")
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
             None,
             Arc::new(AtomicBool::new(false)),
         );
