@@ -8,6 +8,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::config::CapacityConfig;
+use crate::round;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DayLoad {
@@ -191,11 +192,6 @@ fn fit(from: NaiveDate, days: &[DayLoad]) -> Option<Trend> {
             round(sxy * sxy / (sxx * syy), 4)
         },
     })
-}
-
-fn round(v: f64, decimals: i32) -> f64 {
-    let m = 10f64.powi(decimals);
-    (v * m).round() / m
 }
 
 #[cfg(test)]

@@ -16,6 +16,13 @@ macro_rules! take_column {
     };
 }
 
+/// `v` rounded to `decimals` decimal places (what reports, stats and
+/// analyses show and serve).
+pub fn round(v: f64, decimals: u32) -> f64 {
+    let m = 10f64.powi(decimals as i32);
+    (v * m).round() / m
+}
+
 pub mod api;
 pub mod bench;
 pub mod capacity;

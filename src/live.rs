@@ -130,10 +130,10 @@ impl Series {
                 .quantile(p)
                 .ok()
                 .flatten()
-                .map(|v| (v * 100.0).round() / 100.0)
+                .map(|v| crate::round(v, 2))
         };
         WindowStats {
-            span_secs: (span * 1000.0).round() / 1000.0,
+            span_secs: crate::round(span, 3),
             events: w.events,
             events_per_sec: w.events as f64 / span,
             errors: w.errors,
@@ -286,7 +286,7 @@ impl LiveStats {
         let snapshot = Snapshot {
             generated_at: Utc::now(),
             consumer_group: &self.group,
-            uptime_secs: (uptime * 10.0).round() / 10.0,
+            uptime_secs: crate::round(uptime, 1),
             consumed_total: w.consumed,
             rejected_total: w.rejected,
             lag_ms: w.lag_ms,

@@ -127,7 +127,7 @@ impl Check {
         match outcome {
             Ok(()) => Check {
                 status: "up",
-                latency_ms: Some((ms * 100.0).round() / 100.0),
+                latency_ms: Some(crate::round(ms, 2)),
                 detail: None,
             },
             Err(e) => Check {

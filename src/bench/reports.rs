@@ -106,7 +106,7 @@ async fn run(config: &Config, events_per_day: u64) -> anyhow::Result<ReportsBenc
             &def,
             Some(crate::time::parse_instant(period).map_err(anyhow::Error::msg)?),
             now,
-        )?;
+        );
         let mut pdf_times = Vec::new();
         let mut json_times = Vec::new();
         let mut bytes = 0;

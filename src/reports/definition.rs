@@ -13,9 +13,9 @@ use crate::dag::Grain;
 pub struct Definition {
     pub title: String,
     /// The period one report covers: `day`, `week` or `month`.
-    pub period: String,
+    pub period: Grain,
     /// The grain of chart points inside the period: `hour` or `day`.
-    pub series: String,
+    pub series: Grain,
     pub sections: Vec<SectionDef>,
 }
 
@@ -114,33 +114,24 @@ pub fn load(dir: &Path, report_type: &str) -> Result<Definition, Error> {
         detail,
     };
     let def: Definition = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-    def.period_grain().map_err(invalid)?;
-    def.series_grain().map_err(invalid)?;
+    if !matches!(def.period, Grain::Day | Grain::Week | Grain::Month) {
+        return Err(invalid(format!(
+            "period must be day, week or month, not {}",
+            def.period.as_str()
+        )));
+    }
+    if !matches!(def.series, Grain::Hour | Grain::Day) {
+        return Err(invalid(format!(
+            "series must be hour or day, not {}",
+            def.series.as_str()
+        )));
+    }
     for s in &def.sections {
         if s.kind == SectionKind::Chart && s.metric.is_none() {
             return Err(invalid(format!("chart {:?} needs a metric", s.title)));
         }
     }
     Ok(def)
-}
-
-impl Definition {
-    pub fn period_grain(&self) -> Result<Grain, String> {
-        match self.period.as_str() {
-            "day" => Ok(Grain::Day),
-            "week" => Ok(Grain::Week),
-            "month" => Ok(Grain::Month),
-            other => Err(format!("period must be day, week or month, not {other:?}")),
-        }
-    }
-
-    pub fn series_grain(&self) -> Result<Grain, String> {
-        match self.series.as_str() {
-            "hour" => Ok(Grain::Hour),
-            "day" => Ok(Grain::Day),
-            other => Err(format!("series must be hour or day, not {other:?}")),
-        }
-    }
 }
 
 #[cfg(test)]

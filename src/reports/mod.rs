@@ -14,10 +14,10 @@ use sha2::{Digest, Sha256};
 use sketches_ddsketch::DDSketch;
 use sqlx::PgPool;
 
-use crate::capacity;
 use crate::config::Config;
 use crate::dag::{Grain, Interval};
 use crate::rollup::sketch::{self, Users};
+use crate::{capacity, round};
 use definition::{Definition, Metric, SectionKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -148,10 +148,7 @@ impl Serialize for Cell {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Cell::Int(v) => s.serialize_i64(*v),
-            Cell::Num(v, d) => {
-                let m = 10f64.powi(*d as i32);
-                s.serialize_f64((v * m).round() / m)
-            }
+            Cell::Num(v, d) => s.serialize_f64(round(*v, *d as u32)),
             Cell::Text(t) => s.serialize_str(t),
             Cell::Empty => s.serialize_none(),
         }
@@ -176,6 +173,11 @@ struct Row {
     rating_count: i64,
     latency_sketch: Option<Vec<u8>>,
     users_sketch: Option<Vec<u8>>,
+    /// The sketches, decoded once when the rows are read.
+    #[sqlx(skip)]
+    latency: Option<DDSketch>,
+    #[sqlx(skip)]
+    users: Option<Users>,
 }
 
 /// Measures summed over rollup rows, sketches merged.
@@ -236,11 +238,11 @@ impl Totals {
         self.cost += r.cost_usd;
         self.rating_sum += r.rating_sum;
         self.rating_count += r.rating_count;
-        if let Some(b) = &r.latency_sketch {
-            sketch::merge_latency(&mut self.latency, &sketch::decode_latency(b)?)?;
+        if let Some(l) = &r.latency {
+            sketch::merge_latency(&mut self.latency, l)?;
         }
-        if let Some(b) = &r.users_sketch {
-            sketch::merge_users(&mut self.users, &sketch::decode_users(b)?)?;
+        if let Some(u) = &r.users {
+            sketch::merge_users(&mut self.users, u)?;
         }
         Ok(())
     }
@@ -283,7 +285,7 @@ async fn rows(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Row>, Error> {
-    Ok(sqlx::query_as(
+    let mut rows: Vec<Row> = sqlx::query_as(
         "SELECT bucket_start, event_type, source, subject, event_count, error_count, latency_count,
                 latency_sum_ms, prompt_tokens, completion_tokens, cost_usd, rating_sum,
                 rating_count, latency_sketch, users_sketch
@@ -294,21 +296,25 @@ async fn rows(
     .bind(from)
     .bind(to)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    for r in &mut rows {
+        if let Some(b) = r.latency_sketch.take() {
+            r.latency = Some(sketch::decode_latency(&b)?);
+        }
+        if let Some(b) = r.users_sketch.take() {
+            r.users = Some(sketch::decode_users(&b)?);
+        }
+    }
+    Ok(rows)
 }
 
 /// The period a report of `def` covers: the one containing `start`, or the
 /// last complete one before `now`.
-pub fn period(
-    def: &Definition,
-    start: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<Interval, Error> {
-    let grain = def.period_grain().map_err(Error::Render)?;
-    Ok(match start {
-        Some(t) => grain.containing(t),
-        None => grain.last_complete(now),
-    })
+pub fn period(def: &Definition, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Interval {
+    match start {
+        Some(t) => def.period.containing(t),
+        None => def.period.last_complete(now),
+    }
 }
 
 /// Builds the content of a report of `report_type` for `period`.
@@ -320,8 +326,7 @@ pub async fn build(
     period: Interval,
     now: DateTime<Utc>,
 ) -> Result<Report, Error> {
-    let grain = def.period_grain().map_err(Error::Render)?;
-    let series = def.series_grain().map_err(Error::Render)?;
+    let (grain, series) = (def.period, def.series);
     let previous = grain.containing(grain.prev(period.start));
     let current = rows(pool, grain, period.start, period.end).await?;
     let before = rows(pool, grain, previous.start, previous.end).await?;
@@ -367,10 +372,7 @@ pub async fn build(
                             title,
                             style: ChartStyle::Bar,
                             labels: by.keys().map(|k| label(k)).collect(),
-                            values: by
-                                .values()
-                                .map(|v| (v * 10_000.0).round() / 10_000.0)
-                                .collect(),
+                            values: by.values().map(|v| round(*v, 4)).collect(),
                         }
                     }
                     Metric::PeakEventsPerSec => {
@@ -409,13 +411,12 @@ async fn capacity_for<'a>(
     now: DateTime<Utc>,
     cache: &'a mut Option<capacity::Analysis>,
 ) -> Result<&'a capacity::Analysis, Error> {
-    if cache.is_none() {
-        let to = period.end.date_naive();
-        *cache = Some(capacity::analyse(pool, &config.capacity, Some(to), now).await?);
+    if let Some(a) = cache {
+        return Ok(a);
     }
-    cache
-        .as_ref()
-        .ok_or_else(|| Error::Render("capacity analysis missing".into()))
+    let to = period.end.date_naive();
+    let a = capacity::analyse(pool, &config.capacity, Some(to), now).await?;
+    Ok(cache.insert(a))
 }
 
 fn label(subject: &str) -> String {
@@ -438,10 +439,7 @@ fn kpis(title: String, current: &[Row], before: &[Row]) -> Result<Section, Error
     let (cu, bu) = (c.users(), b.users());
     let int = |v: i64| (Cell::Int(v), Some(v as f64));
     let num = |v: Option<f64>, d: usize| {
-        let v = v.map(|v| {
-            let m = 10f64.powi(d as i32);
-            (v * m).round() / m
-        });
+        let v = v.map(|v| round(v, d as u32));
         (Cell::opt(v, d), v)
     };
     type Figure = (Cell, Option<f64>);
@@ -613,7 +611,7 @@ fn series_chart(
             _ => start.format("%m-%d").to_string(),
         });
         values.push(match metric {
-            Metric::P95Latency => (t.quantile(0.95).unwrap_or(0.0) * 10.0).round() / 10.0,
+            Metric::P95Latency => round(t.quantile(0.95).unwrap_or(0.0), 1),
             _ => t.requests as f64,
         });
     }
@@ -784,7 +782,7 @@ pub async fn generate(
     now: DateTime<Utc>,
 ) -> Result<Record, Error> {
     let def = definition::load(&config.reports.definitions_dir, report_type)?;
-    let period = period(&def, period_start, now)?;
+    let period = period(&def, period_start, now);
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO reports (report_type, period_start, period_end, format, status)
          VALUES ($1, $2, $3, $4, 'running') RETURNING id",
