@@ -98,6 +98,44 @@ pub const FETCH_BYTES: usize = 1 << 20;
 /// caps requests at 5 MiB.
 pub const LARGE_FETCH_BYTES: usize = 5 << 20;
 
+/// One client kept for repeated reachability checks (the API's health
+/// checks), instead of a new client, and its threads, per check.
+#[derive(Clone)]
+pub struct Probe {
+    client: std::sync::Arc<BaseConsumer>,
+    kafka: KafkaConfig,
+}
+
+impl Probe {
+    pub fn new(kafka: &KafkaConfig) -> Result<Probe> {
+        let client: BaseConsumer = client_config(kafka)
+            .create()
+            .map_err(|e| Error::from_kafka(kafka, "creating a client", e))?;
+        Ok(Probe {
+            client: std::sync::Arc::new(client),
+            kafka: kafka.clone(),
+        })
+    }
+
+    /// Fails with [`Error::Unreachable`] unless a broker answers a metadata request.
+    pub async fn check(&self) -> Result<()> {
+        let probe = self.clone();
+        let unreachable = |reason: String| Error::Unreachable {
+            servers: self.kafka.bootstrap_servers.clone(),
+            reason,
+        };
+        tokio::task::spawn_blocking(move || {
+            probe
+                .client
+                .fetch_metadata(None, timeout(&probe.kafka))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .map_err(|e| unreachable(e.to_string()))
+    }
+}
+
 /// [`check_reachable`] off the async runtime.
 pub async fn ensure_reachable(kafka: &KafkaConfig) -> Result<()> {
     let probe = kafka.clone();

@@ -265,6 +265,7 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
         state.stop.clone(),
     );
     tokio::spawn(async move {
+        let probe = crate::kafka::Probe::new(&config.kafka);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let started = Instant::now();
             let db = tokio::time::timeout(
@@ -276,9 +277,10 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
             .and_then(|r| r.map(|_| ()).map_err(|e| crate::db::describe(&e)));
             let database = Check::of(started, db);
             let started = Instant::now();
-            let kafka = crate::kafka::ensure_reachable(&config.kafka)
-                .await
-                .map_err(|e| e.to_string());
+            let kafka = match &probe {
+                Ok(p) => p.check().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             let kafka = Check::of(started, kafka);
             *health.write().await = Health {
                 database,
