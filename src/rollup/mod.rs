@@ -248,7 +248,9 @@ async fn from_events(
     Ok((n, join(read_measures(&measures)?, sketches), from_stage))
 }
 
-/// Finer rollup rows of the bucket → groups: sums with Polars, sketches merged.
+/// Finer rollup rows of the bucket → groups: sums with Polars, sketches
+/// merged. Read in a fixed order, so floating-point sums come out the same
+/// on every re-run whatever plan PostgreSQL picks.
 async fn from_rollups(
     pool: &PgPool,
     finer: Grain,
@@ -259,7 +261,8 @@ async fn from_rollups(
                 latency_sum_ms, latency_max_ms, prompt_tokens, completion_tokens, cost_usd,
                 rating_sum, rating_count, value_sum, value_min, value_max,
                 latency_sketch, users_sketch
-         FROM rollups WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3",
+         FROM rollups WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3
+         ORDER BY bucket_start, event_type, source, subject",
     )
     .bind(finer.as_str())
     .bind(bucket.start)
