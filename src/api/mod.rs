@@ -39,6 +39,8 @@ pub struct ApiState {
     /// Wakes the scheduler of `hxjobs daemon` when a run was queued; `None`
     /// under `hxjobs serve` (a daemon elsewhere claims it at its next poll).
     pub wake: Option<Arc<tokio::sync::Notify>>,
+    /// Job files that did not load (file:line and message each); shown in `/health`.
+    pub invalid_job_files: Arc<Vec<String>>,
 }
 
 /// An error as every endpoint reports it.
@@ -282,6 +284,8 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
                 Err(e) => Err(e.to_string()),
             };
             let kafka = Check::of(started, kafka);
+            crate::metrics::dependency_up("postgresql", database.up());
+            crate::metrics::dependency_up("kafka", kafka.up());
             *health.write().await = Health {
                 database,
                 kafka,
@@ -312,6 +316,7 @@ impl ApiState {
             live,
             stop,
             wake: None,
+            invalid_job_files: Arc::new(Vec::new()),
         }
     }
 }
@@ -331,6 +336,12 @@ pub async fn serve(state: ApiState) -> anyhow::Result<()> {
     }
     crate::metrics::install();
     spawn_health_checks(&state, Duration::from_secs(2));
+    crate::metrics::spawn_refresher(
+        state.pools.data.clone(),
+        state.config.clone(),
+        Duration::from_secs(5),
+        state.stop.clone(),
+    );
     let stop = state.stop.clone();
     let app = router(state);
     axum::serve(listener, app)

@@ -11,23 +11,37 @@ use crate::dag::job;
 pub enum JobsCommand {
     /// Every job with its schedule, interval, catch-up policy, next run and tasks in order.
     List,
-    /// Validate every job file without running anything; exit 2 on the first error.
+    /// Validate every job file without running anything; print every
+    /// error (file:line) and exit 1 when any file is invalid.
     Check,
 }
 
 pub fn run(config: &Config, command: JobsCommand) -> CliResult {
-    let jobs = job::load(&config.jobs.dir).map_err(|e| Failure {
+    let loaded = job::load(&config.jobs.dir).map_err(|e| Failure {
         code: 2,
         message: e.to_string(),
     })?;
+    for e in &loaded.errors {
+        eprintln!("invalid: {e}");
+    }
+    let jobs = &loaded.jobs;
     match command {
         JobsCommand::Check => {
             println!("{} jobs valid in {}", jobs.len(), config.jobs.dir.display());
+            if !loaded.errors.is_empty() {
+                return Err(Failure {
+                    code: 1,
+                    message: format!(
+                        "{} job files are invalid (listed above)",
+                        loaded.errors.len()
+                    ),
+                });
+            }
         }
         JobsCommand::List => {
             let now = Utc::now();
             let now = chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-            for j in &jobs {
+            for j in jobs {
                 let next = j
                     .schedule
                     .find_next_occurrence(&now.with_timezone(&j.timezone), false)

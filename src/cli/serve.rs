@@ -24,6 +24,7 @@ pub fn start(
     pools: Pools,
     jobs: Vec<Arc<Job>>,
     wake: Option<Arc<tokio::sync::Notify>>,
+    invalid_job_files: Vec<String>,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, Failure> {
     crate::metrics::install();
@@ -44,6 +45,7 @@ pub fn start(
     };
     let mut state = ApiState::new(Arc::new(config.clone()), pools, jobs, live, stop);
     state.wake = wake;
+    state.invalid_job_files = Arc::new(invalid_job_files);
     Ok(Running {
         api: tokio::spawn(api::serve(state)),
         consumer,
@@ -63,13 +65,12 @@ pub async fn finish(running: Running) -> Result<(), Failure> {
 }
 
 pub async fn serve(config: &Config) -> CliResult {
-    let jobs = crate::dag::job::load(&config.jobs.dir).map_err(|e| Failure {
-        code: 2,
-        message: e.to_string(),
-    })?;
+    let loaded = super::load_jobs(config)?;
+    let invalid = loaded.errors.iter().map(ToString::to_string).collect();
+    let jobs = loaded.jobs;
     let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
     let stop = stop_on_signal();
     let jobs = jobs.into_iter().map(Arc::new).collect();
-    let running = start(config, pools, jobs, None, stop)?;
+    let running = start(config, pools, jobs, None, invalid, stop)?;
     finish(running).await
 }

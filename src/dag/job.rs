@@ -374,8 +374,47 @@ fn topological(
     Ok(out)
 }
 
-/// Loads and validates every `*.toml` in `dir`; job names must be unique.
-pub fn load_dir(dir: &Path) -> Result<Vec<Job>, Error> {
+/// The outcome of loading a jobs directory: the valid jobs, and an error
+/// for every file that is not one. One bad file never hides the others.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub jobs: Vec<Job>,
+    pub errors: Vec<Error>,
+}
+
+impl Loaded {
+    /// Every error, one per line, for a person to read.
+    pub fn error_lines(&self) -> String {
+        self.errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The valid jobs, or all the errors when any file is invalid (for
+    /// callers, such as tests and benchmarks, that want the whole set).
+    pub fn all_valid(self) -> Result<Vec<Job>, Error> {
+        match self.errors.into_iter().next() {
+            None => Ok(self.jobs),
+            Some(first) => Err(first),
+        }
+    }
+
+    /// The error of the file that would define `name` (`<name>.toml`), if
+    /// that file is invalid.
+    pub fn error_for(&self, name: &str) -> Option<&Error> {
+        self.errors
+            .iter()
+            .find(|e| e.file.file_stem().is_some_and(|s| s == name))
+    }
+}
+
+/// Loads and validates every `*.toml` in `dir`. A file that does not parse
+/// or validate, or whose job name another file already uses, becomes an
+/// error in [`Loaded::errors`]; the others load. Fails only when the
+/// directory itself cannot be read.
+pub fn load_dir(dir: &Path) -> Result<Loaded, Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error {
         file: dir.to_path_buf(),
         line: None,
@@ -386,16 +425,32 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Job>, Error> {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
-    let mut jobs: Vec<Job> = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|e| Error {
-            file: path.clone(),
-            line: None,
-            message: e.to_string(),
-        })?;
-        let job = parse(&path, &text)?;
-        if let Some(other) = jobs.iter().find(|j| j.name == job.name) {
-            return Err(Error {
+    let files = paths.into_iter().map(|path| {
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+        (path, text)
+    });
+    Ok(collect(files))
+}
+
+fn collect(files: impl Iterator<Item = (PathBuf, Result<String, String>)>) -> Loaded {
+    let mut loaded = Loaded::default();
+    for (path, text) in files {
+        let parsed = text
+            .map_err(|message| Error {
+                file: path.clone(),
+                line: None,
+                message,
+            })
+            .and_then(|text| parse(&path, &text));
+        let job = match parsed {
+            Ok(job) => job,
+            Err(e) => {
+                loaded.errors.push(e);
+                continue;
+            }
+        };
+        if let Some(other) = loaded.jobs.iter().find(|j| j.name == job.name) {
+            loaded.errors.push(Error {
                 file: path,
                 line: None,
                 message: format!(
@@ -404,10 +459,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Job>, Error> {
                     other.file.display()
                 ),
             });
+            continue;
         }
-        jobs.push(job);
+        loaded.jobs.push(job);
     }
-    Ok(jobs)
+    loaded
 }
 
 /// The job files shipped in `jobs/`, compiled in for when the configured
@@ -437,15 +493,27 @@ pub const SHIPPED: [(&str, &str); 6] = [
 ];
 
 /// The jobs in `dir`, or the shipped ones when `dir` does not exist.
-pub fn load(dir: &Path) -> Result<Vec<Job>, Error> {
+pub fn load(dir: &Path) -> Result<Loaded, Error> {
     if dir.exists() {
         return load_dir(dir);
     }
     tracing::debug!(dir = %dir.display(), "no jobs directory; using the shipped jobs");
-    SHIPPED
-        .iter()
-        .map(|(name, text)| parse(&Path::new("(built in) jobs").join(name), text))
-        .collect()
+    Ok(collect(SHIPPED.iter().map(|(name, text)| {
+        (
+            Path::new("(built in) jobs").join(name),
+            Ok(text.to_string()),
+        )
+    })))
+}
+
+/// Writes the shipped job files into `dir` (for tests and benchmarks that
+/// must not see an operator's own jobs).
+pub fn write_shipped(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in SHIPPED {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -526,22 +594,66 @@ depends_on = ["a", "b"]
         assert!(e.to_string().contains("jobs/demo.toml"), "{e}");
     }
 
+    /// Every job file git tracks in `jobs/` is compiled in, and the same
+    /// text; files an operator adds there are not looked at.
     #[test]
-    fn built_in_jobs_match_the_directory() {
-        let built_in = load(Path::new("/nonexistent/jobs")).expect("built-in jobs parse");
-        let dir = load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs")).expect("dir");
-        let names = |jobs: &[Job]| {
-            jobs.iter()
-                .map(|j| j.name.clone())
-                .collect::<std::collections::BTreeSet<_>>()
-        };
-        assert_eq!(names(&built_in), names(&dir));
+    fn built_in_jobs_are_the_shipped_files() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let built_in = load(Path::new("/nonexistent/jobs")).expect("built-in jobs");
+        assert!(built_in.errors.is_empty(), "{}", built_in.error_lines());
+        assert_eq!(built_in.jobs.len(), SHIPPED.len());
+        for (name, text) in SHIPPED {
+            let on_disk = std::fs::read_to_string(root.join("jobs").join(name)).expect(name);
+            assert_eq!(on_disk, text, "{name}");
+        }
+        let tracked = std::process::Command::new("git")
+            .args(["ls-files", "jobs"])
+            .current_dir(root)
+            .output();
+        if let Some(out) = tracked
+            .ok()
+            .filter(|o| o.status.success() && !o.stdout.is_empty())
+        {
+            let listed = String::from_utf8_lossy(&out.stdout);
+            for file in listed.lines().filter(|f| f.ends_with(".toml")) {
+                let name = file.trim_start_matches("jobs/");
+                assert!(
+                    SHIPPED.iter().any(|(n, _)| *n == name),
+                    "{file} is shipped but not compiled in (SHIPPED)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_bad_file_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_shipped(dir.path()).expect("shipped");
+        std::fs::write(dir.path().join("mine.toml"), format!("{GOOD}\nbogus = 1\n")).expect("bad");
+        std::fs::write(
+            dir.path().join("zz_broken.toml"),
+            "name = \"broken\"\nschedule = \"61 * * * *\"\n",
+        )
+        .expect("bad");
+        let copy = GOOD.replace("name = \"demo\"", "name = \"ingest\"");
+        std::fs::write(dir.path().join("zz_same_name.toml"), copy).expect("dup");
+        let loaded = load(dir.path()).expect("directory reads");
+        assert_eq!(loaded.jobs.len(), SHIPPED.len(), "{}", loaded.error_lines());
+        let lines = loaded.error_lines();
+        assert_eq!(loaded.errors.len(), 3, "{lines}");
+        assert!(lines.contains("mine.toml:"), "{lines}");
+        assert!(lines.contains("zz_broken.toml"), "{lines}");
+        assert!(lines.contains("also used by"), "{lines}");
+        assert!(loaded.error_for("mine").is_some());
+        assert!(loaded.error_for("ingest").is_none());
+        assert!(loaded.all_valid().is_err());
     }
 
     #[test]
     fn shipped_jobs_are_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
-        let jobs = load_dir(&dir).expect("shipped jobs are valid");
+        let jobs = load(Path::new("/nonexistent/jobs"))
+            .and_then(Loaded::all_valid)
+            .expect("shipped jobs are valid");
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         for wanted in [
             "ingest",

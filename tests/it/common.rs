@@ -55,12 +55,19 @@ impl TestEnv {
         hxjobs::kafka::ensure_topics(&config)
             .await
             .expect("Kafka is up (scripts/services.sh up)");
+        // The shipped jobs only: an operator's own files in jobs/ are not
+        // this suite's business.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs = dir.path().join("shipped-jobs");
+        hxjobs::dag::job::write_shipped(&jobs).expect("shipped jobs");
+        config.jobs.dir = jobs;
+        std::fs::write(dir.path().join("base.toml"), jobs_section(&config)).expect("base config");
         TestEnv {
             config,
             pool,
             name,
             admin_url: base.database.url,
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir,
         }
     }
 
@@ -117,17 +124,24 @@ impl TestEnv {
         ]
     }
 
-    /// Writes a config file for the binary and returns its path.
+    /// Writes a config file for the binary and returns its path. Without a
+    /// `[jobs]` section of its own it points at the shipped jobs.
     pub fn config_file(&self, toml: &str) -> PathBuf {
         let path = self.dir.path().join("hxjobs.toml");
-        std::fs::write(&path, toml).expect("write config");
+        let text = if toml.contains("[jobs]") {
+            toml.to_string()
+        } else {
+            format!("{}{toml}", jobs_section(&self.config))
+        };
+        std::fs::write(&path, text).expect("write config");
         path
     }
 
     /// A `Command` for the hxjobs binary with this test's environment.
     pub fn command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hxjobs"));
-        cmd.env_remove("HXJOBS_CONFIG");
+        // The shipped jobs unless a test passes a --config of its own.
+        cmd.env("HXJOBS_CONFIG", self.dir.path().join("base.toml"));
         for (k, v) in self.env_vars() {
             cmd.env(k, v);
         }
@@ -227,6 +241,13 @@ impl TestEnv {
             .await;
         }
     }
+}
+
+fn jobs_section(config: &Config) -> String {
+    format!(
+        "[jobs]\ndir = {:?}\n",
+        config.jobs.dir.display().to_string()
+    )
 }
 
 pub fn ts(s: &str) -> chrono::DateTime<chrono::Utc> {
