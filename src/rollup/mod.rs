@@ -1,4 +1,4 @@
-//! Rollups (EVENTS.md, "Rollups"), computed with Polars. Hourly rows come
+//! Rollups (docs/events.md, "Rollups"), computed with Polars. Hourly rows come
 //! from the raw events; a day rolls up from its hours, a week and a month
 //! from their days, so coarser grains stay right after retention removed
 //! the raw events. Counts and sums add up; percentiles and distinct users

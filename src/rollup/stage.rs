@@ -73,7 +73,7 @@ impl RawRow {
 /// Raw rows → the columns rollups group and measure: `event_type`,
 /// `source`, `subject`, `is_error`, `latency`, `prompt_tokens`,
 /// `completion_tokens`, `cost_usd`, `rating_v`, `value_v`, `user_id`
-/// (EVENTS.md, "Rollups": which event types carry which measure).
+/// (docs/events.md, "Rollups": which event types carry which measure).
 pub fn derive(mut raw: Vec<RawRow>) -> Result<DataFrame, Error> {
     let frame = DataFrame::new_infer_height(vec![
         take_column!(raw, "event_type", event_type),
