@@ -60,14 +60,15 @@ pub struct Analysis {
 }
 
 /// The analysis of the `config.days` complete UTC days before `to`
-/// (default: today).
+/// (default, and at most: today, so a day still under way never counts).
 pub async fn analyse(
     pool: &PgPool,
     config: &CapacityConfig,
     to: Option<NaiveDate>,
     now: DateTime<Utc>,
 ) -> Result<Analysis, sqlx::Error> {
-    let to = to.unwrap_or_else(|| now.date_naive());
+    let today = now.date_naive();
+    let to = to.map_or(today, |t| t.min(today));
     let from = to - Duration::days(i64::from(config.days));
     let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
     let end = to.and_time(chrono::NaiveTime::MIN).and_utc();

@@ -1,4 +1,4 @@
-//! The event contract (`EVENTS.md`): parse and validate one Kafka message
+//! The event contract (`docs/events.md`): parse and validate one Kafka message
 //! value into a typed [`Event`], or say exactly why it is rejected.
 //!
 //! Pure and panic-free on any input: every byte string maps to an event or
@@ -40,6 +40,12 @@ impl EventType {
     pub fn parse(s: &str) -> Option<EventType> {
         EventType::ALL.into_iter().find(|t| t.as_str() == s)
     }
+}
+
+/// Whether an llm_request with this `status` failed: `error` or `timeout`.
+/// The one definition of a failed request (docs/measures.md).
+pub fn is_failed_request(status: Option<&str>) -> bool {
+    matches!(status, Some("error" | "timeout"))
 }
 
 impl std::fmt::Display for EventType {

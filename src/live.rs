@@ -6,6 +6,18 @@
 //! DDSketches with a bounded number of bins, and models beyond
 //! `live_stats.max_models` count as "other": memory stays bounded whatever
 //! the traffic. A snapshot (JSON) is rebuilt every second and served as is.
+//!
+//! Errors are measured as everywhere in hxjobs (docs/measures.md): `errors`
+//! are failed requests (llm_request with status error or timeout),
+//! `error_rate` is failed requests / requests (null without requests), and
+//! error events are counted on their own, never as errors.
+//!
+//! Every few seconds the consumer compares its position with each
+//! partition's end: the distance is exported (`live_stats_lag_messages`,
+//! `live_stats_lag_seconds`), and a partition that has data but makes no
+//! progress (a message larger than a fetch, a broker that stopped serving
+//! the fetch session) gets a new consumer with larger fetches, and as a
+//! last resort its blocking message is counted as rejected and passed over.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +44,10 @@ struct Slot {
     /// Slot number since the start; a ring entry holding an older one is stale.
     n: u64,
     events: u64,
+    requests: u64,
+    /// Failed requests.
     errors: u64,
+    error_events: u64,
     tokens: u64,
     cost: f64,
     rating_sum: f64,
@@ -50,7 +65,9 @@ impl Slot {
         Slot {
             n,
             events: 0,
+            requests: 0,
             errors: 0,
+            error_events: 0,
             tokens: 0,
             cost: 0.0,
             rating_sum: 0.0,
@@ -84,13 +101,15 @@ impl Series {
     fn add(&mut self, n: u64, e: &Event) {
         let s = self.slot(n);
         s.events += 1;
-        let is_error = match e.event_type {
-            EventType::ErrorEvent => true,
-            EventType::LlmRequest => matches!(e.status.as_deref(), Some("error" | "timeout")),
-            _ => false,
-        };
-        if is_error {
-            s.errors += 1;
+        match e.event_type {
+            EventType::LlmRequest => {
+                s.requests += 1;
+                if crate::events::is_failed_request(e.status.as_deref()) {
+                    s.errors += 1;
+                }
+            }
+            EventType::ErrorEvent => s.error_events += 1,
+            _ => {}
         }
         if e.event_type == EventType::LlmRequest {
             if let Some(l) = e.latency_ms {
@@ -116,7 +135,9 @@ impl Series {
         for s in self.slots.iter().flatten() {
             if s.n >= oldest && s.n <= now_n {
                 w.events += s.events;
+                w.requests += s.requests;
                 w.errors += s.errors;
+                w.error_events += s.error_events;
                 w.tokens += s.tokens;
                 w.cost += s.cost;
                 w.rating_sum += s.rating_sum;
@@ -136,12 +157,11 @@ impl Series {
             span_secs: crate::round(span, 3),
             events: w.events,
             events_per_sec: w.events as f64 / span,
+            requests: w.requests,
             errors: w.errors,
-            error_rate: if w.events > 0 {
-                w.errors as f64 / w.events as f64
-            } else {
-                0.0
-            },
+            error_rate: (w.requests > 0).then(|| w.errors as f64 / w.requests as f64),
+            error_events: w.error_events,
+            error_events_per_sec: w.error_events as f64 / span,
             latency_p50_ms: q(0.50),
             latency_p95_ms: q(0.95),
             latency_p99_ms: q(0.99),
@@ -158,8 +178,15 @@ pub struct WindowStats {
     pub span_secs: f64,
     pub events: u64,
     pub events_per_sec: f64,
+    /// llm_request events.
+    pub requests: u64,
+    /// Failed requests (status error or timeout).
     pub errors: u64,
-    pub error_rate: f64,
+    /// Failed requests / requests; `None` (null) without requests.
+    pub error_rate: Option<f64>,
+    /// error_event events, counted on their own.
+    pub error_events: u64,
+    pub error_events_per_sec: f64,
     pub latency_p50_ms: Option<f64>,
     pub latency_p95_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
@@ -176,6 +203,11 @@ struct Windows {
     rejected: u64,
     /// Arrival minus the message's timestamp, of the latest message.
     lag_ms: f64,
+    /// Messages between the consumer's positions and the partition ends,
+    /// at the last check; `None` before the first.
+    behind_messages: Option<i64>,
+    /// Seconds since the consumer last stood at every partition's end.
+    behind_secs: f64,
 }
 
 /// The live stats of one process.
@@ -195,6 +227,10 @@ struct Snapshot<'a> {
     consumed_total: u64,
     rejected_total: u64,
     lag_ms: f64,
+    /// Messages not read yet, up to the partition ends (null before the first check).
+    behind_messages: Option<i64>,
+    /// Seconds since the consumer last stood at every partition's end.
+    behind_secs: f64,
     total: HashMap<&'static str, WindowStats>,
     topics: HashMap<&'a str, HashMap<&'static str, WindowStats>>,
     models: HashMap<&'a str, HashMap<&'static str, WindowStats>>,
@@ -213,6 +249,8 @@ impl LiveStats {
                 consumed: 0,
                 rejected: 0,
                 lag_ms: 0.0,
+                behind_messages: None,
+                behind_secs: 0.0,
             }),
             snapshot: RwLock::new(Arc::new(b"{}".to_vec())),
         });
@@ -263,6 +301,15 @@ impl LiveStats {
             w.consumed += 1;
             w.rejected += 1;
         }
+        metrics::counter!("live_stats_rejected_total").increment(1);
+    }
+
+    /// Records how far the consumer is from the partition ends.
+    fn behind(&self, messages: i64, secs: f64) {
+        if let Ok(mut w) = self.windows.lock() {
+            w.behind_messages = Some(messages);
+            w.behind_secs = secs;
+        }
     }
 
     /// Rebuilds the snapshot and the Prometheus gauges.
@@ -290,6 +337,8 @@ impl LiveStats {
             consumed_total: w.consumed,
             rejected_total: w.rejected,
             lag_ms: w.lag_ms,
+            behind_messages: w.behind_messages,
+            behind_secs: crate::round(w.behind_secs, 1),
             total: windows(&w.total),
             topics: w
                 .topics
@@ -311,7 +360,11 @@ impl LiveStats {
                         ("window", window.to_string()),
                     ];
                     metrics::gauge!("live_events_per_second", &labels).set(stats.events_per_sec);
-                    metrics::gauge!("live_error_rate", &labels).set(stats.error_rate);
+                    if let Some(rate) = stats.error_rate {
+                        metrics::gauge!("live_error_rate", &labels).set(rate);
+                    }
+                    metrics::gauge!("live_error_events_per_second", &labels)
+                        .set(stats.error_events_per_sec);
                     metrics::gauge!("live_tokens_per_second", &labels).set(stats.tokens_per_sec);
                     metrics::gauge!("live_cost_usd_per_second", &labels).set(stats.cost_per_sec);
                     if let Some(p) = stats.latency_p95_ms {
@@ -320,7 +373,7 @@ impl LiveStats {
                 }
             }
         }
-        metrics::gauge!("live_stats_lag_seconds").set(w.lag_ms / 1000.0);
+        metrics::gauge!("live_stats_lag_seconds").set(w.behind_secs);
         if let Ok(bytes) = serde_json::to_vec(&snapshot) {
             drop(w);
             if let Ok(mut s) = self.snapshot.write() {
@@ -345,46 +398,205 @@ impl LiveStats {
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<std::thread::JoinHandle<()>> {
         let kafka = config.kafka.clone();
-        let consumer: BaseConsumer = crate::kafka::build_consumer(&kafka, &self.group)?;
-        let mut assignment = TopicPartitionList::new();
+        let max_bytes = config.ingest.max_event_bytes;
+        let fetch = crate::kafka::FETCH_BYTES.max(max_bytes + 4096);
+        let probe: BaseConsumer = crate::kafka::build_consumer(&kafka, &self.group)?;
+        let mut parts = Vec::new();
         for (topic, _) in config.topics.event_topics() {
-            for p in crate::kafka::partitions_of(&consumer, &kafka, topic)? {
-                assignment.add_partition_offset(topic, p, Offset::End)?;
+            for p in crate::kafka::partitions_of(&probe, &kafka, topic)? {
+                let (_, high) = crate::kafka::watermarks(&probe, &kafka, topic, p)?;
+                parts.push(Part::new(topic, p, high));
             }
         }
-        consumer.assign(&assignment)?;
-        let max_bytes = config.ingest.max_event_bytes;
+        let mut reader = Reader {
+            consumer: assigned(&kafka, &self.group, &parts, fetch)?,
+            kafka,
+            group: self.group.clone(),
+            fetch,
+            parts,
+        };
         let live = self.clone();
         Ok(std::thread::Builder::new()
             .name("live-stats".into())
-            .spawn(move || {
-                let mut last_refresh = Instant::now();
-                let mut per_topic: HashMap<String, u64> = HashMap::new();
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                        let topic = m.topic();
-                        match crate::events::parse(m.payload(), max_bytes) {
-                            Ok(event) => {
-                                let lag = m
-                                    .timestamp()
-                                    .to_millis()
-                                    .map(|t| (Utc::now().timestamp_millis() - t).max(0) as f64)
-                                    .unwrap_or(0.0);
-                                live.record(topic, &event, lag);
-                            }
-                            Err(_) => live.rejected(),
+            .spawn(move || reader.run(&live, max_bytes, &stop))?)
+    }
+}
+
+/// How often the consumer compares its position with the partition ends.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// A partition with data that makes no progress this long is stalled.
+const STALLED_AFTER: Duration = Duration::from_secs(10);
+
+/// One assigned partition: where the consumer is, and where the end was.
+struct Part {
+    topic: String,
+    partition: i32,
+    /// The next offset to read.
+    next: i64,
+    /// The end at the last check, and when that check ran.
+    end: i64,
+    checked_at: Instant,
+    /// When the partition last stood at an end seen by a check.
+    current_at: Instant,
+    /// When `next` last moved (or the consumer was rebuilt).
+    moved_at: Instant,
+}
+
+impl Part {
+    fn new(topic: &str, partition: i32, end: i64) -> Part {
+        let now = Instant::now();
+        Part {
+            topic: topic.to_string(),
+            partition,
+            next: end,
+            end,
+            checked_at: now,
+            current_at: now,
+            moved_at: now,
+        }
+    }
+}
+
+/// A consumer assigned to every partition at its next offset.
+fn assigned(
+    kafka: &crate::config::KafkaConfig,
+    group: &str,
+    parts: &[Part],
+    fetch_bytes: usize,
+) -> anyhow::Result<BaseConsumer> {
+    let consumer = crate::kafka::build_consumer_with(kafka, group, fetch_bytes)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+/// The live consumer's loop and its bookkeeping.
+struct Reader {
+    consumer: BaseConsumer,
+    kafka: crate::config::KafkaConfig,
+    group: String,
+    fetch: usize,
+    parts: Vec<Part>,
+}
+
+impl Reader {
+    fn run(&mut self, live: &LiveStats, max_bytes: usize, stop: &AtomicBool) {
+        let mut index: HashMap<(String, i32), usize> = HashMap::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            index.insert((p.topic.clone(), p.partition), i);
+        }
+        let mut last_refresh = Instant::now();
+        let mut last_check = Instant::now();
+        let mut per_topic: HashMap<String, u64> = HashMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let topic = m.topic();
+                    match crate::events::parse(m.payload(), max_bytes) {
+                        Ok(event) => {
+                            let lag = m
+                                .timestamp()
+                                .to_millis()
+                                .map(|t| (Utc::now().timestamp_millis() - t).max(0) as f64)
+                                .unwrap_or(0.0);
+                            live.record(topic, &event, lag);
                         }
-                        *per_topic.entry(topic.to_string()).or_default() += 1;
+                        Err(_) => live.rejected(),
                     }
-                    if last_refresh.elapsed() >= Duration::from_secs(1) {
-                        for (topic, n) in per_topic.drain() {
-                            metrics::counter!("kafka_events_total", "topic" => topic).increment(n);
-                        }
-                        live.refresh();
-                        last_refresh = Instant::now();
+                    *per_topic.entry(topic.to_string()).or_default() += 1;
+                    let key = (topic.to_string(), m.partition());
+                    if let Some(p) = index.get(&key).and_then(|&i| self.parts.get_mut(i)) {
+                        p.next = p.next.max(m.offset() + 1);
+                        p.moved_at = Instant::now();
                     }
                 }
-            })?)
+                Some(Err(e)) => tracing::debug!(error = %e, "live stats consumer error"),
+                None => {}
+            }
+            if last_check.elapsed() >= CHECK_EVERY {
+                self.check(live);
+                last_check = Instant::now();
+            }
+            if last_refresh.elapsed() >= Duration::from_secs(1) {
+                for (topic, n) in per_topic.drain() {
+                    metrics::counter!("kafka_events_total", "topic" => topic).increment(n);
+                }
+                live.refresh();
+                last_refresh = Instant::now();
+            }
+        }
+    }
+
+    /// Compares each partition's position with its end, exports the
+    /// distance and unblocks partitions that stopped moving.
+    fn check(&mut self, live: &LiveStats) {
+        let now = Instant::now();
+        let mut behind_by_topic: HashMap<String, i64> = HashMap::new();
+        let mut behind_secs: f64 = 0.0;
+        let mut stalled = Vec::new();
+        for (i, p) in self.parts.iter_mut().enumerate() {
+            // Up to the end the previous check saw: current as of that check.
+            if p.next >= p.end {
+                p.current_at = p.checked_at;
+            }
+            let Ok((_, high)) =
+                self.consumer
+                    .fetch_watermarks(&p.topic, p.partition, Duration::from_millis(1000))
+            else {
+                continue;
+            };
+            p.end = high;
+            p.checked_at = now;
+            let behind = (high - p.next).max(0);
+            *behind_by_topic.entry(p.topic.clone()).or_default() += behind;
+            if behind > 0 {
+                behind_secs = behind_secs.max(now.duration_since(p.current_at).as_secs_f64());
+                if p.moved_at.elapsed() >= STALLED_AFTER {
+                    stalled.push(i);
+                }
+            }
+        }
+        let total: i64 = behind_by_topic.values().sum();
+        for (topic, n) in behind_by_topic {
+            metrics::gauge!("live_stats_lag_messages", "topic" => topic).set(n as f64);
+        }
+        live.behind(total, behind_secs);
+        if stalled.is_empty() {
+            return;
+        }
+        if self.fetch < crate::kafka::LARGE_FETCH_BYTES {
+            self.fetch = (self.fetch * 2).min(crate::kafka::LARGE_FETCH_BYTES);
+            tracing::warn!(
+                fetch_bytes = self.fetch,
+                partitions = stalled.len(),
+                "live stats: partitions with data stopped moving; reconnecting with larger fetches"
+            );
+        } else {
+            // Larger fetches did not help: the message at the position is
+            // counted as rejected and passed over.
+            for &i in &stalled {
+                if let Some(p) = self.parts.get_mut(i) {
+                    tracing::warn!(
+                        topic = %p.topic,
+                        partition = p.partition,
+                        offset = p.next,
+                        "live stats: a message cannot be fetched; counted as rejected and skipped"
+                    );
+                    p.next += 1;
+                    live.rejected();
+                }
+            }
+        }
+        for p in &mut self.parts {
+            p.moved_at = now;
+        }
+        match assigned(&self.kafka, &self.group, &self.parts, self.fetch) {
+            Ok(c) => self.consumer = c,
+            Err(e) => tracing::warn!(error = %e, "live stats: consumer not rebuilt; retrying"),
+        }
     }
 }
 
@@ -398,6 +610,29 @@ mod tests {
             uuid::Uuid::new_v4()
         );
         crate::events::parse(Some(json.as_bytes()), 1 << 20).expect("valid event")
+    }
+
+    #[test]
+    fn error_events_are_not_request_errors() {
+        let live = LiveStats::new("g", 4);
+        let json = format!(
+            r#"{{"event_id":"{}","event_type":"error_event","timestamp":"2026-03-01T00:00:00Z","source":"api","data":{{"error_type":"oom"}}}}"#,
+            uuid::Uuid::new_v4()
+        );
+        let e = crate::events::parse(Some(json.as_bytes()), 1 << 20).expect("valid event");
+        live.record("errors", &e, 1.0);
+        live.refresh();
+        let v: serde_json::Value = serde_json::from_slice(&live.snapshot_json()).expect("json");
+        let w = &v["total"]["1m"];
+        assert_eq!(w["errors"], 0, "{w}");
+        assert_eq!(w["error_events"], 1, "{w}");
+        assert!(w["error_rate"].is_null(), "no requests: n/a, {w}");
+        live.record("llm", &event("m", 10.0, "timeout"), 1.0);
+        live.record("llm", &event("m", 10.0, "success"), 1.0);
+        live.refresh();
+        let v: serde_json::Value = serde_json::from_slice(&live.snapshot_json()).expect("json");
+        assert_eq!(v["total"]["1m"]["error_rate"], 0.5);
+        assert_eq!(v["total"]["1m"]["errors"], 1);
     }
 
     #[test]
@@ -415,6 +650,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&live.snapshot_json()).expect("json");
         assert_eq!(v["total"]["1m"]["events"], 100);
         assert_eq!(v["total"]["15m"]["errors"], 25);
+        assert_eq!(v["total"]["15m"]["error_rate"], 0.25);
         assert_eq!(v["topics"]["llm"]["5m"]["events"], 100);
         let models = v["models"].as_object().expect("models");
         assert_eq!(models.len(), 3, "{models:?}");

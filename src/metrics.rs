@@ -2,7 +2,12 @@
 //! Names follow the platform's specification where it has one:
 //! `kafka_events_total`, `kafka_consumer_lag`, `batch_processing_success_rate`,
 //! `event_processing_total`, `event_processing_duration_seconds`; hxjobs' own
-//! are prefixed `hxjobs_`.
+//! are prefixed `hxjobs_`. Every metric has a description (`# HELP`).
+//!
+//! A scrape never waits on PostgreSQL or the broker: values read from them
+//! are refreshed in the background ([`spawn_refresher`]) and a scrape only
+//! renders what is in memory, so metrics stay visible during the outages
+//! the alert rules exist for; `hxjobs_dependency_up` says which is down.
 
 use std::sync::OnceLock;
 
@@ -25,13 +30,109 @@ pub fn install() {
             .set_buckets(&BUCKETS)
             .and_then(|b| b.install_recorder())
         {
-            Ok(h) => Some(h),
+            Ok(h) => {
+                describe();
+                Some(h)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "metrics recorder not installed");
                 None
             }
         }
     });
+}
+
+/// One description per metric, shown as `# HELP` in the exposition.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "kafka_events_total",
+        "Messages read by the live-stats consumer, per topic (rejected ones included)."
+    );
+    describe_gauge!(
+        "kafka_consumer_lag",
+        "Messages the ingest consumer group has not stored yet: the broker's end offset minus the stored offset, per partition (refreshed in the background)."
+    );
+    describe_counter!(
+        "event_processing_total",
+        "Messages ingest handled, per topic and outcome (stored, duplicate, dead_letter)."
+    );
+    describe_histogram!(
+        "event_processing_duration_seconds",
+        "Time to write one ingest batch to PostgreSQL, in seconds."
+    );
+    describe_gauge!(
+        "batch_processing_success_rate",
+        "Share of runs that succeeded among runs finished in the window, per job and for all jobs."
+    );
+    describe_counter!(
+        "hxjobs_job_runs_total",
+        "Finished runs, per job and final state."
+    );
+    describe_histogram!(
+        "hxjobs_job_run_duration_seconds",
+        "Duration of finished runs, per job, in seconds."
+    );
+    describe_counter!(
+        "hxjobs_task_runs_total",
+        "Finished task attempts, per job, task kind and state."
+    );
+    describe_histogram!(
+        "hxjobs_task_duration_seconds",
+        "Duration of task attempts, per job and task kind, in seconds."
+    );
+    describe_counter!(
+        "hxjobs_api_requests_total",
+        "API requests answered, per method, route and status."
+    );
+    describe_histogram!(
+        "hxjobs_api_request_duration_seconds",
+        "API request handling time, per route, in seconds."
+    );
+    describe_gauge!(
+        "hxjobs_job_files_invalid",
+        "Job files in jobs.dir that did not load (see /health and `hxjobs jobs check`)."
+    );
+    describe_gauge!(
+        "hxjobs_dependency_up",
+        "1 when the dependency (postgresql, kafka) answered its last check, else 0."
+    );
+    describe_gauge!(
+        "live_events_per_second",
+        "Live stats: events per second over the window, per topic or model."
+    );
+    describe_gauge!(
+        "live_error_rate",
+        "Live stats: failed requests / requests over the window (docs/measures.md)."
+    );
+    describe_gauge!(
+        "live_error_events_per_second",
+        "Live stats: error events per second over the window."
+    );
+    describe_gauge!(
+        "live_latency_p95_ms",
+        "Live stats: 95th percentile of request latency over the window, in ms."
+    );
+    describe_gauge!(
+        "live_tokens_per_second",
+        "Live stats: prompt + completion tokens per second over the window."
+    );
+    describe_gauge!(
+        "live_cost_usd_per_second",
+        "Live stats: request cost in USD per second over the window."
+    );
+    describe_gauge!(
+        "live_stats_lag_seconds",
+        "Live stats: seconds since the consumer last stood at every partition's end (0 while caught up)."
+    );
+    describe_gauge!(
+        "live_stats_lag_messages",
+        "Live stats: messages between the consumer's position and the partition ends, per topic."
+    );
+    describe_counter!(
+        "live_stats_rejected_total",
+        "Live stats: messages that were not valid events (counted, then skipped)."
+    );
 }
 
 /// The text exposition of every metric.
@@ -44,10 +145,34 @@ pub fn render() -> String {
         .unwrap_or_default()
 }
 
-/// Gauges read from the database at scrape time: the run ledger's success
-/// rate over the last 24 hours, stored events per topic and the lag of
-/// ingest behind the broker as last recorded.
-pub async fn refresh(pool: &PgPool, config: &Config) {
+/// Sets `hxjobs_dependency_up` for one dependency.
+pub fn dependency_up(dependency: &'static str, up: bool) {
+    metrics::gauge!("hxjobs_dependency_up", "dependency" => dependency)
+        .set(f64::from(u8::from(up)));
+}
+
+/// Refreshes the gauges read from PostgreSQL and the broker every `every`
+/// until `stop`, each pass bounded in time, so `/metrics` never waits.
+pub fn spawn_refresher(
+    pool: PgPool,
+    config: std::sync::Arc<Config>,
+    every: std::time::Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    tokio::spawn(async move {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let pass = tokio::time::timeout(every * 3, refresh(&pool, &config)).await;
+            if pass.is_err() {
+                tracing::debug!("metrics refresh took too long; values kept from the last pass");
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+/// Gauges read from the database: the run ledger's success rate over the
+/// last 24 hours, and the lag of ingest behind the broker.
+async fn refresh(pool: &PgPool, config: &Config) {
     let window = "24h";
     if let Ok(rows) = sqlx::query_as::<_, (String, i64, i64)>(
         "SELECT job, count(*) FILTER (WHERE state = 'success'), count(*) FILTER (WHERE state IN ('success', 'failed'))

@@ -40,13 +40,39 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
             "unsupported_media_type",
             "send the body as JSON with Content-Type: application/json",
         )),
-        Err(e) => Err(ApiError::bad_request("invalid_json", e.body_text())),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_json",
+            client_words(&e.body_text()),
+        )),
     }
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(v)| v)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+        .map_err(|e| ApiError::bad_request("invalid_query", client_words(&e.body_text())))
+}
+
+/// A deserializer's message in the words of the request: the fields and
+/// JSON types a client sent, never the names of hxjobs's own Rust types.
+fn client_words(message: &str) -> String {
+    let mut out = message
+        .replace(
+            "Failed to deserialize the JSON body into the target type: ",
+            "",
+        )
+        .replace("Failed to deserialize query string: ", "query: ");
+    for (marker, words) in [
+        ("expected struct ", "expected a JSON object"),
+        ("expected enum ", "expected one of the documented values"),
+    ] {
+        while let Some(at) = out.find(marker) {
+            let name_end = out[at + marker.len()..]
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(out.len(), |n| at + marker.len() + n);
+            out.replace_range(at..name_end, words);
+        }
+    }
+    out
 }
 
 fn id_of(p: Result<Path<String>, PathRejection>) -> ApiResult<i64> {
@@ -99,7 +125,16 @@ pub async fn health(State(state): State<ApiState>) -> Response {
         "service": "batch-processing-api",
         "timestamp": Utc::now(),
         "version": env!("CARGO_PKG_VERSION"),
-        "checks": { "database": h.database, "kafka": h.kafka },
+        "checks": {
+            "database": h.database,
+            "kafka": h.kafka,
+            // Invalid job files do not stop the service: the valid jobs run.
+            "jobs": {
+                "status": if state.invalid_job_files.is_empty() { "ok" } else { "invalid_files" },
+                "loaded": state.jobs.len(),
+                "invalid_files": state.invalid_job_files.as_slice(),
+            },
+        },
         "checked_at": h.checked_at,
     });
     let status = if healthy {
@@ -211,6 +246,9 @@ pub async fn job_runs(
 pub struct TriggerBody {
     /// Any instant in the interval to run; default: the last complete one.
     interval_start: Option<String>,
+    /// Also run an interval before the job's `start_date`.
+    #[serde(default)]
+    ignore_start_date: bool,
 }
 
 pub async fn trigger_run(
@@ -228,6 +266,16 @@ pub async fn trigger_run(
         Some(s) => job.interval.containing(instant("interval_start", s)?),
         None => job.interval.last_complete(Utc::now()),
     };
+    if interval.start < job.start_date && !body.ignore_start_date {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "before_start_date",
+            format!(
+                "{} starts on {}: the interval {} is before it (set ignore_start_date to run it anyway)",
+                job.name, job.start_date, interval.start
+            ),
+        ));
+    }
     let id = executor::create_run(&state.pools.ledger, &job, interval, RunType::Manual)
         .await?
         .ok_or_else(|| ApiError::internal("the run was not created"))?;
@@ -290,6 +338,8 @@ pub struct BackfillBody {
     reprocess: Option<String>,
     #[serde(default)]
     parallel: Option<usize>,
+    #[serde(default)]
+    ignore_start_date: bool,
 }
 
 pub async fn backfill(
@@ -328,10 +378,20 @@ pub async fn backfill(
         to,
         parallel,
         reprocess,
+        ignore_start_date: body.ignore_start_date,
     };
     let plan = backfill::plan(&state.pools.ledger, &job, &spec)
         .await
-        .map_err(|e| ApiError::bad_request("invalid_range", e.to_string()))?;
+        .map_err(|e| match e {
+            backfill::Error::BeforeStartDate { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "before_start_date",
+                e.to_string()
+                    .replace("--ignore-start-date", "ignore_start_date"),
+            ),
+            backfill::Error::Database(e) => ApiError::internal(e),
+            other => ApiError::bad_request("invalid_range", other.to_string()),
+        })?;
     let (config, pools, stop) = (
         state.config.clone(),
         state.pools.clone(),
@@ -712,8 +772,8 @@ pub async fn stats_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-pub async fn metrics(State(state): State<ApiState>) -> Response {
-    crate::metrics::refresh(&state.pools.data, &state.config).await;
+/// Renders what is in memory; nothing here waits on PostgreSQL or the broker.
+pub async fn metrics() -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(),
@@ -727,4 +787,22 @@ pub async fn openapi() -> Response {
         super::openapi::document(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_words;
+
+    #[test]
+    fn errors_name_fields_not_types() {
+        let m = client_words(
+            "Failed to deserialize the JSON body into the target type: invalid type: sequence, expected struct GenerateBody at line 1 column 1",
+        );
+        assert_eq!(
+            m,
+            "invalid type: sequence, expected a JSON object at line 1 column 1"
+        );
+        let m = client_words("unknown field `x`, expected one of `job`, `from`");
+        assert_eq!(m, "unknown field `x`, expected one of `job`, `from`");
+    }
 }

@@ -126,6 +126,7 @@ async fn run(config: Config, runs: usize, parallel: usize) -> anyhow::Result<Sch
         to: from + TimeDelta::hours(runs as i64),
         parallel,
         reprocess: Reprocess::None,
+        ignore_start_date: false,
     };
     let summary = backfill::run(
         Arc::new(config),

@@ -9,6 +9,7 @@ mod run;
 mod schedule;
 mod serve;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,10 @@ pub struct Cli {
     /// Log format: human-readable lines or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub log_format: LogFormat,
+
+    /// Colour in log lines: `auto` only when standard error is a terminal.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub color: crate::telemetry::Color,
 
     /// Log filter, e.g. `info`, `debug`, `hxjobs=debug`.
     #[arg(long, global = true, env = "HXJOBS_LOG", default_value = "info")]
@@ -128,6 +133,21 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 pub type CliResult = Result<(), Failure>;
 
+/// The jobs in `jobs.dir`. Invalid files are logged (each with file:line)
+/// and counted in `hxjobs_job_files_invalid`; the valid jobs still load.
+pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Failure> {
+    let loaded = crate::dag::job::load(&config.jobs.dir).map_err(|e| Failure {
+        code: 2,
+        message: e.to_string(),
+    })?;
+    for e in &loaded.errors {
+        tracing::error!(file = %e.file.display(), line = e.line, "invalid job file, not loaded: {e}");
+    }
+    crate::metrics::install();
+    metrics::gauge!("hxjobs_job_files_invalid").set(loaded.errors.len() as f64);
+    Ok(loaded)
+}
+
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Config::load(cli.config.as_deref()).map_err(|e| Failure {
         code: 2,
@@ -135,7 +155,8 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     })
 }
 
-/// A flag that turns true on Ctrl-C or SIGTERM; a second signal exits at once.
+/// A flag that turns true on Ctrl-C, SIGTERM or SIGHUP (the terminal
+/// closed); a second signal exits at once.
 pub fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -159,14 +180,18 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    _ = hup.recv() => {}
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
@@ -193,7 +218,8 @@ pub fn main(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("hxjobs: error: {}", f.message);
+            // The terminal may be gone (SIGHUP): never panic on the last line.
+            let _ = writeln!(std::io::stderr(), "hxjobs: error: {}", f.message);
             ExitCode::from(f.code)
         }
     }

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use super::{stop_on_signal, CliResult, Failure};
 use crate::config::Config;
 use crate::dag::executor;
-use crate::dag::{job, Interval, Job};
+use crate::dag::{Interval, Job};
 use crate::tasks::TaskContext;
 
 #[derive(Debug, Args)]
@@ -19,6 +19,9 @@ pub struct RunArgs {
     /// Run the interval that contains this time.
     #[arg(long, value_parser = crate::time::parse_instant)]
     pub interval_start: Option<DateTime<Utc>>,
+    /// Also run an interval before the job's `start_date` (refused otherwise).
+    #[arg(long)]
+    pub ignore_start_date: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,17 +37,27 @@ pub enum TasksCommand {
 }
 
 pub(super) fn find_job(config: &Config, name: &str) -> Result<Job, Failure> {
-    let jobs = job::load(&config.jobs.dir).map_err(|e| Failure {
-        code: 2,
-        message: e.to_string(),
-    })?;
-    let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
-    jobs.into_iter()
-        .find(|j| j.name == name)
-        .ok_or_else(|| Failure {
+    let loaded = super::load_jobs(config)?;
+    if let Some(e) = loaded.error_for(name) {
+        return Err(Failure {
             code: 2,
-            message: format!("unknown job `{name}` (known jobs: {})", names.join(", ")),
-        })
+            message: format!("job `{name}` is not valid: {e}"),
+        });
+    }
+    let names: Vec<String> = loaded.jobs.iter().map(|j| j.name.clone()).collect();
+    let mut message = format!("unknown job `{name}` (known jobs: {})", names.join(", "));
+    if !loaded.errors.is_empty() {
+        message.push_str(&format!(
+            "; {} job files are invalid:\n{}",
+            loaded.errors.len(),
+            loaded.error_lines()
+        ));
+    }
+    loaded
+        .jobs
+        .into_iter()
+        .find(|j| j.name == name)
+        .ok_or(Failure { code: 2, message })
 }
 
 fn interval_of(job: &Job, at: Option<DateTime<Utc>>, start: Option<DateTime<Utc>>) -> Interval {
@@ -57,6 +70,15 @@ fn interval_of(job: &Job, at: Option<DateTime<Utc>>, start: Option<DateTime<Utc>
 pub async fn run(config: &Config, args: RunArgs) -> CliResult {
     let job = find_job(config, &args.job)?;
     let interval = interval_of(&job, args.at, args.interval_start);
+    if interval.start < job.start_date && !args.ignore_start_date {
+        return Err(Failure {
+            code: 2,
+            message: format!(
+                "{} starts on {}: the interval {} is before it; pass --ignore-start-date to run it anyway",
+                job.name, job.start_date, interval.start
+            ),
+        });
+    }
     let pool = crate::db::connect_and_migrate(&config.database).await?;
     let stop = stop_on_signal();
     let pools = crate::db::Pools::new(pool);

@@ -1,5 +1,6 @@
 //! `hxjobs daemon`, `hxjobs backfill`, `hxjobs runs`.
 
+use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,9 +13,9 @@ use super::run::find_job;
 use super::{stop_on_signal, CliResult, Failure};
 use crate::config::Config;
 use crate::dag::backfill::{self, Reprocess, Spec};
+use crate::dag::daemon;
 use crate::dag::executor::worker_id;
 use crate::dag::scheduler::Scheduler;
-use crate::dag::{daemon, job};
 use crate::db::Pools;
 
 #[derive(Debug, Args)]
@@ -46,6 +47,9 @@ pub struct BackfillArgs {
     /// Show what would run and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also run intervals before the job's `start_date` (refused otherwise).
+    #[arg(long)]
+    pub ignore_start_date: bool,
 }
 
 #[derive(Debug, Args)]
@@ -61,15 +65,10 @@ pub struct RunsArgs {
     pub limit: i64,
 }
 
-fn load_jobs(config: &Config) -> Result<Vec<job::Job>, Failure> {
-    job::load(&config.jobs.dir).map_err(|e| Failure {
-        code: 2,
-        message: e.to_string(),
-    })
-}
-
 pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
-    let jobs = load_jobs(config)?;
+    let loaded = super::load_jobs(config)?;
+    let invalid: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+    let jobs = loaded.jobs;
     let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
     let scheduler = Scheduler::new(Arc::new(config.clone()), pools, jobs, worker_id());
     if args.once {
@@ -94,6 +93,7 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
             scheduler.pools.clone(),
             scheduler.jobs.clone(),
             Some(wake.clone()),
+            invalid,
             stop.clone(),
         )?)
     };
@@ -113,6 +113,7 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
         to: args.to,
         parallel: args.parallel,
         reprocess: args.reprocess,
+        ignore_start_date: args.ignore_start_date,
     };
     let usage = |e: backfill::Error| match e {
         backfill::Error::Database(e) => Failure::from(e),
@@ -154,7 +155,10 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
     .await
     .map_err(usage)?;
     bar.finish();
-    println!(
+    // After a SIGHUP the terminal may be gone: a failed print must not
+    // turn into a panic.
+    let _ = writeln!(
+        std::io::stdout(),
         "backfill {}: {} succeeded, {} failed, {} handed back in {:.1} s",
         job.name,
         summary.succeeded,
@@ -168,10 +172,34 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
             message: "interrupted; run the same command again to resume".into(),
         });
     }
-    if summary.failed > 0 {
+    // What the ledger holds for the range now, whoever ran it.
+    let after = backfill::plan(&pools.ledger, &job, &spec)
+        .await
+        .map_err(usage)?;
+    let not_done = after.intervals.saturating_sub(after.succeeded);
+    if not_done > 0 {
+        let mut why = Vec::new();
+        if after.failed > 0 {
+            why.push(format!(
+                "{} failed (see `hxjobs runs {} --state failed`; re-run them with --reprocess failed)",
+                after.failed, job.name
+            ));
+        }
+        if after.running > 0 {
+            why.push(format!(
+                "{} running elsewhere (held by another process; if it is gone they are \
+                 handed back after scheduler.stale_after_secs = {} s: run the same command again then)",
+                after.running, config.scheduler.stale_after_secs
+            ));
+        }
+        let waiting = not_done.saturating_sub(after.failed + after.running);
+        if waiting > 0 {
+            why.push(format!("{waiting} not run yet"));
+        }
         return Err(Failure::from(format!(
-            "{} runs failed (see `hxjobs runs {} --state failed`; re-run them with --reprocess failed)",
-            summary.failed, job.name
+            "{not_done} of {} intervals have not succeeded: {}",
+            after.intervals,
+            why.join("; ")
         )));
     }
     Ok(())

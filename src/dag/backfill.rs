@@ -34,6 +34,8 @@ pub struct Spec {
     pub to: DateTime<Utc>,
     pub parallel: usize,
     pub reprocess: Reprocess,
+    /// Also run intervals before the job's `start_date`.
+    pub ignore_start_date: bool,
 }
 
 /// What a backfill finds in the ledger before it starts (`--dry-run` shows it).
@@ -91,6 +93,15 @@ pub enum Error {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     },
+    #[error(
+        "{job} starts on {start_date}: the range begins with intervals before it \
+         (first: {first}); start the range at {start_date}, or pass --ignore-start-date"
+    )]
+    BeforeStartDate {
+        job: String,
+        start_date: DateTime<Utc>,
+        first: DateTime<Utc>,
+    },
     #[error("--parallel must be at least 1")]
     Parallel,
     #[error(transparent)]
@@ -116,6 +127,15 @@ fn intervals(job: &Job, spec: &Spec) -> Result<Vec<Interval>, Error> {
             end: grain.next(start),
         })
         .collect();
+    if let Some(first) = out.first().filter(|i| i.start < job.start_date) {
+        if !spec.ignore_start_date {
+            return Err(Error::BeforeStartDate {
+                job: job.name.clone(),
+                start_date: job.start_date,
+                first: first.start,
+            });
+        }
+    }
     if out.is_empty() {
         return Err(Error::NoIntervals {
             job: job.name.clone(),

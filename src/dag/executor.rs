@@ -445,6 +445,9 @@ async fn run_with_retries(
     let started = Instant::now();
     let mut work = Duration::ZERO;
     let mut attempt = 0u32;
+    // Since when the attempts have failed only because a dependency was
+    // unreachable, and how many such waits there were.
+    let mut waiting: Option<(Instant, u32)> = None;
     loop {
         attempt += 1;
         if let Some(pool) = ledger {
@@ -462,11 +465,13 @@ async fn run_with_retries(
         let limit = Duration::from_secs(task.timeout_secs);
         let mut fatal = false;
         let mut interrupted = false;
+        let mut unreachable = false;
         let began = Instant::now();
         let result = match tokio::time::timeout(limit, tasks::run_task(ctx, task)).await {
             Ok(r) => r.map_err(|e| {
                 fatal = e.downcast_ref::<tasks::Fatal>().is_some();
                 interrupted = e.downcast_ref::<tasks::Interrupted>().is_some();
+                unreachable = tasks::dependency_unreachable(&e);
                 format!("{e:#}")
             }),
             Err(_) => Err(format!("timed out after {} s", task.timeout_secs)),
@@ -475,6 +480,55 @@ async fn run_with_retries(
         if interrupted {
             return Ok(None);
         }
+        // A dependency (PostgreSQL, the broker) that cannot be reached is
+        // waited for, with backoff, up to the task's timeout: such attempts
+        // do not spend the task's retries.
+        let result = match result {
+            Err(message) if unreachable => {
+                let (since, waits) = waiting.unwrap_or((began, 0));
+                let delay = task
+                    .retry_delay(waits + 1)
+                    .clamp(Duration::from_secs(1), DEPENDENCY_WAIT_MAX);
+                if since.elapsed() + delay < limit {
+                    tracing::warn!(
+                        job = %ctx.job.name, task = %task.id, delay_secs = delay.as_secs(),
+                        waited_secs = since.elapsed().as_secs(), error = %message,
+                        "a dependency is unreachable; waiting for it (retries are not spent)"
+                    );
+                    if let Some(pool) = ledger {
+                        // The ledger may be the unreachable one: best effort.
+                        let note = format!("waiting for a dependency: {message}");
+                        if let Err(e) = set_state(
+                            pool,
+                            ctx.run_id,
+                            task,
+                            "up_for_retry",
+                            attempt,
+                            Some(&note),
+                            None,
+                        )
+                        .await
+                        {
+                            tracing::debug!(error = %e, "ledger not updated while waiting");
+                        }
+                    }
+                    waiting = Some((since, waits + 1));
+                    attempt -= 1;
+                    if !sleep_unless_stopped(delay, &ctx.stop).await {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                Err(format!(
+                    "{message} (unreachable for {} s, the task's timeout)",
+                    since.elapsed().as_secs()
+                ))
+            }
+            other => {
+                waiting = None;
+                other
+            }
+        };
         let (state, message) = match result {
             Ok(message) => (TaskState::Success, message),
             Err(message) if attempt <= task.retries && !fatal => {
@@ -508,6 +562,10 @@ async fn run_with_retries(
             .map(Some);
     }
 }
+
+/// The longest single wait for an unreachable dependency, so a task
+/// resumes soon after it is back.
+const DEPENDENCY_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// Sleeps for `delay` unless `stop` turns true first; says whether it slept it all.
 async fn sleep_unless_stopped(delay: Duration, stop: &AtomicBool) -> bool {

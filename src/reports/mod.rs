@@ -115,6 +115,8 @@ pub enum ChartStyle {
 pub enum Cell {
     Int(i64),
     Num(f64, usize),
+    /// A satisfaction rating on the contract's 1-10 scale, two decimals.
+    Rating(f64),
     Text(String),
     Empty,
 }
@@ -131,6 +133,50 @@ impl Cell {
     fn opt(v: Option<f64>, decimals: usize) -> Cell {
         v.map_or(Cell::Empty, |v| Cell::num(v, decimals))
     }
+
+    fn rating(v: Option<f64>) -> Cell {
+        match v {
+            Some(v) if v.is_finite() => Cell::Rating(v),
+            _ => Cell::Empty,
+        }
+    }
+
+    /// The cell as a person reads it in a PDF: thousands separators, the
+    /// rating's scale, "n/a" where there is no figure.
+    pub fn shown(&self) -> String {
+        match self {
+            Cell::Int(v) => grouped(&v.to_string()),
+            Cell::Num(v, d) => grouped(&format!("{v:.d$}")),
+            Cell::Rating(v) => format!("{v:.2} / 10"),
+            Cell::Text(s) => s.clone(),
+            Cell::Empty => "n/a".to_string(),
+        }
+    }
+}
+
+/// `-1234567.891` → `-1,234,567.891`: separators in the integer part.
+pub fn grouped(number: &str) -> String {
+    let (sign, rest) = match number.strip_prefix('-') {
+        Some(r) => ("-", r),
+        None => ("", number),
+    };
+    let (int, frac) = match rest.find('.') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if !int.bytes().all(|b| b.is_ascii_digit()) {
+        return number.to_string();
+    }
+    let mut out = String::with_capacity(number.len() + int.len() / 3);
+    out.push_str(sign);
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out.push_str(frac);
+    out
 }
 
 impl std::fmt::Display for Cell {
@@ -138,6 +184,7 @@ impl std::fmt::Display for Cell {
         match self {
             Cell::Int(v) => write!(f, "{v}"),
             Cell::Num(v, d) => write!(f, "{v:.d$}"),
+            Cell::Rating(v) => write!(f, "{v:.2}"),
             Cell::Text(s) => f.write_str(s),
             Cell::Empty => f.write_str("-"),
         }
@@ -149,6 +196,7 @@ impl Serialize for Cell {
         match self {
             Cell::Int(v) => s.serialize_i64(*v),
             Cell::Num(v, d) => s.serialize_f64(round(*v, *d as u32)),
+            Cell::Rating(v) => s.serialize_f64(round(*v, 2)),
             Cell::Text(t) => s.serialize_str(t),
             Cell::Empty => s.serialize_none(),
         }
@@ -184,8 +232,8 @@ struct Row {
 struct Totals {
     events: i64,
     requests: i64,
+    /// Failed requests: llm_request with status error or timeout.
     request_errors: i64,
-    errors: i64,
     error_events: i64,
     latency_count: i64,
     latency_sum: f64,
@@ -204,7 +252,6 @@ impl Default for Totals {
             events: 0,
             requests: 0,
             request_errors: 0,
-            errors: 0,
             error_events: 0,
             latency_count: 0,
             latency_sum: 0.0,
@@ -222,7 +269,6 @@ impl Default for Totals {
 impl Totals {
     fn add(&mut self, r: &Row) -> Result<(), Error> {
         self.events += r.event_count;
-        self.errors += r.error_count;
         match r.event_type.as_str() {
             "llm_request" => {
                 self.requests += r.event_count;
@@ -442,6 +488,10 @@ fn kpis(title: String, current: &[Row], before: &[Row]) -> Result<Section, Error
         let v = v.map(|v| round(v, d as u32));
         (Cell::opt(v, d), v)
     };
+    let rating = |v: Option<f64>| {
+        let v = v.map(|v| round(v, 2));
+        (Cell::rating(v), v)
+    };
     type Figure = (Cell, Option<f64>);
     let rows: Vec<(&str, Figure, Figure)> = vec![
         ("Events", int(c.events), int(b.events)),
@@ -476,8 +526,8 @@ fn kpis(title: String, current: &[Row], before: &[Row]) -> Result<Section, Error
         ("Cost USD", num(Some(c.cost), 4), num(Some(b.cost), 4)),
         (
             "Satisfaction (avg rating)",
-            num(c.rating_avg(), 2),
-            num(b.rating_avg(), 2),
+            rating(c.rating_avg()),
+            rating(b.rating_avg()),
         ),
         ("Distinct users", int(cu), int(bu)),
         ("Error events", int(c.error_events), int(b.error_events)),
@@ -514,7 +564,7 @@ fn by_model(title: String, current: &[Row]) -> Result<Section, Error> {
             Cell::opt(t.quantile(0.95), 1),
             Cell::Int(t.prompt + t.completion),
             Cell::num(t.cost, 4),
-            Cell::opt(f.rating_avg(), 2),
+            Cell::rating(f.rating_avg()),
         ]);
     }
     Ok(Section::Table {
@@ -546,15 +596,25 @@ fn by_source(title: String, current: &[Row]) -> Result<Section, Error> {
             Cell::Text(label(source)),
             Cell::Int(t.events),
             Cell::Int(t.requests),
-            Cell::Int(t.errors),
+            Cell::Int(t.request_errors),
+            Cell::opt(t.error_rate_pct(), 2),
+            Cell::Int(t.error_events),
             Cell::num(t.cost, 4),
         ]);
     }
     Ok(Section::Table {
         title,
-        columns: ["Source", "Events", "Requests", "Errors", "Cost USD"]
-            .map(String::from)
-            .to_vec(),
+        columns: [
+            "Source",
+            "Events",
+            "Requests",
+            "Failed requests",
+            "Error rate %",
+            "Error events",
+            "Cost USD",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows,
     })
 }
@@ -886,4 +946,21 @@ pub async fn list(
     .bind(limit)
     .fetch_all(pool)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{grouped, Cell};
+
+    #[test]
+    fn figures_read_as_a_person_writes_them() {
+        assert_eq!(grouped("29568003"), "29,568,003");
+        assert_eq!(grouped("-1234.5678"), "-1,234.5678");
+        assert_eq!(grouped("999"), "999");
+        assert_eq!(grouped("1000.00"), "1,000.00");
+        assert_eq!(Cell::Rating(7.3812).shown(), "7.38 / 10");
+        assert_eq!(Cell::Rating(7.3812).to_string(), "7.38");
+        assert_eq!(Cell::Empty.shown(), "n/a");
+        assert_eq!(Cell::Num(1234567.891, 2).shown(), "1,234,567.89");
+    }
 }

@@ -63,7 +63,9 @@ pub fn render(report: &Report) -> Result<Vec<u8>, Error> {
 }
 
 struct Writer {
-    pages: Vec<PdfPage>,
+    /// Finished pages' drawing operations; footers are added at the end,
+    /// when the page count is known.
+    pages: Vec<Vec<Op>>,
     ops: Vec<Op>,
     y: f32,
 }
@@ -135,16 +137,8 @@ impl Writer {
     }
 
     fn new_page(&mut self) {
-        let n = self.pages.len() + 1;
-        self.text(
-            MARGIN,
-            25.0,
-            8.0,
-            false,
-            &format!("hxjobs report - page {n}"),
-        );
         let ops = std::mem::take(&mut self.ops);
-        self.pages.push(PdfPage::new(Mm(210.0), Mm(297.0), ops));
+        self.pages.push(ops);
         self.y = PAGE_H - MARGIN;
     }
 
@@ -155,9 +149,28 @@ impl Writer {
         }
     }
 
+    /// The pages, each with its "page N of M" footer.
     fn finish(mut self) -> Vec<PdfPage> {
-        self.new_page();
-        self.pages
+        if !self.ops.is_empty() || self.pages.is_empty() {
+            self.new_page();
+        }
+        let total = self.pages.len();
+        let pages = std::mem::take(&mut self.pages);
+        pages
+            .into_iter()
+            .enumerate()
+            .map(|(i, ops)| {
+                self.ops = ops;
+                self.text(
+                    MARGIN,
+                    25.0,
+                    8.0,
+                    false,
+                    &format!("hxjobs report - page {} of {total}", i + 1),
+                );
+                PdfPage::new(Mm(210.0), Mm(297.0), std::mem::take(&mut self.ops))
+            })
+            .collect()
     }
 
     fn text(&mut self, x: f32, y: f32, size: f32, bold: bool, s: &str) {
@@ -251,7 +264,7 @@ impl Writer {
                 header(self);
             }
             for (i, cell) in row.iter().enumerate() {
-                let s = cell.to_string();
+                let s = cell.shown();
                 if i == 0 {
                     self.text(MARGIN, self.y, 9.0, false, &s);
                 } else {
@@ -265,11 +278,23 @@ impl Writer {
     }
 
     fn chart(&mut self, title: &str, style: ChartStyle, labels: &[String], values: &[f64]) {
-        self.room(CHART_H + 3.0 * ROW_H + 30.0);
+        // Heading, axis labels and the space below the chart.
+        const AROUND: f32 = 2.0 * ROW_H + 4.0 + 4.0 + 30.0;
+        // A chart drawn a little lower where the page has room for that,
+        // rather than alone on a page of its own.
+        let free = self.y - MARGIN - AROUND;
+        let chart_h = if free >= CHART_H {
+            CHART_H
+        } else if free >= CHART_H * 0.7 {
+            free
+        } else {
+            self.new_page();
+            CHART_H
+        };
         self.heading(title);
         let (left, right) = (MARGIN + 45.0, PAGE_W - MARGIN);
         let top = self.y - 4.0;
-        let bottom = top - CHART_H;
+        let bottom = top - chart_h;
         let max = nice_max(values.iter().copied().fold(0.0, f64::max));
         let grey = rgb(0.45, 0.45, 0.45);
         // Axes.
@@ -281,7 +306,7 @@ impl Writer {
         // Y ticks and grid.
         for k in 0..=4 {
             let v = max * f64::from(k) / 4.0;
-            let y = bottom + CHART_H * k as f32 / 4.0;
+            let y = bottom + chart_h * k as f32 / 4.0;
             self.line(
                 vec![point(left - 4.0, y), point(left, y)],
                 0.6,
@@ -299,7 +324,7 @@ impl Writer {
         }
         let n = values.len().max(1);
         let step = (right - left) / n as f32;
-        let y_of = |v: f64| bottom + (v / max) as f32 * CHART_H;
+        let y_of = |v: f64| bottom + (v / max) as f32 * chart_h;
         // X ticks and labels, at most about 12.
         let every = n.div_ceil(12).max(1);
         for (i, l) in labels.iter().enumerate() {
@@ -348,7 +373,7 @@ impl Writer {
         if values.is_empty() {
             self.text(
                 left + 10.0,
-                bottom + CHART_H / 2.0,
+                bottom + chart_h / 2.0,
                 9.0,
                 false,
                 "(no data for this period)",

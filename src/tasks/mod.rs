@@ -54,6 +54,34 @@ pub struct Fatal(pub String);
 #[error("interrupted by shutdown")]
 pub struct Interrupted;
 
+/// Whether an attempt failed only because PostgreSQL or the broker could
+/// not be reached: the executor then waits for it instead of spending
+/// retries (README, "Retries and outages").
+pub fn dependency_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kafka = |k: &crate::kafka::Error| matches!(k, crate::kafka::Error::Unreachable { .. });
+        let sql = |s: &sqlx::Error| {
+            matches!(
+                s,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+            )
+        };
+        cause
+            .downcast_ref::<crate::kafka::Error>()
+            .is_some_and(kafka)
+            || cause.downcast_ref::<sqlx::Error>().is_some_and(sql)
+            || matches!(
+                cause.downcast_ref::<crate::db::Error>(),
+                Some(crate::db::Error::Unreachable { .. })
+            )
+            || match cause.downcast_ref::<crate::ingest::Error>() {
+                Some(crate::ingest::Error::Kafka(k)) => kafka(k),
+                Some(crate::ingest::Error::Database(s)) => sql(s),
+                _ => false,
+            }
+    })
+}
+
 /// Runs one attempt of `task`. The caller applies the timeout and retries.
 pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<String> {
     match task.kind.as_str() {

@@ -215,6 +215,15 @@ async fn every_endpoint_with_its_errors_and_auth() {
         400,
         "invalid_json",
     );
+    error(
+        &post(
+            port,
+            "/backfill",
+            &json!({"job": "hxp_daily_aggregation", "from": "2025-06-01", "to": "2025-06-03"}),
+        ),
+        422,
+        "before_start_date",
+    );
     let started = post(
         port,
         "/backfill",
@@ -240,7 +249,18 @@ async fn every_endpoint_with_its_errors_and_auth() {
         2
     );
 
-    // Reports.
+    // Reports. Errors speak of the request, not of hxjobs's Rust types.
+    let list = request(port, "POST", "/reports/generate", Some(TOKEN), Some(b"[]"));
+    error(&list, 400, "invalid_json");
+    let message = list.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("expected a JSON object"), "{message}");
+    assert!(
+        !message.contains("Body") && !message.contains("struct"),
+        "{message}"
+    );
     error(
         &request(
             port,
@@ -396,8 +416,16 @@ async fn every_endpoint_with_its_errors_and_auth() {
     );
     error(&get(port, "/rollups?from=notadate"), 400, "invalid_date");
 
-    // Metrics, OpenAPI, unknown routes and methods.
-    let metrics = get(port, "/metrics");
+    // Metrics, OpenAPI, unknown routes and methods. Values read from the
+    // database are refreshed in the background, every 5 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let m = get(port, "/metrics");
+        if m.text().contains("batch_processing_success_rate") || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert_eq!(metrics.status, 200);
     assert!(
         metrics.text().contains("hxjobs_api_requests_total"),
@@ -427,22 +455,40 @@ async fn every_endpoint_with_its_errors_and_auth() {
 
     // Live stats: a burst of known events after the server started.
     let models = ["gpt-live-a", "gpt-live-b"];
-    let burst: Vec<DemoRecord> = (0..400)
+    let mut burst: Vec<DemoRecord> = (0..400)
         .map(|i| {
             let status = if i % 10 == 0 { "error" } else { "success" };
             llm_event(i, models[i % 2], 100.0 + (i % 100) as f64, status)
         })
         .collect();
+    // Error events count on their own, never as failed requests (docs/measures.md).
+    burst.extend((0..20).map(|i| {
+        let id = uuid::Uuid::new_v4();
+        let payload = json!({
+            "event_id": id.to_string(),
+            "event_type": "error_event",
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+            "source": "burst",
+            "data": {"error_type": "oom", "severity": "high"},
+            "metadata": {"user_id": format!("e{i}")}
+        });
+        DemoRecord {
+            event_type: EventType::ErrorEvent,
+            key: id.to_string(),
+            payload: Some(serde_json::to_vec(&payload).expect("json")),
+            kind: RecordKind::Event,
+        }
+    }));
     env.produce(burst).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let stats = loop {
         let s = get(port, "/stats").json();
-        if s["total"]["1m"]["events"] == 400 {
+        if s["total"]["1m"]["events"] == 420 {
             break s;
         }
         assert!(
             Instant::now() < deadline,
-            "live stats saw {} of 400",
+            "live stats saw {} of 420",
             s["total"]["1m"]["events"]
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -451,6 +497,16 @@ async fn every_endpoint_with_its_errors_and_auth() {
     assert_eq!(llm["events"], 400);
     assert_eq!(llm["errors"], 40);
     assert_eq!(llm["error_rate"], 0.1);
+    let total = &stats["total"]["1m"];
+    assert_eq!(total["errors"], 40, "{total}");
+    assert_eq!(total["error_events"], 20, "{total}");
+    assert_eq!(total["requests"], 400, "{total}");
+    assert_eq!(total["error_rate"], 0.1, "{total}");
+    let errors_topic = &stats["topics"][env.config.topics.error_events.as_str()]["1m"];
+    assert!(
+        errors_topic["error_rate"].is_null(),
+        "no requests there: {errors_topic}"
+    );
     let span = llm["span_secs"].as_f64().expect("span");
     let rate = llm["events_per_sec"].as_f64().expect("rate");
     assert!(
@@ -507,7 +563,8 @@ async fn without_a_token_only_loopback_may_mutate() {
         let state = hxjobs::api::ApiState::new(
             Arc::new(config),
             hxjobs::db::Pools::new(env.pool.clone()),
-            hxjobs::dag::job::load(std::path::Path::new("jobs"))
+            hxjobs::dag::job::load(&env.config.jobs.dir)
+                .and_then(hxjobs::dag::job::Loaded::all_valid)
                 .expect("jobs")
                 .into_iter()
                 .map(Arc::new)

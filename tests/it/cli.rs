@@ -43,12 +43,13 @@ async fn kafka_down_names_the_address() {
     assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
-    // A job's ingest task says the same in its outcome, once its retries are spent.
+    // A job's ingest task waits for the broker up to its timeout (not its
+    // retries), then says the same in its outcome.
     let jobs = env.dir.path().join("jobs");
     std::fs::create_dir_all(&jobs).expect("jobs dir");
     std::fs::write(
         jobs.join("ingest.toml"),
-        "name = \"ingest\"\nschedule = \"* * * * *\"\ninterval = \"hour\"\nstart_date = \"2026-01-01\"\n[tasks.ingest]\nkind = \"ingest\"\n",
+        "name = \"ingest\"\nschedule = \"* * * * *\"\ninterval = \"hour\"\nstart_date = \"2026-01-01\"\n[tasks.ingest]\nkind = \"ingest\"\nretry_delay_secs = 1\ntimeout_secs = 25\n",
     )
     .expect("job file");
     let config = env.config_file(&format!("[jobs]\ndir = \"{}\"\n", jobs.display()));
@@ -66,6 +67,7 @@ async fn kafka_down_names_the_address() {
         stdout.contains("failed") && stdout.contains("cannot reach Kafka at 127.0.0.1:1"),
         "{stdout}"
     );
+    assert!(stdout.contains("the task's timeout"), "{stdout}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         err.trim().lines().last(),

@@ -9,6 +9,8 @@ mod common;
 mod dag;
 mod http;
 mod ingest;
+mod operator;
+mod proxy;
 mod reports;
 mod retention;
 mod rollup;

@@ -67,6 +67,23 @@ fn row<'a>(text: &'a str, label: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no row {label:?} in:\n{text}"))
 }
 
+/// A figure as the PDF shows it: with thousands separators.
+fn g(v: impl ToString) -> String {
+    hxjobs::reports::grouped(&v.to_string())
+}
+
+/// "page N of M" on every page, M the real page count.
+fn pages_numbered(text: &str) {
+    let pages = text.split('\x0c').filter(|p| !p.trim().is_empty()).count();
+    assert!(pages >= 1);
+    for n in 1..=pages {
+        assert!(
+            text.contains(&format!("page {n} of {pages}")),
+            "page {n} of {pages} in:\n{text}"
+        );
+    }
+}
+
 fn cells(line: &str) -> Vec<&str> {
     line.split("  ")
         .map(str::trim)
@@ -148,6 +165,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
     );
     let text = pdftotext(&file);
     assert!(text.contains("Weekly summary"), "{text}");
+    pages_numbered(&text);
     assert!(
         text.contains("Period: 2026-02-16 00:00 to 2026-02-23 00:00 UTC"),
         "{text}"
@@ -157,14 +175,14 @@ async fn every_report_type_carries_the_rollup_numbers() {
     let previous = sum(&env, "week", "2026-02-09T00:00:00Z", "event_count", llm).await as i64;
     assert!(requests > 0 && previous > 0);
     let kpi = cells(row(&text, "Requests"));
-    assert_eq!(kpi[1], requests.to_string(), "{kpi:?}");
-    assert_eq!(kpi[2], previous.to_string(), "{kpi:?}");
+    assert_eq!(kpi[1], g(requests), "{kpi:?}");
+    assert_eq!(kpi[2], g(previous), "{kpi:?}");
     let change = (requests - previous) as f64 * 100.0 / previous as f64;
-    assert_eq!(kpi[3], format!("{change:.1}"), "{kpi:?}");
+    assert_eq!(kpi[3], g(format!("{change:.1}")), "{kpi:?}");
     let cost = sum(&env, "week", week, "cost_usd", "").await;
-    assert_eq!(cells(row(&text, "Cost USD"))[1], format!("{cost:.4}"));
+    assert_eq!(cells(row(&text, "Cost USD"))[1], g(format!("{cost:.4}")));
     let prompt = sum(&env, "week", week, "prompt_tokens", "").await as i64;
-    assert_eq!(cells(row(&text, "Prompt tokens"))[1], prompt.to_string());
+    assert_eq!(cells(row(&text, "Prompt tokens"))[1], g(prompt));
     let errors = sum(&env, "week", week, "error_count", llm).await;
     assert_eq!(
         cells(row(&text, "Error rate %"))[1],
@@ -174,15 +192,15 @@ async fn every_report_type_carries_the_rollup_numbers() {
         / sum(&env, "week", week, "rating_count", "").await;
     assert_eq!(
         cells(row(&text, "Satisfaction (avg rating)"))[1],
-        format!("{ratings:.2}")
+        format!("{ratings:.2} / 10")
     );
     let (p95, _) = merged(&env, "week", week, llm).await;
     let (_, users) = merged(&env, "week", week, "").await;
     assert_eq!(
         cells(row(&text, "Latency p95 ms"))[1],
-        format!("{:.1}", p95.expect("p95"))
+        g(format!("{:.1}", p95.expect("p95")))
     );
-    assert_eq!(cells(row(&text, "Distinct users"))[1], users.to_string());
+    assert_eq!(cells(row(&text, "Distinct users"))[1], g(users));
 
     // Per model: requests and cost of each model's rows.
     let models: Vec<(String, i64, f64)> = sqlx::query_as(&format!(
@@ -195,9 +213,33 @@ async fn every_report_type_carries_the_rollup_numbers() {
     assert!(models.len() >= 2);
     for (model, n, cost) in &models {
         let c = cells(row(&text, model));
-        assert_eq!(c[1], n.to_string(), "{model}: {c:?}");
-        assert_eq!(c[5], format!("{cost:.4}"), "{model}: {c:?}");
+        assert_eq!(c[1], g(n), "{model}: {c:?}");
+        assert_eq!(c[5], g(format!("{cost:.4}")), "{model}: {c:?}");
     }
+    // Per source: failed requests and error events apart, never summed
+    // into one "errors" figure (docs/measures.md).
+    let sources: Vec<(String, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT source,
+                COALESCE(sum(event_count) FILTER (WHERE event_type = 'llm_request'), 0)::int8,
+                COALESCE(sum(error_count) FILTER (WHERE event_type = 'llm_request'), 0)::int8,
+                COALESCE(sum(event_count) FILTER (WHERE event_type = 'error_event'), 0)::int8
+         FROM rollups WHERE grain = 'week' AND bucket_start = '{week}' GROUP BY source"
+    ))
+    .fetch_all(&env.pool)
+    .await
+    .expect("sources");
+    let mut checked = 0;
+    for (source, requests, failed, error_events) in &sources {
+        if *requests == 0 && *error_events == 0 || models.iter().any(|m| &m.0 == source) {
+            continue;
+        }
+        let c = cells(row(&text, source));
+        assert_eq!(c[2], g(requests), "{source}: {c:?}");
+        assert_eq!(c[3], g(failed), "{source}: {c:?}");
+        assert_eq!(c[5], g(error_events), "{source}: {c:?}");
+        checked += 1;
+    }
+    assert!(checked > 0, "{sources:?}");
     // Errors by type and the charts' axes.
     let types: Vec<(String, i64)> = sqlx::query_as(&format!(
         "SELECT subject, sum(event_count)::int8 FROM rollups
@@ -207,7 +249,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
     .await
     .expect("error types");
     for (t, n) in &types {
-        assert_eq!(cells(row(&text, t))[1], n.to_string(), "{t}");
+        assert_eq!(cells(row(&text, t))[1], g(n), "{t}");
     }
     for label in [
         "Requests per day",
@@ -299,7 +341,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
     );
     let feb = sum(&env, "month", "2026-02-01T00:00:00Z", "event_count", llm).await as i64;
     assert!(text.contains("Monthly business intelligence"));
-    assert_eq!(cells(row(&text, "Requests"))[1], feb.to_string());
+    assert_eq!(cells(row(&text, "Requests"))[1], g(feb));
 
     // Daily summary: hours on the axis.
     let day = reports::generate(
@@ -319,7 +361,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
             .join(day.path.as_deref().expect("path")),
     );
     let n = sum(&env, "day", "2026-02-14T00:00:00Z", "event_count", llm).await as i64;
-    assert_eq!(cells(row(&text, "Requests"))[1], n.to_string());
+    assert_eq!(cells(row(&text, "Requests"))[1], g(n));
     assert!(
         text.contains("Requests per hour") && text.contains("12h"),
         "{text}"
@@ -342,7 +384,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
             .output_dir
             .join(cap.path.as_deref().expect("path")),
     );
-    assert_eq!(cells(row(&text, "Capacity events/s"))[1], "1000.0");
+    assert_eq!(cells(row(&text, "Capacity events/s"))[1], "1,000.0");
     let peak: f64 = sqlx::query_scalar(
         "SELECT max(n)::float8 / 3600 FROM (SELECT sum(event_count) n FROM rollups
          WHERE grain = 'hour' AND bucket_start >= '2026-02-14' AND bucket_start < '2026-02-15'
@@ -352,7 +394,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
     .await
     .expect("peak");
     let c = cells(row(&text, "2026-02-14"));
-    assert_eq!(c[2], format!("{peak:.3}"), "{c:?}");
+    assert_eq!(c[2], g(format!("{peak:.3}")), "{c:?}");
 
     // Unknown types are refused before anything is recorded.
     let before = env.count("SELECT count(*) FROM reports").await;

@@ -382,7 +382,7 @@ async fn a_year_of_hourly_backfill_runs_once() {
     env.cleanup().await;
 }
 
-fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let until = Instant::now() + limit;
     while Instant::now() < until {
         if let Ok(Some(status)) = child.try_wait() {
@@ -394,7 +394,7 @@ fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStat
     None
 }
 
-fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
@@ -402,7 +402,7 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok.success());
 }
 
-async fn wait_until(env: &TestEnv, sql: &str, want: i64, limit: Duration) -> i64 {
+pub(crate) async fn wait_until(env: &TestEnv, sql: &str, want: i64, limit: Duration) -> i64 {
     let until = Instant::now() + limit;
     loop {
         let n = env.count(sql).await;
