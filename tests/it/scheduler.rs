@@ -351,9 +351,15 @@ async fn a_year_of_hourly_backfill_runs_once() {
             .expect("failed runs");
     assert_eq!(failed, poisoned.map(ts).to_vec());
 
+    // Nothing left to run, but three intervals have not succeeded: exit 1, saying so.
     let second = backfill_command(&env, &config, &[]);
     let out = String::from_utf8_lossy(&second.stdout);
-    assert!(second.status.success(), "{out}");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains("3 of 8760 intervals have not succeeded: 3 failed"),
+        "{err}"
+    );
     assert!(out.contains("0 new"), "{out}");
     assert!(out.contains("0 succeeded, 0 failed"), "{out}");
     assert_eq!(env.count(runs).await, 8760);
