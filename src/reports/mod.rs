@@ -608,7 +608,7 @@ fn by_source(title: String, current: &[Row]) -> Result<Section, Error> {
             "Source",
             "Events",
             "Requests",
-            "Failed requests",
+            "Failed",
             "Error rate %",
             "Error events",
             "Cost USD",

@@ -99,9 +99,27 @@ fn ascii(s: &str) -> String {
         .collect()
 }
 
-/// Helvetica's width, roughly: enough to right-align numbers.
+/// Helvetica's width from its metrics (per 1000 units of the size): exact
+/// for digits and punctuation, so right-aligned figures line up.
 fn width(s: &str, size: f32) -> f32 {
-    s.chars().count() as f32 * size * 0.55
+    let units: u32 = s
+        .chars()
+        .map(|c| match c {
+            '0'..='9' | '$' | '?' => 556,
+            '.' | ',' | ' ' | '/' | ':' | ';' | '!' => 278,
+            '-' | '(' | ')' | 'r' => 333,
+            '%' => 889,
+            'i' | 'j' | 'l' => 222,
+            'f' | 't' | 'I' => 278,
+            'm' => 833,
+            'w' => 722,
+            'M' => 833,
+            'W' => 944,
+            'A'..='Z' => 667,
+            _ => 556,
+        })
+        .sum();
+    units as f32 * size / 1000.0
 }
 
 /// A round axis maximum at or above `v`: 1, 2 or 5 × 10^k.
