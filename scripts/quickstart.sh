@@ -7,9 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/hxjobs-target}
 scripts/services.sh up
-# The lean operator build (Cargo.toml, profile dist).
-cargo build --locked --profile dist --quiet
-hxjobs="$CARGO_TARGET_DIR/dist/hxjobs"
+# The lean operator build (scripts/dist.sh).
+hxjobs=$(scripts/dist.sh)
 "$hxjobs" migrate
 "$hxjobs" topics create
 "$hxjobs" produce-demo --events 100000 --bad-ratio 0.002 --duplicate-ratio 0.001 --seed 42

@@ -74,7 +74,7 @@ fn error(r: &Reply, status: u16, code: &str) {
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
 }
 
-fn llm_event(i: usize, model: &str, latency: f64, status: &str) -> DemoRecord {
+pub(crate) fn llm_event(i: usize, model: &str, latency: f64, status: &str) -> DemoRecord {
     let id = uuid::Uuid::new_v4();
     let payload = json!({
         "event_id": id.to_string(),

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Timelike, Utc};
 use hxjobs::demo::{DemoRecord, RecordKind};
 use hxjobs::events::EventType;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::api::llm_event;
 use crate::common::TestEnv;
 use crate::http::{free_port, request};
 use crate::proxy::Proxy;
@@ -568,24 +569,6 @@ timeout_secs = 120
     env.cleanup().await;
 }
 
-fn good_event(i: usize) -> DemoRecord {
-    let id = uuid::Uuid::new_v4();
-    let payload = json!({
-        "event_id": id.to_string(),
-        "event_type": "llm_request",
-        "timestamp": Utc::now().to_rfc3339(),
-        "source": "after-big",
-        "data": {"model": "m", "latency_ms": 10.0, "status": "success"},
-        "metadata": {"user_id": format!("u{i}")}
-    });
-    DemoRecord {
-        event_type: EventType::LlmRequest,
-        key: id.to_string(),
-        payload: Some(serde_json::to_vec(&payload).expect("json")),
-        kind: RecordKind::Event,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_stats_count_through_an_oversized_message() {
     let env = TestEnv::new("live_big").await;
@@ -609,7 +592,7 @@ async fn live_stats_count_through_an_oversized_message() {
             kind: RecordKind::Event,
         })
         .collect();
-    records.extend((0..300).map(good_event));
+    records.extend((0..300).map(|i| llm_event(i, "m", 10.0, "success")));
     env.produce(records).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let stats = loop {

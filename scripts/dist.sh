@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The build operators install: `cargo build --profile dist` (Cargo.toml:
+# dependencies without debug info, hxjobs's own code with line tables),
+# then the debug sections compressed (zlib), which Rust's backtraces and
+# addr2line read as they are. Prints the binary's path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/hxjobs-target}
+cargo build --locked --profile dist --quiet
+objcopy --compress-debug-sections=zlib "$CARGO_TARGET_DIR/dist/hxjobs" "$CARGO_TARGET_DIR/dist/hxjobs-lean"
+echo "$CARGO_TARGET_DIR/dist/hxjobs-lean"
