@@ -15,9 +15,10 @@ use crate::http::{free_port, read_prefix, request, Reply};
 
 const TOKEN: &str = "test-token-0f3a";
 
-struct Server {
-    child: Child,
-    port: u16,
+/// A running hxjobs process serving the API; killed when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Drop for Server {

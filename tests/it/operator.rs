@@ -2,7 +2,7 @@
 //! terminal, outages of PostgreSQL and the broker, metrics during them,
 //! live stats through any message, the capacity rule, docs that hold.
 
-use std::process::{Child, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Timelike, Utc};
@@ -10,7 +10,7 @@ use hxjobs::demo::{DemoRecord, RecordKind};
 use hxjobs::events::EventType;
 use serde_json::Value;
 
-use crate::api::llm_event;
+use crate::api::{llm_event, Server};
 use crate::common::TestEnv;
 use crate::http::{free_port, request};
 use crate::proxy::Proxy;
@@ -52,25 +52,13 @@ fn jobs_config(env: &TestEnv, files: &[(&str, &str)], extra: &str) -> std::path:
     ))
 }
 
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `hxjobs <command>` with the API on a free port; waits until it answers.
 fn start_api(
     env: &TestEnv,
     config: &std::path::Path,
     command: &str,
     log: &std::path::Path,
-) -> Daemon {
+) -> Server {
     let port = free_port();
     let child = env
         .command()
@@ -82,7 +70,7 @@ fn start_api(
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("spawn hxjobs");
-    let daemon = Daemon { child, port };
+    let daemon = Server { child, port };
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -100,6 +88,16 @@ fn read(path: &std::path::Path) -> String {
 }
 
 const API: &str = "[api]\nhost = \"127.0.0.1\"\n";
+
+/// `hxjobs --config CONFIG ARGS…`, run to the end.
+fn hxjobs(env: &TestEnv, config: &std::path::Path, args: &[&str]) -> Output {
+    env.command()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run hxjobs")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_invalid_job_file_stops_nothing() {
@@ -123,13 +121,7 @@ async fn one_invalid_job_file_stops_nothing() {
     );
 
     // `jobs check` names every invalid file with its line, and exits 1.
-    let out = env
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args(["jobs", "check"])
-        .output()
-        .expect("jobs check");
+    let out = hxjobs(&env, &config, &["jobs", "check"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("bad.toml:"), "{err}");
@@ -137,13 +129,11 @@ async fn one_invalid_job_file_stops_nothing() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 jobs valid"));
 
     // The valid job runs; its log lines carry no colour codes in a file.
-    let out = env
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "ok", "--interval-start", "2026-03-01"])
-        .output()
-        .expect("run ok");
+    let out = hxjobs(
+        &env,
+        &config,
+        &["run", "ok", "--interval-start", "2026-03-01"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains('\u{1b}'), "ANSI codes in a pipe: {err:?}");
@@ -154,30 +144,22 @@ async fn one_invalid_job_file_stops_nothing() {
         1
     );
     // `--color always` colours them anyway.
-    let out = env
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args([
+    let out = hxjobs(
+        &env,
+        &config,
+        &[
             "--color",
             "always",
             "run",
             "ok",
             "--interval-start",
             "2026-03-02",
-        ])
-        .output()
-        .expect("run ok");
+        ],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
 
     // The invalid one is a usage error that shows its own problem.
-    let out = env
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "bad"])
-        .output()
-        .expect("run bad");
+    let out = hxjobs(&env, &config, &["run", "bad"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("bad.toml") && err.contains("bogus"), "{err}");
@@ -228,14 +210,7 @@ async fn nothing_runs_before_start_date_unless_asked() {
     ran_table(&env).await;
     let job = recording_job("daily", "day", "2026-01-01", "");
     let config = jobs_config(&env, &[("daily.toml", &job)], "");
-    let hxjobs = |args: &[&str]| {
-        env.command()
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("hxjobs")
-    };
+    let hxjobs = |args: &[&str]| hxjobs(&env, &config, args);
     let out = hxjobs(&[
         "backfill",
         "daily",
@@ -388,13 +363,7 @@ async fn capacity_leaves_out_the_day_under_way() {
         out_dir.display().to_string()
     ));
     let hxjobs = |args: &[&str]| {
-        let out = env
-            .command()
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("hxjobs");
+        let out = hxjobs(&env, &config, args);
         assert!(
             out.status.success(),
             "{}",
@@ -478,7 +447,7 @@ async fn metrics_stay_up_while_postgres_and_the_broker_are_down() {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("serve");
-    let server = Daemon { child, port };
+    let server = Server { child, port };
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{}", read(&log));
