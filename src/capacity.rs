@@ -52,9 +52,10 @@ pub struct Analysis {
     pub to: NaiveDate,
     pub capacity_events_per_sec: f64,
     pub days: Vec<DayLoad>,
-    pub peak_events_per_sec: f64,
+    /// `None` when no day of the window has hourly data.
+    pub peak_events_per_sec: Option<f64>,
     /// The highest daily peak as a share of capacity, in percent.
-    pub peak_utilization_pct: f64,
+    pub peak_utilization_pct: Option<f64>,
     pub trend: Option<Trend>,
     pub forecast: Forecast,
 }
@@ -123,10 +124,7 @@ pub fn compute(
         day += Duration::days(1);
     }
     let capacity = config.events_per_sec;
-    let peak = days
-        .iter()
-        .map(|d| d.peak_events_per_sec)
-        .fold(0.0, f64::max);
+    let peak = days.iter().map(|d| d.peak_events_per_sec).reduce(f64::max);
     let trend = fit(from, &days);
     let forecast = match (&trend, days.last()) {
         (_, Some(last)) if last.peak_events_per_sec >= capacity => {
@@ -156,7 +154,7 @@ pub fn compute(
         to,
         capacity_events_per_sec: capacity,
         peak_events_per_sec: peak,
-        peak_utilization_pct: round(peak / capacity * 100.0, 2),
+        peak_utilization_pct: peak.map(|p| round(p / capacity * 100.0, 2)),
         days,
         trend,
         forecast,
@@ -244,7 +242,7 @@ mod tests {
                 days_from_now: 5
             }
         );
-        assert_eq!(a.peak_utilization_pct, 40.0);
+        assert_eq!(a.peak_utilization_pct, Some(40.0));
     }
 
     #[test]

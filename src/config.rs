@@ -59,6 +59,13 @@ pub struct ReportsConfig {
     pub definitions_dir: PathBuf,
     /// Where generated reports are written.
     pub output_dir: PathBuf,
+    /// The availability objective the BI report measures against, in percent.
+    #[serde(default = "default_slo")]
+    pub availability_slo_pct: f64,
+}
+
+fn default_slo() -> f64 {
+    99.5
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

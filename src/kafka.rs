@@ -249,6 +249,31 @@ fn partitions_once(consumer: &BaseConsumer, kafka: &KafkaConfig, topic: &str) ->
     Ok(parts)
 }
 
+/// The broker's end offset (high watermark) summed over each topic's
+/// partitions, from one metadata request; topics the broker does not have
+/// are left out. Blocking.
+pub fn end_offsets(
+    consumer: &BaseConsumer,
+    kafka: &KafkaConfig,
+    topics: &[&str],
+) -> Result<std::collections::HashMap<String, i64>> {
+    let metadata = consumer
+        .fetch_metadata(None, timeout(kafka))
+        .map_err(|e| Error::from_kafka(kafka, "metadata", e))?;
+    let mut out = std::collections::HashMap::new();
+    for t in metadata.topics() {
+        if !topics.contains(&t.name()) || t.error().is_some() {
+            continue;
+        }
+        let mut sum = 0;
+        for p in t.partitions() {
+            sum += watermarks(consumer, kafka, t.name(), p.id())?.1;
+        }
+        out.insert(t.name().to_string(), sum);
+    }
+    Ok(out)
+}
+
 /// `(low, high)`: the first offset still held and the next offset to be written.
 pub fn watermarks(
     consumer: &BaseConsumer,

@@ -430,12 +430,33 @@ pub struct GenerateBody {
     format: Option<String>,
     #[serde(default)]
     period_start: Option<String>,
+    /// Refuse (409) rather than render a period not completely stored.
+    #[serde(default)]
+    require_complete: bool,
 }
 
 fn report_error(e: reports::Error) -> ApiError {
     match e {
         reports::Error::Definition(crate::reports::definition::Error::UnknownType(..)) => {
             ApiError::bad_request("unknown_report_type", e.to_string())
+        }
+        reports::Error::Definition(crate::reports::definition::Error::Invalid { .. }) => {
+            tracing::error!(error = %e, "report definition does not load");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid_report_definition",
+                e.to_string(),
+            )
+        }
+        reports::Error::PeriodInFuture { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "period_in_future",
+            e.to_string(),
+        ),
+        reports::Error::Incomplete { ref missing } => {
+            let hours = serde_json::to_value(missing).unwrap_or_default();
+            ApiError::new(StatusCode::CONFLICT, "period_incomplete", e.to_string())
+                .with("missing_hours", hours)
         }
         reports::Error::Format(_) => ApiError::bad_request("invalid_format", e.to_string()),
         reports::Error::Database(e) => e.into(),
@@ -454,13 +475,16 @@ pub async fn generate_report(
         .as_deref()
         .map(|s| instant("period_start", s))
         .transpose()?;
-    let record = reports::generate(
+    let record = reports::generate_with(
         &state.config,
         &state.pools.data,
         &body.report_type,
         format,
         period_start,
         Utc::now(),
+        reports::Options {
+            require_complete: body.require_complete,
+        },
     )
     .await
     .map_err(report_error)?;
@@ -469,6 +493,8 @@ pub async fn generate_report(
         Json(json!({
             "report_id": record.id,
             "status": record.status,
+            "notes": record.notes,
+            "partial_through": record.partial_through,
             "report": record,
             "download": format!("/reports/{}/download", record.id),
         })),

@@ -49,6 +49,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// More fields of the body, e.g. `missing_hours`.
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -57,7 +59,16 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// Adds a field to the error's JSON body.
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> ApiError {
+        self.details
+            .get_or_insert_with(Default::default)
+            .insert(key.to_string(), value);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -80,10 +91,13 @@ impl IntoResponse for ApiError {
         struct Body<'a> {
             error: &'a str,
             message: &'a str,
+            #[serde(flatten, skip_serializing_if = "Option::is_none")]
+            details: Option<serde_json::Map<String, serde_json::Value>>,
         }
         let body = Json(Body {
             error: self.code,
             message: &self.message,
+            details: self.details,
         });
         (self.status, body).into_response()
     }

@@ -145,6 +145,11 @@ pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Fail
     }
     crate::metrics::install();
     metrics::gauge!("hxjobs_job_files_invalid").set(loaded.errors.len() as f64);
+    // Report definitions are checked at start too, not first when a
+    // report of that type is due.
+    for e in crate::reports::definition::check_all(&config.reports.definitions_dir) {
+        tracing::error!("invalid report definition: {e}");
+    }
     Ok(loaded)
 }
 

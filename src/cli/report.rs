@@ -36,6 +36,10 @@ pub struct GenerateArgs {
     /// Also copy the file here.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Refuse (exit 1, naming the hours) rather than render a period whose
+    /// hours are not all stored by ingest, or which has not ended.
+    #[arg(long)]
+    pub require_complete: bool,
 }
 
 #[derive(Debug, Args)]
@@ -54,19 +58,37 @@ pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
     match command {
         ReportCommand::Generate(args) => {
             let format = Format::parse(&args.format).map_err(|e| usage(e.to_string()))?;
-            let record = reports::generate(
+            let record = reports::generate_with(
                 config,
                 &pool,
                 &args.report_type,
                 format,
                 args.period_start,
                 Utc::now(),
+                reports::Options {
+                    require_complete: args.require_complete,
+                },
             )
             .await
             .map_err(|e| match e {
-                reports::Error::Definition(_) => usage(e.to_string()),
+                reports::Error::Definition(_) | reports::Error::PeriodInFuture { .. } => {
+                    usage(e.to_string())
+                }
+                reports::Error::Incomplete { .. } => Failure {
+                    code: 1,
+                    message: e.to_string(),
+                },
                 other => other.into(),
             })?;
+            for note in &record.notes {
+                eprintln!("note: {note}");
+            }
+            if let Some(t) = record.partial_through {
+                eprintln!(
+                    "note: the period has not ended: partial, through {} UTC",
+                    t.format("%Y-%m-%d %H:%M")
+                );
+            }
             let file = config
                 .reports
                 .output_dir
@@ -90,13 +112,18 @@ pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
         }
         ReportCommand::List { report_type, limit } => {
             for r in reports::list(&pool, report_type.as_deref(), limit.clamp(1, 10_000)).await? {
+                let status = match (r.superseded_by, r.partial_through) {
+                    (Some(by), _) => format!("superseded by {by}"),
+                    (None, Some(_)) => format!("{} (partial)", r.status),
+                    _ => r.status.clone(),
+                };
                 println!(
-                    "{:>6}  {:<32} {}  {:<4} {:<7} {}",
+                    "{:>6}  {:<32} {}  {:<4} {:<18} {}",
                     r.id,
                     r.report_type,
                     r.period_start.format("%Y-%m-%d"),
                     r.format,
-                    r.status,
+                    status,
                     r.path.or(r.error).unwrap_or_default()
                 );
             }

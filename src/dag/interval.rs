@@ -16,6 +16,19 @@ pub enum Grain {
 }
 
 impl Grain {
+    /// The grain named by [`Grain::as_str`].
+    pub fn parse(s: &str) -> Option<Grain> {
+        [
+            Grain::Minute,
+            Grain::Hour,
+            Grain::Day,
+            Grain::Week,
+            Grain::Month,
+        ]
+        .into_iter()
+        .find(|g| g.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Grain::Minute => "minute",

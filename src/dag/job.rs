@@ -95,6 +95,11 @@ pub struct Job {
     pub start_date: DateTime<Utc>,
     pub catchup: Catchup,
     pub max_active_runs: u32,
+    /// Jobs of a finer interval whose runs inside this job's interval must
+    /// all have succeeded before a scheduled or manual run of it starts.
+    pub wait_for: Vec<String>,
+    /// After the interval's end plus this, a run starts without them.
+    pub wait_timeout_secs: u64,
     /// In an order where every task comes after its dependencies.
     pub tasks: Vec<Task>,
 }
@@ -114,7 +119,23 @@ struct RawJob {
     catchup: Option<RawCatchup>,
     #[serde(default = "one")]
     max_active_runs: u32,
+    #[serde(default)]
+    wait_for: Option<Spanned<OneOrMany>>,
+    #[serde(default = "default_wait_timeout")]
+    wait_timeout_secs: u64,
     tasks: BTreeMap<String, Spanned<RawTask>>,
+}
+
+/// `"a"` or `["a", "b"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn default_wait_timeout() -> u64 {
+    6 * 3600
 }
 
 fn one() -> u32 {
@@ -248,6 +269,23 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
     if raw.tasks.is_empty() {
         return Err(err(None, "a job needs at least one task".into()));
     }
+    let wait_for = match raw.wait_for {
+        None => Vec::new(),
+        Some(w) => {
+            let span = w.span();
+            let names = match w.into_inner() {
+                OneOrMany::One(n) => vec![n],
+                OneOrMany::Many(v) => v,
+            };
+            if names.iter().any(|n| n.trim().is_empty() || *n == name) {
+                return Err(err(
+                    Some(span),
+                    "wait_for names other jobs, not this one and not an empty name".into(),
+                ));
+            }
+            names
+        }
+    };
 
     let mut tasks: HashMap<String, (Task, std::ops::Range<usize>)> = HashMap::new();
     for (id, spanned) in &raw.tasks {
@@ -317,6 +355,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
         start_date,
         catchup,
         max_active_runs: raw.max_active_runs,
+        wait_for,
+        wait_timeout_secs: raw.wait_timeout_secs,
         tasks: ordered,
     })
 }
@@ -463,7 +503,46 @@ fn collect(files: impl Iterator<Item = (PathBuf, Result<String, String>)>) -> Lo
         }
         loaded.jobs.push(job);
     }
+    // wait_for must name a loaded job of a finer interval that divides this one.
+    let grains: HashMap<String, Grain> = loaded
+        .jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.interval))
+        .collect();
+    let mut kept = Vec::new();
+    for job in std::mem::take(&mut loaded.jobs) {
+        let bad = job.wait_for.iter().find_map(|w| match grains.get(w) {
+            None => Some(format!("wait_for: no job named `{w}` is loaded")),
+            Some(g) if !divides(*g, job.interval) => Some(format!(
+                "wait_for: `{w}` runs per {}, which does not divide this job's {}",
+                g.as_str(),
+                job.interval.as_str()
+            )),
+            Some(_) => None,
+        });
+        match bad {
+            Some(message) => loaded.errors.push(Error {
+                file: job.file.clone(),
+                line: None,
+                message,
+            }),
+            None => kept.push(job),
+        }
+    }
+    loaded.jobs = kept;
     loaded
+}
+
+/// Whether intervals of `finer` tile intervals of `coarser` exactly.
+fn divides(finer: Grain, coarser: Grain) -> bool {
+    let rank = |g: Grain| match g {
+        Grain::Minute => 0,
+        Grain::Hour => 1,
+        Grain::Day => 2,
+        Grain::Week => 3,
+        Grain::Month => 4,
+    };
+    rank(finer) < rank(coarser) && !(finer == Grain::Week && coarser == Grain::Month)
 }
 
 /// The job files shipped in `jobs/`, compiled in for when the configured

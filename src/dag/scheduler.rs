@@ -301,24 +301,100 @@ impl Scheduler {
             tx.commit().await?;
             return Ok(Vec::new());
         }
+        let candidates: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, interval_start, interval_end FROM job_runs
+             WHERE job = $1 AND state = 'queued' AND run_type <> 'backfill'
+             ORDER BY interval_start, id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&job.name)
+        .bind(if job.wait_for.is_empty() { room } else { 1000 })
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ids = Vec::new();
+        for (id, start, end) in candidates {
+            if ids.len() as i64 >= room {
+                break;
+            }
+            match self
+                .waiting_on(&mut tx, job, Interval { start, end })
+                .await?
+            {
+                None => ids.push(id),
+                Some(note) => {
+                    sqlx::query(
+                        "UPDATE job_runs SET error = $2 WHERE id = $1 AND error IS DISTINCT FROM $2",
+                    )
+                    .bind(id)
+                    .bind(note)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
         let rows = sqlx::query_as(
             "UPDATE job_runs SET state = 'running', worker = $2, started_at = now(),
                     heartbeat_at = now(), attempts = attempts + 1, error = NULL
-             WHERE id IN (
-                 SELECT id FROM job_runs
-                 WHERE job = $1 AND state = 'queued' AND run_type <> 'backfill'
-                 ORDER BY interval_start, id
-                 LIMIT $3
-                 FOR UPDATE SKIP LOCKED)
+             WHERE id = ANY($1)
              RETURNING id, run_type, interval_start, interval_end, attempts",
         )
-        .bind(&job.name)
+        .bind(&ids)
         .bind(&self.worker)
-        .bind(room)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(claimed_from_rows(rows))
+    }
+
+    /// Why a run of `job` for `interval` cannot start yet: the runs of a
+    /// `wait_for` job inside the interval that have not succeeded. `None`
+    /// once they all have, once `wait_timeout_secs` after the interval's
+    /// end is over (its tasks then compute what is missing themselves), or
+    /// when the job waited for is not loaded here.
+    async fn waiting_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        job: &Job,
+        interval: Interval,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let timeout = TimeDelta::seconds(i64::try_from(job.wait_timeout_secs).unwrap_or(i64::MAX));
+        if job.wait_for.is_empty() || Utc::now() >= interval.end + timeout {
+            return Ok(None);
+        }
+        let mut pending = Vec::new();
+        for name in &job.wait_for {
+            let Some(upstream) = self.jobs.iter().find(|j| &j.name == name) else {
+                continue;
+            };
+            let from = interval.start.max(upstream.start_date);
+            let expected = upstream.interval.starts(from, interval.end).len() as i64;
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(DISTINCT interval_start) FROM job_runs
+                 WHERE job = $1 AND state = 'success'
+                   AND interval_start >= $2 AND interval_end <= $3",
+            )
+            .bind(name)
+            .bind(from)
+            .bind(interval.end)
+            .fetch_one(&mut *conn)
+            .await?;
+            if done < expected {
+                pending.push(format!(
+                    "{} of {} {} runs of {name}",
+                    expected - done,
+                    expected,
+                    upstream.interval.as_str()
+                ));
+            }
+        }
+        Ok((!pending.is_empty()).then(|| {
+            format!(
+                "waiting for {} to succeed (starts without them at {})",
+                pending.join(", "),
+                (interval.end + timeout).to_rfc3339()
+            )
+        }))
     }
 
     /// One whole pass, run to the end in this task: lost runs requeued,

@@ -1,6 +1,8 @@
 //! Report definitions: one TOML file per report type in
 //! `reports.definitions_dir`, read at generation time so an operator can
-//! change a report's sections without rebuilding hxjobs.
+//! change a report's sections without rebuilding hxjobs. A definition is
+//! checked whole when it is loaded: an unknown section or metric is an
+//! error naming the file and line, before anything is read or rendered.
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +10,7 @@ use serde::Deserialize;
 
 use crate::dag::Grain;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Definition {
     pub title: String,
     /// The period one report covers: `day`, `week` or `month`.
@@ -41,6 +42,20 @@ pub enum SectionKind {
     Chart,
     /// Daily peak and p95 events/s, trend and forecast (see `capacity`).
     Capacity,
+    /// Revenue, signups, upgrades, LLM cost, gross margin, cost per 1,000
+    /// requests, requests, users, satisfaction, availability; with the
+    /// change against the previous period.
+    BusinessKpis,
+    /// Revenue, signups, upgrades, requests and distinct users per ISO week.
+    BusinessWeekly,
+    /// LLM cost per model and per 1,000 requests.
+    CostByModel,
+    /// Average rating and share of low ratings per model.
+    Satisfaction,
+    /// Availability against `reports.availability_slo_pct`, error budget spent.
+    Availability,
+    /// The five sources with most requests and with most failed requests.
+    TopSources,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -56,6 +71,8 @@ pub enum Metric {
     CostByModel,
     /// Daily peak events/s over the capacity window (line).
     PeakEventsPerSec,
+    /// Revenue per series point (bars).
+    Revenue,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +130,28 @@ pub fn load(dir: &Path, report_type: &str) -> Result<Definition, Error> {
         path: path.clone(),
         detail,
     };
-    let def: Definition = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let raw: RawDefinition = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let line =
+        |span: std::ops::Range<usize>| text[..span.start.min(text.len())].lines().count() + 1;
+    for s in &raw.sections {
+        if s.get_ref().kind == SectionKind::Chart && s.get_ref().metric.is_none() {
+            return Err(invalid(format!(
+                "line {}: chart {:?} needs a metric",
+                line(s.span()),
+                s.get_ref().title
+            )));
+        }
+    }
+    let def = Definition {
+        title: raw.title,
+        period: raw.period,
+        series: raw.series,
+        sections: raw
+            .sections
+            .into_iter()
+            .map(toml::Spanned::into_inner)
+            .collect(),
+    };
     if !matches!(def.period, Grain::Day | Grain::Week | Grain::Month) {
         return Err(invalid(format!(
             "period must be day, week or month, not {}",
@@ -126,12 +164,25 @@ pub fn load(dir: &Path, report_type: &str) -> Result<Definition, Error> {
             def.series.as_str()
         )));
     }
-    for s in &def.sections {
-        if s.kind == SectionKind::Chart && s.metric.is_none() {
-            return Err(invalid(format!("chart {:?} needs a metric", s.title)));
-        }
-    }
     Ok(def)
+}
+
+/// A definition as written, with where each section starts.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefinition {
+    title: String,
+    period: Grain,
+    series: Grain,
+    sections: Vec<toml::Spanned<SectionDef>>,
+}
+
+/// Every definition in `dir` that does not load, with why.
+pub fn check_all(dir: &Path) -> Vec<Error> {
+    types(dir)
+        .into_iter()
+        .filter_map(|t| load(dir, &t).err())
+        .collect()
 }
 
 #[cfg(test)]
@@ -151,6 +202,44 @@ mod tests {
             assert!(found.iter().any(|f| f == t), "{t} in {found:?}");
             load(&dir, t).unwrap_or_else(|e| panic!("{t}: {e}"));
         }
+    }
+
+    #[test]
+    fn unknown_sections_and_metrics_name_the_file_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let head = "title = \"t\"\nperiod = \"week\"\nseries = \"day\"\n\n";
+        let cases = [
+            (
+                "bad_kind",
+                "[[sections]]\nkind = \"kpi\"\ntitle = \"x\"\n",
+                6,
+                "kpi",
+            ),
+            (
+                "bad_metric",
+                "[[sections]]\nkind = \"chart\"\ntitle = \"x\"\nmetric = \"revenu\"\n",
+                8,
+                "revenu",
+            ),
+            (
+                "no_metric",
+                "[[sections]]\nkind = \"chart\"\ntitle = \"x\"\n",
+                5,
+                "needs a metric",
+            ),
+        ];
+        for (name, body, line, word) in cases {
+            std::fs::write(
+                dir.path().join(format!("{name}.toml")),
+                format!("{head}{body}"),
+            )
+            .expect("write");
+            let e = load(dir.path(), name).expect_err(name).to_string();
+            assert!(e.contains(&format!("{name}.toml")), "{e}");
+            assert!(e.contains(&format!("line {line}")), "{name}: {e}");
+            assert!(e.contains(word), "{e}");
+        }
+        assert_eq!(check_all(dir.path()).len(), 3);
     }
 
     #[test]

@@ -2,21 +2,22 @@
 //! definition from `reports/`, and is written as PDF ([`pdf`]), JSON or CSV
 //! with the same numbers. Each generation is recorded in `reports`.
 
+pub mod data;
 pub mod definition;
 pub mod pdf;
+pub mod sections;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
-use sketches_ddsketch::DDSketch;
 use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::dag::{Grain, Interval};
-use crate::rollup::sketch::{self, Users};
+use crate::rollup::complete::{self, Bucket, Provenance};
+use crate::rollup::sketch;
 use crate::{capacity, round};
 use definition::{Definition, Metric, SectionKind};
 
@@ -37,6 +38,24 @@ pub enum Error {
     },
     #[error("rendering: {0}")]
     Render(String),
+    #[error(transparent)]
+    Rollup(#[from] crate::rollup::Error),
+    #[error("the period starting {} UTC has not begun yet (now {} UTC)", sections::when(*start), sections::when(*now))]
+    PeriodInFuture {
+        start: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    #[error("the period is not complete: {} not stored completely ({})", hours_count(missing), missing.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Incomplete { missing: Vec<HourRange> },
+}
+
+fn hours_count(missing: &[HourRange]) -> String {
+    let n: i64 = missing.iter().map(|r| r.hours).sum();
+    if n == 1 {
+        "1 hour".into()
+    } else {
+        format!("{n} hours")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,9 +100,20 @@ pub struct Report {
     pub title: String,
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
+    /// Set when the period has not ended: the figures cover up to here.
+    pub partial_through: Option<DateTime<Utc>>,
     pub previous_start: DateTime<Utc>,
     pub generated_at: DateTime<Utc>,
+    /// E.g. that the period start asked for was snapped.
+    pub notes: Vec<String>,
+    /// Which grain each part's figures came from, and buckets without data.
+    pub sources: Vec<Source>,
+    pub freshness: Freshness,
     pub sections: Vec<Section>,
+    /// The newest rollup `seq` read: a later report of the same period
+    /// with a higher one was built from newer data.
+    #[serde(skip)]
+    pub data_seq: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,7 +128,8 @@ pub enum Section {
         title: String,
         style: ChartStyle,
         labels: Vec<String>,
-        values: Vec<f64>,
+        /// `None` where the point has no data: a gap, never 0.
+        values: Vec<Option<f64>>,
     },
 }
 
@@ -122,7 +153,7 @@ pub enum Cell {
 }
 
 impl Cell {
-    fn num(v: f64, decimals: usize) -> Cell {
+    pub(crate) fn num(v: f64, decimals: usize) -> Cell {
         if v.is_finite() {
             Cell::Num(v, decimals)
         } else {
@@ -130,11 +161,11 @@ impl Cell {
         }
     }
 
-    fn opt(v: Option<f64>, decimals: usize) -> Cell {
+    pub(crate) fn opt(v: Option<f64>, decimals: usize) -> Cell {
         v.map_or(Cell::Empty, |v| Cell::num(v, decimals))
     }
 
-    fn rating(v: Option<f64>) -> Cell {
+    pub(crate) fn rating(v: Option<f64>) -> Cell {
         match v {
             Some(v) if v.is_finite() => Cell::Rating(v),
             _ => Cell::Empty,
@@ -203,164 +234,213 @@ impl Serialize for Cell {
     }
 }
 
-/// A stored rollup row, as reports read it.
-#[derive(sqlx::FromRow)]
-struct Row {
-    bucket_start: DateTime<Utc>,
-    event_type: String,
-    source: String,
-    subject: String,
-    event_count: i64,
-    error_count: i64,
-    latency_count: i64,
-    latency_sum_ms: f64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cost_usd: f64,
-    rating_sum: f64,
-    rating_count: i64,
-    latency_sketch: Option<Vec<u8>>,
-    users_sketch: Option<Vec<u8>>,
-    /// The sketches, decoded once when the rows are read.
-    #[sqlx(skip)]
-    latency: Option<DDSketch>,
-    #[sqlx(skip)]
-    users: Option<Users>,
+/// Where the figures of one part of a report came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    /// "this period", "previous period" or "series".
+    pub figures: String,
+    pub grain: Grain,
+    /// E.g. "week rollups" or "merged from day rollups".
+    pub from: String,
+    pub buckets: usize,
+    /// Buckets without any data (their figures are n/a, or gaps).
+    pub missing: Vec<DateTime<Utc>>,
 }
 
-/// Measures summed over rollup rows, sketches merged.
-struct Totals {
-    events: i64,
-    requests: i64,
-    /// Failed requests: llm_request with status error or timeout.
-    request_errors: i64,
-    error_events: i64,
-    latency_count: i64,
-    latency_sum: f64,
-    prompt: i64,
-    completion: i64,
-    cost: f64,
-    rating_sum: f64,
-    rating_count: i64,
-    latency: DDSketch,
-    users: Users,
+/// The ingest position a report reflects.
+#[derive(Debug, Clone, Serialize)]
+pub struct Freshness {
+    /// The newest event time stored.
+    pub latest_event_time: Option<DateTime<Utc>>,
+    /// Ingest had stored everything the broker held at this time.
+    pub ingest_drained_through: Option<DateTime<Utc>>,
+    /// Whether ingest had caught up with the broker when the report was
+    /// built (`None`: the broker could not be asked).
+    pub ingest_caught_up: Option<bool>,
+    /// Messages on the broker not stored yet, over the event topics.
+    pub ingest_lag_messages: Option<i64>,
+    /// Whether every hour of the period (up to now) is ready: ingest stored
+    /// everything up to its end.
+    pub hours_ready: bool,
+    /// The hours that are not, as ranges.
+    pub hours_not_ready: Vec<HourRange>,
 }
 
-impl Default for Totals {
-    fn default() -> Self {
-        Totals {
-            events: 0,
-            requests: 0,
-            request_errors: 0,
-            error_events: 0,
-            latency_count: 0,
-            latency_sum: 0.0,
-            prompt: 0,
-            completion: 0,
-            cost: 0.0,
-            rating_sum: 0.0,
-            rating_count: 0,
-            latency: sketch::new_latency(),
-            users: sketch::new_users(),
-        }
+/// Consecutive hours `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HourRange {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub hours: i64,
+}
+
+impl std::fmt::Display for HourRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to {} UTC ({} h)",
+            sections::when(self.from),
+            sections::when(self.to),
+            self.hours
+        )
     }
 }
 
-impl Totals {
-    fn add(&mut self, r: &Row) -> Result<(), Error> {
-        self.events += r.event_count;
-        match r.event_type.as_str() {
-            "llm_request" => {
-                self.requests += r.event_count;
-                self.request_errors += r.error_count;
+/// Hour starts → ranges of consecutive hours.
+fn hour_ranges(hours: &[DateTime<Utc>]) -> Vec<HourRange> {
+    let mut out: Vec<HourRange> = Vec::new();
+    for &h in hours {
+        let end = Grain::Hour.next(h);
+        match out.last_mut() {
+            Some(r) if r.to == h => {
+                r.to = end;
+                r.hours += 1;
             }
-            "error_event" => self.error_events += r.event_count,
-            _ => {}
+            _ => out.push(HourRange {
+                from: h,
+                to: end,
+                hours: 1,
+            }),
         }
-        self.latency_count += r.latency_count;
-        self.latency_sum += r.latency_sum_ms;
-        self.prompt += r.prompt_tokens;
-        self.completion += r.completion_tokens;
-        self.cost += r.cost_usd;
-        self.rating_sum += r.rating_sum;
-        self.rating_count += r.rating_count;
-        if let Some(l) = &r.latency {
-            sketch::merge_latency(&mut self.latency, l)?;
-        }
-        if let Some(u) = &r.users {
-            sketch::merge_users(&mut self.users, u)?;
-        }
-        Ok(())
     }
-
-    fn of<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Result<Totals, Error> {
-        let mut t = Totals::default();
-        for r in rows {
-            t.add(r)?;
-        }
-        Ok(t)
-    }
-
-    fn error_rate_pct(&self) -> Option<f64> {
-        (self.requests > 0).then(|| self.request_errors as f64 * 100.0 / self.requests as f64)
-    }
-
-    fn quantile(&self, q: f64) -> Option<f64> {
-        if self.latency_count == 0 {
-            return None;
-        }
-        sketch::quantile(&self.latency, q)
-    }
-
-    fn latency_avg(&self) -> Option<f64> {
-        (self.latency_count > 0).then(|| self.latency_sum / self.latency_count as f64)
-    }
-
-    fn rating_avg(&self) -> Option<f64> {
-        (self.rating_count > 0).then(|| self.rating_sum / self.rating_count as f64)
-    }
-
-    fn users(&mut self) -> i64 {
-        sketch::count_users(&mut self.users)
-    }
+    out
 }
 
-async fn rows(
-    pool: &PgPool,
-    grain: Grain,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<Vec<Row>, Error> {
-    let mut rows: Vec<Row> = sqlx::query_as(
-        "SELECT bucket_start, event_type, source, subject, event_count, error_count, latency_count,
-                latency_sum_ms, prompt_tokens, completion_tokens, cost_usd, rating_sum,
-                rating_count, latency_sketch, users_sketch
-         FROM rollups WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3
-         ORDER BY bucket_start, event_type, source, subject",
-    )
-    .bind(grain.as_str())
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    for r in &mut rows {
-        if let Some(b) = r.latency_sketch.take() {
-            r.latency = Some(sketch::decode_latency(&b)?);
-        }
-        if let Some(b) = r.users_sketch.take() {
-            r.users = Some(sketch::decode_users(&b)?);
-        }
-    }
-    Ok(rows)
+/// The period a report covers, and a note when the start asked for was
+/// snapped to the period's boundary.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub period: Interval,
+    pub note: Option<String>,
 }
 
 /// The period a report of `def` covers: the one containing `start`, or the
-/// last complete one before `now`.
-pub fn period(def: &Definition, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Interval {
-    match start {
-        Some(t) => def.period.containing(t),
-        None => def.period.last_complete(now),
+/// last complete one before `now`. A period that starts after `now` is an
+/// error.
+pub fn period(
+    def: &Definition,
+    start: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Resolved, Error> {
+    let (period, note) = match start {
+        Some(t) => {
+            let p = def.period.containing(t);
+            let note = (p.start != t).then(|| {
+                format!(
+                    "period_start {} is not the start of a {}: the report covers the {} from {} UTC",
+                    t.to_rfc3339(),
+                    def.period.as_str(),
+                    def.period.as_str(),
+                    sections::when(p.start)
+                )
+            });
+            (p, note)
+        }
+        None => (def.period.last_complete(now), None),
+    };
+    if period.start >= now {
+        return Err(Error::PeriodInFuture {
+            start: period.start,
+            now,
+        });
     }
+    Ok(Resolved { period, note })
+}
+
+/// Where ingest stands, for a report's freshness block.
+async fn freshness(
+    config: &Config,
+    pool: &PgPool,
+    period: Interval,
+    now: DateTime<Utc>,
+) -> Result<Freshness, Error> {
+    let latest: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT max(event_time) FROM events
+         WHERE event_day = (SELECT max(event_day) FROM events)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let drained: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT drained_through FROM ingest_progress WHERE consumer_group = $1")
+            .bind(&config.kafka.group_id)
+            .fetch_optional(pool)
+            .await?;
+    let stored: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT topic, sum(next_offset)::int8 FROM consumer_offsets
+         WHERE consumer_group = $1 GROUP BY topic",
+    )
+    .bind(&config.kafka.group_id)
+    .fetch_all(pool)
+    .await?;
+    let kafka = config.kafka.clone();
+    let topics: Vec<String> = config
+        .topics
+        .event_topics()
+        .into_iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
+    let ends = tokio::task::spawn_blocking(move || {
+        let consumer = crate::kafka::build_consumer(&kafka, &kafka.group_id).ok()?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        crate::kafka::end_offsets(&consumer, &kafka, &names).ok()
+    })
+    .await
+    .ok()
+    .flatten();
+    let lag = ends.map(|ends| {
+        ends.iter()
+            .map(|(topic, end)| {
+                let next = stored
+                    .iter()
+                    .find(|(t, _)| t == topic)
+                    .map_or(0, |(_, n)| *n);
+                (end - next).max(0)
+            })
+            .sum::<i64>()
+    });
+    let through = period.end.min(now);
+    let not_ready: Vec<DateTime<Utc>> = Grain::Hour
+        .starts(period.start, through)
+        .into_iter()
+        .filter(|h| drained.is_none_or(|d| Grain::Hour.next(*h) > d))
+        .collect();
+    Ok(Freshness {
+        latest_event_time: latest,
+        ingest_drained_through: drained,
+        ingest_caught_up: lag.map(|l| l == 0),
+        ingest_lag_messages: lag,
+        hours_ready: not_ready.is_empty(),
+        hours_not_ready: hour_ranges(&not_ready),
+    })
+}
+
+/// The hours of `period` not stored completely yet: those ingest has not
+/// passed, and, for a period under way, the rest of it.
+pub fn incomplete_hours(f: &Freshness, period: Interval, now: DateTime<Utc>) -> Vec<HourRange> {
+    let mut out = f.hours_not_ready.clone();
+    if period.end > now {
+        let rest: Vec<DateTime<Utc>> = Grain::Hour
+            .starts(Grain::Hour.floor(now), period.end)
+            .into_iter()
+            .filter(|h| out.last().is_none_or(|r| *h >= r.to))
+            .collect();
+        let mut all: Vec<DateTime<Utc>> = out
+            .iter()
+            .flat_map(|r| Grain::Hour.starts(r.from, r.to))
+            .collect();
+        all.extend(rest);
+        all.dedup();
+        out = hour_ranges(&all);
+    }
+    out
+}
+
+/// Options of one generation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Refuse ([`Error::Incomplete`]) rather than render a period whose
+    /// hours are not all stored, or which has not ended.
+    pub require_complete: bool,
 }
 
 /// Builds the content of a report of `report_type` for `period`.
@@ -369,73 +449,115 @@ pub async fn build(
     pool: &PgPool,
     report_type: &str,
     def: &Definition,
-    period: Interval,
+    resolved: &Resolved,
     now: DateTime<Utc>,
+    options: Options,
 ) -> Result<Report, Error> {
-    let (grain, series) = (def.period, def.series);
+    let period = resolved.period;
+    let (grain, series_grain) = (def.period, def.series);
+    let fresh = freshness(config, pool, period, now).await?;
+    if options.require_complete {
+        let missing = incomplete_hours(&fresh, period, now);
+        if !missing.is_empty() {
+            return Err(Error::Incomplete { missing });
+        }
+    }
     let previous = grain.containing(grain.prev(period.start));
-    let current = rows(pool, grain, period.start, period.end).await?;
-    let before = rows(pool, grain, previous.start, previous.end).await?;
-    let mut sections = Vec::new();
-    let mut series_rows: Option<Vec<Row>> = None;
+    // The series first, so the period is merged from it and says so.
+    let series_buckets =
+        complete::ensure(pool, series_grain, period.start, period.end, now).await?;
+    let current_buckets = complete::ensure(pool, grain, period.start, period.end, now).await?;
+    let previous_buckets = complete::ensure(pool, grain, previous.start, previous.end, now).await?;
+    let with_data = |b: &[Bucket]| b.iter().any(Bucket::has_data);
+    let current = if with_data(&current_buckets) {
+        data::rows(pool, grain, period.start, period.end).await?
+    } else {
+        Vec::new()
+    };
+    let before = if with_data(&previous_buckets) {
+        data::rows(pool, grain, previous.start, previous.end).await?
+    } else {
+        Vec::new()
+    };
+    let uses_series = def.sections.iter().any(|s| {
+        s.kind == SectionKind::BusinessWeekly
+            || (s.kind == SectionKind::Chart
+                && matches!(
+                    s.metric,
+                    Some(Metric::Requests | Metric::P95Latency | Metric::Revenue)
+                ))
+    });
+    let series = if uses_series && with_data(&series_buckets) {
+        data::rows(pool, series_grain, period.start, period.end).await?
+    } else {
+        Vec::new()
+    };
+    let source = |figures: &str, g: Grain, b: &[Bucket]| {
+        let p = Provenance::of(g, b);
+        Source {
+            figures: figures.to_string(),
+            grain: g,
+            from: p.describe(),
+            buckets: p.buckets,
+            missing: p.missing,
+        }
+    };
+    let sources = vec![
+        source("this period", grain, &current_buckets),
+        source("previous period", grain, &previous_buckets),
+        source("series", series_grain, &series_buckets),
+    ];
+    let data_seq = current_buckets
+        .iter()
+        .chain(&previous_buckets)
+        .chain(&series_buckets)
+        .map(|b| b.seq)
+        .max()
+        .unwrap_or(0);
+
+    let inputs = sections::Inputs {
+        grain,
+        period,
+        current: &current,
+        previous: &before,
+        series_grain,
+        series: &series,
+        series_buckets: &series_buckets,
+        slo_pct: config.reports.availability_slo_pct,
+    };
+    let mut out = Vec::new();
     let mut capacity: Option<capacity::Analysis> = None;
     for s in &def.sections {
         let title = s.title.clone();
         match s.kind {
-            SectionKind::Kpis => sections.push(kpis(title, &current, &before)?),
-            SectionKind::ByModel => sections.push(by_model(title, &current)?),
-            SectionKind::BySource => sections.push(by_source(title, &current)?),
-            SectionKind::ErrorsByType => sections.push(errors_by_type(title, &current)),
+            SectionKind::Kpis => out.push(sections::kpis(title, &inputs)?),
+            SectionKind::BusinessKpis => out.push(sections::business_kpis(title, &inputs)?),
+            SectionKind::BusinessWeekly => out.push(sections::business_weekly(title, &inputs)?),
+            SectionKind::ByModel => out.push(sections::by_model(title, &current)?),
+            SectionKind::CostByModel => out.push(sections::cost_by_model(title, &current)?),
+            SectionKind::Satisfaction => out.push(sections::satisfaction(title, &current)?),
+            SectionKind::Availability => out.push(sections::availability(title, &inputs)?),
+            SectionKind::TopSources => out.extend(sections::top_sources(title, &current)?),
+            SectionKind::BySource => out.push(sections::by_source(title, &current)?),
+            SectionKind::ErrorsByType => out.push(sections::errors_by_type(title, &current)),
             SectionKind::Capacity => {
                 let a = capacity_for(config, pool, period, now, &mut capacity).await?;
-                sections.extend(capacity_tables(title, a));
+                out.extend(sections::capacity_tables(title, a));
             }
             SectionKind::Chart => {
                 let metric = s.metric.unwrap_or(Metric::Requests);
-                let section = match metric {
-                    Metric::Requests | Metric::P95Latency => {
-                        if series_rows.is_none() {
-                            series_rows = Some(rows(pool, series, period.start, period.end).await?);
-                        }
-                        let points = series_rows.as_deref().unwrap_or_default();
-                        series_chart(title, metric, series, period, points)?
+                out.push(match metric {
+                    Metric::Requests | Metric::P95Latency | Metric::Revenue => {
+                        sections::series_chart(title, metric, &inputs)?
                     }
-                    Metric::ErrorsByType => {
-                        let (labels, values) = error_types(&current).into_iter().unzip();
-                        Section::Chart {
-                            title,
-                            style: ChartStyle::Bar,
-                            labels,
-                            values,
-                        }
-                    }
-                    Metric::CostByModel => {
-                        let mut by: BTreeMap<&str, f64> = BTreeMap::new();
-                        for r in current.iter().filter(|r| r.event_type == "llm_request") {
-                            *by.entry(r.subject.as_str()).or_default() += r.cost_usd;
-                        }
-                        Section::Chart {
-                            title,
-                            style: ChartStyle::Bar,
-                            labels: by.keys().map(|k| label(k)).collect(),
-                            values: by.values().map(|v| round(*v, 4)).collect(),
-                        }
+                    Metric::ErrorsByType | Metric::CostByModel => {
+                        sections::category_chart(title, metric, &current)
                     }
                     Metric::PeakEventsPerSec => {
                         let a = capacity_for(config, pool, period, now, &mut capacity).await?;
-                        Section::Chart {
-                            title,
-                            style: ChartStyle::Line,
-                            labels: a
-                                .days
-                                .iter()
-                                .map(|d| d.day.format("%m-%d").to_string())
-                                .collect(),
-                            values: a.days.iter().map(|d| d.peak_events_per_sec).collect(),
-                        }
+                        sections::peak_chart(title, a)
                     }
-                };
-                sections.push(section);
+                });
             }
         }
     }
@@ -444,9 +566,14 @@ pub async fn build(
         title: def.title.clone(),
         period_start: period.start,
         period_end: period.end,
+        partial_through: (period.end > now).then_some(now),
         previous_start: previous.start,
         generated_at: now,
-        sections,
+        notes: resolved.note.iter().cloned().collect(),
+        sources,
+        freshness: fresh,
+        sections: out,
+        data_seq,
     })
 }
 
@@ -465,291 +592,84 @@ async fn capacity_for<'a>(
     Ok(cache.insert(a))
 }
 
-fn label(subject: &str) -> String {
-    if subject.is_empty() {
-        "(none)".to_string()
-    } else {
-        subject.to_string()
-    }
-}
-
-fn change(now: Option<f64>, before: Option<f64>) -> Cell {
-    match (now, before) {
-        (Some(n), Some(b)) if b != 0.0 => Cell::num((n - b) * 100.0 / b.abs(), 1),
-        _ => Cell::Empty,
-    }
-}
-
-fn kpis(title: String, current: &[Row], before: &[Row]) -> Result<Section, Error> {
-    let (mut c, mut b) = (Totals::of(current)?, Totals::of(before)?);
-    let (cu, bu) = (c.users(), b.users());
-    let int = |v: i64| (Cell::Int(v), Some(v as f64));
-    let num = |v: Option<f64>, d: usize| {
-        let v = v.map(|v| round(v, d as u32));
-        (Cell::opt(v, d), v)
-    };
-    let rating = |v: Option<f64>| {
-        let v = v.map(|v| round(v, 2));
-        (Cell::rating(v), v)
-    };
-    type Figure = (Cell, Option<f64>);
-    let rows: Vec<(&str, Figure, Figure)> = vec![
-        ("Events", int(c.events), int(b.events)),
-        ("Requests", int(c.requests), int(b.requests)),
-        (
-            "Error rate %",
-            num(c.error_rate_pct(), 2),
-            num(b.error_rate_pct(), 2),
-        ),
-        (
-            "Latency p50 ms",
-            num(c.quantile(0.50), 1),
-            num(b.quantile(0.50), 1),
-        ),
-        (
-            "Latency p95 ms",
-            num(c.quantile(0.95), 1),
-            num(b.quantile(0.95), 1),
-        ),
-        (
-            "Latency p99 ms",
-            num(c.quantile(0.99), 1),
-            num(b.quantile(0.99), 1),
-        ),
-        (
-            "Latency avg ms",
-            num(c.latency_avg(), 1),
-            num(b.latency_avg(), 1),
-        ),
-        ("Prompt tokens", int(c.prompt), int(b.prompt)),
-        ("Completion tokens", int(c.completion), int(b.completion)),
-        ("Cost USD", num(Some(c.cost), 4), num(Some(b.cost), 4)),
-        (
-            "Satisfaction (avg rating)",
-            rating(c.rating_avg()),
-            rating(b.rating_avg()),
-        ),
-        ("Distinct users", int(cu), int(bu)),
-        ("Error events", int(c.error_events), int(b.error_events)),
-    ];
-    Ok(Section::Table {
-        title,
-        columns: ["Metric", "This period", "Previous", "Change %"]
-            .map(String::from)
-            .to_vec(),
-        rows: rows
-            .into_iter()
-            .map(|(name, (cc, cv), (bc, bv))| vec![Cell::Text(name.into()), cc, bc, change(cv, bv)])
-            .collect(),
-    })
-}
-
-fn by_model(title: String, current: &[Row]) -> Result<Section, Error> {
-    let mut groups: BTreeMap<&str, (Vec<&Row>, Vec<&Row>)> = BTreeMap::new();
-    for r in current {
-        match r.event_type.as_str() {
-            "llm_request" => groups.entry(&r.subject).or_default().0.push(r),
-            "user_feedback" => groups.entry(&r.subject).or_default().1.push(r),
-            _ => {}
+impl Report {
+    /// The title block under the title, in the PDF and the CSV: period,
+    /// partial, where the figures came from, what had no data, freshness.
+    pub fn header_lines(&self) -> Vec<String> {
+        let w = sections::when;
+        let mut out = vec![format!(
+            "Period: {} to {} UTC",
+            w(self.period_start),
+            w(self.period_end)
+        )];
+        if let Some(t) = self.partial_through {
+            out.push(format!(
+                "partial: through {} UTC (the period has not ended)",
+                w(t)
+            ));
         }
-    }
-    let mut rows = Vec::new();
-    for (model, (requests, feedback)) in groups {
-        let t = Totals::of(requests)?;
-        let f = Totals::of(feedback)?;
-        rows.push(vec![
-            Cell::Text(label(model)),
-            Cell::Int(t.requests),
-            Cell::opt(t.error_rate_pct(), 2),
-            Cell::opt(t.quantile(0.95), 1),
-            Cell::Int(t.prompt + t.completion),
-            Cell::num(t.cost, 4),
-            Cell::rating(f.rating_avg()),
-        ]);
-    }
-    Ok(Section::Table {
-        title,
-        columns: [
-            "Model",
-            "Requests",
-            "Error rate %",
-            "p95 ms",
-            "Tokens",
-            "Cost USD",
-            "Avg rating",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows,
-    })
-}
-
-fn by_source(title: String, current: &[Row]) -> Result<Section, Error> {
-    let mut groups: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for r in current {
-        groups.entry(&r.source).or_default().push(r);
-    }
-    let mut rows = Vec::new();
-    for (source, members) in groups {
-        let t = Totals::of(members)?;
-        rows.push(vec![
-            Cell::Text(label(source)),
-            Cell::Int(t.events),
-            Cell::Int(t.requests),
-            Cell::Int(t.request_errors),
-            Cell::opt(t.error_rate_pct(), 2),
-            Cell::Int(t.error_events),
-            Cell::num(t.cost, 4),
-        ]);
-    }
-    Ok(Section::Table {
-        title,
-        columns: [
-            "Source",
-            "Events",
-            "Requests",
-            "Failed",
-            "Error rate %",
-            "Error events",
-            "Cost USD",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows,
-    })
-}
-
-/// Error events per error type, most frequent first.
-fn error_types(current: &[Row]) -> Vec<(String, f64)> {
-    let mut by: BTreeMap<&str, i64> = BTreeMap::new();
-    for r in current.iter().filter(|r| r.event_type == "error_event") {
-        *by.entry(&r.subject).or_default() += r.event_count;
-    }
-    let mut out: Vec<(String, f64)> = by.into_iter().map(|(k, v)| (label(k), v as f64)).collect();
-    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    out
-}
-
-fn errors_by_type(title: String, current: &[Row]) -> Section {
-    let types = error_types(current);
-    let total: f64 = types.iter().map(|(_, n)| n).sum();
-    Section::Table {
-        title,
-        columns: ["Error type", "Events", "Share %"]
-            .map(String::from)
-            .to_vec(),
-        rows: types
-            .into_iter()
-            .map(|(t, n)| {
-                vec![
-                    Cell::Text(t),
-                    Cell::Int(n as i64),
-                    Cell::num(if total > 0.0 { n * 100.0 / total } else { 0.0 }, 1),
-                ]
-            })
-            .collect(),
-    }
-}
-
-fn series_chart(
-    title: String,
-    metric: Metric,
-    series: Grain,
-    period: Interval,
-    points: &[Row],
-) -> Result<Section, Error> {
-    let mut labels = Vec::new();
-    let mut values = Vec::new();
-    for start in series.starts(period.start, period.end) {
-        let t = Totals::of(
-            points
-                .iter()
-                .filter(|r| r.bucket_start == start && r.event_type == "llm_request"),
-        )?;
-        labels.push(match series {
-            Grain::Hour => start.format("%Hh").to_string(),
-            _ => start.format("%m-%d").to_string(),
-        });
-        values.push(match metric {
-            Metric::P95Latency => round(t.quantile(0.95).unwrap_or(0.0), 1),
-            _ => t.requests as f64,
-        });
-    }
-    Ok(Section::Chart {
-        title,
-        style: ChartStyle::Line,
-        labels,
-        values,
-    })
-}
-
-fn capacity_tables(title: String, a: &capacity::Analysis) -> Vec<Section> {
-    let forecast = match &a.forecast {
-        capacity::Forecast::Reached { day } => format!("reached on {day}"),
-        capacity::Forecast::Projected { day, days_from_now } => {
-            format!("{day} ({days_from_now} days from now)")
+        out.push(format!(
+            "Compared with the previous period from {} UTC",
+            w(self.previous_start)
+        ));
+        for s in &self.sources {
+            let mut line = format!("Data, {}: {}", s.figures, s.from);
+            if !s.missing.is_empty() {
+                let shown: Vec<String> = s
+                    .missing
+                    .iter()
+                    .take(6)
+                    .map(|t| match s.grain {
+                        Grain::Hour => t.format("%m-%d %Hh").to_string(),
+                        _ => t.format("%Y-%m-%d").to_string(),
+                    })
+                    .collect();
+                let more = s.missing.len().saturating_sub(shown.len());
+                line.push_str(&format!(
+                    "; no data for {} of {} {}s ({}{})",
+                    s.missing.len(),
+                    s.buckets,
+                    s.grain.as_str(),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(", {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            out.push(line);
         }
-        capacity::Forecast::NotGrowing => "not growing: capacity not reached at this trend".into(),
-        capacity::Forecast::InsufficientData => "not enough data (fewer than 2 days)".into(),
-    };
-    let trend = a.trend.as_ref();
-    let summary = Section::Table {
-        title: title.clone(),
-        columns: ["Measure", "Value"].map(String::from).to_vec(),
-        rows: vec![
-            vec![
-                Cell::Text("Window".into()),
-                Cell::Text(format!("{} to {}", a.from, a.to)),
-            ],
-            vec![
-                Cell::Text("Capacity events/s".into()),
-                Cell::num(a.capacity_events_per_sec, 1),
-            ],
-            vec![
-                Cell::Text("Highest daily peak events/s".into()),
-                Cell::num(a.peak_events_per_sec, 3),
-            ],
-            vec![
-                Cell::Text("Peak utilization %".into()),
-                Cell::num(a.peak_utilization_pct, 2),
-            ],
-            vec![
-                Cell::Text("Trend events/s per day".into()),
-                Cell::opt(trend.map(|t| t.slope_per_day), 4),
-            ],
-            vec![
-                Cell::Text("Trend R2".into()),
-                Cell::opt(trend.map(|t| t.r_squared), 4),
-            ],
-            vec![Cell::Text("Capacity reached".into()), Cell::Text(forecast)],
-        ],
-    };
-    let days = Section::Table {
-        title: format!("{title}: daily load"),
-        columns: [
-            "Day",
-            "Events",
-            "Peak events/s",
-            "p95 events/s",
-            "Avg events/s",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows: a
-            .days
-            .iter()
-            .map(|d| {
-                vec![
-                    Cell::Text(d.day.to_string()),
-                    Cell::Int(d.events),
-                    Cell::num(d.peak_events_per_sec, 3),
-                    Cell::num(d.p95_events_per_sec, 3),
-                    Cell::num(d.avg_events_per_sec, 3),
-                ]
-            })
-            .collect(),
-    };
-    vec![summary, days]
+        let f = &self.freshness;
+        out.push(format!(
+            "Ingest: events stored up to {}; caught up with the broker: {}",
+            f.latest_event_time
+                .map(|t| format!("{} UTC", w(t)))
+                .unwrap_or_else(|| "n/a".into()),
+            match (f.ingest_caught_up, f.ingest_lag_messages) {
+                (Some(true), _) => "yes".to_string(),
+                (Some(false), Some(n)) => format!("no, {n} messages behind"),
+                _ => "unknown (broker not reachable)".to_string(),
+            }
+        ));
+        if !f.hours_ready {
+            let hours: i64 = f.hours_not_ready.iter().map(|r| r.hours).sum();
+            let first = f
+                .hours_not_ready
+                .first()
+                .map(|r| r.to_string())
+                .unwrap_or_default();
+            out.push(format!(
+                "Not ready: {hours} hour(s) not stored completely by ingest yet (first: {first}); figures may rise"
+            ));
+        }
+        out.extend(self.notes.iter().map(|n| format!("Note: {n}")));
+        out.push(format!(
+            "Generated: {} UTC by hxjobs",
+            self.generated_at.format("%Y-%m-%d %H:%M:%S")
+        ));
+        out
+    }
 }
 
 /// The report in `format`.
@@ -761,7 +681,8 @@ pub fn render(report: &Report, format: Format) -> Result<Vec<u8>, Error> {
     }
 }
 
-/// One line per number: section, row, column, value.
+/// One line per number: section, row, column, value; first the `report`
+/// lines (period, partial, sources, freshness, notes).
 fn csv(report: &Report) -> String {
     fn field(s: &str) -> String {
         if s.contains([',', '"', '\n']) {
@@ -775,6 +696,40 @@ fn csv(report: &Report) -> String {
         out.push_str(&[field(a), field(b), field(c), field(d)].join(","));
         out.push('\n');
     };
+    let t = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    line("report", "period", "start", &t(Some(report.period_start)));
+    line("report", "period", "end", &t(Some(report.period_end)));
+    line("report", "partial", "through", &t(report.partial_through));
+    for s in &report.sources {
+        line("report", "sources", &s.figures, &s.from);
+        if !s.missing.is_empty() {
+            let missing: Vec<String> = s.missing.iter().map(|m| m.to_rfc3339()).collect();
+            line("report", "no data", &s.figures, &missing.join(" "));
+        }
+    }
+    let f = &report.freshness;
+    line(
+        "report",
+        "freshness",
+        "latest_event_time",
+        &t(f.latest_event_time),
+    );
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    line(
+        "report",
+        "freshness",
+        "ingest_caught_up",
+        &opt(f.ingest_caught_up.map(|b| b.to_string())),
+    );
+    line(
+        "report",
+        "freshness",
+        "hours_ready",
+        &f.hours_ready.to_string(),
+    );
+    for n in &report.notes {
+        line("report", "note", "", n);
+    }
     for s in &report.sections {
         match s {
             Section::Table {
@@ -801,7 +756,7 @@ fn csv(report: &Report) -> String {
                 ..
             } => {
                 for (l, v) in labels.iter().zip(values) {
-                    line(title, l, "value", &v.to_string());
+                    line(title, l, "value", &opt(v.map(|v| v.to_string())));
                 }
             }
         }
@@ -825,11 +780,48 @@ pub struct Record {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Set when the period had not ended: the report covers up to here.
+    pub partial_through: Option<DateTime<Utc>>,
+    /// A later report of the same period, built from newer data.
+    pub superseded_by: Option<i64>,
+    /// What generating it noted (e.g. a period start snapped); not stored.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 pub const RECORD_COLUMNS: &str =
     "id, report_type, period_start, period_end, format, status, path, \
-     size, sha256, error, created_at, finished_at";
+     size, sha256, error, created_at, finished_at, partial_through, superseded_by";
+
+/// Generates again every report of the period of `grain` at `start` that
+/// is done and not superseded (same type and format), after the period's
+/// rollups changed; the new ones supersede them. Returns the new records.
+pub async fn regenerate_period(
+    config: &Config,
+    pool: &PgPool,
+    grain: Grain,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Record>, Error> {
+    let wanted: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT report_type, format FROM reports
+         WHERE period_start = $1 AND period_end = $2 AND status = 'done' AND superseded_by IS NULL
+         ORDER BY 1, 2",
+    )
+    .bind(start)
+    .bind(grain.next(start))
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    for (report_type, format) in wanted {
+        let Ok(format) = Format::parse(&format) else {
+            continue;
+        };
+        out.push(generate(config, pool, &report_type, format, Some(start), now).await?);
+    }
+    Ok(out)
+}
 
 /// Generates, writes and records one report. A failure after the row
 /// exists is recorded on it (status `failed`) and returned.
@@ -841,8 +833,39 @@ pub async fn generate(
     period_start: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<Record, Error> {
+    generate_with(
+        config,
+        pool,
+        report_type,
+        format,
+        period_start,
+        now,
+        Options::default(),
+    )
+    .await
+}
+
+/// [`generate`] with options. A refused or invalid request (unknown type,
+/// period in the future, incomplete with `require_complete`) records nothing.
+pub async fn generate_with(
+    config: &Config,
+    pool: &PgPool,
+    report_type: &str,
+    format: Format,
+    period_start: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    options: Options,
+) -> Result<Record, Error> {
     let def = definition::load(&config.reports.definitions_dir, report_type)?;
-    let period = period(&def, period_start, now);
+    let resolved = period(&def, period_start, now)?;
+    let period = resolved.period;
+    if options.require_complete {
+        let f = freshness(config, pool, period, now).await?;
+        let missing = incomplete_hours(&f, period, now);
+        if !missing.is_empty() {
+            return Err(Error::Incomplete { missing });
+        }
+    }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO reports (report_type, period_start, period_end, format, status)
          VALUES ($1, $2, $3, $4, 'running') RETURNING id",
@@ -854,8 +877,11 @@ pub async fn generate(
     .fetch_one(pool)
     .await?;
     let outcome = async {
-        let report = build(config, pool, report_type, &def, period, now).await?;
-        let bytes = render(&report, format)?;
+        let report = build(config, pool, report_type, &def, &resolved, now, options).await?;
+        let (data_seq, partial) = (report.data_seq, report.partial_through);
+        let bytes = tokio::task::spawn_blocking(move || render(&report, format))
+            .await
+            .map_err(|e| Error::Render(e.to_string()))??;
         let name = format!(
             "{report_type}-{}-{id}.{}",
             period.start.format("%Y%m%d"),
@@ -866,20 +892,45 @@ pub async fn generate(
             name,
             bytes.len() as i64,
             format!("{:x}", Sha256::digest(&bytes)),
+            data_seq,
+            partial,
         ))
     }
     .await;
     match outcome {
-        Ok((name, size, sha)) => Ok(sqlx::query_as(&format!(
-            "UPDATE reports SET status = 'done', path = $2, size = $3, sha256 = $4, finished_at = now()
-             WHERE id = $1 RETURNING {RECORD_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(name)
-        .bind(size)
-        .bind(sha)
-        .fetch_one(pool)
-        .await?),
+        Ok((name, size, sha, data_seq, partial)) => {
+            let mut tx = pool.begin().await?;
+            let mut record: Record = sqlx::query_as(&format!(
+                "UPDATE reports SET status = 'done', path = $2, size = $3, sha256 = $4,
+                        data_seq = $5, partial_through = $6, finished_at = now()
+                 WHERE id = $1 RETURNING {RECORD_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(name)
+            .bind(size)
+            .bind(sha)
+            .bind(data_seq)
+            .bind(partial)
+            .fetch_one(&mut *tx)
+            .await?;
+            // Earlier reports of this period built from older data.
+            sqlx::query(
+                "UPDATE reports SET superseded_by = $1
+                 WHERE report_type = $2 AND period_start = $3 AND format = $4 AND id < $1
+                   AND status = 'done' AND superseded_by IS NULL
+                   AND (data_seq IS NULL OR data_seq < $5 OR partial_through IS NOT NULL)",
+            )
+            .bind(id)
+            .bind(report_type)
+            .bind(period.start)
+            .bind(format.as_str())
+            .bind(data_seq)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            record.notes = resolved.note.into_iter().collect();
+            Ok(record)
+        }
         Err(e) => {
             sqlx::query("UPDATE reports SET status = 'failed', error = $2, finished_at = now() WHERE id = $1")
                 .bind(id)

@@ -19,24 +19,12 @@ pub fn render(report: &Report) -> Result<Vec<u8>, Error> {
     let mut w = Writer::new();
     w.text(MARGIN, w.y, 20.0, true, &report.title);
     w.y -= 26.0;
-    let day = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M").to_string();
-    for line in [
-        format!(
-            "Period: {} to {} UTC",
-            day(report.period_start),
-            day(report.period_end)
-        ),
-        format!(
-            "Compared with the previous period from {} UTC",
-            day(report.previous_start)
-        ),
-        format!(
-            "Generated: {} UTC by hxjobs",
-            report.generated_at.format("%Y-%m-%d %H:%M:%S")
-        ),
-    ] {
-        w.text(MARGIN, w.y, 10.0, false, &line);
-        w.y -= ROW_H;
+    for line in report.header_lines() {
+        for part in wrap(&line, 9.0, PAGE_W - 2.0 * MARGIN) {
+            w.room(ROW_H);
+            w.text(MARGIN, w.y, 9.0, false, &part);
+            w.y -= ROW_H - 2.0;
+        }
     }
     w.y -= 10.0;
     for s in &report.sections {
@@ -123,6 +111,28 @@ fn width(s: &str, size: f32) -> f32 {
 }
 
 /// A round axis maximum at or above `v`: 1, 2 or 5 × 10^k.
+/// `s` in lines no wider than `max` at `size`, broken between words; the
+/// lines after the first indented.
+fn wrap(s: &str, size: f32, max: f32) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in s.split(' ') {
+        let candidate = if line.is_empty() {
+            word.to_string()
+        } else {
+            format!("{line} {word}")
+        };
+        if !line.is_empty() && width(&candidate, size) > max {
+            out.push(std::mem::take(&mut line));
+            line = format!("    {word}");
+        } else {
+            line = candidate;
+        }
+    }
+    out.push(line);
+    out
+}
+
 fn nice_max(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
@@ -295,7 +305,8 @@ impl Writer {
         self.y -= 12.0;
     }
 
-    fn chart(&mut self, title: &str, style: ChartStyle, labels: &[String], values: &[f64]) {
+    /// A `None` value is a gap: no point, no bar.
+    fn chart(&mut self, title: &str, style: ChartStyle, labels: &[String], values: &[Option<f64>]) {
         // Heading, axis labels and the space below the chart.
         const AROUND: f32 = 2.0 * ROW_H + 4.0 + 4.0 + 30.0;
         // A chart drawn a little lower where the page has room for that,
@@ -313,7 +324,7 @@ impl Writer {
         let (left, right) = (MARGIN + 45.0, PAGE_W - MARGIN);
         let top = self.y - 4.0;
         let bottom = top - chart_h;
-        let max = nice_max(values.iter().copied().fold(0.0, f64::max));
+        let max = nice_max(values.iter().flatten().copied().fold(0.0, f64::max));
         let grey = rgb(0.45, 0.45, 0.45);
         // Axes.
         self.line(
@@ -367,19 +378,29 @@ impl Writer {
         let blue = rgb(0.16, 0.38, 0.71);
         match style {
             ChartStyle::Line => {
-                let pts: Vec<LinePoint> = values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| point(left + step * (i as f32 + 0.5), y_of(*v)))
-                    .collect();
-                if pts.len() > 1 {
-                    self.line(pts, 1.4, blue);
-                } else if let Some(p) = pts.first() {
-                    self.bar(p.p.x.0 - 2.0, p.p.y.0 - 2.0, 4.0, 4.0, blue);
+                // One polyline per run of points with data.
+                let mut runs: Vec<Vec<LinePoint>> = vec![Vec::new()];
+                for (i, v) in values.iter().enumerate() {
+                    match v {
+                        Some(v) => {
+                            if let Some(run) = runs.last_mut() {
+                                run.push(point(left + step * (i as f32 + 0.5), y_of(*v)));
+                            }
+                        }
+                        None => runs.push(Vec::new()),
+                    }
+                }
+                for pts in runs {
+                    if pts.len() > 1 {
+                        self.line(pts, 1.4, blue.clone());
+                    } else if let Some(p) = pts.first() {
+                        self.bar(p.p.x.0 - 2.0, p.p.y.0 - 2.0, 4.0, 4.0, blue.clone());
+                    }
                 }
             }
             ChartStyle::Bar => {
                 for (i, v) in values.iter().enumerate() {
+                    let Some(v) = v else { continue };
                     let x = left + step * i as f32 + step * 0.15;
                     let h = (y_of(*v) - bottom).max(0.0);
                     self.bar(x, bottom, step * 0.7, h, blue.clone());
@@ -388,7 +409,7 @@ impl Writer {
                 }
             }
         }
-        if values.is_empty() {
+        if values.iter().all(Option::is_none) {
             self.text(
                 left + 10.0,
                 bottom + chart_h / 2.0,

@@ -5,8 +5,14 @@
 //! come from merged sketches ([`sketch`]), never from averaged percentiles.
 //!
 //! Writing a bucket replaces all of its rows in one transaction, so a
-//! re-run picks up late events and never counts twice.
+//! re-run picks up late events and never counts twice. The transaction also
+//! records the bucket in `rollup_buckets` with what it was built from, so
+//! a bucket whose input changed afterwards is known to be stale
+//! ([`complete`]); it holds the bucket's advisory lock while it reads and
+//! writes, and takes its coarser buckets' locks shared before it records a
+//! new `seq`, so a coarser bucket never reads finer ones half-written.
 
+pub mod complete;
 pub mod sketch;
 pub mod stage;
 
@@ -15,7 +21,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 use sketches_ddsketch::DDSketch;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::dag::{Grain, Interval};
 use sketch::Users;
@@ -42,6 +48,8 @@ pub struct Summary {
     pub rows: usize,
     /// An hour read from the columns ingest staged (not from the raw events).
     pub staged: bool,
+    /// The `rollup_buckets.seq` this write took.
+    pub seq: i64,
 }
 
 impl std::fmt::Display for Summary {
@@ -61,6 +69,9 @@ impl std::fmt::Display for Summary {
         )
     }
 }
+
+/// A rating at or below this is a low rating (docs/measures.md).
+pub const LOW_RATING: f64 = 3.0;
 
 /// Whether an hour's events are all stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,13 +134,16 @@ struct Measures {
     cost_usd: f64,
     rating_sum: f64,
     rating_count: i64,
+    /// `None` when a merged finer row did not know it.
+    rating_low_count: Option<i64>,
     value_sum: f64,
     value_min: Option<f64>,
     value_max: Option<f64>,
 }
 
 /// Computes and stores the rollup of `grain` for the bucket starting at
-/// `bucket_start` (aligned down to the grain).
+/// `bucket_start` (aligned down to the grain), from whatever finer data is
+/// stored now.
 pub async fn aggregate(
     pool: &PgPool,
     grain: Grain,
@@ -139,31 +153,72 @@ pub async fn aggregate(
         return Err(Error::Grain(grain.as_str()));
     }
     let bucket = grain.containing(bucket_start);
-    let (inputs, groups, staged) = match source_grain(grain) {
-        None => from_events(pool, bucket).await?,
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(lock_key(grain, bucket.start))
+        .execute(&mut *tx)
+        .await?;
+    let (inputs, groups, staged, mark) = match source_grain(grain) {
+        None => {
+            // The version first: events stored after this read make the
+            // hour stale even if the read below already saw them.
+            let version: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM rollup_inputs WHERE hour = $1")
+                    .bind(bucket.start)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let (inputs, groups, staged) = from_events(&mut tx, bucket).await?;
+            (inputs, groups, staged, version.unwrap_or(0))
+        }
         Some(finer) => {
-            let (inputs, groups) = from_rollups(pool, finer, bucket).await?;
-            (inputs, groups, false)
+            let mark: Option<i64> = sqlx::query_scalar(
+                "SELECT max(seq) FROM rollup_buckets
+                 WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3",
+            )
+            .bind(finer.as_str())
+            .bind(bucket.start)
+            .bind(bucket.end)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (inputs, groups) = from_rollups(&mut tx, finer, bucket).await?;
+            (inputs, groups, false, mark.unwrap_or(0))
         }
     };
-    let rows = write(pool, grain, bucket.start, groups).await?;
+    let (rows, seq) = write(&mut tx, grain, bucket.start, groups, mark).await?;
+    tx.commit().await?;
     Ok(Summary {
         grain,
         bucket_start: bucket.start,
         inputs,
         rows,
         staged,
+        seq,
     })
+}
+
+/// The advisory-lock key of one bucket.
+fn lock_key(grain: Grain, start: DateTime<Utc>) -> String {
+    format!("hxjobs.rollup:{}:{}", grain.as_str(), start.timestamp())
+}
+
+/// The coarser buckets containing a bucket of `grain` at `start`, finer first.
+pub fn ancestors(grain: Grain, start: DateTime<Utc>) -> Vec<(Grain, DateTime<Utc>)> {
+    let above: &[Grain] = match grain {
+        Grain::Minute | Grain::Hour => &[Grain::Day, Grain::Week, Grain::Month],
+        Grain::Day => &[Grain::Week, Grain::Month],
+        Grain::Week | Grain::Month => &[],
+    };
+    above.iter().map(|g| (*g, g.floor(start))).collect()
 }
 
 /// The hour's events → groups: the measures with Polars, the sketches
 /// alongside over the same derived columns. Read from the staged columns
 /// when they cover the hour, else from the raw events.
 async fn from_events(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     bucket: Interval,
 ) -> Result<(usize, HashMap<Key, Group>, bool), Error> {
-    let staged = stage::load(pool, bucket).await?;
+    let staged = stage::load(&mut *conn, bucket).await?;
     let from_stage = staged.is_some();
     let derived = match staged {
         Some(frame) => frame,
@@ -176,7 +231,7 @@ async fn from_events(
             .bind(bucket.start)
             .bind(bucket.end)
             .bind(bucket.start.date_naive())
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
             stage::derive(raw)?
         }
@@ -207,6 +262,11 @@ async fn from_events(
                 .count()
                 .cast(DataType::Int64)
                 .alias("rating_count"),
+            col("rating_v")
+                .lt_eq(lit(LOW_RATING))
+                .cast(DataType::Int64)
+                .sum()
+                .alias("rating_low_count"),
             col("value_v").sum().alias("value_sum"),
             col("value_v").min().alias("value_min"),
             col("value_v").max().alias("value_max"),
@@ -252,14 +312,14 @@ async fn from_events(
 /// merged. Read in a fixed order, so floating-point sums come out the same
 /// on every re-run whatever plan PostgreSQL picks.
 async fn from_rollups(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     finer: Grain,
     bucket: Interval,
 ) -> Result<(usize, HashMap<Key, Group>), Error> {
     let mut raw: Vec<FinerRow> = sqlx::query_as(
         "SELECT event_type, source, subject, event_count, error_count, latency_count,
                 latency_sum_ms, latency_max_ms, prompt_tokens, completion_tokens, cost_usd,
-                rating_sum, rating_count, value_sum, value_min, value_max,
+                rating_sum, rating_count, rating_low_count, value_sum, value_min, value_max,
                 latency_sketch, users_sketch
          FROM rollups WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3
          ORDER BY bucket_start, event_type, source, subject",
@@ -267,7 +327,7 @@ async fn from_rollups(
     .bind(finer.as_str())
     .bind(bucket.start)
     .bind(bucket.end)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let n = raw.len();
     // Sketches first: building the frame moves the fields out of the rows.
@@ -298,6 +358,7 @@ async fn from_rollups(
         take_column!(raw, "cost_usd", cost_usd),
         take_column!(raw, "rating_sum", rating_sum),
         take_column!(raw, "rating_count", rating_count),
+        take_column!(raw, "rating_low_count", rating_low_count),
         take_column!(raw, "value_sum", value_sum),
         take_column!(raw, "value_min", value_min),
         take_column!(raw, "value_max", value_max),
@@ -316,6 +377,11 @@ async fn from_rollups(
             col("cost_usd").sum(),
             col("rating_sum").sum(),
             col("rating_count").sum(),
+            // Unknown (rows from before the measure) if any part is unknown.
+            when(col("rating_low_count").null_count().gt(lit(0)))
+                .then(lit(NULL).cast(DataType::Int64))
+                .otherwise(col("rating_low_count").sum())
+                .alias("rating_low_count"),
             col("value_sum").sum(),
             col("value_min").min(),
             col("value_max").max(),
@@ -362,6 +428,7 @@ struct FinerRow {
     cost_usd: f64,
     rating_sum: f64,
     rating_count: i64,
+    rating_low_count: Option<i64>,
     value_sum: f64,
     value_min: Option<f64>,
     value_max: Option<f64>,
@@ -383,6 +450,7 @@ fn read_measures(frame: &DataFrame) -> Result<Vec<(Key, Measures)>, Error> {
     let (lat_sum, lat_max) = (f("latency_sum")?, f("latency_max")?);
     let (prompt, completion, cost) = (i("prompt_tokens")?, i("completion_tokens")?, f("cost_usd")?);
     let (rating_sum, rating_n) = (f("rating_sum")?, i("rating_count")?);
+    let rating_low = i("rating_low_count")?;
     let (value_sum, value_min, value_max) = (f("value_sum")?, f("value_min")?, f("value_max")?);
     let mut out = Vec::with_capacity(frame.height());
     for r in 0..frame.height() {
@@ -404,6 +472,7 @@ fn read_measures(frame: &DataFrame) -> Result<Vec<(Key, Measures)>, Error> {
                 cost_usd: cost.get(r).unwrap_or(0.0),
                 rating_sum: rating_sum.get(r).unwrap_or(0.0),
                 rating_count: rating_n.get(r).unwrap_or(0),
+                rating_low_count: rating_low.get(r),
                 value_sum: value_sum.get(r).unwrap_or(0.0),
                 value_min: value_min.get(r),
                 value_max: value_max.get(r),
@@ -413,13 +482,15 @@ fn read_measures(frame: &DataFrame) -> Result<Vec<(Key, Measures)>, Error> {
     Ok(out)
 }
 
-/// Replaces the bucket's rows with `groups`, in one transaction.
+/// Replaces the bucket's rows with `groups` and records the bucket, inside
+/// the caller's transaction. Returns the rows written and the new seq.
 async fn write(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     grain: Grain,
     bucket_start: DateTime<Utc>,
     groups: HashMap<Key, Group>,
-) -> Result<usize, Error> {
+    mark: i64,
+) -> Result<(usize, i64), Error> {
     let mut cols = Columns::default();
     for ((event_type, source, subject), mut g) in groups {
         let m = g.measures;
@@ -450,6 +521,7 @@ async fn write(
         cols.cost.push(m.cost_usd);
         cols.rating_sum.push(m.rating_sum);
         cols.rating_count.push(m.rating_count);
+        cols.rating_low.push(m.rating_low_count);
         cols.rating_avg.push(ratio(m.rating_sum, m.rating_count));
         cols.value_sum.push(m.value_sum);
         cols.value_min.push(m.value_min);
@@ -464,7 +536,6 @@ async fn write(
             .push(Some(sketch::encode_users(&g.users)?));
     }
     let rows = cols.event_type.len();
-    let mut tx = pool.begin().await?;
     sqlx::query("DELETE FROM rollups WHERE grain = $1 AND bucket_start = $2")
         .bind(grain.as_str())
         .bind(bucket_start)
@@ -476,12 +547,12 @@ async fn write(
                 error_count, latency_count, latency_sum_ms, latency_avg_ms, latency_max_ms,
                 latency_p50_ms, latency_p95_ms, latency_p99_ms, prompt_tokens, completion_tokens,
                 cost_usd, rating_sum, rating_count, rating_avg, value_sum, value_min, value_max,
-                distinct_users, latency_sketch, users_sketch)
+                distinct_users, latency_sketch, users_sketch, rating_low_count)
              SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::int8[],
                 $7::int8[], $8::int8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[],
                 $13::float8[], $14::float8[], $15::int8[], $16::int8[], $17::float8[],
                 $18::float8[], $19::int8[], $20::float8[], $21::float8[], $22::float8[],
-                $23::float8[], $24::int8[], $25::bytea[], $26::bytea[])",
+                $23::float8[], $24::int8[], $25::bytea[], $26::bytea[], $27::int8[])",
         )
         .bind(grain.as_str())
         .bind(bucket_start)
@@ -509,11 +580,35 @@ async fn write(
         .bind(&cols.users)
         .bind(&cols.latency_sketch)
         .bind(&cols.users_sketch)
+        .bind(&cols.rating_low)
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
-    Ok(rows)
+    let above: Vec<String> = ancestors(grain, bucket_start)
+        .into_iter()
+        .map(|(g, s)| lock_key(g, s))
+        .collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended(k, 0)) FROM unnest($1::text[]) k",
+    )
+    .bind(&above)
+    .execute(&mut *tx)
+    .await?;
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO rollup_buckets (grain, bucket_start, seq, input_mark, rows, computed_at)
+         VALUES ($1, $2, nextval('rollup_seq'), $3, $4, now())
+         ON CONFLICT (grain, bucket_start) DO UPDATE SET
+             seq = EXCLUDED.seq, input_mark = EXCLUDED.input_mark, rows = EXCLUDED.rows,
+             computed_at = EXCLUDED.computed_at
+         RETURNING seq",
+    )
+    .bind(grain.as_str())
+    .bind(bucket_start)
+    .bind(mark)
+    .bind(i32::try_from(rows).unwrap_or(i32::MAX))
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok((rows, seq))
 }
 
 /// The rows to insert, column by column (bound as arrays).
@@ -536,6 +631,7 @@ struct Columns {
     cost: Vec<f64>,
     rating_sum: Vec<f64>,
     rating_count: Vec<i64>,
+    rating_low: Vec<Option<i64>>,
     rating_avg: Vec<Option<f64>>,
     value_sum: Vec<f64>,
     value_min: Vec<Option<f64>>,

@@ -12,7 +12,7 @@ use std::io::Cursor;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use polars::prelude::*;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use super::Error;
 use crate::dag::{Grain, Interval};
@@ -168,7 +168,8 @@ impl Staged {
 }
 
 /// Writes one blob per hour of `staged` on `conn` (inside the caller's
-/// transaction). Returns the rows staged.
+/// transaction) and bumps each hour's `rollup_inputs` version, which makes
+/// an hour already rolled up stale. Returns the rows staged.
 pub async fn write(conn: &mut PgConnection, staged: Staged) -> Result<usize, Error> {
     let mut hours = Vec::new();
     let mut days = Vec::new();
@@ -194,7 +195,14 @@ pub async fn write(conn: &mut PgConnection, staged: Staged) -> Result<usize, Err
         .bind(&days)
         .bind(&counts)
         .bind(&blobs)
-        .execute(conn)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO rollup_inputs (hour, version) SELECT h, 1 FROM unnest($1::timestamptz[]) h
+             ON CONFLICT (hour) DO UPDATE SET version = rollup_inputs.version + 1",
+        )
+        .bind(&hours)
+        .execute(&mut *conn)
         .await?;
     }
     Ok(counts.iter().map(|&n| n as usize).sum())
@@ -222,7 +230,7 @@ pub async fn restage_day(conn: &mut PgConnection, day: NaiveDate) -> Result<usiz
 
 /// The hour's derived columns from its staged blobs, when they cover every
 /// raw event of the hour; `None` otherwise.
-pub async fn load(pool: &PgPool, hour: Interval) -> Result<Option<DataFrame>, Error> {
+pub async fn load(conn: &mut PgConnection, hour: Interval) -> Result<Option<DataFrame>, Error> {
     let day = hour.start.date_naive();
     let (staged, raw): (Option<i64>, i64) = sqlx::query_as(
         "SELECT (SELECT sum(rows)::int8 FROM rollup_stage WHERE hour = $1),
@@ -232,7 +240,7 @@ pub async fn load(pool: &PgPool, hour: Interval) -> Result<Option<DataFrame>, Er
     .bind(hour.start)
     .bind(hour.end)
     .bind(day)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     if staged.unwrap_or(0) != raw {
         if raw > 0 {
@@ -246,7 +254,7 @@ pub async fn load(pool: &PgPool, hour: Interval) -> Result<Option<DataFrame>, Er
     let blobs: Vec<Vec<u8>> =
         sqlx::query_scalar("SELECT data FROM rollup_stage WHERE hour = $1 ORDER BY id")
             .bind(hour.start)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
     let mut frames = Vec::with_capacity(blobs.len());
     for blob in blobs {

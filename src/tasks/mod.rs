@@ -138,7 +138,7 @@ pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<Stri
             use crate::rollup::{self, Readiness};
             let grain = task.grain.unwrap_or(ctx.job.interval);
             let mut note = String::new();
-            if grain == crate::dag::Grain::Hour {
+            if grain != crate::dag::Grain::Minute {
                 let end = grain.containing(ctx.interval.start).end;
                 let grace = chrono::TimeDelta::seconds(
                     i64::try_from(ctx.config.rollups.ready_grace_secs).unwrap_or(i64::MAX),
@@ -154,19 +154,38 @@ pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<Stri
                         );
                     }
                     Readiness::NotYet(t) => anyhow::bail!(
-                        "not ready: ingest has stored everything up to {}, the hour ends at {}; retrying until rollups.ready_grace_secs after its end",
+                        "not ready: ingest has stored everything up to {}, the {} ends at {}; retrying until rollups.ready_grace_secs after its end",
                         t.map(|t| t.to_rfc3339()).unwrap_or_else(never),
+                        grain.as_str(),
                         end.to_rfc3339()
                     ),
                 }
             }
+            let fatal = |e: rollup::Error| match e {
+                rollup::Error::Grain(_) => anyhow::Error::from(Fatal(e.to_string())),
+                other => anyhow::Error::from(other),
+            };
+            let now = chrono::Utc::now();
+            // A coarser bucket first completes the finer ones it merges
+            // (missing or stale hours and days are computed here).
+            let mut finer_note = String::new();
+            if let Some(finer) = rollup::source_grain(grain) {
+                let bucket = grain.containing(ctx.interval.start);
+                let buckets =
+                    rollup::complete::ensure(ctx.pool, finer, bucket.start, bucket.end, now)
+                        .await
+                        .map_err(fatal)?;
+                let p = rollup::complete::Provenance::of(finer, &buckets);
+                finer_note = format!(" ({} {}s: {})", p.buckets, finer.as_str(), p.describe());
+            }
             let summary = rollup::aggregate(ctx.pool, grain, ctx.interval.start)
                 .await
-                .map_err(|e| match e {
-                    crate::rollup::Error::Grain(_) => anyhow::Error::from(Fatal(e.to_string())),
-                    other => anyhow::Error::from(other),
-                })?;
-            Ok(format!("{summary}{note}"))
+                .map_err(fatal)?;
+            let mut out = format!("{summary}{finer_note}{note}");
+            if grain == crate::dag::Grain::Hour {
+                out.push_str(&refresh_late(ctx, now).await?);
+            }
+            Ok(out)
         }
         "retention" => {
             let plan =
@@ -217,6 +236,36 @@ pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<Stri
         }
         other => Err(Fatal(format!("unknown task kind `{other}`")).into()),
     }
+}
+
+/// Hours that got events after they were rolled up: rolled up again, the
+/// change carried to every stored day, week and month above them, and
+/// their reports generated again (superseding the old ones).
+async fn refresh_late(
+    ctx: &TaskContext<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<String> {
+    let refreshed = crate::rollup::complete::refresh_stale(ctx.pool, 168, now).await?;
+    if refreshed.hours.is_empty() {
+        return Ok(String::new());
+    }
+    let mut regenerated = 0;
+    for (grain, start) in &refreshed.coarser {
+        regenerated += crate::reports::regenerate_period(ctx.config, ctx.pool, *grain, *start, now)
+            .await?
+            .len();
+    }
+    tracing::info!(
+        hours = refreshed.hours.len(), coarser = refreshed.coarser.len(), regenerated,
+        first = %refreshed.hours[0].to_rfc3339(),
+        "late events: stale hours rolled up again and carried upward"
+    );
+    Ok(format!(
+        "; late events: {} stale hour(s) rolled up again, {} day/week/month bucket(s) merged again, {} report(s) generated again",
+        refreshed.hours.len(),
+        refreshed.coarser.len(),
+        regenerated
+    ))
 }
 
 /// Kills a process group when dropped, unless disarmed (`.0 = None`).

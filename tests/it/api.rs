@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::common::{ts, TestEnv};
 use crate::http::{free_port, read_prefix, request, Reply};
 
-const TOKEN: &str = "test-token-0f3a";
+pub(crate) const TOKEN: &str = "test-token-0f3a";
 
 /// A running hxjobs process serving the API; killed when dropped.
 pub(crate) struct Server {
@@ -28,7 +28,7 @@ impl Drop for Server {
     }
 }
 
-fn start(env: &TestEnv, out: &std::path::Path) -> Server {
+pub(crate) fn start(env: &TestEnv, out: &std::path::Path) -> Server {
     let port = free_port();
     let cfg = env.config_file(&format!(
         "[api]\nhost = \"127.0.0.1\"\nport = {port}\nmax_body_bytes = 4096\n[reports]\noutput_dir = \"{}\"\n",

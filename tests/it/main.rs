@@ -6,6 +6,7 @@
 mod api;
 mod cli;
 mod common;
+mod complete;
 mod dag;
 mod http;
 mod ingest;

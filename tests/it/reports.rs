@@ -314,11 +314,11 @@ async fn every_report_type_carries_the_rollup_numbers() {
     )
     .expect("csv");
     assert!(
-        csv.contains(&format!("Key figures,Requests,This period,{requests}\n")),
+        csv.contains(&format!("Key figures,Requests,This week,{requests}\n")),
         "{csv}"
     );
     assert!(
-        csv.contains(&format!("Key figures,Cost USD,This period,{cost:.4}\n")),
+        csv.contains(&format!("Key figures,Cost USD,This week,{cost:.4}\n")),
         "{csv}"
     );
 
