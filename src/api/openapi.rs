@@ -38,7 +38,7 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     (
         "POST",
         "/reports/generate",
-        "Generate a report; body {\"report_type\", \"format\", \"period_start\"}",
+        "Generate a report; body {\"report_type\", \"format\", \"period_start\", \"require_complete\"}; 409 period_incomplete with missing_hours, 422 period_in_future",
         &[],
     ),
     (

@@ -404,8 +404,11 @@ impl Writer {
                     let x = left + step * i as f32 + step * 0.15;
                     let h = (y_of(*v) - bottom).max(0.0);
                     self.bar(x, bottom, step * 0.7, h, blue.clone());
+                    // The value above its bar, where the bar is wide enough.
                     let s = tick_label(*v);
-                    self.text(x, bottom + h + 3.0, 7.0, false, &s);
+                    if width(&s, 7.0) <= step * 0.95 {
+                        self.text(x, bottom + h + 3.0, 7.0, false, &s);
+                    }
                 }
             }
         }

@@ -320,7 +320,7 @@ pub fn cost_by_model(title: String, current: &[Row]) -> Result<Section, Error> {
             "Model",
             "Requests",
             "Cost USD",
-            "Per 1,000 requests USD",
+            "Per 1k req. USD",
             "Share of cost %",
         ]
         .map(String::from)
