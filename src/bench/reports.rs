@@ -1,7 +1,8 @@
 //! `hxjobs bench reports`: 35 days of rollups in a scratch database, then
 //! the weekly summary and the monthly business-intelligence report timed as
-//! PDF, next to the same reports as JSON (the same content without PDF
-//! rendering) in the same run.
+//! PDF from stored rollups of every grain, as JSON (the same content
+//! without PDF rendering), and as PDF from the hourly rollups alone (days,
+//! weeks and months merged on demand), in the same run.
 
 use std::fmt;
 use std::time::{Duration, Instant};

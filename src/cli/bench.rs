@@ -29,7 +29,7 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
-    /// 35 days of rollups, then the weekly and monthly reports as PDF and as JSON.
+    /// 35 days of rollups, then the weekly and monthly reports as PDF and JSON from stored rollups, and as PDF from hourly rollups alone.
     Reports {
         /// Synthetic events per day.
         #[arg(long, default_value_t = 50_000)]

@@ -7,6 +7,7 @@ pub mod definition;
 pub mod pdf;
 pub mod sections;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -348,11 +349,32 @@ pub fn period(
 }
 
 /// Where ingest stands, for a report's freshness block.
+/// The broker's end offsets of the event topics, asked on a blocking
+/// thread (started early, so the round trips overlap the report's queries).
+fn broker_ends(config: &Config) -> tokio::task::JoinHandle<Option<HashMap<String, i64>>> {
+    let kafka = config.kafka.clone();
+    let topics: Vec<String> = config
+        .topics
+        .event_topics()
+        .into_iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let consumer = crate::kafka::build_consumer(&kafka, &kafka.group_id).ok()?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        crate::kafka::end_offsets(&consumer, &kafka, &names).ok()
+    })
+}
+
+/// How long a report waits for the broker's answer before it says "unknown".
+const BROKER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn freshness(
     config: &Config,
     pool: &PgPool,
     period: Interval,
     now: DateTime<Utc>,
+    ends: tokio::task::JoinHandle<Option<HashMap<String, i64>>>,
 ) -> Result<Freshness, Error> {
     let latest: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT max(event_time) FROM events
@@ -372,21 +394,11 @@ async fn freshness(
     .bind(&config.kafka.group_id)
     .fetch_all(pool)
     .await?;
-    let kafka = config.kafka.clone();
-    let topics: Vec<String> = config
-        .topics
-        .event_topics()
-        .into_iter()
-        .map(|(t, _)| t.to_string())
-        .collect();
-    let ends = tokio::task::spawn_blocking(move || {
-        let consumer = crate::kafka::build_consumer(&kafka, &kafka.group_id).ok()?;
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        crate::kafka::end_offsets(&consumer, &kafka, &names).ok()
-    })
-    .await
-    .ok()
-    .flatten();
+    let ends = tokio::time::timeout(BROKER_WAIT, ends)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
     let lag = ends.map(|ends| {
         ends.iter()
             .map(|(topic, end)| {
@@ -455,13 +467,7 @@ pub async fn build(
 ) -> Result<Report, Error> {
     let period = resolved.period;
     let (grain, series_grain) = (def.period, def.series);
-    let fresh = freshness(config, pool, period, now).await?;
-    if options.require_complete {
-        let missing = incomplete_hours(&fresh, period, now);
-        if !missing.is_empty() {
-            return Err(Error::Incomplete { missing });
-        }
-    }
+    let ends = broker_ends(config);
     let previous = grain.containing(grain.prev(period.start));
     // The series first, so the period is merged from it and says so.
     let series_buckets =
@@ -507,6 +513,13 @@ pub async fn build(
         source("previous period", grain, &previous_buckets),
         source("series", series_grain, &series_buckets),
     ];
+    let fresh = freshness(config, pool, period, now, ends).await?;
+    if options.require_complete {
+        let missing = incomplete_hours(&fresh, period, now);
+        if !missing.is_empty() {
+            return Err(Error::Incomplete { missing });
+        }
+    }
     let data_seq = current_buckets
         .iter()
         .chain(&previous_buckets)
@@ -860,7 +873,7 @@ pub async fn generate_with(
     let resolved = period(&def, period_start, now)?;
     let period = resolved.period;
     if options.require_complete {
-        let f = freshness(config, pool, period, now).await?;
+        let f = freshness(config, pool, period, now, broker_ends(config)).await?;
         let missing = incomplete_hours(&f, period, now);
         if !missing.is_empty() {
             return Err(Error::Incomplete { missing });

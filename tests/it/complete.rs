@@ -795,30 +795,47 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
     // Producers keep their messages while the broker is away.
     let config = env.config.clone();
     let late = std::thread::spawn(move || demo::produce(&config, after.into_iter(), |_| {}));
-    // Meanwhile every hour of the day is rolled up (grace over), then the
-    // day, its week and month, and the daily report is rendered: all short.
-    hourly(&env, "2026-03-10", "2026-03-11").await;
-    rollup::aggregate(&env.pool, Grain::Day, day)
-        .await
-        .expect("day");
-    rollup::aggregate(&env.pool, Grain::Week, ts("2026-03-09"))
-        .await
-        .expect("week");
-    rollup::aggregate(&env.pool, Grain::Month, ts("2026-03-01"))
-        .await
-        .expect("month");
+    // Meanwhile the jobs' tasks run as their schedules fire: the hourly
+    // rollup of 10:00 (its grace is over), then the daily rollup (which
+    // rolls up the day's other hours itself), the daily report, the week
+    // and the month: all short of the late events.
+    let out_dir = env.dir.path().join("out");
+    let cfg = env.config_file(&format!(
+        "[reports]\noutput_dir = \"{}\"\n",
+        out_dir.display()
+    ));
+    let task = |job: &str, task: &str, at: &str| {
+        let out = env
+            .command()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["tasks", "test", job, task, "--at", at])
+            .output()
+            .expect("hxjobs tasks test");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{job} {task}: {text}");
+        text
+    };
+    let said = task("hxp_hourly_aggregation", "rollup", "2026-03-10T11:05:00Z");
+    assert!(
+        said.contains("hour rollup of 2026-03-10T10:00:00+00:00"),
+        "{said}"
+    );
+    task("hxp_daily_aggregation", "rollup", "2026-03-11T00:30:00Z");
+    task("hxp_daily_aggregation", "report", "2026-03-11T00:30:00Z");
+    task("hxp_weekly_aggregation", "rollup", "2026-03-16T02:00:00Z");
+    task("hxp_monthly_aggregation", "rollup", "2026-04-01T03:00:00Z");
     let mut config = env.config.clone();
-    config.reports.output_dir = env.dir.path().join("out");
-    let early = reports::generate(
-        &config,
-        &env.pool,
-        "daily_summary",
-        Format::Pdf,
-        Some(day),
-        Utc::now(),
-    )
-    .await
-    .expect("early report");
+    config.reports.output_dir = out_dir.clone();
+    let early: i64 =
+        sqlx::query_scalar("SELECT id FROM reports WHERE report_type = 'daily_summary'")
+            .fetch_one(&env.pool)
+            .await
+            .expect("the early report");
     let short = Expect::of(&events, day, day + TimeDelta::days(1));
     assert!(bucket(&env, "day", day).await.0 < short.events);
 
@@ -830,10 +847,6 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
 
     // The next hourly run (ingest, then its hour): the stale hours are
     // rolled up again and the change carried to the day, week and month.
-    let cfg = env.config_file(&format!(
-        "[reports]\noutput_dir = \"{}\"\n",
-        config.reports.output_dir.display()
-    ));
     let out = env
         .command()
         .arg("--config")
@@ -871,12 +884,12 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
     // complete day, and a report generated now has the right numbers.
     let superseded: Option<i64> =
         sqlx::query_scalar("SELECT superseded_by FROM reports WHERE id = $1")
-            .bind(early.id)
+            .bind(early)
             .fetch_one(&env.pool)
             .await
             .expect("report");
     let newer = superseded.expect("the early report is superseded");
-    assert!(newer > early.id);
+    assert!(newer > early);
     let json = reports::generate(
         &config,
         &env.pool,
