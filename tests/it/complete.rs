@@ -739,6 +739,26 @@ fn broker(state: &Path, port: u16, action: &str, fresh: bool, database_url: &str
     );
 }
 
+/// Stops the test's own broker however the test ends.
+struct BrokerGuard {
+    state: std::path::PathBuf,
+    port: u16,
+    database_url: String,
+}
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let _ = Command::new(root.join("scripts/services.sh"))
+            .arg("down")
+            .env("HXJOBS_STATE_DIR", &self.state)
+            .env("HXJOBS_BROKER_PORT", self.port.to_string())
+            .env("DATABASE_URL", &self.database_url)
+            .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+            .output();
+    }
+}
+
 /// Sums of one bucket's rollup rows: events, requests, cost, signups.
 async fn bucket(env: &TestEnv, grain: &str, start: DateTime<Utc>) -> (i64, i64, f64, i64) {
     sqlx::query_as(
@@ -774,6 +794,11 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
     let state = env.dir.path().join("broker");
     let port = free_port();
     broker(&state, port, "up", true, &env.config.database.url);
+    let _guard = BrokerGuard {
+        state: state.clone(),
+        port,
+        database_url: env.config.database.url.clone(),
+    };
     env.config.kafka.bootstrap_servers = format!("127.0.0.1:{port}");
     hxjobs::kafka::ensure_topics(&env.config)
         .await
@@ -911,7 +936,6 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
     )
     .expect("json");
     check_kpis(&body, "Key figures", 1, &short);
-    broker(&state, port, "down", false, &env.config.database.url);
     env.cleanup().await;
 }
 
