@@ -441,12 +441,7 @@ fn report_error(e: reports::Error) -> ApiError {
             ApiError::bad_request("unknown_report_type", e.to_string())
         }
         reports::Error::Definition(crate::reports::definition::Error::Invalid { .. }) => {
-            tracing::error!(error = %e, "report definition does not load");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "invalid_report_definition",
-                e.to_string(),
-            )
+            ApiError::internal_as("invalid_report_definition", e)
         }
         reports::Error::PeriodInFuture { .. } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

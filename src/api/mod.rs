@@ -79,10 +79,35 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// A failure inside hxjobs: the body carries only a stable code and an
+    /// error id; the detail (SQL, paths) goes to the log under that id.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
-        tracing::error!(error = %e, "API request failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        ApiError::internal_as("internal", e)
     }
+
+    /// [`ApiError::internal`] with its own stable code.
+    pub fn internal_as(code: &'static str, e: impl std::fmt::Display) -> ApiError {
+        let id = error_id();
+        tracing::error!(error_id = %id, code, error = %e, "API request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            format!("internal error {id}; the server's log has the detail"),
+        )
+        .with("error_id", serde_json::Value::String(id))
+    }
+}
+
+/// A short id for one failure, unique enough to find it in the log.
+fn error_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mixed = (nanos as u64) ^ (u64::from(SEQ.fetch_add(1, Ordering::Relaxed)) << 40);
+    format!("e-{mixed:016x}")
 }
 
 impl IntoResponse for ApiError {

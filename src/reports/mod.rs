@@ -627,7 +627,7 @@ impl Report {
         ));
         for s in &self.sources {
             let mut line = format!("Data, {}: {}", s.figures, s.from);
-            if !s.missing.is_empty() {
+            if !s.missing.is_empty() && s.buckets > 1 {
                 let shown: Vec<String> = s
                     .missing
                     .iter()

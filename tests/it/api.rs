@@ -652,3 +652,34 @@ async fn health_is_503_with_the_detail_when_the_broker_is_down() {
     assert_eq!(get(port, "/jobs").status, 200);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_failure_answers_with_an_error_id_and_no_detail() {
+    let env = TestEnv::new("api_internal").await;
+    // The reports directory cannot be created: a file stands in its way.
+    let blocker = env.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").expect("file");
+    let out = blocker.join("reports");
+    let server = start(&env, &out);
+    let r = post(
+        server.port,
+        "/reports/generate",
+        &serde_json::json!({"report_type": "weekly_summary", "format": "json",
+                            "period_start": "2026-02-16"}),
+    );
+    error(&r, 500, "internal");
+    let body = r.json();
+    let id = body["error_id"].as_str().expect("error id");
+    assert!(id.starts_with("e-") && id.len() > 4, "{body}");
+    let text = r.text();
+    assert!(text.contains(id));
+    assert!(!text.contains("not-a-dir"), "no path in the body: {text}");
+    // The report is recorded as failed, with the detail, for the operator.
+    let failed: String = sqlx::query_scalar("SELECT error FROM reports WHERE status = 'failed'")
+        .fetch_one(&env.pool)
+        .await
+        .expect("failed report");
+    assert!(failed.contains("not-a-dir"), "{failed}");
+    drop(server);
+    env.cleanup().await;
+}
