@@ -214,10 +214,60 @@ impl TopicsConfig {
     }
 }
 
+/// A value that must not reach logs or output: its `Debug`, `Display` and
+/// `Serialize` show `***` (a URL shows only its password as `***`); the
+/// value itself only through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn shown(&self) -> String {
+        if self.0.contains("://") {
+            redact_url(&self.0)
+        } else {
+            "***".to_string()
+        }
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown())
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.shown())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    pub url: String,
+    /// Its password is a secret: shown as `***`.
+    pub url: Secret,
     pub max_connections: u32,
     pub connect_timeout_secs: u64,
 }
@@ -225,7 +275,7 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     /// The URL with any password replaced, fit for logs and error messages.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
+        redact_url(self.url.expose())
     }
 }
 
@@ -275,8 +325,8 @@ pub struct ApiConfig {
     pub port: u16,
     /// Bearer token for mutating endpoints (HXJOBS_API_TOKEN). Without one
     /// they are refused unless the API listens on loopback only.
-    #[serde(default, skip_serializing)]
-    pub token: Option<String>,
+    #[serde(default)]
+    pub token: Option<Secret>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
 }
@@ -430,7 +480,7 @@ impl Config {
                 format!("must be delete or compact, not `{}`", t.cleanup_policy),
             ));
         }
-        let url = &self.database.url;
+        let url = self.database.url.expose();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err((
                 "database.url",
@@ -625,6 +675,29 @@ mod tests {
         assert_eq!(
             redact_url("postgres://127.0.0.1/db"),
             "postgres://127.0.0.1/db"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut c = Config::defaults().expect("defaults");
+        c.database.url = Secret::new("postgres://u:pa55word@127.0.0.1:5432/db");
+        c.api.token = Some(Secret::new("t0ken-value"));
+        let debug = format!("{c:?} {:?} {:?}", c.database, c.api);
+        let json = serde_json::to_string(&c).expect("json");
+        for shown in [debug, json, c.database.url.to_string()] {
+            assert!(!shown.contains("pa55word"), "{shown}");
+            assert!(!shown.contains("t0ken-value"), "{shown}");
+        }
+        let json = serde_json::to_value(&c).expect("json");
+        assert_eq!(
+            json["database"]["url"],
+            "postgres://u:***@127.0.0.1:5432/db"
+        );
+        assert_eq!(json["api"]["token"], "***");
+        assert_eq!(
+            c.api.token.as_ref().map(Secret::expose),
+            Some("t0ken-value")
         );
     }
 }

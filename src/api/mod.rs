@@ -212,7 +212,8 @@ async fn authorize(
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "));
-                let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+                let ok = given
+                    .is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes()));
                 if !ok {
                     return ApiError::new(
                         StatusCode::UNAUTHORIZED,

@@ -145,8 +145,8 @@ impl Scratch {
     pub(crate) async fn create(base: &Config, kind: &str) -> anyhow::Result<Scratch> {
         let name = format!("hxjobs_bench_{kind}_{}", Utc::now().format("%Y%m%d%H%M%S"));
         let mut config = base.clone();
-        config.database.url = db::with_database(&base.database.url, &name);
-        let mut admin = PgConnection::connect(&base.database.url).await?;
+        config.database.url = db::with_database(base.database.url.expose(), &name).into();
+        let mut admin = PgConnection::connect(base.database.url.expose()).await?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await?;
@@ -186,13 +186,13 @@ pub async fn ingest(base: &Config, events: u64, keep: bool) -> anyhow::Result<In
     let drain_db = format!("hxjobs_bench_{suffix}");
     let copy_db = format!("hxjobs_bench_{suffix}_copy");
     let replay_db = format!("hxjobs_bench_{suffix}_replay");
-    config.database.url = db::with_database(&base.database.url, &drain_db);
+    config.database.url = db::with_database(base.database.url.expose(), &drain_db).into();
     let mut copy_config = config.database.clone();
-    copy_config.url = db::with_database(&base.database.url, &copy_db);
+    copy_config.url = db::with_database(base.database.url.expose(), &copy_db).into();
     let mut replay_config = config.database.clone();
-    replay_config.url = db::with_database(&base.database.url, &replay_db);
+    replay_config.url = db::with_database(base.database.url.expose(), &replay_db).into();
 
-    let mut admin_conn = PgConnection::connect(&base.database.url).await?;
+    let mut admin_conn = PgConnection::connect(base.database.url.expose()).await?;
     for name in [&drain_db, &copy_db, &replay_db] {
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin_conn)

@@ -265,9 +265,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         }
         Command::Bench { command } => bench::run(&config, command).await,
         Command::Config => {
-            let mut shown = config.clone();
-            shown.database.url = config.database.redacted_url();
-            println!("{}", serde_json::to_string_pretty(&shown)?);
+            // Secrets serialize as ***.
+            println!("{}", serde_json::to_string_pretty(&config)?);
             Ok(())
         }
     }

@@ -36,10 +36,15 @@ pub fn describe(error: &sqlx::Error) -> String {
 /// Opens a pool and checks that the server answers.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool> {
     let url = config.redacted_url();
-    let options: PgConnectOptions = config.url.parse().map_err(|e: sqlx::Error| Error::BadUrl {
-        url: url.clone(),
-        reason: describe(&e),
-    })?;
+    let options: PgConnectOptions =
+        config
+            .url
+            .expose()
+            .parse()
+            .map_err(|e: sqlx::Error| Error::BadUrl {
+                url: url.clone(),
+                reason: describe(&e),
+            })?;
     let options = options.disable_statement_logging();
     // One direct connection first: a pool reports only "timed out" where the
     // server's own answer (refused, bad password, no such database) helps.

@@ -40,9 +40,9 @@ impl TestEnv {
         config.kafka.group_id = format!("{name}-group");
         config.ingest.batch_size = 500;
         config.ingest.stall_timeout_secs = 30;
-        config.database.url = hxjobs::db::with_database(&base.database.url, &name);
+        config.database.url = hxjobs::db::with_database(base.database.url.expose(), &name).into();
 
-        let mut admin = PgConnection::connect(&base.database.url)
+        let mut admin = PgConnection::connect(base.database.url.expose())
             .await
             .expect("PostgreSQL is up (scripts/services.sh up)");
         sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -66,7 +66,7 @@ impl TestEnv {
             config,
             pool,
             name,
-            admin_url: base.database.url,
+            admin_url: base.database.url.expose().to_string(),
             dir,
         }
     }
@@ -109,7 +109,10 @@ impl TestEnv {
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         let t = &self.config.topics;
         vec![
-            ("DATABASE_URL", self.config.database.url.clone()),
+            (
+                "DATABASE_URL",
+                self.config.database.url.expose().to_string(),
+            ),
             (
                 "KAFKA_BOOTSTRAP_SERVERS",
                 self.config.kafka.bootstrap_servers.clone(),

@@ -793,11 +793,11 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
     // A broker of this test's own, to stop and start.
     let state = env.dir.path().join("broker");
     let port = free_port();
-    broker(&state, port, "up", true, &env.config.database.url);
+    broker(&state, port, "up", true, env.config.database.url.expose());
     let _guard = BrokerGuard {
         state: state.clone(),
         port,
-        database_url: env.config.database.url.clone(),
+        database_url: env.config.database.url.expose().to_string(),
     };
     env.config.kafka.bootstrap_servers = format!("127.0.0.1:{port}");
     hxjobs::kafka::ensure_topics(&env.config)
@@ -816,7 +816,13 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
         records.into_iter().partition(|r| time_of(r) < outage);
     ingest(&env, before).await;
 
-    broker(&state, port, "down", false, &env.config.database.url);
+    broker(
+        &state,
+        port,
+        "down",
+        false,
+        env.config.database.url.expose(),
+    );
     // Producers keep their messages while the broker is away.
     let config = env.config.clone();
     let late = std::thread::spawn(move || demo::produce(&config, after.into_iter(), |_| {}));
@@ -865,7 +871,7 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
     assert!(bucket(&env, "day", day).await.0 < short.events);
 
     // The broker is back; the late events arrive.
-    broker(&state, port, "up", false, &env.config.database.url);
+    broker(&state, port, "up", false, env.config.database.url.expose());
     late.join()
         .expect("producer")
         .expect("late events delivered");

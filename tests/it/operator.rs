@@ -419,15 +419,9 @@ async fn capacity_leaves_out_the_day_under_way() {
 async fn metrics_stay_up_while_postgres_and_the_broker_are_down() {
     let env = TestEnv::new("metrics_outage").await;
     let pg_port = free_port();
-    let db = env
-        .config
-        .database
-        .url
-        .replace("@127.0.0.1:5432/", &format!("@127.0.0.1:{pg_port}/"));
-    assert_ne!(
-        db, env.config.database.url,
-        "the test database is on 127.0.0.1:5432"
-    );
+    let url = env.config.database.url.expose();
+    let db = url.replace("@127.0.0.1:5432/", &format!("@127.0.0.1:{pg_port}/"));
+    assert_ne!(db, url, "the test database is on 127.0.0.1:5432");
     let proxy = Proxy::open(pg_port, "127.0.0.1:5432".into()).await;
     let config = env.config_file(API);
     let log = env.dir.path().join("serve.log");
