@@ -2,6 +2,7 @@
 //! with stable codes; nothing a client sends can cause a 500.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -392,24 +393,121 @@ pub async fn backfill(
             backfill::Error::Database(e) => ApiError::internal(e),
             other => ApiError::bad_request("invalid_range", other.to_string()),
         })?;
-    let (config, pools, stop) = (
+    let worker = format!("api-backfill-{}", std::process::id());
+    let stale = state.config.scheduler.stale_after_secs as f64;
+    let mut tx = state.pools.ledger.begin().await?;
+    // One running backfill per job; one whose API process died gives way.
+    sqlx::query(
+        "UPDATE backfills SET state = 'failed', finished_at = now(),
+                error = 'its API process stopped sending heartbeats'
+         WHERE job = $1 AND state = 'running'
+           AND heartbeat_at < now() - make_interval(secs => $2)",
+    )
+    .bind(&job.name)
+    .bind(stale)
+    .execute(&mut *tx)
+    .await?;
+    let running: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM backfills WHERE job = $1 AND state = 'running'")
+            .bind(&job.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(id) = running {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backfill_running",
+            format!(
+                "backfill {id} of {} is running; cancel it with DELETE /backfills/{id} or wait",
+                job.name
+            ),
+        )
+        .with("backfill_id", json!(id)));
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO backfills (job, range_from, range_to, reprocess, parallel, worker)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(&job.name)
+    .bind(from)
+    .bind(to)
+    .bind(body.reprocess.as_deref().unwrap_or("none"))
+    .bind(parallel as i32)
+    .bind(&worker)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    let (config, pools, shutdown) = (
         state.config.clone(),
         state.pools.clone(),
         state.stop.clone(),
     );
-    let worker = format!("api-backfill-{}", std::process::id());
     let name = job.name.clone();
-    tokio::spawn(async move {
-        match backfill::run(config, &pools, job, spec, &worker, stop, |_| {}).await {
-            Ok(s) => {
-                tracing::info!(job = %name, succeeded = s.succeeded, failed = s.failed, "API backfill finished")
+    let stop = Arc::new(AtomicBool::new(false));
+    // Heartbeat, and the stop flag: shutdown, or the row cancelled (from
+    // this API or another).
+    let beat = {
+        let (pool, stop) = (pools.ledger.clone(), stop.clone());
+        let every = std::time::Duration::from_secs(state.config.scheduler.heartbeat_secs.max(1));
+        tokio::spawn(async move {
+            loop {
+                let row: Result<Option<String>, _> = sqlx::query_scalar(
+                    "UPDATE backfills SET heartbeat_at = now() WHERE id = $1 RETURNING state",
+                )
+                .bind(id)
+                .fetch_optional(&pool)
+                .await;
+                let cancelled = matches!(row, Ok(Some(ref s)) if s != "running");
+                if cancelled || shutdown.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                tokio::time::sleep(every.min(std::time::Duration::from_secs(2))).await;
             }
-            Err(e) => tracing::error!(job = %name, error = %e, "API backfill failed"),
+        })
+    };
+    tokio::spawn(async move {
+        let outcome = backfill::run(config, &pools, job, spec, &worker, stop, |_| {}).await;
+        beat.abort();
+        let (state, ok, failed, error) = match &outcome {
+            Ok(s) if s.failed == 0 && s.handed_back == 0 => ("succeeded", s.succeeded, 0, None),
+            Ok(s) => (
+                "failed",
+                s.succeeded,
+                s.failed,
+                Some(format!(
+                    "{} failed, {} handed back",
+                    s.failed, s.handed_back
+                )),
+            ),
+            Err(e) => ("failed", 0, 0, Some(e.to_string())),
+        };
+        match &outcome {
+            Ok(s) => {
+                tracing::info!(job = %name, backfill = id, succeeded = s.succeeded, failed = s.failed, "API backfill finished")
+            }
+            Err(e) => {
+                tracing::error!(job = %name, backfill = id, error = %e, "API backfill failed")
+            }
         }
+        // A cancelled row keeps its state; the counts are recorded anyway.
+        let _ = sqlx::query(
+            "UPDATE backfills SET
+                 state = CASE WHEN state = 'running' THEN $2 ELSE state END,
+                 finished_at = COALESCE(finished_at, now()), succeeded = $3, failed = $4, error = $5
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(ok as i32)
+        .bind(failed as i32)
+        .bind(error)
+        .execute(&pools.ledger)
+        .await;
     });
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
+            "backfill_id": id,
             "job": body.job,
             "from": from,
             "to": to,
@@ -417,9 +515,111 @@ pub async fn backfill(
             "to_run": plan.to_run(),
             "state": "started",
             "runs": format!("/jobs/{}/runs", body.job),
+            "backfill": format!("/backfills/{id}"),
         })),
     )
         .into_response())
+}
+
+/// A row of `backfills`.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct BackfillRow {
+    id: i64,
+    job: String,
+    range_from: chrono::DateTime<Utc>,
+    range_to: chrono::DateTime<Utc>,
+    reprocess: String,
+    parallel: i32,
+    state: String,
+    worker: String,
+    heartbeat_at: chrono::DateTime<Utc>,
+    created_at: chrono::DateTime<Utc>,
+    finished_at: Option<chrono::DateTime<Utc>>,
+    succeeded: Option<i32>,
+    failed: Option<i32>,
+    error: Option<String>,
+}
+
+const BACKFILL_COLUMNS: &str = "id, job, range_from, range_to, reprocess, parallel, state, \
+     worker, heartbeat_at, created_at, finished_at, succeeded, failed, error";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillsQuery {
+    #[serde(default)]
+    job: Option<String>,
+}
+
+/// `GET /backfills?job=`: API backfills, newest first.
+pub async fn backfills(
+    State(state): State<ApiState>,
+    q: Result<Query<BackfillsQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let q = query(q)?;
+    let rows: Vec<BackfillRow> = sqlx::query_as(&format!(
+        "SELECT {BACKFILL_COLUMNS} FROM backfills WHERE $1::text IS NULL OR job = $1
+         ORDER BY id DESC LIMIT 100"
+    ))
+    .bind(q.job)
+    .fetch_all(&state.pools.ledger)
+    .await?;
+    Ok(Json(json!({ "backfills": rows })))
+}
+
+/// `GET /backfills/{id}`.
+pub async fn backfill_get(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BackfillRow>> {
+    let id = backfill_id(&id)?;
+    sqlx::query_as(&format!(
+        "SELECT {BACKFILL_COLUMNS} FROM backfills WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&state.pools.ledger)
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found("unknown_backfill", format!("no backfill {id}")))
+}
+
+/// `DELETE /backfills/{id}`: cancels a running backfill; its runs in hand
+/// are handed back, finished ones stay.
+pub async fn backfill_cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BackfillRow>> {
+    let id = backfill_id(&id)?;
+    let row: Option<BackfillRow> = sqlx::query_as(&format!(
+        "UPDATE backfills SET state = 'cancelled', finished_at = now(),
+                error = 'cancelled through the API'
+         WHERE id = $1 AND state = 'running' RETURNING {BACKFILL_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(&state.pools.ledger)
+    .await?;
+    if let Some(row) = row {
+        tracing::info!(backfill = id, job = %row.job, "API backfill cancelled");
+        return Ok(Json(row));
+    }
+    let known: Option<String> = sqlx::query_scalar("SELECT state FROM backfills WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&state.pools.ledger)
+        .await?;
+    Err(match known {
+        Some(s) => ApiError::new(
+            StatusCode::CONFLICT,
+            "backfill_finished",
+            format!("backfill {id} is {s}, not running"),
+        ),
+        None => ApiError::not_found("unknown_backfill", format!("no backfill {id}")),
+    })
+}
+
+fn backfill_id(s: &str) -> Result<i64, ApiError> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_request("invalid_id", format!("{s:?} is not a backfill id")))
 }
 
 #[derive(Debug, Deserialize)]

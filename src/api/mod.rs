@@ -275,6 +275,11 @@ pub fn router(state: ApiState) -> Router {
             get(handlers::job_runs).post(handlers::trigger_run),
         )
         .route("/backfill", post(handlers::backfill))
+        .route("/backfills", get(handlers::backfills))
+        .route(
+            "/backfills/{id}",
+            get(handlers::backfill_get).delete(handlers::backfill_cancel),
+        )
         .route("/runs/{id}", get(handlers::run))
         .route("/reports/generate", post(handlers::generate_report))
         .route("/reports", get(handlers::reports))

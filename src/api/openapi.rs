@@ -31,7 +31,15 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     (
         "POST",
         "/backfill",
-        "Start a backfill; body {\"job\", \"from\", \"to\", \"reprocess\", \"parallel\"}",
+        "Start a backfill; body {\"job\", \"from\", \"to\", \"reprocess\", \"parallel\"}; 202 with backfill_id; 409 backfill_running (with its backfill_id) while one of the job runs",
+        &[],
+    ),
+    ("GET", "/backfills", "API backfills, newest first (?job=)", &[]),
+    ("GET", "/backfills/{id}", "One API backfill: range, state, counts", &[]),
+    (
+        "DELETE",
+        "/backfills/{id}",
+        "Cancel a running API backfill (its runs in hand are handed back); 409 backfill_finished otherwise",
         &[],
     ),
     ("GET", "/runs/{id}", "A run with its task instances", &[]),
@@ -112,7 +120,7 @@ fn build() -> String {
                 "4XX",
                 ResponseBuilder::new().description("{\"error\": code, \"message\": text}"),
             );
-        if *method == "POST" {
+        if *method != "GET" {
             op = op
                 .description(Some(
                     "Needs Authorization: Bearer <HXJOBS_API_TOKEN> (or an API on loopback only without a token).",
@@ -137,10 +145,10 @@ fn build() -> String {
                     .required(Required::False),
             );
         }
-        let method = if *method == "POST" {
-            HttpMethod::Post
-        } else {
-            HttpMethod::Get
+        let method = match *method {
+            "POST" => HttpMethod::Post,
+            "DELETE" => HttpMethod::Delete,
+            _ => HttpMethod::Get,
         };
         paths = paths.path(*path, PathItem::new(method, op));
     }

@@ -683,3 +683,92 @@ async fn an_internal_failure_answers_with_an_error_id_and_no_detail() {
     drop(server);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_api_backfill_per_job_and_each_can_be_cancelled() {
+    let env = TestEnv::new("api_backfills").await;
+    let out = env.dir.path().join("out");
+    let server = start(&env, &out);
+    let port = server.port;
+    // A long backfill: two years of hours.
+    let body = serde_json::json!({"job": "hxp_hourly_aggregation", "from": "2026-01-01",
+                                  "to": "2027-12-31", "parallel": 1});
+    let first = post(port, "/backfill", &body);
+    assert_eq!(first.status, 202, "{}", first.text());
+    let id = first.json()["backfill_id"].as_i64().expect("backfill id");
+    let again = post(port, "/backfill", &body);
+    error(&again, 409, "backfill_running");
+    assert_eq!(again.json()["backfill_id"], id);
+    let listed = get(port, "/backfills?job=hxp_hourly_aggregation").json();
+    assert_eq!(listed["backfills"][0]["id"], id);
+    assert_eq!(listed["backfills"][0]["state"], "running");
+    // Cancelled: the row says so, the backfill stops, a new one may start.
+    let cancel = request(
+        port,
+        "DELETE",
+        &format!("/backfills/{id}"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(cancel.status, 200, "{}", cancel.text());
+    assert_eq!(cancel.json()["state"], "cancelled");
+    error(
+        &request(
+            port,
+            "DELETE",
+            &format!("/backfills/{id}"),
+            Some(TOKEN),
+            None,
+        ),
+        409,
+        "backfill_finished",
+    );
+    error(
+        &request(port, "DELETE", "/backfills/999999", Some(TOKEN), None),
+        404,
+        "unknown_backfill",
+    );
+    assert_eq!(
+        request(port, "DELETE", &format!("/backfills/{id}"), None, None).status,
+        401,
+        "cancelling needs the token"
+    );
+    // The worker sees the cancellation and stops taking intervals.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = get(port, &format!("/backfills/{id}")).json();
+        if row["succeeded"].is_number() {
+            assert_eq!(row["state"], "cancelled");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backfill did not stop: {row}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let done = env
+        .count("SELECT count(*) FROM job_runs WHERE run_type = 'backfill' AND state = 'success'")
+        .await;
+    assert!(done < 17_500, "stopped long before the end: {done}");
+    let next = post(port, "/backfill", &body);
+    assert_eq!(next.status, 202, "{}", next.text());
+    let next_id = next.json()["backfill_id"].as_i64().expect("id");
+    assert!(next_id > id);
+    let api = get(port, "/openapi.json").json();
+    assert!(
+        api["paths"]["/backfills/{id}"]["delete"].is_object(),
+        "{}",
+        api["paths"]
+    );
+    assert!(api["paths"]["/backfills/{id}"]["get"].is_object());
+    request(
+        port,
+        "DELETE",
+        &format!("/backfills/{next_id}"),
+        Some(TOKEN),
+        None,
+    );
+    drop(server);
+    env.cleanup().await;
+}
