@@ -202,6 +202,8 @@ pub fn build_dead_letter_producer(kafka: &KafkaConfig) -> Result<FutureProducer>
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.max.bytes", "4194304")
+        // The outbox retries later; an unreachable topic must not hold it.
+        .set("message.timeout.ms", "10000")
         .create()
         .map_err(|e| Error::from_kafka(kafka, "creating the dead-letter producer", e))
 }

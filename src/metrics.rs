@@ -90,6 +90,10 @@ fn describe() {
         "API request handling time, per route, in seconds."
     );
     describe_gauge!(
+        "dead_letters_unpublished",
+        "Dead letters stored but not yet acknowledged by the dead-letter topic (published by the next drains)."
+    );
+    describe_gauge!(
         "hxjobs_job_files_invalid",
         "Job files in jobs.dir that did not load (see /health and `hxjobs jobs check`)."
     );

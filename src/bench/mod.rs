@@ -481,7 +481,7 @@ async fn replay(
     let batch_size = config.ingest.batch_size;
     let max_bytes = config.ingest.max_event_bytes;
     let shared_parts = parts.clone();
-    let mut writer = Writer::new(pool.acquire().await?, group, None).await?;
+    let mut writer = Writer::new(pool.acquire().await?, group).await?;
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let builder = std::thread::spawn(move || {

@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod copy;
+pub mod outbox;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -62,6 +63,10 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Stopped by a signal before reaching the high watermarks.
     pub interrupted: bool,
+    /// Dead letters published to the dead-letter topic after the commits,
+    /// and those still waiting (the topic did not take them yet).
+    pub dead_letters_published: u64,
+    pub dead_letters_pending: i64,
 }
 
 impl Summary {
@@ -105,6 +110,13 @@ impl fmt::Display for Summary {
                 c.stored, c.duplicates, c.dead_letters, c.gaps
             )?;
         }
+        if self.dead_letters_published > 0 || self.dead_letters_pending > 0 {
+            write!(
+                f,
+                " | dead letters published {}, waiting {}",
+                self.dead_letters_published, self.dead_letters_pending
+            )?;
+        }
         Ok(())
     }
 }
@@ -116,13 +128,7 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
     kafka::ensure_topics(config).await?;
 
     let group = config.kafka.group_id.clone();
-    let dead_letter_topic = if config.dead_letters.publish {
-        let producer = kafka::build_dead_letter_producer(&config.kafka)?;
-        Some((producer, config.topics.dead_letter.clone()))
-    } else {
-        None
-    };
-    let mut writer = Writer::new(pool.acquire().await?, &group, dead_letter_topic).await?;
+    let mut writer = Writer::new(pool.acquire().await?, &group).await?;
 
     let metadata = kafka::build_consumer(&config.kafka, &group)?;
     // Everything in the topics at this moment is stored once the drain ends.
@@ -136,6 +142,7 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
     }
     if parts.iter().all(PartitionState::done) {
         record_progress(pool, &group, ends_read_at).await?;
+        publish_dead_letters(config, pool, &mut summary).await;
         summary.elapsed = started.elapsed();
         return Ok(summary);
     }
@@ -172,8 +179,26 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
     if !summary.interrupted {
         record_progress(pool, &config.kafka.group_id, ends_read_at).await?;
     }
+    drop(writer);
+    publish_dead_letters(config, pool, &mut summary).await;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// After the drain's commits: publishes the dead letters due (this drain's
+/// and any an earlier one could not). A broker that does not take them
+/// fails nothing; they stay queued for the next drain.
+async fn publish_dead_letters(config: &Config, pool: &PgPool, summary: &mut Summary) {
+    if !config.dead_letters.publish {
+        return;
+    }
+    match outbox::publish_pending(config, pool).await {
+        Ok(p) => {
+            summary.dead_letters_published = p.published;
+            summary.dead_letters_pending = p.pending;
+        }
+        Err(e) => tracing::warn!(error = %e, "publishing dead letters failed; they stay queued"),
+    }
 }
 
 /// Notes that `group` stored every message the broker held at `through`.

@@ -1,18 +1,16 @@
 //! Writes one [`Batch`] in one PostgreSQL transaction: the consumer offsets
 //! (compare-and-set), the events (binary COPY), dead letters and gaps.
 //! Either all of it is committed or none of it, so a crash at any instant
-//! neither loses nor duplicates an event.
+//! neither loses nor duplicates an event. Nothing here waits on the broker:
+//! dead letters reach their topic afterwards through [`super::outbox`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use chrono::NaiveDate;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, PgConnection, Postgres};
 
-use super::batch::{Batch, DeadLetter, PartitionState, TopicCounts};
+use super::batch::{Batch, PartitionState, TopicCounts};
 use super::copy::EVENT_COLUMNS;
 use super::Error;
 use crate::rollup;
@@ -25,7 +23,6 @@ pub struct Writer {
     group: String,
     known_days: HashSet<NaiveDate>,
     staging_ready: bool,
-    dead_letter_topic: Option<(FutureProducer, String)>,
 }
 
 /// What one committed batch did, per topic name.
@@ -34,11 +31,7 @@ pub type BatchOutcome = BTreeMap<String, TopicCounts>;
 impl Writer {
     /// Takes the group's ingest lock on `conn`. The connection leaves the
     /// pool and closes when the writer is dropped, which releases the lock.
-    pub async fn new(
-        conn: PoolConnection<Postgres>,
-        group: &str,
-        dead_letter_topic: Option<(FutureProducer, String)>,
-    ) -> Result<Writer, Error> {
+    pub async fn new(conn: PoolConnection<Postgres>, group: &str) -> Result<Writer, Error> {
         let mut conn = conn.detach();
         // Waits a little: the lock of a crashed run is released as soon as
         // the server notices its connection is gone.
@@ -65,7 +58,6 @@ impl Writer {
             group: group.to_string(),
             known_days: HashSet::new(),
             staging_ready: false,
-            dead_letter_topic,
         })
     }
 
@@ -277,12 +269,6 @@ impl Writer {
             .await?;
         }
 
-        // Published before the commit: a crash in between publishes a dead
-        // letter twice (at least once); the table stays exactly once.
-        if let Some((producer, topic)) = &self.dead_letter_topic {
-            publish_dead_letters(producer, topic, &dead, parts).await;
-        }
-
         tx.commit().await?;
         Ok(outcome)
     }
@@ -318,63 +304,4 @@ async fn copy_in(
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
-}
-
-async fn publish_dead_letters(
-    producer: &FutureProducer,
-    topic: &str,
-    dead: &[DeadLetter],
-    parts: &[PartitionState],
-) {
-    let mut pending = Vec::with_capacity(dead.len());
-    for d in dead {
-        let Some(part) = parts.get(d.partition_idx) else {
-            continue;
-        };
-        let partition = part.partition.to_string();
-        let offset = d.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "hxjobs-reason",
-                value: Some(d.rejection.reason.code()),
-            })
-            .insert(Header {
-                key: "hxjobs-detail",
-                value: Some(&d.rejection.detail),
-            })
-            .insert(Header {
-                key: "hxjobs-topic",
-                value: Some(&part.topic),
-            })
-            .insert(Header {
-                key: "hxjobs-partition",
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: "hxjobs-offset",
-                value: Some(&offset),
-            });
-        let key = format!("{}/{}/{}", part.topic, part.partition, d.offset);
-        let mut record = FutureRecord::to(topic).key(&key).headers(headers);
-        if let Some(p) = &d.payload {
-            record = record.payload(p);
-        }
-        match producer.send_result(record) {
-            Ok(delivery) => pending.push(delivery),
-            Err((e, _)) => {
-                tracing::warn!(topic, error = %e, "publishing a dead letter failed; it is kept in dead_letters")
-            }
-        }
-    }
-    for delivery in pending {
-        let failed = match tokio::time::timeout(Duration::from_secs(30), delivery).await {
-            Ok(Ok(Ok(_))) => None,
-            Ok(Ok(Err((e, _)))) => Some(e.to_string()),
-            Ok(Err(_)) => Some("delivery cancelled".to_string()),
-            Err(_) => Some("no acknowledgement within 30 s".to_string()),
-        };
-        if let Some(error) = failed {
-            tracing::warn!(topic, %error, "publishing a dead letter failed; it is kept in dead_letters");
-        }
-    }
 }

@@ -428,7 +428,7 @@ async fn offsets_the_broker_skipped_are_recorded_as_a_gap() {
     for (record, offset) in records.iter().zip([10, 11, 17]) {
         assert!(batch.take(&mut parts[0], 0, offset, record.payload.as_deref(), 1 << 20));
     }
-    let mut writer = Writer::new(env.pool.acquire().await.expect("conn"), &group, None)
+    let mut writer = Writer::new(env.pool.acquire().await.expect("conn"), &group)
         .await
         .expect("writer");
     let outcome = writer.write(batch, &parts).await.expect("write");
@@ -453,5 +453,56 @@ async fn offsets_the_broker_skipped_are_recorded_as_a_gap() {
     assert_eq!(next, 18);
     assert_eq!(env.count("SELECT count(*) FROM events").await, 3);
     drop(writer);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_wait_in_the_outbox_while_their_topic_is_unavailable() {
+    let mut env = TestEnv::new("ingest_outbox").await;
+    let records: Vec<DemoRecord> = Generator::new(spec(2_000, 0.05, 0.0, 91))
+        .expect("spec")
+        .collect();
+    let bad = records
+        .iter()
+        .filter(|r| matches!(r.kind, RecordKind::Bad(_)))
+        .count() as i64;
+    assert!(bad > 0);
+    env.produce(records).await;
+    // The dead-letter topic cannot be reached: ingest commits anyway.
+    env.config.dead_letters.publish = false;
+    let summary = drain(&env).await;
+    assert_eq!(summary.total().dead_letters as i64, bad);
+    let unpublished = "SELECT count(*) FROM dead_letters WHERE published_at IS NULL";
+    assert_eq!(env.count(unpublished).await, bad);
+    let mut away = env.config.clone();
+    away.kafka.bootstrap_servers = format!("127.0.0.1:{}", crate::http::free_port());
+    let p = hxjobs::ingest::outbox::publish_pending(&away, &env.pool)
+        .await
+        .expect("publish");
+    assert_eq!((p.published, p.failed, p.pending), (0, bad as u64, bad));
+    assert_eq!(
+        env.count("SELECT count(*) FROM dead_letters WHERE publish_attempts = 1 AND publish_error IS NOT NULL AND publish_after > now()").await,
+        bad,
+        "each attempt recorded, retried later"
+    );
+    // Not due yet: nothing is tried again before its backoff.
+    let p = hxjobs::ingest::outbox::publish_pending(&env.config, &env.pool)
+        .await
+        .expect("publish");
+    assert_eq!((p.published, p.failed), (0, 0));
+    // The backoff is over and the topic is back: the next drain publishes
+    // every one once.
+    sqlx::query("UPDATE dead_letters SET publish_after = now()")
+        .execute(&env.pool)
+        .await
+        .expect("due");
+    env.config.dead_letters.publish = true;
+    let summary = drain(&env).await;
+    assert_eq!(summary.dead_letters_published as i64, bad, "{summary}");
+    assert_eq!(env.count(unpublished).await, 0);
+    let dlq = env.read_topic(&env.config.topics.dead_letter, bad as usize);
+    assert_eq!(dlq.len() as i64, bad);
+    let again = drain(&env).await;
+    assert_eq!(again.dead_letters_published, 0);
     env.cleanup().await;
 }
