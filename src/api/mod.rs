@@ -5,6 +5,8 @@
 
 mod handlers;
 pub mod openapi;
+#[cfg(test)]
+mod router_tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;

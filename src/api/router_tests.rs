@@ -1,0 +1,199 @@
+//! The router without a server, a database or a broker: requests go
+//! through every middleware (auth, request metrics, body limit) with
+//! `oneshot`, and only paths that never reach PostgreSQL are asked, so this
+//! tier runs anywhere (`cargo test --lib`).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use serde_json::Value;
+use tokio::sync::RwLock;
+use tower::ServiceExt;
+
+use super::{router, ApiState, Check, Health};
+use crate::config::{Config, Secret};
+use crate::db::Pools;
+
+const TOKEN: &str = "router-test-token";
+
+/// A state whose database is never reached (a closed port, connected lazily).
+fn state(host: &str, token: Option<&str>) -> ApiState {
+    let mut config = Config::defaults().expect("defaults");
+    config.api.host = host.to_string();
+    config.api.token = token.map(Secret::new);
+    config.api.max_body_bytes = 256;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy("postgres://nobody:x@127.0.0.1:1/none")
+        .expect("lazy pool");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+    let jobs = crate::dag::job::load_dir(&dir)
+        .expect("jobs")
+        .jobs
+        .into_iter()
+        .filter(|j| j.name == "hxp_hourly_aggregation")
+        .map(Arc::new)
+        .collect();
+    ApiState {
+        config: Arc::new(config),
+        pools: Pools::new(pool),
+        jobs: Arc::new(jobs),
+        health: Arc::new(RwLock::new(Health {
+            database: Check::unknown(),
+            kafka: Check::unknown(),
+            checked_at: None,
+        })),
+        live: None,
+        stop: Arc::new(AtomicBool::new(false)),
+        wake: None,
+        invalid_job_files: Arc::new(Vec::new()),
+    }
+}
+
+async fn call(state: ApiState, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router(state).oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::builder()
+        .uri(path)
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn post(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    let mut r = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    r.body(Body::from(body.to_string())).expect("request")
+}
+
+fn is_error(body: &Value, code: &str) {
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_json_errors() {
+    let (status, body) = call(state("127.0.0.1", None), get("/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    is_error(&body, "not_found");
+    let delete = Request::builder()
+        .method("DELETE")
+        .uri("/jobs")
+        .body(Body::empty())
+        .expect("request");
+    let (status, body) = call(state("127.0.0.1", None), delete).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    is_error(&body, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_endpoints() {
+    let (status, body) = call(state("127.0.0.1", None), get("/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    for path in ["/reports/generate", "/backfills/{id}", "/stats/stream"] {
+        assert!(body["paths"][path].is_object(), "{path}");
+    }
+    assert!(body["paths"]["/backfills/{id}"]["delete"].is_object());
+}
+
+#[tokio::test]
+async fn mutations_need_the_token() {
+    let body = r#"{"job":"hxp_hourly_aggregation","from":"2026-01-01","to":"2026-01-02"}"#;
+    for token in [None, Some("wrong")] {
+        let (status, reply) = call(
+            state("127.0.0.1", Some(TOKEN)),
+            post("/backfill", token, body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(reply["error"], "unauthorized", "{reply}");
+    }
+    // Without a token, only an API on loopback may mutate.
+    let (status, reply) = call(
+        state("0.0.0.0", None),
+        post(
+            "/reports/generate",
+            None,
+            r#"{"report_type":"weekly_summary"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_problem_without_rust_types() {
+    let s = || state("127.0.0.1", Some(TOKEN));
+    let (status, body) = call(s(), post("/reports/generate", Some(TOKEN), "{not json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    is_error(&body, "invalid_json");
+    let (status, body) = call(
+        s(),
+        post(
+            "/reports/generate",
+            Some(TOKEN),
+            r#"{"report_type":"weekly_summary","format":7}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        !body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Option<"),
+        "{body}"
+    );
+    let (status, body) = call(
+        s(),
+        post(
+            "/jobs/nope/runs",
+            Some(TOKEN),
+            r#"{"interval_start":"2026-01-01"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    is_error(&body, "unknown_job");
+    assert!(body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("hxp_hourly_aggregation")));
+    let (status, body) = call(
+        s(),
+        post(
+            "/backfill",
+            Some(TOKEN),
+            r#"{"job":"hxp_hourly_aggregation","from":"2026-01-02","to":"2026-01-01"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    is_error(&body, "invalid_range");
+    // Bodies over api.max_body_bytes are refused before any handler.
+    let big = format!(r#"{{"report_type":"{}"}}"#, "x".repeat(1000));
+    let (status, _) = call(s(), post("/reports/generate", Some(TOKEN), &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn live_stats_off_is_a_json_503() {
+    let (status, body) = call(state("127.0.0.1", None), get("/stats")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    is_error(&body, "live_stats_disabled");
+}
