@@ -130,11 +130,22 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
     let group = config.kafka.group_id.clone();
     let mut writer = Writer::new(pool.acquire().await?, &group).await?;
 
-    let metadata = kafka::build_consumer(&config.kafka, &group)?;
     // Everything in the topics at this moment is stored once the drain ends.
     let ends_read_at = Utc::now();
-    let parts = plan(config, pool, &metadata).await?;
-    drop(metadata);
+    let marks = {
+        let (kafka_config, group) = (config.kafka.clone(), group.clone());
+        let topics: Vec<String> = config
+            .topics
+            .event_topics()
+            .into_iter()
+            .map(|(t, _)| t.to_string())
+            .collect();
+        // Broker round trips (and their retry pauses) off the async threads.
+        tokio::task::spawn_blocking(move || broker_marks(&kafka_config, &group, &topics))
+            .await
+            .map_err(|_| Error::ConsumerLost)??
+    };
+    let parts = plan(config, pool, marks).await?;
 
     let mut summary = Summary::default();
     for p in &parts {
@@ -254,12 +265,29 @@ pub async fn write_batches(
     Ok(())
 }
 
+/// `(topic, partition, low, high)` of every partition of `topics`. Blocking.
+fn broker_marks(
+    kafka_config: &crate::config::KafkaConfig,
+    group: &str,
+    topics: &[String],
+) -> Result<Vec<(String, i32, i64, i64)>> {
+    let consumer = kafka::build_consumer(kafka_config, group)?;
+    let mut out = Vec::new();
+    for topic in topics {
+        for partition in kafka::partitions_of(&consumer, kafka_config, topic)? {
+            let (low, high) = kafka::watermarks(&consumer, kafka_config, topic, partition)?;
+            out.push((topic.clone(), partition, low, high));
+        }
+    }
+    Ok(out)
+}
+
 /// Every event topic's partitions with their stored offsets and current ends.
 /// Partitions seen for the first time get a stored offset per `auto_offset_reset`.
 async fn plan(
     config: &Config,
     pool: &PgPool,
-    consumer: &BaseConsumer,
+    marks: Vec<(String, i32, i64, i64)>,
 ) -> Result<Vec<PartitionState>> {
     let group = &config.kafka.group_id;
     let stored: Vec<(String, i32, i64)> = sqlx::query_as(
@@ -272,9 +300,9 @@ async fn plan(
         stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
 
     let mut parts = Vec::new();
-    for (topic, _) in config.topics.event_topics() {
-        for partition in kafka::partitions_of(consumer, &config.kafka, topic)? {
-            let (low, high) = kafka::watermarks(consumer, &config.kafka, topic, partition)?;
+    {
+        for (topic, partition, low, high) in marks {
+            let topic = topic.as_str();
             let next = match stored.get(&(topic.to_string(), partition)) {
                 Some(&next) => next,
                 None => {

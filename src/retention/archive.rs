@@ -27,6 +27,18 @@ pub enum Error {
     NotArchived(NaiveDate),
     #[error("staging the restored day for rollups: {0}")]
     Stage(#[from] crate::rollup::Error),
+    #[error("archive work stopped: {0}")]
+    Blocking(String),
+}
+
+/// Parquet, checksums and fsync run on the blocking pool, never on an
+/// async worker thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Blocking(e.to_string()))?
 }
 
 /// A verified archive file.
@@ -86,8 +98,8 @@ const SELECT: &str = "SELECT event_day::text AS event_day, event_id::text AS eve
         kafka_offset, (extract(epoch FROM ingested_at) * 1000000)::int8 AS ingested_at_us
      FROM events WHERE event_day = $1 ORDER BY event_id";
 
-async fn load_day(pool: &PgPool, day: NaiveDate) -> Result<DataFrame, Error> {
-    let mut rows: Vec<Row> = sqlx::query_as(SELECT).bind(day).fetch_all(pool).await?;
+/// A day's rows as a frame (CPU work: call on the blocking pool).
+fn frame_of(mut rows: Vec<Row>) -> Result<DataFrame, Error> {
     let frame = DataFrame::new_infer_height(vec![
         take_column!(rows, "event_day", event_day),
         take_column!(rows, "event_id", event_id),
@@ -180,7 +192,14 @@ fn read_file(path: &Path) -> Result<DataFrame, Error> {
 /// Writes `day` to `dir/events-DAY.parquet`, reads it back and checks it.
 /// Removes nothing.
 pub async fn write_day(pool: &PgPool, dir: &Path, day: NaiveDate) -> Result<Archived, Error> {
-    let mut frame = load_day(pool, day).await?;
+    let rows: Vec<Row> = sqlx::query_as(SELECT).bind(day).fetch_all(pool).await?;
+    let dir = dir.to_path_buf();
+    blocking(move || write_verified(frame_of(rows)?, &dir, day)).await
+}
+
+/// Writes the frame to `dir/events-DAY.parquet` through a synced partial
+/// file, reads it back and checks rows and checksum before the rename.
+fn write_verified(mut frame: DataFrame, dir: &Path, day: NaiveDate) -> Result<Archived, Error> {
     let rows = frame.height() as i64;
     let sum = checksum(&frame)?;
     let io = |path: &Path| {
@@ -229,8 +248,15 @@ pub async fn restore_day(pool: &PgPool, day: NaiveDate) -> Result<u64, Error> {
             .fetch_optional(pool)
             .await?;
     let (path, rows, sum) = recorded.ok_or(Error::NotArchived(day))?;
-    let frame = read_file(Path::new(&path))?;
-    let got = checksum(&frame)?;
+    let (frame, got) = {
+        let path = path.clone();
+        blocking(move || {
+            let frame = read_file(Path::new(&path))?;
+            let got = checksum(&frame)?;
+            Ok((frame, got))
+        })
+        .await?
+    };
     if frame.height() as i64 != rows || got != sum {
         return Err(Error::Verify {
             day,

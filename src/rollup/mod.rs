@@ -36,6 +36,18 @@ pub enum Error {
     Polars(#[from] PolarsError),
     #[error(transparent)]
     Sketch(#[from] sketch::Error),
+    #[error("rollup computation stopped: {0}")]
+    Blocking(String),
+}
+
+/// Runs CPU-heavy work (Polars, Parquet, sketches) on the blocking pool, so
+/// it never holds an async worker thread (heartbeats run there).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Blocking(e.to_string()))?
 }
 
 /// What one bucket's computation wrote.
@@ -218,12 +230,12 @@ async fn from_events(
     conn: &mut PgConnection,
     bucket: Interval,
 ) -> Result<(usize, HashMap<Key, Group>, bool), Error> {
-    let staged = stage::load(&mut *conn, bucket).await?;
+    let staged = stage::load_blobs(&mut *conn, bucket).await?;
     let from_stage = staged.is_some();
-    let derived = match staged {
-        Some(frame) => frame,
+    let raw: Vec<stage::RawRow> = match staged {
+        Some(_) => Vec::new(),
         None => {
-            let raw: Vec<stage::RawRow> = sqlx::query_as(&format!(
+            sqlx::query_as(&format!(
                 "SELECT {} FROM events
                  WHERE event_day = $3 AND event_time >= $1 AND event_time < $2",
                 stage::RAW_COLUMNS
@@ -232,10 +244,22 @@ async fn from_events(
             .bind(bucket.end)
             .bind(bucket.start.date_naive())
             .fetch_all(&mut *conn)
-            .await?;
-            stage::derive(raw)?
+            .await?
         }
     };
+    blocking(move || {
+        let derived = match staged {
+            Some(blobs) => stage::decode(blobs)?,
+            None => stage::derive(raw)?,
+        };
+        let (n, groups) = group_events(derived)?;
+        Ok((n, groups, from_stage))
+    })
+    .await
+}
+
+/// The derived columns of an hour's events → its groups.
+fn group_events(derived: DataFrame) -> Result<(usize, HashMap<Key, Group>), Error> {
     let n = derived.height();
 
     let measures = derived
@@ -305,7 +329,7 @@ async fn from_events(
         .into_iter()
         .map(|((t, s, j), v)| ((t.to_string(), s.to_string(), j.to_string()), v))
         .collect();
-    Ok((n, join(read_measures(&measures)?, sketches), from_stage))
+    Ok((n, join(read_measures(&measures)?, sketches)))
 }
 
 /// Finer rollup rows of the bucket → groups: sums with Polars, sketches
@@ -316,7 +340,7 @@ async fn from_rollups(
     finer: Grain,
     bucket: Interval,
 ) -> Result<(usize, HashMap<Key, Group>), Error> {
-    let mut raw: Vec<FinerRow> = sqlx::query_as(
+    let raw: Vec<FinerRow> = sqlx::query_as(
         "SELECT event_type, source, subject, event_count, error_count, latency_count,
                 latency_sum_ms, latency_max_ms, prompt_tokens, completion_tokens, cost_usd,
                 rating_sum, rating_count, rating_low_count, value_sum, value_min, value_max,
@@ -329,6 +353,11 @@ async fn from_rollups(
     .bind(bucket.end)
     .fetch_all(&mut *conn)
     .await?;
+    blocking(move || merge_finer(raw)).await
+}
+
+/// Finer rows → groups: sums with Polars, sketches merged.
+fn merge_finer(mut raw: Vec<FinerRow>) -> Result<(usize, HashMap<Key, Group>), Error> {
     let n = raw.len();
     // Sketches first: building the frame moves the fields out of the rows.
     let mut sketches: HashMap<Key, (DDSketch, Users)> = HashMap::new();
@@ -491,50 +520,7 @@ async fn write(
     groups: HashMap<Key, Group>,
     mark: i64,
 ) -> Result<(usize, i64), Error> {
-    let mut cols = Columns::default();
-    for ((event_type, source, subject), mut g) in groups {
-        let m = g.measures;
-        let ratio = |sum: f64, n: i64| (n > 0).then(|| sum / n as f64);
-        let has_latency = m.latency_count > 0;
-        cols.event_type.push(event_type);
-        cols.source.push(source);
-        cols.subject.push(subject);
-        cols.event_count.push(m.event_count);
-        cols.error_count.push(m.error_count);
-        cols.latency_count.push(m.latency_count);
-        cols.latency_sum.push(m.latency_sum);
-        cols.latency_avg.push(ratio(m.latency_sum, m.latency_count));
-        cols.latency_max.push(m.latency_max);
-        for (p, out) in [
-            (0.50, &mut cols.p50),
-            (0.95, &mut cols.p95),
-            (0.99, &mut cols.p99),
-        ] {
-            out.push(if has_latency {
-                sketch::quantile(&g.latency, p)
-            } else {
-                None
-            });
-        }
-        cols.prompt.push(m.prompt_tokens);
-        cols.completion.push(m.completion_tokens);
-        cols.cost.push(m.cost_usd);
-        cols.rating_sum.push(m.rating_sum);
-        cols.rating_count.push(m.rating_count);
-        cols.rating_low.push(m.rating_low_count);
-        cols.rating_avg.push(ratio(m.rating_sum, m.rating_count));
-        cols.value_sum.push(m.value_sum);
-        cols.value_min.push(m.value_min);
-        cols.value_max.push(m.value_max);
-        cols.users.push(sketch::count_users(&mut g.users));
-        cols.latency_sketch.push(
-            has_latency
-                .then(|| sketch::encode_latency(&g.latency))
-                .transpose()?,
-        );
-        cols.users_sketch
-            .push(Some(sketch::encode_users(&g.users)?));
-    }
+    let cols = blocking(move || columns(groups)).await?;
     let rows = cols.event_type.len();
     sqlx::query("DELETE FROM rollups WHERE grain = $1 AND bucket_start = $2")
         .bind(grain.as_str())
@@ -609,6 +595,55 @@ async fn write(
     .fetch_one(&mut *tx)
     .await?;
     Ok((rows, seq))
+}
+
+/// The groups as the columns to insert (quantiles and sketches encoded).
+fn columns(groups: HashMap<Key, Group>) -> Result<Columns, Error> {
+    let mut cols = Columns::default();
+    for ((event_type, source, subject), mut g) in groups {
+        let m = g.measures;
+        let ratio = |sum: f64, n: i64| (n > 0).then(|| sum / n as f64);
+        let has_latency = m.latency_count > 0;
+        cols.event_type.push(event_type);
+        cols.source.push(source);
+        cols.subject.push(subject);
+        cols.event_count.push(m.event_count);
+        cols.error_count.push(m.error_count);
+        cols.latency_count.push(m.latency_count);
+        cols.latency_sum.push(m.latency_sum);
+        cols.latency_avg.push(ratio(m.latency_sum, m.latency_count));
+        cols.latency_max.push(m.latency_max);
+        for (p, out) in [
+            (0.50, &mut cols.p50),
+            (0.95, &mut cols.p95),
+            (0.99, &mut cols.p99),
+        ] {
+            out.push(if has_latency {
+                sketch::quantile(&g.latency, p)
+            } else {
+                None
+            });
+        }
+        cols.prompt.push(m.prompt_tokens);
+        cols.completion.push(m.completion_tokens);
+        cols.cost.push(m.cost_usd);
+        cols.rating_sum.push(m.rating_sum);
+        cols.rating_count.push(m.rating_count);
+        cols.rating_low.push(m.rating_low_count);
+        cols.rating_avg.push(ratio(m.rating_sum, m.rating_count));
+        cols.value_sum.push(m.value_sum);
+        cols.value_min.push(m.value_min);
+        cols.value_max.push(m.value_max);
+        cols.users.push(sketch::count_users(&mut g.users));
+        cols.latency_sketch.push(
+            has_latency
+                .then(|| sketch::encode_latency(&g.latency))
+                .transpose()?,
+        );
+        cols.users_sketch
+            .push(Some(sketch::encode_users(&g.users)?));
+    }
+    Ok(cols)
 }
 
 /// The rows to insert, column by column (bound as arrays).

@@ -167,25 +167,46 @@ impl Staged {
     }
 }
 
-/// Writes one blob per hour of `staged` on `conn` (inside the caller's
-/// transaction) and bumps each hour's `rollup_inputs` version, which makes
-/// an hour already rolled up stale. Returns the rows staged.
-pub async fn write(conn: &mut PgConnection, staged: Staged) -> Result<usize, Error> {
-    let mut hours = Vec::new();
-    let mut days = Vec::new();
-    let mut counts = Vec::new();
-    let mut blobs = Vec::new();
+/// Staged rows as one Parquet blob per hour.
+struct Encoded {
+    hours: Vec<DateTime<Utc>>,
+    days: Vec<NaiveDate>,
+    counts: Vec<i32>,
+    blobs: Vec<Vec<u8>>,
+}
+
+fn encode(staged: Staged) -> Result<Encoded, Error> {
+    let mut out = Encoded {
+        hours: Vec::new(),
+        days: Vec::new(),
+        counts: Vec::new(),
+        blobs: Vec::new(),
+    };
     for (hour, rows) in staged.hours {
-        counts.push(i32::try_from(rows.len()).unwrap_or(i32::MAX));
+        out.counts
+            .push(i32::try_from(rows.len()).unwrap_or(i32::MAX));
         let mut frame = derive(rows)?;
         let mut blob = Vec::new();
         ParquetWriter::new(&mut blob)
             .with_compression(ParquetCompression::Zstd(None))
             .finish(&mut frame)?;
-        hours.push(hour);
-        days.push(hour.date_naive());
-        blobs.push(blob);
+        out.hours.push(hour);
+        out.days.push(hour.date_naive());
+        out.blobs.push(blob);
     }
+    Ok(out)
+}
+
+/// Writes one blob per hour of `staged` on `conn` (inside the caller's
+/// transaction) and bumps each hour's `rollup_inputs` version, which makes
+/// an hour already rolled up stale. Returns the rows staged.
+pub async fn write(conn: &mut PgConnection, staged: Staged) -> Result<usize, Error> {
+    let Encoded {
+        hours,
+        days,
+        counts,
+        blobs,
+    } = super::blocking(move || encode(staged)).await?;
     if !hours.is_empty() {
         sqlx::query(
             "INSERT INTO rollup_stage (hour, event_day, rows, data)
@@ -228,9 +249,13 @@ pub async fn restage_day(conn: &mut PgConnection, day: NaiveDate) -> Result<usiz
     write(conn, staged).await
 }
 
-/// The hour's derived columns from its staged blobs, when they cover every
-/// raw event of the hour; `None` otherwise.
-pub async fn load(conn: &mut PgConnection, hour: Interval) -> Result<Option<DataFrame>, Error> {
+/// The hour's staged blobs, when they cover every raw event of the hour;
+/// `None` otherwise. Decode them with [`decode`] (CPU work, off the async
+/// threads).
+pub async fn load_blobs(
+    conn: &mut PgConnection,
+    hour: Interval,
+) -> Result<Option<Vec<Vec<u8>>>, Error> {
     let day = hour.start.date_naive();
     let (staged, raw): (Option<i64>, i64) = sqlx::query_as(
         "SELECT (SELECT sum(rows)::int8 FROM rollup_stage WHERE hour = $1),
@@ -256,12 +281,14 @@ pub async fn load(conn: &mut PgConnection, hour: Interval) -> Result<Option<Data
             .bind(hour.start)
             .fetch_all(&mut *conn)
             .await?;
+    Ok((!blobs.is_empty()).then_some(blobs))
+}
+
+/// Staged blobs → one frame of derived columns.
+pub fn decode(blobs: Vec<Vec<u8>>) -> Result<DataFrame, Error> {
     let mut frames = Vec::with_capacity(blobs.len());
     for blob in blobs {
         frames.push(ParquetReader::new(Cursor::new(blob)).finish()?.lazy());
     }
-    if frames.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(concat(frames, UnionArgs::default())?.collect()?))
+    Ok(concat(frames, UnionArgs::default())?.collect()?)
 }
