@@ -124,6 +124,8 @@ pub async fn test_task(config: &Config, command: TasksCommand) -> CliResult {
         job: &job,
         interval,
         run_id: 0,
+        claim: 0,
+        fenced: Default::default(),
         run_type: executor::RunType::Manual,
         stop: stop_on_signal(),
     };

@@ -79,6 +79,9 @@ pub struct RunReport {
     pub tasks: Vec<TaskOutcome>,
     /// Stopped by a shutdown before it finished; back in the queue.
     pub handed_back: bool,
+    /// Its claim was taken over by another worker (which runs it now): this
+    /// worker stopped its work and wrote nothing more.
+    pub fenced: bool,
 }
 
 impl RunReport {
@@ -91,7 +94,9 @@ impl RunReport {
     }
 
     pub fn state(&self) -> &'static str {
-        if self.handed_back {
+        if self.fenced {
+            "fenced out (another worker holds the run)"
+        } else if self.handed_back {
             "handed back"
         } else if self.succeeded() {
             "success"
@@ -252,26 +257,42 @@ pub async fn execute(
     .into_iter()
     .collect();
 
+    let fenced = Arc::new(AtomicBool::new(false));
+    // Its own task: nothing the run does can delay it (heavy work runs on
+    // the blocking pool).
     let heartbeat = AbortOnDrop({
         let pool = pool.clone();
-        let every = Duration::from_secs(config.scheduler.heartbeat_secs);
+        let every = Duration::from_secs(config.scheduler.heartbeat_secs.max(1));
         let (run_id, attempt) = (run.run_id, run.attempt);
+        let fenced = fenced.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let beat = sqlx::query(
+                let beat: Result<Option<i64>, _> = sqlx::query_scalar(
                     "WITH r AS (UPDATE job_runs SET heartbeat_at = now()
-                                WHERE id = $1 AND attempts = $2 AND state = 'running')
-                     UPDATE task_instances SET heartbeat_at = now() WHERE run_id = $1 AND state = 'running'",
+                                WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id),
+                          t AS (UPDATE task_instances SET heartbeat_at = now()
+                                WHERE run_id IN (SELECT id FROM r) AND state = 'running')
+                     SELECT id FROM r",
                 )
                 .bind(run_id)
                 .bind(attempt)
-                .execute(&pool)
+                .fetch_optional(&pool)
                 .await;
-                if let Err(e) = beat {
-                    tracing::warn!(run_id, error = %e, "heartbeat not written");
+                match beat {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        tracing::warn!(
+                            run_id,
+                            attempt,
+                            "the run's claim was taken over; stopping its work"
+                        );
+                        fenced.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(run_id, error = %e, "heartbeat not written"),
                 }
             }
         })
@@ -283,6 +304,8 @@ pub async fn execute(
         job,
         interval: run.interval,
         run_id: run.run_id,
+        claim: run.attempt,
+        fenced,
         run_type: run.run_type,
         stop,
     };
@@ -295,7 +318,12 @@ pub async fn execute(
         interval: run.interval,
         tasks: outcomes,
         handed_back: false,
+        fenced: ctx.fenced.load(Ordering::Relaxed),
     };
+    if report.fenced {
+        tracing::warn!(run_id = run.run_id, job = %job.name, "run fenced out: its work stopped, nothing more written");
+        return Ok(report);
+    }
     if interrupted {
         report.handed_back = hand_back(pool, run).await?;
         if report.handed_back {
@@ -386,7 +414,7 @@ pub async fn run_tasks(
             });
             continue;
         }
-        if ctx.stop.load(Ordering::Relaxed) {
+        if ctx.stop.load(Ordering::Relaxed) || ctx.fenced.load(Ordering::Relaxed) {
             return Ok((outcomes, true));
         }
         let blocked = task.depends_on.iter().find(|d| {
@@ -451,23 +479,40 @@ async fn run_with_retries(
     loop {
         attempt += 1;
         if let Some(pool) = ledger {
-            sqlx::query(
+            let held = sqlx::query(
                 "UPDATE task_instances SET state = 'running', attempt = $3, heartbeat_at = now(),
                         started_at = COALESCE(started_at, now())
-                 WHERE run_id = $1 AND task = $2",
+                 WHERE run_id = $1 AND task = $2
+                   AND EXISTS (SELECT 1 FROM job_runs
+                               WHERE id = $1 AND attempts = $4 AND state = 'running')",
             )
             .bind(ctx.run_id)
             .bind(&task.id)
             .bind(attempt as i32)
+            .bind(ctx.claim)
             .execute(pool)
-            .await?;
+            .await?
+            .rows_affected();
+            if held == 0 {
+                ctx.fenced.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
         }
         let limit = Duration::from_secs(task.timeout_secs);
         let mut fatal = false;
         let mut interrupted = false;
         let mut unreachable = false;
         let began = Instant::now();
-        let result = match tokio::time::timeout(limit, tasks::run_task(ctx, task)).await {
+        // Fenced out mid-task: the attempt is dropped (a shell task's
+        // process group is killed, an open transaction rolls back).
+        let attempted = tokio::select! {
+            r = tokio::time::timeout(limit, tasks::run_task(ctx, task, attempt)) => Some(r),
+            _ = crate::dag::scheduler::stopped(&ctx.fenced) => None,
+        };
+        let Some(attempted) = attempted else {
+            return Ok(None);
+        };
+        let result = match attempted {
             Ok(r) => r.map_err(|e| {
                 fatal = e.downcast_ref::<tasks::Fatal>().is_some();
                 interrupted = e.downcast_ref::<tasks::Interrupted>().is_some();
@@ -498,16 +543,9 @@ async fn run_with_retries(
                     if let Some(pool) = ledger {
                         // The ledger may be the unreachable one: best effort.
                         let note = format!("waiting for a dependency: {message}");
-                        if let Err(e) = set_state(
-                            pool,
-                            ctx.run_id,
-                            task,
-                            "up_for_retry",
-                            attempt,
-                            Some(&note),
-                            None,
-                        )
-                        .await
+                        if let Err(e) =
+                            set_state(ctx, pool, task, "up_for_retry", attempt, Some(&note), None)
+                                .await
                         {
                             tracing::debug!(error = %e, "ledger not updated while waiting");
                         }
@@ -539,8 +577,8 @@ async fn run_with_retries(
                 );
                 if let Some(pool) = ledger {
                     set_state(
+                        ctx,
                         pool,
-                        ctx.run_id,
                         task,
                         "up_for_retry",
                         attempt,
@@ -596,7 +634,7 @@ async fn finish(
         let error = matches!(state, TaskState::Failed | TaskState::UpstreamFailed)
             .then_some(message.as_str());
         let ran = (attempts > 0).then_some(duration);
-        set_state(pool, ctx.run_id, task, state.as_str(), attempts, error, ran).await?;
+        set_state(ctx, pool, task, state.as_str(), attempts, error, ran).await?;
     }
     Ok(TaskOutcome {
         task: task.id.clone(),
@@ -608,30 +646,42 @@ async fn finish(
     })
 }
 
+/// Writes a task's state, only while this worker still holds the run's
+/// claim; a write that finds it gone fences the run (`ctx.fenced`).
 async fn set_state(
+    ctx: &TaskContext<'_>,
     pool: &PgPool,
-    run_id: i64,
     task: &Task,
     state: &str,
     attempt: u32,
     error: Option<&str>,
     duration: Option<Duration>,
 ) -> Result<(), sqlx::Error> {
+    if ctx.fenced.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let finished = matches!(state, "success" | "failed" | "upstream_failed" | "skipped");
-    sqlx::query(
+    let held = sqlx::query(
         "UPDATE task_instances SET state = $3, attempt = GREATEST(attempt, $4), error = $5,
                 finished_at = CASE WHEN $6 THEN now() ELSE finished_at END,
                 duration_ms = COALESCE($7, duration_ms)
-         WHERE run_id = $1 AND task = $2",
+         WHERE run_id = $1 AND task = $2
+           AND EXISTS (SELECT 1 FROM job_runs WHERE id = $1 AND attempts = $8 AND state = 'running')",
     )
-    .bind(run_id)
+    .bind(ctx.run_id)
     .bind(&task.id)
     .bind(state)
     .bind(attempt as i32)
     .bind(error)
     .bind(finished)
     .bind(duration.map(|d| d.as_millis() as i64))
+    .bind(ctx.claim)
     .execute(pool)
-    .await?;
+    .await?
+    .rows_affected();
+    if held == 0 {
+        tracing::warn!(run_id = ctx.run_id, task = %task.id, "the run's claim was taken over; stopping its work");
+        ctx.fenced.store(true, Ordering::Relaxed);
+    }
     Ok(())
 }

@@ -18,6 +18,13 @@ pub struct TaskContext<'a> {
     pub interval: Interval,
     /// The ledger id, or 0 when the task runs outside the ledger (`tasks test`).
     pub run_id: i64,
+    /// The claim this worker holds on the run (`job_runs.attempts`); every
+    /// ledger write checks it still does.
+    pub claim: i32,
+    /// Turns true when a write found the claim taken over: the run's work
+    /// stops at once (a running task is dropped, a shell task's process
+    /// group killed) and nothing more is written.
+    pub fenced: Arc<AtomicBool>,
     pub run_type: RunType,
     pub stop: Arc<AtomicBool>,
 }
@@ -82,8 +89,9 @@ pub fn dependency_unreachable(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Runs one attempt of `task`. The caller applies the timeout and retries.
-pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<String> {
+/// Runs attempt `attempt` (from 1) of `task`. The caller applies the
+/// timeout and retries.
+pub async fn run_task(ctx: &TaskContext<'_>, task: &Task, attempt: u32) -> anyhow::Result<String> {
     match task.kind.as_str() {
         "ingest" => {
             let summary = crate::ingest::drain(ctx.config, ctx.pool, ctx.stop.clone()).await?;
@@ -116,6 +124,7 @@ pub async fn run_task(ctx: &TaskContext<'_>, task: &Task) -> anyhow::Result<Stri
                 .arg(&command)
                 .env("HXJOBS_JOB", &ctx.job.name)
                 .env("HXJOBS_RUN_ID", ctx.run_id.to_string())
+                .env("HXJOBS_TRY", attempt.to_string())
                 .env("HXJOBS_INTERVAL_START", ctx.interval.start.to_rfc3339())
                 .env("HXJOBS_INTERVAL_END", ctx.interval.end.to_rfc3339())
                 .stdout(std::process::Stdio::piped())

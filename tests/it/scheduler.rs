@@ -610,3 +610,97 @@ fn process_running(pattern: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// A worker whose claim was taken over (moved in SQL, as a daemon that
+/// reaped the run would) stops the task in hand, kills its process group
+/// and writes nothing more for the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_claim_was_taken_stops_and_writes_nothing() {
+    let mut env = TestEnv::new("fenced").await;
+    env.config.scheduler.heartbeat_secs = 1;
+    let marker = env.dir.path().join("finished");
+    let text = format!(
+        r#"
+name = "fenced"
+schedule = "5 * * * *"
+interval = "hour"
+start_date = "2026-03-01"
+[tasks.slow]
+kind = "shell"
+command = "sleep 7.31; touch {}"
+timeout_secs = 60
+[tasks.after]
+kind = "sql"
+sql = "SELECT 1"
+depends_on = ["slow"]
+"#,
+        marker.display()
+    );
+    let job = job::parse(&env.dir.path().join("fenced.toml"), &text).expect("job");
+    let s = scheduler(&env, env.pool.clone(), vec![job], "w1");
+    sqlx::query(
+        "INSERT INTO job_runs (job, run_type, interval_start, interval_end)
+         VALUES ('fenced', 'manual', '2026-03-02T00:00:00Z', '2026-03-02T01:00:00Z')",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("queue");
+    let job = s.jobs[0].clone();
+    let run = s.claim(&job, 1).await.expect("claim").pop().expect("a run");
+    let (config, pools) = (s.config.clone(), s.pools.clone());
+    let worker = tokio::spawn(async move {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        hxjobs::dag::executor::execute(&config, &pools, &job, &run, stop).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env
+        .count("SELECT count(*) FROM task_instances WHERE task = 'slow' AND state = 'running'")
+        .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the task did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another worker takes the claim.
+    sqlx::query("UPDATE job_runs SET attempts = attempts + 1, worker = 'w2' WHERE job = 'fenced'")
+        .execute(&env.pool)
+        .await
+        .expect("take the claim");
+    let report = tokio::time::timeout(Duration::from_secs(15), worker)
+        .await
+        .expect("the fenced worker stops within its heartbeat")
+        .expect("join")
+        .expect("ledger");
+    assert!(report.fenced, "{report}");
+    // The shell task's process group is gone and never finished.
+    let alive = Command::new("pgrep")
+        .args(["-f", "sleep 7.31"])
+        .status()
+        .expect("pgrep");
+    assert!(!alive.success(), "the task's process is killed");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(!marker.exists(), "the killed command never finished");
+    // Nothing was written after the claim moved: the new owner's view stands.
+    let (state, worker, attempts): (String, String, i32) =
+        sqlx::query_as("SELECT state, worker, attempts FROM job_runs WHERE job = 'fenced'")
+            .fetch_one(&env.pool)
+            .await
+            .expect("run");
+    assert_eq!(
+        (state.as_str(), worker.as_str(), attempts),
+        ("running", "w2", 2)
+    );
+    let tasks: Vec<(String, String)> =
+        sqlx::query_as("SELECT task, state FROM task_instances ORDER BY task")
+            .fetch_all(&env.pool)
+            .await
+            .expect("tasks");
+    assert_eq!(
+        tasks,
+        vec![
+            ("after".to_string(), "queued".to_string()),
+            ("slow".to_string(), "running".to_string())
+        ]
+    );
+    env.cleanup().await;
+}
