@@ -719,8 +719,8 @@ async fn a_missing_day_is_a_gap_and_a_missing_period_is_na() {
     env.cleanup().await;
 }
 
-/// Runs `scripts/services.sh` for a broker of this test's own.
-fn broker(state: &Path, port: u16, action: &str, fresh: bool, database_url: &str) {
+/// `scripts/services.sh <action>` for a broker of this test's own.
+fn services(state: &Path, port: u16, action: &str, database_url: &str) -> Command {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new(root.join("scripts/services.sh"));
     cmd.arg(action)
@@ -728,6 +728,11 @@ fn broker(state: &Path, port: u16, action: &str, fresh: bool, database_url: &str
         .env("HXJOBS_BROKER_PORT", port.to_string())
         .env("DATABASE_URL", database_url)
         .env_remove("KAFKA_BOOTSTRAP_SERVERS");
+    cmd
+}
+
+fn broker(state: &Path, port: u16, action: &str, fresh: bool, database_url: &str) {
+    let mut cmd = services(state, port, action, database_url);
     if fresh {
         cmd.env("HXJOBS_BROKER_FRESH", "1");
     }
@@ -748,14 +753,7 @@ struct BrokerGuard {
 
 impl Drop for BrokerGuard {
     fn drop(&mut self) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let _ = Command::new(root.join("scripts/services.sh"))
-            .arg("down")
-            .env("HXJOBS_STATE_DIR", &self.state)
-            .env("HXJOBS_BROKER_PORT", self.port.to_string())
-            .env("DATABASE_URL", &self.database_url)
-            .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-            .output();
+        let _ = services(&self.state, self.port, "down", &self.database_url).output();
     }
 }
 
