@@ -18,6 +18,19 @@ macro_rules! take_column {
 
 /// `v` rounded to `decimals` decimal places (what reports, stats and
 /// analyses show and serve).
+/// Runs CPU-heavy or blocking work (Polars, Parquet, sketches, fsync) on
+/// tokio's blocking pool, so it never holds an async worker thread, where
+/// heartbeats and the API run.
+pub(crate) async fn off_runtime<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: Send + 'static + From<tokio::task::JoinError>,
+{
+    tokio::task::spawn_blocking(f).await?
+}
+
 pub fn round(v: f64, decimals: u32) -> f64 {
     let m = 10f64.powi(decimals as i32);
     (v * m).round() / m

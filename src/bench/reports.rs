@@ -139,7 +139,6 @@ async fn run(config: &Config, events_per_day: u64) -> anyhow::Result<ReportsBenc
             Some(crate::time::parse_instant(period).map_err(anyhow::Error::msg)?),
             now,
         )?;
-        let options = reports::Options::default();
         let mut stored = Vec::new();
         let mut hours_only = Vec::new();
         let mut json_times = Vec::new();
@@ -147,22 +146,19 @@ async fn run(config: &Config, events_per_day: u64) -> anyhow::Result<ReportsBenc
         for _ in 0..repeats {
             // From stored rollups of every grain.
             let started = Instant::now();
-            let report =
-                reports::build(config, &pool, report_type, &def, &resolved, now, options).await?;
+            let report = reports::build(config, &pool, report_type, &def, &resolved, now).await?;
             let pdf = reports::render(&report, Format::Pdf)?;
             stored.push(started.elapsed());
             bytes = pdf.len();
             let started = Instant::now();
-            let report =
-                reports::build(config, &pool, report_type, &def, &resolved, now, options).await?;
+            let report = reports::build(config, &pool, report_type, &def, &resolved, now).await?;
             reports::render(&report, Format::Json)?;
             json_times.push(started.elapsed());
             // From hourly rollups alone: days, weeks and months merged on
             // demand (and stored again, as the report does).
             drop_coarser(&pool).await?;
             let started = Instant::now();
-            let report =
-                reports::build(config, &pool, report_type, &def, &resolved, now, options).await?;
+            let report = reports::build(config, &pool, report_type, &def, &resolved, now).await?;
             reports::render(&report, Format::Pdf)?;
             hours_only.push(started.elapsed());
         }

@@ -155,10 +155,13 @@ pub enum Cell {
 
 impl Cell {
     pub(crate) fn num(v: f64, decimals: usize) -> Cell {
-        if v.is_finite() {
-            Cell::Num(v, decimals)
-        } else {
+        if !v.is_finite() {
             Cell::Empty
+        } else if round(v, decimals as u32) == 0.0 {
+            // A tiny negative figure reads "0.00", not "-0.00".
+            Cell::Num(0.0, decimals)
+        } else {
+            Cell::Num(v, decimals)
         }
     }
 
@@ -455,7 +458,8 @@ pub struct Options {
     pub require_complete: bool,
 }
 
-/// Builds the content of a report of `report_type` for `period`.
+/// Builds the content of a report of `report_type` for `period`
+/// (`--require-complete` is checked by [`generate_with`], before this).
 pub async fn build(
     config: &Config,
     pool: &PgPool,
@@ -463,7 +467,6 @@ pub async fn build(
     def: &Definition,
     resolved: &Resolved,
     now: DateTime<Utc>,
-    options: Options,
 ) -> Result<Report, Error> {
     let period = resolved.period;
     let (grain, series_grain) = (def.period, def.series);
@@ -514,12 +517,6 @@ pub async fn build(
         source("series", series_grain, &series_buckets),
     ];
     let fresh = freshness(config, pool, period, now, ends).await?;
-    if options.require_complete {
-        let missing = incomplete_hours(&fresh, period, now);
-        if !missing.is_empty() {
-            return Err(Error::Incomplete { missing });
-        }
-    }
     let data_seq = current_buckets
         .iter()
         .chain(&previous_buckets)
@@ -890,7 +887,7 @@ pub async fn generate_with(
     .fetch_one(pool)
     .await?;
     let outcome = async {
-        let report = build(config, pool, report_type, &def, &resolved, now, options).await?;
+        let report = build(config, pool, report_type, &def, &resolved, now).await?;
         let (data_seq, partial) = (report.data_seq, report.partial_through);
         let bytes = tokio::task::spawn_blocking(move || render(&report, format))
             .await
@@ -1026,5 +1023,8 @@ mod tests {
         assert_eq!(Cell::Rating(7.3812).to_string(), "7.38");
         assert_eq!(Cell::Empty.shown(), "n/a");
         assert_eq!(Cell::Num(1234567.891, 2).shown(), "1,234,567.89");
+        assert_eq!(Cell::num(-0.00004, 4).shown(), "0.0000");
+        assert_eq!(Cell::num(-0.04, 1).to_string(), "0.0");
+        assert_eq!(Cell::num(-0.06, 1).to_string(), "-0.1");
     }
 }

@@ -28,17 +28,7 @@ pub enum Error {
     #[error("staging the restored day for rollups: {0}")]
     Stage(#[from] crate::rollup::Error),
     #[error("archive work stopped: {0}")]
-    Blocking(String),
-}
-
-/// Parquet, checksums and fsync run on the blocking pool, never on an
-/// async worker thread.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Blocking(e.to_string()))?
+    Blocking(#[from] tokio::task::JoinError),
 }
 
 /// A verified archive file.
@@ -194,7 +184,7 @@ fn read_file(path: &Path) -> Result<DataFrame, Error> {
 pub async fn write_day(pool: &PgPool, dir: &Path, day: NaiveDate) -> Result<Archived, Error> {
     let rows: Vec<Row> = sqlx::query_as(SELECT).bind(day).fetch_all(pool).await?;
     let dir = dir.to_path_buf();
-    blocking(move || write_verified(frame_of(rows)?, &dir, day)).await
+    crate::off_runtime(move || write_verified(frame_of(rows)?, &dir, day)).await
 }
 
 /// Writes the frame to `dir/events-DAY.parquet` through a synced partial
@@ -250,10 +240,10 @@ pub async fn restore_day(pool: &PgPool, day: NaiveDate) -> Result<u64, Error> {
     let (path, rows, sum) = recorded.ok_or(Error::NotArchived(day))?;
     let (frame, got) = {
         let path = path.clone();
-        blocking(move || {
+        crate::off_runtime(move || {
             let frame = read_file(Path::new(&path))?;
             let got = checksum(&frame)?;
-            Ok((frame, got))
+            Ok::<_, Error>((frame, got))
         })
         .await?
     };

@@ -37,17 +37,7 @@ pub enum Error {
     #[error(transparent)]
     Sketch(#[from] sketch::Error),
     #[error("rollup computation stopped: {0}")]
-    Blocking(String),
-}
-
-/// Runs CPU-heavy work (Polars, Parquet, sketches) on the blocking pool, so
-/// it never holds an async worker thread (heartbeats run there).
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Blocking(e.to_string()))?
+    Blocking(#[from] tokio::task::JoinError),
 }
 
 /// What one bucket's computation wrote.
@@ -247,7 +237,7 @@ async fn from_events(
             .await?
         }
     };
-    blocking(move || {
+    crate::off_runtime(move || {
         let derived = match staged {
             Some(blobs) => stage::decode(blobs)?,
             None => stage::derive(raw)?,
@@ -353,7 +343,7 @@ async fn from_rollups(
     .bind(bucket.end)
     .fetch_all(&mut *conn)
     .await?;
-    blocking(move || merge_finer(raw)).await
+    crate::off_runtime(move || merge_finer(raw)).await
 }
 
 /// Finer rows → groups: sums with Polars, sketches merged.
@@ -520,7 +510,7 @@ async fn write(
     groups: HashMap<Key, Group>,
     mark: i64,
 ) -> Result<(usize, i64), Error> {
-    let cols = blocking(move || columns(groups)).await?;
+    let cols = crate::off_runtime(move || columns(groups)).await?;
     let rows = cols.event_type.len();
     sqlx::query("DELETE FROM rollups WHERE grain = $1 AND bucket_start = $2")
         .bind(grain.as_str())

@@ -206,7 +206,7 @@ pub async fn write(conn: &mut PgConnection, staged: Staged) -> Result<usize, Err
         days,
         counts,
         blobs,
-    } = super::blocking(move || encode(staged)).await?;
+    } = crate::off_runtime(move || encode(staged)).await?;
     if !hours.is_empty() {
         sqlx::query(
             "INSERT INTO rollup_stage (hour, event_day, rows, data)

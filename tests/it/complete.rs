@@ -605,7 +605,6 @@ async fn a_missing_day_is_a_gap_and_a_missing_period_is_na() {
         &def,
         &resolved,
         now,
-        reports::Options::default(),
     )
     .await
     .expect("partial week");
