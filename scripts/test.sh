@@ -2,8 +2,9 @@
 # The test suite: brings PostgreSQL up (scripts/services.sh) and a broker of
 # the tests' own on 127.0.0.1:19092 with empty storage (so test topics never
 # pile up in, or touch, the broker you use), then runs every unit and
-# integration test against them. Set KAFKA_BOOTSTRAP_SERVERS to test
-# against another broker instead.
+# integration test against them, then the chaos suite (scripts/chaos.sh,
+# which restarts the local PostgreSQL). Set KAFKA_BOOTSTRAP_SERVERS to test
+# against another broker instead; arguments go to cargo test and skip chaos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/hxjobs-target}
@@ -15,3 +16,7 @@ else
   scripts/services.sh up
 fi
 cargo test --locked "$@"
+# The chaos suite (faults against real daemons) with the whole suite only.
+if [ $# -eq 0 ]; then
+  scripts/chaos.sh
+fi

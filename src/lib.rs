@@ -16,8 +16,6 @@ macro_rules! take_column {
     };
 }
 
-/// `v` rounded to `decimals` decimal places (what reports, stats and
-/// analyses show and serve).
 /// Runs CPU-heavy or blocking work (Polars, Parquet, sketches, fsync) on
 /// tokio's blocking pool, so it never holds an async worker thread, where
 /// heartbeats and the API run.
@@ -31,6 +29,8 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
+/// `v` rounded to `decimals` decimal places (what reports, stats and
+/// analyses show and serve).
 pub fn round(v: f64, decimals: u32) -> f64 {
     let m = 10f64.powi(decimals as i32);
     (v * m).round() / m
@@ -46,7 +46,9 @@ pub mod db;
 pub mod demo;
 pub mod events;
 pub mod ingest;
+pub mod interval;
 pub mod kafka;
+pub mod ledger;
 pub mod live;
 pub mod metrics;
 pub mod reports;

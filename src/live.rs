@@ -20,9 +20,9 @@
 //! last resort its blocking message is counted as rejected and passed over.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -395,7 +395,7 @@ impl LiveStats {
     pub fn spawn_consumer(
         self: &Arc<Self>,
         config: &Config,
-        stop: Arc<AtomicBool>,
+        stop: CancellationToken,
     ) -> anyhow::Result<std::thread::JoinHandle<()>> {
         let kafka = config.kafka.clone();
         let max_bytes = config.ingest.max_event_bytes;
@@ -483,7 +483,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn run(&mut self, live: &LiveStats, max_bytes: usize, stop: &AtomicBool) {
+    fn run(&mut self, live: &LiveStats, max_bytes: usize, stop: &CancellationToken) {
         let mut index: HashMap<(String, i32), usize> = HashMap::new();
         for (i, p) in self.parts.iter().enumerate() {
             index.insert((p.topic.clone(), p.partition), i);
@@ -491,7 +491,7 @@ impl Reader {
         let mut last_refresh = Instant::now();
         let mut last_check = Instant::now();
         let mut per_topic: HashMap<String, u64> = HashMap::new();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_cancelled() {
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     let topic = m.topic();

@@ -161,10 +161,10 @@ pub fn spawn_refresher(
     pool: PgPool,
     config: std::sync::Arc<Config>,
     every: std::time::Duration,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     tokio::spawn(async move {
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while !stop.is_cancelled() {
             let pass = tokio::time::timeout(every * 3, refresh(&pool, &config)).await;
             if pass.is_err() {
                 tracing::debug!("metrics refresh took too long; values kept from the last pass");
@@ -178,13 +178,7 @@ pub fn spawn_refresher(
 /// last 24 hours, and the lag of ingest behind the broker.
 async fn refresh(pool: &PgPool, config: &Config) {
     let window = "24h";
-    if let Ok(rows) = sqlx::query_as::<_, (String, i64, i64)>(
-        "SELECT job, count(*) FILTER (WHERE state = 'success'), count(*) FILTER (WHERE state IN ('success', 'failed'))
-         FROM job_runs WHERE finished_at > now() - interval '24 hours' GROUP BY job",
-    )
-    .fetch_all(pool)
-    .await
-    {
+    if let Ok(rows) = crate::ledger::success_rates(pool).await {
         let (mut ok, mut all) = (0i64, 0i64);
         for (job, s, n) in rows {
             ok += s;

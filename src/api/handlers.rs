@@ -2,9 +2,9 @@
 //! with stable codes; nothing a client sends can cause a 500.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
 use crate::dag::backfill::{self, Reprocess, Spec};
-use crate::dag::executor::{self, RunType};
 use crate::dag::Job;
+use crate::ledger::backfills::{self, BackfillRow};
+use crate::ledger::{self, RunState, RunType};
 use crate::reports::{self, Format};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -173,7 +174,7 @@ pub async fn jobs(State(state): State<ApiState>) -> Json<Value> {
             tasks: j
                 .tasks
                 .iter()
-                .map(|t| json!({"id": t.id, "kind": t.kind, "depends_on": t.depends_on}))
+                .map(|t| json!({"id": t.id, "kind": t.kind.name(), "depends_on": t.depends_on}))
                 .collect(),
         })
         .collect();
@@ -187,27 +188,6 @@ pub struct RunsQuery {
     limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-struct RunRow {
-    id: i64,
-    job: String,
-    run_type: String,
-    interval_start: DateTime<Utc>,
-    interval_end: DateTime<Utc>,
-    state: String,
-    attempts: i32,
-    worker: Option<String>,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    error: Option<String>,
-}
-
-const RUN_COLUMNS: &str = "id, job, run_type, interval_start, interval_end, state, attempts, \
-     worker, created_at, started_at, finished_at, error";
-
-const RUN_STATES: [&str; 5] = ["queued", "running", "success", "failed", "skipped"];
-
 pub async fn job_runs(
     State(state): State<ApiState>,
     Path(job): Path<String>,
@@ -215,14 +195,15 @@ pub async fn job_runs(
 ) -> ApiResult<Json<Value>> {
     let q = query(q)?;
     let job = find_job(&state, &job)?;
-    if let Some(s) = &q.state {
-        if !RUN_STATES.contains(&s.as_str()) {
-            return Err(ApiError::bad_request(
+    let state_filter = match &q.state {
+        None => None,
+        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
                 "invalid_state",
-                format!("state must be one of {}", RUN_STATES.join(", ")),
-            ));
-        }
-    }
+                format!("state must be one of {}", RunState::names()),
+            )
+        })?),
+    };
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -230,15 +211,12 @@ pub async fn job_runs(
             "limit must be 1 to 1000",
         ));
     }
-    let runs: Vec<RunRow> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM job_runs WHERE job = $1 AND ($2::text IS NULL OR state = $2)
-         ORDER BY id DESC LIMIT $3"
-    ))
-    .bind(&job.name)
-    .bind(&q.state)
-    .bind(limit)
-    .fetch_all(&state.pools.data)
-    .await?;
+    let filter = ledger::RunFilter {
+        job: Some(job.name.clone()),
+        state: state_filter,
+        limit,
+    };
+    let runs = ledger::runs(&state.pools.data, &filter).await?;
     Ok(Json(json!({ "job": job.name, "runs": runs })))
 }
 
@@ -277,7 +255,7 @@ pub async fn trigger_run(
             ),
         ));
     }
-    let id = executor::create_run(&state.pools.ledger, &job, interval, RunType::Manual)
+    let id = ledger::create_run(&state.pools.ledger, &job.name, interval, RunType::Manual)
         .await?
         .ok_or_else(|| ApiError::internal("the run was not created"))?;
     if let Some(wake) = &state.wake {
@@ -302,30 +280,10 @@ pub async fn run(
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = id_of(id)?;
-    let run: Option<RunRow> =
-        sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&state.pools.data)
-            .await?;
-    let run = run.ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))?;
-    #[derive(Serialize, sqlx::FromRow)]
-    struct TaskRow {
-        task: String,
-        kind: String,
-        state: String,
-        attempt: i32,
-        started_at: Option<DateTime<Utc>>,
-        finished_at: Option<DateTime<Utc>>,
-        duration_ms: Option<i64>,
-        error: Option<String>,
-    }
-    let tasks: Vec<TaskRow> = sqlx::query_as(
-        "SELECT task, kind, state, attempt, started_at, finished_at, duration_ms, error
-         FROM task_instances WHERE run_id = $1 ORDER BY started_at NULLS LAST, task",
-    )
-    .bind(id)
-    .fetch_all(&state.pools.data)
-    .await?;
+    let run = ledger::run(&state.pools.data, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))?;
+    let tasks = ledger::tasks(&state.pools.data, id).await?;
     Ok(Json(json!({ "run": run, "tasks": tasks })))
 }
 
@@ -394,48 +352,29 @@ pub async fn backfill(
             other => ApiError::bad_request("invalid_range", other.to_string()),
         })?;
     let worker = format!("api-backfill-{}", std::process::id());
-    let stale = state.config.scheduler.stale_after_secs as f64;
-    let mut tx = state.pools.ledger.begin().await?;
-    // One running backfill per job; one whose API process died gives way.
-    sqlx::query(
-        "UPDATE backfills SET state = 'failed', finished_at = now(),
-                error = 'its API process stopped sending heartbeats'
-         WHERE job = $1 AND state = 'running'
-           AND heartbeat_at < now() - make_interval(secs => $2)",
-    )
-    .bind(&job.name)
-    .bind(stale)
-    .execute(&mut *tx)
-    .await?;
-    let running: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM backfills WHERE job = $1 AND state = 'running'")
-            .bind(&job.name)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if let Some(id) = running {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "backfill_running",
-            format!(
-                "backfill {id} of {} is running; cancel it with DELETE /backfills/{id} or wait",
-                job.name
-            ),
-        )
-        .with("backfill_id", json!(id)));
-    }
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO backfills (job, range_from, range_to, reprocess, parallel, worker)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-    )
-    .bind(&job.name)
-    .bind(from)
-    .bind(to)
-    .bind(body.reprocess.as_deref().unwrap_or("none"))
-    .bind(parallel as i32)
-    .bind(&worker)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let stale = std::time::Duration::from_secs(state.config.scheduler.stale_after_secs);
+    let new = backfills::New {
+        job: &job.name,
+        from,
+        to,
+        reprocess: body.reprocess.as_deref().unwrap_or("none"),
+        parallel: parallel as i32,
+        worker: &worker,
+    };
+    let id = match backfills::start(&state.pools.ledger, &new, stale).await? {
+        Ok(id) => id,
+        Err(running) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "backfill_running",
+                format!(
+                    "backfill {running} of {} is running; cancel it with DELETE /backfills/{running} or wait",
+                    job.name
+                ),
+            )
+            .with("backfill_id", json!(running)))
+        }
+    };
 
     let (config, pools, shutdown) = (
         state.config.clone(),
@@ -443,7 +382,7 @@ pub async fn backfill(
         state.stop.clone(),
     );
     let name = job.name.clone();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     // Heartbeat, and the stop flag: shutdown, or the row cancelled (from
     // this API or another).
     let beat = {
@@ -451,15 +390,9 @@ pub async fn backfill(
         let every = std::time::Duration::from_secs(state.config.scheduler.heartbeat_secs.max(1));
         tokio::spawn(async move {
             loop {
-                let row: Result<Option<String>, _> = sqlx::query_scalar(
-                    "UPDATE backfills SET heartbeat_at = now() WHERE id = $1 RETURNING state",
-                )
-                .bind(id)
-                .fetch_optional(&pool)
-                .await;
-                let cancelled = matches!(row, Ok(Some(ref s)) if s != "running");
-                if cancelled || shutdown.load(Ordering::Relaxed) {
-                    stop.store(true, Ordering::Relaxed);
+                let running = backfills::heartbeat(&pool, id).await;
+                if matches!(running, Ok(false)) || shutdown.is_cancelled() {
+                    stop.cancel();
                 }
                 tokio::time::sleep(every.min(std::time::Duration::from_secs(2))).await;
             }
@@ -468,10 +401,10 @@ pub async fn backfill(
     tokio::spawn(async move {
         let outcome = backfill::run(config, &pools, job, spec, &worker, stop, |_| {}).await;
         beat.abort();
-        let (state, ok, failed, error) = match &outcome {
-            Ok(s) if s.failed == 0 && s.handed_back == 0 => ("succeeded", s.succeeded, 0, None),
+        let (all_ok, ok, failed, error) = match &outcome {
+            Ok(s) if s.failed == 0 && s.handed_back == 0 => (true, s.succeeded, 0, None),
             Ok(s) => (
-                "failed",
+                false,
                 s.succeeded,
                 s.failed,
                 Some(format!(
@@ -479,7 +412,7 @@ pub async fn backfill(
                     s.failed, s.handed_back
                 )),
             ),
-            Err(e) => ("failed", 0, 0, Some(e.to_string())),
+            Err(e) => (false, 0, 0, Some(e.to_string())),
         };
         match &outcome {
             Ok(s) => {
@@ -489,20 +422,18 @@ pub async fn backfill(
                 tracing::error!(job = %name, backfill = id, error = %e, "API backfill failed")
             }
         }
-        // A cancelled row keeps its state; the counts are recorded anyway.
-        let _ = sqlx::query(
-            "UPDATE backfills SET
-                 state = CASE WHEN state = 'running' THEN $2 ELSE state END,
-                 finished_at = COALESCE(finished_at, now()), succeeded = $3, failed = $4, error = $5
-             WHERE id = $1",
+        let recorded = backfills::finish(
+            &pools.ledger,
+            id,
+            all_ok,
+            ok as i32,
+            failed as i32,
+            error.as_deref(),
         )
-        .bind(id)
-        .bind(state)
-        .bind(ok as i32)
-        .bind(failed as i32)
-        .bind(error)
-        .execute(&pools.ledger)
         .await;
+        if let Err(e) = recorded {
+            tracing::error!(backfill = id, error = %e, "the backfill's end was not recorded");
+        }
     });
     Ok((
         StatusCode::ACCEPTED,
@@ -521,28 +452,6 @@ pub async fn backfill(
         .into_response())
 }
 
-/// A row of `backfills`.
-#[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct BackfillRow {
-    id: i64,
-    job: String,
-    range_from: chrono::DateTime<Utc>,
-    range_to: chrono::DateTime<Utc>,
-    reprocess: String,
-    parallel: i32,
-    state: String,
-    worker: String,
-    heartbeat_at: chrono::DateTime<Utc>,
-    created_at: chrono::DateTime<Utc>,
-    finished_at: Option<chrono::DateTime<Utc>>,
-    succeeded: Option<i32>,
-    failed: Option<i32>,
-    error: Option<String>,
-}
-
-const BACKFILL_COLUMNS: &str = "id, job, range_from, range_to, reprocess, parallel, state, \
-     worker, heartbeat_at, created_at, finished_at, succeeded, failed, error";
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackfillsQuery {
@@ -556,13 +465,7 @@ pub async fn backfills(
     q: Result<Query<BackfillsQuery>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let q = query(q)?;
-    let rows: Vec<BackfillRow> = sqlx::query_as(&format!(
-        "SELECT {BACKFILL_COLUMNS} FROM backfills WHERE $1::text IS NULL OR job = $1
-         ORDER BY id DESC LIMIT 100"
-    ))
-    .bind(q.job)
-    .fetch_all(&state.pools.ledger)
-    .await?;
+    let rows = backfills::list(&state.pools.ledger, q.job.as_deref()).await?;
     Ok(Json(json!({ "backfills": rows })))
 }
 
@@ -572,14 +475,10 @@ pub async fn backfill_get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<BackfillRow>> {
     let id = backfill_id(&id)?;
-    sqlx::query_as(&format!(
-        "SELECT {BACKFILL_COLUMNS} FROM backfills WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&state.pools.ledger)
-    .await?
-    .map(Json)
-    .ok_or_else(|| ApiError::not_found("unknown_backfill", format!("no backfill {id}")))
+    backfills::get(&state.pools.ledger, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("unknown_backfill", format!("no backfill {id}")))
 }
 
 /// `DELETE /backfills/{id}`: cancels a running backfill; its runs in hand
@@ -589,30 +488,21 @@ pub async fn backfill_cancel(
     Path(id): Path<String>,
 ) -> ApiResult<Json<BackfillRow>> {
     let id = backfill_id(&id)?;
-    let row: Option<BackfillRow> = sqlx::query_as(&format!(
-        "UPDATE backfills SET state = 'cancelled', finished_at = now(),
-                error = 'cancelled through the API'
-         WHERE id = $1 AND state = 'running' RETURNING {BACKFILL_COLUMNS}"
-    ))
-    .bind(id)
-    .fetch_optional(&state.pools.ledger)
-    .await?;
-    if let Some(row) = row {
-        tracing::info!(backfill = id, job = %row.job, "API backfill cancelled");
-        return Ok(Json(row));
-    }
-    let known: Option<String> = sqlx::query_scalar("SELECT state FROM backfills WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.pools.ledger)
-        .await?;
-    Err(match known {
-        Some(s) => ApiError::new(
+    match backfills::cancel(&state.pools.ledger, id).await? {
+        Ok(row) => {
+            tracing::info!(backfill = id, job = %row.job, "API backfill cancelled");
+            Ok(Json(row))
+        }
+        Err(Some(s)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "backfill_finished",
             format!("backfill {id} is {s}, not running"),
-        ),
-        None => ApiError::not_found("unknown_backfill", format!("no backfill {id}")),
-    })
+        )),
+        Err(None) => Err(ApiError::not_found(
+            "unknown_backfill",
+            format!("no backfill {id}"),
+        )),
+    }
 }
 
 fn backfill_id(s: &str) -> Result<i64, ApiError> {
@@ -679,6 +569,7 @@ pub async fn generate_report(
         Utc::now(),
         reports::Options {
             require_complete: body.require_complete,
+            ..Default::default()
         },
     )
     .await
@@ -843,6 +734,7 @@ pub async fn retention(
             &cfg.archive_dir,
             &state.config.reports.output_dir,
             &plan,
+            None,
         )
         .await
         .map_err(ApiError::internal)?

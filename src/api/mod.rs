@@ -9,9 +9,9 @@ pub mod openapi;
 mod router_tests;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -37,7 +37,7 @@ pub struct ApiState {
     pub health: Arc<RwLock<Health>>,
     pub live: Option<Arc<LiveStats>>,
     /// Set on shutdown: backfills started through the API stop.
-    pub stop: Arc<AtomicBool>,
+    pub stop: CancellationToken,
     /// Wakes the scheduler of `hxjobs daemon` when a run was queued; `None`
     /// under `hxjobs serve` (a daemon elsewhere claims it at its next poll).
     pub wake: Option<Arc<tokio::sync::Notify>>,
@@ -315,7 +315,7 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
     );
     tokio::spawn(async move {
         let probe = crate::kafka::Probe::new(&config.kafka);
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while !stop.is_cancelled() {
             let started = Instant::now();
             let db = tokio::time::timeout(
                 Duration::from_secs(3),
@@ -349,7 +349,7 @@ impl ApiState {
         pools: Pools,
         jobs: Vec<Arc<Job>>,
         live: Option<Arc<LiveStats>>,
-        stop: Arc<AtomicBool>,
+        stop: CancellationToken,
     ) -> ApiState {
         ApiState {
             config,
@@ -393,7 +393,7 @@ pub async fn serve(state: ApiState) -> anyhow::Result<()> {
     let app = router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })

@@ -3,8 +3,8 @@
 //! `oneshot`, and only paths that never reach PostgreSQL are asked, so this
 //! tier runs anywhere (`cargo test --lib`).
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -45,7 +45,7 @@ fn state(host: &str, token: Option<&str>) -> ApiState {
             checked_at: None,
         })),
         live: None,
-        stop: Arc::new(AtomicBool::new(false)),
+        stop: CancellationToken::new(),
         wake: None,
         invalid_job_files: Arc::new(Vec::new()),
     }

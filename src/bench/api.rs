@@ -4,9 +4,9 @@
 
 use std::fmt;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
@@ -107,7 +107,7 @@ fn wrk(url: &str, connections: u32, secs: u32) -> anyhow::Result<(f64, f64, f64,
 
 pub async fn api(config: &Config, connections: u32, secs: u32) -> anyhow::Result<ApiBench> {
     let pool = db::connect_and_migrate(&config.database).await?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let live = LiveStats::new("bench", config.live_stats.max_models);
     // Some traffic in the windows, so /stats has topics and models to report.
     let now = chrono::Utc::now();
@@ -174,7 +174,7 @@ pub async fn api(config: &Config, connections: u32, secs: u32) -> anyhow::Result
             tokio::task::spawn_blocking(move || wrk(&url, connections, secs)).await??;
         results.push((name, rps, p50, p99, bad));
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.cancel();
     server.abort();
     bare_server.abort();
     Ok(ApiBench {

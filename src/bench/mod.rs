@@ -21,9 +21,8 @@ pub use scheduler::{scheduler, SchedulerBench};
 
 use std::fmt;
 use std::io::Write;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use chrono::{TimeDelta, Utc};
 use futures::StreamExt;
@@ -235,7 +234,7 @@ async fn run_ingest(
     eprintln!("drain into PostgreSQL …");
     let pool = db::connect_and_migrate(&config.database).await?;
     let started = Instant::now();
-    let summary = ingest::drain(config, &pool, Arc::new(AtomicBool::new(false))).await?;
+    let summary = ingest::drain(config, &pool, CancellationToken::new()).await?;
     let drain = started.elapsed();
     let drain_rss_mb = peak_rss_mb();
     if summary.total().stored != events {

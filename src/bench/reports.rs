@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::config::Config;
-use crate::dag::Grain;
+use crate::interval::Grain;
 use crate::reports::{self, definition, Format};
 use crate::{db, rollup};
 

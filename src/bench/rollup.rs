@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::dag::Grain;
+use crate::interval::Grain;
 use crate::rollup::stage::{self, Staged, TimedRow, RAW_COLUMNS};
 use crate::{db, rollup};
 

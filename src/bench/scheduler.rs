@@ -4,9 +4,11 @@
 //! ledger at all (the baseline), in a scratch database.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use chrono::TimeDelta;
 use sqlx::PgPool;
@@ -134,7 +136,7 @@ async fn run(config: Config, runs: usize, parallel: usize) -> anyhow::Result<Sch
         Arc::new(job),
         spec,
         "bench",
-        Arc::new(AtomicBool::new(false)),
+        CancellationToken::new(),
         |_| {},
     )
     .await?;

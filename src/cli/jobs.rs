@@ -50,7 +50,7 @@ pub fn run(config: &Config, command: JobsCommand) -> CliResult {
                 let tasks: Vec<String> = j
                     .tasks
                     .iter()
-                    .map(|t| format!("{}({})", t.id, t.kind))
+                    .map(|t| format!("{}({})", t.id, t.kind.name()))
                     .collect();
                 println!(
                     "{:<26} {:<14} {:<5} catchup={:<6} next={}  tasks: {}",

@@ -12,8 +12,7 @@ mod serve;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use clap::{Parser, Subcommand};
 
@@ -160,10 +159,10 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     })
 }
 
-/// A flag that turns true on Ctrl-C, SIGTERM or SIGHUP (the terminal
+/// A token cancelled on Ctrl-C, SIGTERM or SIGHUP (the terminal
 /// closed); a second signal exits at once.
-pub fn stop_on_signal() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
+pub fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
     let flag = stop.clone();
     tokio::spawn(async move {
         let mut signals = 0;
@@ -175,7 +174,7 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
                 std::process::exit(130);
             }
             tracing::info!("stopping after the batch in hand; send the signal again to exit now");
-            flag.store(true, Ordering::Relaxed);
+            flag.cancel();
         }
     });
     stop

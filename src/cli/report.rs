@@ -67,6 +67,7 @@ pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
                 Utc::now(),
                 reports::Options {
                     require_complete: args.require_complete,
+                    ..Default::default()
                 },
             )
             .await

@@ -37,6 +37,7 @@ pub async fn retention(config: &Config, args: RetentionArgs) -> CliResult {
         &config.retention.archive_dir,
         &config.reports.output_dir,
         &plan,
+        None,
     )
     .await?;
     for a in &archived {

@@ -5,9 +5,9 @@ use clap::{Args, Subcommand};
 
 use super::{stop_on_signal, CliResult, Failure};
 use crate::config::Config;
-use crate::dag::executor;
+use crate::dag::executor::{self, RunContext};
 use crate::dag::{Interval, Job};
-use crate::tasks::TaskContext;
+use crate::ledger::{self, RunType, TaskState};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -82,11 +82,11 @@ pub async fn run(config: &Config, args: RunArgs) -> CliResult {
     let pool = crate::db::connect_and_migrate(&config.database).await?;
     let stop = stop_on_signal();
     let pools = crate::db::Pools::new(pool);
-    let run =
-        executor::create_claimed_run(&pools.ledger, &job, interval, &executor::worker_id()).await?;
+    let run = ledger::create_claimed_run(&pools.ledger, &job.name, interval, &ledger::worker_id())
+        .await?;
     let report = executor::execute(config, &pools, &job, &run, stop.clone()).await?;
     print!("{report}");
-    if report.handed_back || stop.load(std::sync::atomic::Ordering::Relaxed) {
+    if report.handed_back || stop.is_cancelled() {
         return Err(Failure {
             code: 130,
             message: format!(
@@ -118,18 +118,17 @@ pub async fn test_task(config: &Config, command: TasksCommand) -> CliResult {
     job.tasks = vec![only];
     let interval = interval_of(&job, at, None);
     let pool = crate::db::connect_and_migrate(&config.database).await?;
-    let ctx = TaskContext {
+    let ctx = RunContext {
         config,
         pool: &pool,
+        ledger: None,
         job: &job,
         interval,
-        run_id: 0,
-        claim: 0,
-        fenced: Default::default(),
-        run_type: executor::RunType::Manual,
+        run_type: RunType::Manual,
         stop: stop_on_signal(),
+        fenced: Default::default(),
     };
-    let (outcomes, _) = executor::run_tasks(&ctx, None, &Default::default()).await?;
+    let (outcomes, _) = executor::run_tasks(&ctx, &Default::default()).await?;
     let mut ok = true;
     for o in &outcomes {
         println!(
@@ -139,7 +138,7 @@ pub async fn test_task(config: &Config, command: TasksCommand) -> CliResult {
             o.attempts,
             o.message
         );
-        ok &= o.state == executor::TaskState::Success;
+        ok &= o.state == TaskState::Success;
     }
     if ok {
         Ok(())

@@ -1,7 +1,6 @@
 //! `hxjobs daemon`, `hxjobs backfill`, `hxjobs runs`.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -14,9 +13,9 @@ use super::{stop_on_signal, CliResult, Failure};
 use crate::config::Config;
 use crate::dag::backfill::{self, Reprocess, Spec};
 use crate::dag::daemon;
-use crate::dag::executor::worker_id;
 use crate::dag::scheduler::Scheduler;
 use crate::db::Pools;
+use crate::ledger::{self, worker_id, RunState};
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
@@ -98,7 +97,7 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
         )?)
     };
     let outcome = daemon::run(scheduler, wake, stop.clone()).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.cancel();
     if let Some(api) = api {
         super::serve::finish(api).await?;
     }
@@ -166,7 +165,7 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
         summary.handed_back,
         summary.elapsed.as_secs_f64()
     );
-    if stop.load(Ordering::Relaxed) {
+    if stop.is_cancelled() {
         return Err(Failure {
             code: 130,
             message: "interrupted; run the same command again to resume".into(),
@@ -206,15 +205,18 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
 }
 
 pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
-    const STATES: [&str; 5] = ["queued", "running", "success", "failed", "skipped"];
-    if let Some(s) = &args.state {
-        if !STATES.contains(&s.as_str()) {
-            return Err(Failure {
-                code: 2,
-                message: format!("unknown state `{s}` (one of {})", STATES.join(", ")),
-            });
-        }
-    }
+    let skips = args.state.as_deref() == Some("skipped");
+    let state = match args.state.as_deref() {
+        None => None,
+        Some(_) if skips => None,
+        Some(s) => Some(RunState::parse(s).ok_or_else(|| Failure {
+            code: 2,
+            message: format!(
+                "unknown state `{s}` (one of {}, skipped)",
+                RunState::names()
+            ),
+        })?),
+    };
     if args.limit < 1 {
         return Err(Failure {
             code: 2,
@@ -222,81 +224,55 @@ pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
         });
     }
     let pool = crate::db::connect_and_migrate(&config.database).await?;
-    if args.state.as_deref() == Some("skipped") {
+    if skips {
         return print_skips(&pool, &args).await;
     }
-    type Row = (
-        i64,
-        String,
-        String,
-        DateTime<Utc>,
-        String,
-        i32,
-        Option<DateTime<Utc>>,
-        Option<f64>,
-        Option<String>,
-        Option<String>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, job, run_type, interval_start, state, attempts, started_at,
-                extract(epoch FROM (COALESCE(finished_at, now()) - started_at))::float8,
-                worker, error
-         FROM job_runs
-         WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR state = $2)
-         ORDER BY id DESC LIMIT $3",
-    )
-    .bind(&args.job)
-    .bind(&args.state)
-    .bind(args.limit)
-    .fetch_all(&pool)
-    .await?;
+    let filter = ledger::RunFilter {
+        job: args.job.clone(),
+        state,
+        limit: args.limit,
+    };
+    let rows = ledger::runs(&pool, &filter).await?;
     println!(
         "{:>8}  {:<24} {:<9} {:<25} {:<8} {:>5}  {:<20} {:>9}  WORKER / ERROR",
         "ID", "JOB", "TYPE", "INTERVAL START", "STATE", "TRIES", "STARTED", "SECONDS"
     );
-    for (id, job, run_type, start, state, attempts, started, secs, worker, error) in rows {
+    for r in rows {
         println!(
-            "{id:>8}  {job:<24} {run_type:<9} {:<25} {state:<8} {attempts:>5}  {:<20} {:>9}  {}",
-            start.to_rfc3339(),
-            started
+            "{:>8}  {:<24} {:<9} {:<25} {:<8} {:>5}  {:<20} {:>9}  {}",
+            r.id,
+            r.job,
+            r.run_type.as_str(),
+            r.interval_start.to_rfc3339(),
+            r.state.as_str(),
+            r.attempts,
+            r.started_at
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_else(|| "-".into()),
-            secs.map(|s| format!("{s:.2}"))
+            r.duration_secs
+                .map(|s| format!("{s:.2}"))
                 .unwrap_or_else(|| "-".into()),
-            error.or(worker).unwrap_or_default()
+            r.error.or(r.worker).unwrap_or_default()
         );
     }
     Ok(())
 }
 
 async fn print_skips(pool: &PgPool, args: &RunsArgs) -> CliResult {
-    type Skip = (
-        String,
-        String,
-        DateTime<Utc>,
-        DateTime<Utc>,
-        i64,
-        DateTime<Utc>,
-    );
-    let rows: Vec<Skip> = sqlx::query_as(
-        "SELECT job, policy, first_interval_start, last_interval_start, occurrences, recorded_at
-             FROM schedule_skips WHERE ($1::text IS NULL OR job = $1)
-             ORDER BY id DESC LIMIT $2",
-    )
-    .bind(&args.job)
-    .bind(args.limit)
-    .fetch_all(pool)
-    .await?;
+    let rows = ledger::skips(pool, args.job.as_deref(), args.limit).await?;
     println!(
         "{:<24} {:<7} {:<25} {:<25} {:>11}  RECORDED",
         "JOB", "POLICY", "FIRST INTERVAL", "LAST INTERVAL", "OCCURRENCES"
     );
-    for (job, policy, first, last, n, at) in rows {
+    for r in rows {
         println!(
-            "{job:<24} {policy:<7} {:<25} {:<25} {n:>11}  {}",
-            first.to_rfc3339(),
-            last.to_rfc3339(),
-            at.format("%Y-%m-%d %H:%M:%S")
+            "{:<24} {:<7} {:<25} {:<25} {:>11}  {}",
+            r.job,
+            r.policy,
+            r.first_interval_start.to_rfc3339(),
+            r.last_interval_start.to_rfc3339(),
+            r.occurrences,
+            r.recorded_at.format("%Y-%m-%d %H:%M:%S")
         );
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! `hxjobs serve`: the REST API (and live stats) alone; `hxjobs daemon`
 //! starts the same next to the scheduler.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use tokio::task::JoinHandle;
 
@@ -25,7 +25,7 @@ pub fn start(
     jobs: Vec<Arc<Job>>,
     wake: Option<Arc<tokio::sync::Notify>>,
     invalid_job_files: Vec<String>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> Result<Running, Failure> {
     crate::metrics::install();
     let (live, consumer) = if config.live_stats.enabled {

@@ -3,18 +3,18 @@
 //! sliding window of `parallel` runs in flight. Interrupting hands the
 //! running ones back; running the same command again resumes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::executor::Claimed;
-use super::scheduler::{claimed_from_rows, reap_stale, stopped, Finished, Running};
+use super::scheduler::{reap_stale, Finished, Running};
 use super::{Interval, Job};
 use crate::config::Config;
 use crate::db::Pools;
+use crate::ledger::{self, RunState};
 
 /// Which runs already in the range run again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -150,16 +150,7 @@ fn intervals(job: &Job, spec: &Spec) -> Result<Vec<Interval>, Error> {
 /// Reads the ledger for the range; writes nothing.
 pub async fn plan(pool: &PgPool, job: &Job, spec: &Spec) -> Result<Plan, Error> {
     let intervals = intervals(job, spec)?;
-    let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT state, count(*) FROM job_runs
-         WHERE job = $1 AND run_type = 'backfill' AND interval_start >= $2 AND interval_start < $3
-         GROUP BY state",
-    )
-    .bind(&job.name)
-    .bind(spec.from)
-    .bind(spec.to)
-    .fetch_all(pool)
-    .await?;
+    let counts = ledger::backfill_counts(pool, &job.name, spec.from, spec.to).await?;
     let mut plan = Plan {
         intervals: intervals.len(),
         ..Plan::default()
@@ -168,12 +159,11 @@ pub async fn plan(pool: &PgPool, job: &Job, spec: &Spec) -> Result<Plan, Error> 
     for (state, n) in counts {
         let n = n as usize;
         existing += n;
-        match state.as_str() {
-            "success" => plan.succeeded += n,
-            "failed" => plan.failed += n,
-            "queued" => plan.queued += n,
-            "running" => plan.running += n,
-            _ => {}
+        match state {
+            RunState::Success => plan.succeeded += n,
+            RunState::Failed => plan.failed += n,
+            RunState::Queued => plan.queued += n,
+            RunState::Running => plan.running += n,
         }
     }
     plan.new = plan.intervals.saturating_sub(existing);
@@ -212,7 +202,7 @@ pub async fn run(
     job: Arc<Job>,
     spec: Spec,
     worker: &str,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Summary, Error> {
     let started = Instant::now();
@@ -221,7 +211,7 @@ pub async fn run(
     let s = &config.scheduler;
     reap_stale(pool, s).await?;
     let plan = plan(pool, &job, &spec).await?;
-    create(pool, &job.name, &all).await?;
+    ledger::create_backfill_runs(pool, &job.name, &all).await?;
     requeue(pool, &job.name, &spec).await?;
 
     let mut progress = Progress {
@@ -237,8 +227,9 @@ pub async fn run(
     let mut exhausted = false;
     loop {
         let free = spec.parallel.saturating_sub(running.len());
-        if free > 0 && !exhausted && !stop.load(Ordering::Relaxed) {
-            let claimed = claim(pool, &job.name, &spec, worker, free).await?;
+        if free > 0 && !exhausted && !stop.is_cancelled() {
+            let claimed =
+                ledger::claim_backfill(pool, &job.name, spec.from, spec.to, worker, free).await?;
             exhausted = claimed.len() < free;
             for run in claimed {
                 running.spawn(
@@ -256,14 +247,14 @@ pub async fn run(
         }
         let done = tokio::select! {
             done = running.next() => done,
-            _ = stopped(&stop) => None,
+            _ = stop.cancelled() => None,
         };
         match done {
             Some(done) => {
                 count(&mut summary, &mut progress, &done);
                 on_progress(&progress);
             }
-            None if stop.load(Ordering::Relaxed) => {
+            None if stop.is_cancelled() => {
                 let grace = Duration::from_secs(s.shutdown_grace_secs);
                 let (finished, stopped) = running.shutdown(grace, pool).await;
                 for done in finished {
@@ -303,78 +294,12 @@ fn count(summary: &mut Summary, progress: &mut Progress, done: &Finished) {
     }
 }
 
-/// Inserts a backfill run for every interval that has none.
-async fn create(pool: &PgPool, job: &str, all: &[Interval]) -> Result<u64, sqlx::Error> {
-    let mut created = 0;
-    for chunk in all.chunks(10_000) {
-        let starts: Vec<DateTime<Utc>> = chunk.iter().map(|i| i.start).collect();
-        let ends: Vec<DateTime<Utc>> = chunk.iter().map(|i| i.end).collect();
-        created += sqlx::query(
-            "INSERT INTO job_runs (job, run_type, interval_start, interval_end)
-             SELECT $1, 'backfill', * FROM unnest($2::timestamptz[], $3::timestamptz[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(job)
-        .bind(&starts)
-        .bind(&ends)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    }
-    Ok(created)
-}
-
 /// Queues the finished runs `spec.reprocess` names again, with fresh tasks.
 async fn requeue(pool: &PgPool, job: &str, spec: &Spec) -> Result<(), sqlx::Error> {
-    let states: &[&str] = match spec.reprocess {
+    let states: &[RunState] = match spec.reprocess {
         Reprocess::None => return Ok(()),
-        Reprocess::Failed => &["failed"],
-        Reprocess::All => &["failed", "success"],
+        Reprocess::Failed => &[RunState::Failed],
+        Reprocess::All => &[RunState::Failed, RunState::Success],
     };
-    sqlx::query(
-        "WITH again AS (
-             UPDATE job_runs SET state = 'queued', attempts = 0, worker = NULL, error = NULL,
-                    started_at = NULL, finished_at = NULL, heartbeat_at = NULL
-             WHERE job = $1 AND run_type = 'backfill' AND interval_start >= $2
-               AND interval_start < $3 AND state = ANY($4)
-             RETURNING id)
-         DELETE FROM task_instances WHERE run_id IN (SELECT id FROM again)",
-    )
-    .bind(job)
-    .bind(spec.from)
-    .bind(spec.to)
-    .bind(states)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Claims up to `limit` queued backfill runs of the range, oldest first.
-async fn claim(
-    pool: &PgPool,
-    job: &str,
-    spec: &Spec,
-    worker: &str,
-    limit: usize,
-) -> Result<Vec<Claimed>, sqlx::Error> {
-    let rows = sqlx::query_as(
-        "UPDATE job_runs SET state = 'running', worker = $4, started_at = now(),
-                heartbeat_at = now(), attempts = attempts + 1, error = NULL
-         WHERE id IN (
-             SELECT id FROM job_runs
-             WHERE job = $1 AND run_type = 'backfill' AND state = 'queued'
-               AND interval_start >= $2 AND interval_start < $3
-             ORDER BY interval_start
-             LIMIT $5
-             FOR UPDATE SKIP LOCKED)
-         RETURNING id, run_type, interval_start, interval_end, attempts",
-    )
-    .bind(job)
-    .bind(spec.from)
-    .bind(spec.to)
-    .bind(worker)
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
-    Ok(claimed_from_rows(rows))
+    ledger::requeue_backfill(pool, job, spec.from, spec.to, states).await
 }

@@ -8,22 +8,22 @@
 //! their next task and get `shutdown_grace_secs` to finish; what is left is
 //! stopped and handed back to the queue for the next daemon.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use chrono::Utc;
 use tokio::sync::Notify;
 
-use super::scheduler::{reap_stale, stopped, Finished, Running, Scheduler};
+use super::scheduler::{reap_stale, Finished, Running, Scheduler};
 use super::Job;
 
-/// Runs until `stop` turns true. A pass also starts whenever `wake` is
+/// Runs until `stop` is cancelled. A pass also starts whenever `wake` is
 /// notified (schedules firing, a run queued through the API).
 pub async fn run(
     scheduler: Scheduler,
     wake: Arc<Notify>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let settings = scheduler.config.scheduler.clone();
     let mut cron = tokio_cron_scheduler::JobScheduler::new().await?;
@@ -38,14 +38,14 @@ pub async fn run(
 
     let mut running = Running::default();
     let poll = Duration::from_secs(settings.poll_secs);
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         if let Err(e) = pass(&scheduler, &mut running, &stop).await {
             tracing::warn!(error = %e, "scheduler pass failed; trying again at the next poll");
         }
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(poll) => {}
-            _ = stopped(&stop) => {}
+            _ = stop.cancelled() => {}
             Some(done) = running.next(), if !running.is_empty() => log_finished(&done),
         }
     }
@@ -77,14 +77,14 @@ pub async fn run(
 async fn pass(
     scheduler: &Scheduler,
     running: &mut Running,
-    stop: &Arc<AtomicBool>,
+    stop: &CancellationToken,
 ) -> Result<(), sqlx::Error> {
     let s = &scheduler.config.scheduler;
     reap_stale(&scheduler.pools.ledger, s).await?;
     scheduler.enqueue_due(Utc::now()).await?;
     for job in &scheduler.jobs {
         let free = s.max_parallel_runs.saturating_sub(running.len());
-        if free == 0 || stop.load(Ordering::Relaxed) {
+        if free == 0 || stop.is_cancelled() {
             break;
         }
         for run in scheduler.claim(job, free).await? {

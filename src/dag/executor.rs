@@ -1,63 +1,22 @@
 //! Runs one job for one interval: tasks in dependency order, each attempt
 //! under its wall-clock timeout, retries with capped exponential backoff,
 //! dependants of a failed task marked `upstream_failed`. Every state change
-//! is written to the run ledger (`job_runs`, `task_instances`).
+//! goes to the run ledger ([`crate::ledger`]) under the run's claim; the
+//! first write that finds the claim taken over cancels the run's work.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
-use super::{Interval, Job, Task};
+use super::{Job, Task};
 use crate::config::Config;
 use crate::db::Pools;
-use crate::tasks::{self, TaskContext};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunType {
-    Scheduled,
-    Manual,
-    Backfill,
-}
-
-impl RunType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunType::Scheduled => "scheduled",
-            RunType::Manual => "manual",
-            RunType::Backfill => "backfill",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RunType> {
-        [RunType::Scheduled, RunType::Manual, RunType::Backfill]
-            .into_iter()
-            .find(|t| t.as_str() == s)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskState {
-    Success,
-    /// Not run in this kind of run (`in_backfill = false`); counts as done.
-    Skipped,
-    Failed,
-    UpstreamFailed,
-}
-
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Success => "success",
-            TaskState::Skipped => "skipped",
-            TaskState::Failed => "failed",
-            TaskState::UpstreamFailed => "upstream_failed",
-        }
-    }
-}
+use crate::interval::Interval;
+use crate::ledger::{self, Claimed, Fence, RunState, RunType, Seal, TaskState};
+use crate::tasks::{Failure, TaskContext};
 
 #[derive(Debug, Clone)]
 pub struct TaskOutcome {
@@ -86,11 +45,7 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn succeeded(&self) -> bool {
-        !self.handed_back
-            && self
-                .tasks
-                .iter()
-                .all(|t| matches!(t.state, TaskState::Success | TaskState::Skipped))
+        !self.handed_back && !self.fenced && self.tasks.iter().all(|t| t.state.is_done())
     }
 
     pub fn state(&self) -> &'static str {
@@ -132,203 +87,150 @@ impl fmt::Display for RunReport {
     }
 }
 
-/// This process, as written to `job_runs.worker`.
-pub fn worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), std::process::id())
-}
-
-/// A run this worker holds: the ledger row is `running` with this worker,
-/// and `attempt` (the row's claim count) fences its later writes.
-#[derive(Debug, Clone, Copy)]
-pub struct Claimed {
-    pub run_id: i64,
-    pub run_type: RunType,
+/// One run's tasks as the executor runs them.
+pub struct RunContext<'a> {
+    pub config: &'a Config,
+    /// Where tasks read and write data.
+    pub pool: &'a PgPool,
+    /// Where task states go; `None` runs outside the ledger (`tasks test`).
+    pub ledger: Option<(&'a PgPool, Fence)>,
+    pub job: &'a Job,
     pub interval: Interval,
-    pub attempt: i32,
+    pub run_type: RunType,
+    /// Shutdown: no new task starts; the run is handed back.
+    pub stop: CancellationToken,
+    /// Cancelled when a ledger write found the claim taken over: the
+    /// running attempt is dropped at once (a shell task's process group
+    /// killed, an open transaction rolled back) and nothing more is written.
+    pub fenced: CancellationToken,
 }
 
-/// Creates a queued ledger row for a run. A scheduled or backfill interval
-/// that already has a run gives `None`; manual runs always get a new row.
-pub async fn create_run(
-    pool: &PgPool,
-    job: &Job,
-    interval: Interval,
-    run_type: RunType,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO job_runs (job, run_type, interval_start, interval_end)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING
-         RETURNING id",
-    )
-    .bind(&job.name)
-    .bind(run_type.as_str())
-    .bind(interval.start)
-    .bind(interval.end)
-    .fetch_optional(pool)
-    .await
-}
-
-/// Creates a manual run already claimed by `worker` (a foreground
-/// `hxjobs run`), so no daemon picks it up meanwhile.
-pub async fn create_claimed_run(
-    pool: &PgPool,
-    job: &Job,
-    interval: Interval,
-    worker: &str,
-) -> Result<Claimed, sqlx::Error> {
-    let run_id = sqlx::query_scalar(
-        "INSERT INTO job_runs (job, run_type, interval_start, interval_end, state, worker,
-                               started_at, heartbeat_at, attempts)
-         VALUES ($1, 'manual', $2, $3, 'running', $4, now(), now(), 1)
-         RETURNING id",
-    )
-    .bind(&job.name)
-    .bind(interval.start)
-    .bind(interval.end)
-    .bind(worker)
-    .fetch_one(pool)
-    .await?;
-    Ok(Claimed {
-        run_id,
-        run_type: RunType::Manual,
-        interval,
-        attempt: 1,
-    })
-}
-
-/// Puts a run this worker could not finish back in the queue; its
-/// unfinished tasks run again on the next claim, finished ones are kept.
-/// The claim does not count as a lost worker.
-pub async fn hand_back(pool: &PgPool, run: &Claimed) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let moved = sqlx::query(
-        "UPDATE job_runs SET state = 'queued', worker = NULL, heartbeat_at = NULL,
-                attempts = GREATEST(attempts - 1, 0), error = 'handed back at shutdown'
-         WHERE id = $1 AND attempts = $2 AND state = 'running'",
-    )
-    .bind(run.run_id)
-    .bind(run.attempt)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if moved {
-        sqlx::query(
-            "UPDATE task_instances SET state = 'queued', heartbeat_at = NULL
-             WHERE run_id = $1 AND state IN ('running', 'up_for_retry')",
-        )
-        .bind(run.run_id)
-        .execute(&mut *tx)
-        .await?;
+impl RunContext<'_> {
+    fn run_id(&self) -> i64 {
+        self.ledger.map_or(0, |(_, f)| f.run_id)
     }
-    tx.commit().await?;
-    Ok(moved)
+
+    /// Writes a task's state while the claim holds; fences the run otherwise.
+    async fn set(
+        &self,
+        task: &Task,
+        state: TaskState,
+        attempt: u32,
+        error: Option<&str>,
+        duration: Option<Duration>,
+    ) -> Result<(), sqlx::Error> {
+        let Some((pool, fence)) = self.ledger else {
+            return Ok(());
+        };
+        if self.fenced.is_cancelled() {
+            return Ok(());
+        }
+        let held = ledger::set_task(
+            pool,
+            fence,
+            &task.id,
+            state,
+            attempt as i32,
+            error,
+            duration,
+        )
+        .await?;
+        if !held {
+            tracing::warn!(run_id = fence.run_id, task = %task.id, "the run's claim was taken over; stopping its work");
+            self.fenced.cancel();
+        }
+        Ok(())
+    }
 }
 
 /// Executes a claimed run and records every step. Tasks that succeeded in
-/// an earlier claim of the same run are kept, not run again. When `stop`
-/// turns true the run stops before its next task and is handed back.
+/// an earlier claim of the same run are kept, not run again. Once `stop` is
+/// cancelled the run stops before its next task and is handed back.
 pub async fn execute(
     config: &Config,
     pools: &Pools,
     job: &Job,
     run: &Claimed,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> Result<RunReport, sqlx::Error> {
     let pool = &pools.ledger;
-    let ids: Vec<&str> = job.tasks.iter().map(|t| t.id.as_str()).collect();
-    let kinds: Vec<&str> = job.tasks.iter().map(|t| t.kind.as_str()).collect();
-    let done: HashSet<String> = sqlx::query_scalar(
-        "WITH reset AS (
-             INSERT INTO task_instances (run_id, task, kind)
-             SELECT $1, * FROM unnest($2::text[], $3::text[])
-             ON CONFLICT (run_id, task) DO UPDATE SET state = 'queued', error = NULL
-                 WHERE task_instances.state <> 'success'
-         )
-         SELECT task FROM task_instances WHERE run_id = $1 AND state = 'success'",
-    )
-    .bind(run.run_id)
-    .bind(&ids)
-    .bind(&kinds)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .collect();
+    let fence = run.fence();
+    let mut report = RunReport {
+        run_id: run.run_id,
+        job: job.name.clone(),
+        interval: run.interval,
+        tasks: Vec::new(),
+        handed_back: false,
+        fenced: false,
+    };
+    let kinds: Vec<(&str, &str)> = job
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.kind.name()))
+        .collect();
+    let Some(done) = ledger::open_tasks(pool, fence, &kinds).await? else {
+        report.fenced = true;
+        tracing::warn!(run_id = run.run_id, "run fenced out before it started");
+        return Ok(report);
+    };
 
-    let fenced = Arc::new(AtomicBool::new(false));
+    let fenced = CancellationToken::new();
     // Its own task: nothing the run does can delay it (heavy work runs on
     // the blocking pool).
     let heartbeat = AbortOnDrop({
         let pool = pool.clone();
         let every = Duration::from_secs(config.scheduler.heartbeat_secs.max(1));
-        let (run_id, attempt) = (run.run_id, run.attempt);
         let fenced = fenced.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let beat: Result<Option<i64>, _> = sqlx::query_scalar(
-                    "WITH r AS (UPDATE job_runs SET heartbeat_at = now()
-                                WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id),
-                          t AS (UPDATE task_instances SET heartbeat_at = now()
-                                WHERE run_id IN (SELECT id FROM r) AND state = 'running')
-                     SELECT id FROM r",
-                )
-                .bind(run_id)
-                .bind(attempt)
-                .fetch_optional(&pool)
-                .await;
-                match beat {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
+                match ledger::heartbeat(&pool, fence).await {
+                    Ok(true) => {}
+                    Ok(false) => {
                         tracing::warn!(
-                            run_id,
-                            attempt,
+                            run_id = fence.run_id,
+                            claim = fence.claim,
                             "the run's claim was taken over; stopping its work"
                         );
-                        fenced.store(true, Ordering::Relaxed);
+                        fenced.cancel();
                         return;
                     }
-                    Err(e) => tracing::warn!(run_id, error = %e, "heartbeat not written"),
+                    Err(e) => {
+                        tracing::warn!(run_id = fence.run_id, error = %e, "heartbeat not written")
+                    }
                 }
             }
         })
     });
 
-    let ctx = TaskContext {
+    let ctx = RunContext {
         config,
         pool: &pools.data,
+        ledger: Some((pool, fence)),
         job,
         interval: run.interval,
-        run_id: run.run_id,
-        claim: run.attempt,
-        fenced,
         run_type: run.run_type,
         stop,
+        fenced,
     };
-    let result = run_tasks(&ctx, Some(pool), &done).await;
+    let result = run_tasks(&ctx, &done).await;
     drop(heartbeat);
     let (outcomes, interrupted) = result?;
-    let mut report = RunReport {
-        run_id: run.run_id,
-        job: job.name.clone(),
-        interval: run.interval,
-        tasks: outcomes,
-        handed_back: false,
-        fenced: ctx.fenced.load(Ordering::Relaxed),
-    };
+    report.tasks = outcomes;
+    report.fenced = ctx.fenced.is_cancelled();
     if report.fenced {
         tracing::warn!(run_id = run.run_id, job = %job.name, "run fenced out: its work stopped, nothing more written");
         return Ok(report);
     }
     if interrupted {
-        report.handed_back = hand_back(pool, run).await?;
+        report.handed_back = ledger::hand_back(pool, run).await?;
         if report.handed_back {
             return Ok(report);
         }
+        report.fenced = true;
+        return Ok(report);
     }
     let failed: Vec<String> = report
         .tasks
@@ -342,38 +244,18 @@ pub async fn execute(
             .tasks
             .iter()
             .find(|x| x.id == t.task)
-            .map_or("", |x| x.kind.as_str());
+            .map_or("", |x| x.kind.name());
         crate::metrics::task_finished(&job.name, kind, t.state.as_str(), t.duration.as_secs_f64());
     }
-    crate::metrics::run_finished(
-        &job.name,
-        if report.succeeded() {
-            "success"
-        } else {
-            "failed"
-        },
-        total.as_secs_f64(),
-    );
-    let recorded = sqlx::query(
-        "UPDATE job_runs SET state = $3, finished_at = now(), heartbeat_at = now(), error = $4
-         WHERE id = $1 AND attempts = $2 AND state = 'running'",
-    )
-    .bind(run.run_id)
-    .bind(run.attempt)
-    .bind(if report.succeeded() {
-        "success"
+    let state = if report.succeeded() {
+        RunState::Success
     } else {
-        "failed"
-    })
-    .bind(if failed.is_empty() {
-        None
-    } else {
-        Some(failed.join("; "))
-    })
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if recorded == 0 {
+        RunState::Failed
+    };
+    crate::metrics::run_finished(&job.name, state.as_str(), total.as_secs_f64());
+    let error = (!failed.is_empty()).then(|| failed.join("; "));
+    if !ledger::finish_run(pool, fence, state, error.as_deref()).await? {
+        report.fenced = true;
         tracing::warn!(
             run_id = run.run_id,
             "run finished after its claim was taken over (no heartbeat seen in time); the ledger keeps the newer claim"
@@ -391,12 +273,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs the tasks in order; `ledger` is where task states go (none for
-/// `tasks test`); tasks in `done` already succeeded. Also says whether the
-/// run was interrupted by `ctx.stop` before it got through.
+/// Runs the tasks in order; tasks in `done` already succeeded. Also says
+/// whether the run stopped (shutdown or fenced) before it got through.
 pub async fn run_tasks(
-    ctx: &TaskContext<'_>,
-    ledger: Option<&PgPool>,
+    ctx: &RunContext<'_>,
     done: &HashSet<String>,
 ) -> Result<(Vec<TaskOutcome>, bool), sqlx::Error> {
     let mut states: HashMap<&str, TaskState> = HashMap::new();
@@ -414,22 +294,19 @@ pub async fn run_tasks(
             });
             continue;
         }
-        if ctx.stop.load(Ordering::Relaxed) || ctx.fenced.load(Ordering::Relaxed) {
+        if ctx.stop.is_cancelled() || ctx.fenced.is_cancelled() {
             return Ok((outcomes, true));
         }
-        let blocked = task.depends_on.iter().find(|d| {
-            !matches!(
-                states.get(d.as_str()),
-                Some(TaskState::Success | TaskState::Skipped)
-            )
-        });
+        let blocked = task
+            .depends_on
+            .iter()
+            .find(|d| !states.get(d.as_str()).is_some_and(|s| s.is_done()));
         let skip = ctx.run_type == RunType::Backfill && !task.in_backfill;
         let outcome = match blocked {
             None if skip => {
                 let message = "not run in backfill runs (in_backfill = false)".to_string();
                 finish(
                     ctx,
-                    ledger,
                     task,
                     TaskState::Skipped,
                     0,
@@ -443,7 +320,6 @@ pub async fn run_tasks(
                 let message = format!("upstream task `{dep}` did not succeed");
                 finish(
                     ctx,
-                    ledger,
                     task,
                     TaskState::UpstreamFailed,
                     0,
@@ -453,7 +329,7 @@ pub async fn run_tasks(
                 )
                 .await?
             }
-            None => match run_with_retries(ctx, task, ledger).await? {
+            None => match run_with_retries(ctx, task).await? {
                 Some(outcome) => outcome,
                 None => return Ok((outcomes, true)),
             },
@@ -464,11 +340,11 @@ pub async fn run_tasks(
     Ok((outcomes, false))
 }
 
-/// One task through its attempts; `None` when a shutdown interrupted it.
+/// One task through its attempts; `None` when a shutdown interrupted it or
+/// the run was fenced out.
 async fn run_with_retries(
-    ctx: &TaskContext<'_>,
+    ctx: &RunContext<'_>,
     task: &Task,
-    ledger: Option<&PgPool>,
 ) -> Result<Option<TaskOutcome>, sqlx::Error> {
     let started = Instant::now();
     let mut work = Duration::ZERO;
@@ -478,126 +354,139 @@ async fn run_with_retries(
     let mut waiting: Option<(Instant, u32)> = None;
     loop {
         attempt += 1;
-        if let Some(pool) = ledger {
-            let held = sqlx::query(
-                "UPDATE task_instances SET state = 'running', attempt = $3, heartbeat_at = now(),
-                        started_at = COALESCE(started_at, now())
-                 WHERE run_id = $1 AND task = $2
-                   AND EXISTS (SELECT 1 FROM job_runs
-                               WHERE id = $1 AND attempts = $4 AND state = 'running')",
-            )
-            .bind(ctx.run_id)
-            .bind(&task.id)
-            .bind(attempt as i32)
-            .bind(ctx.claim)
-            .execute(pool)
-            .await?
-            .rows_affected();
-            if held == 0 {
-                ctx.fenced.store(true, Ordering::Relaxed);
+        if let Some((pool, fence)) = ctx.ledger {
+            if !ledger::start_attempt(pool, fence, &task.id, attempt as i32).await? {
+                ctx.fenced.cancel();
                 return Ok(None);
             }
         }
+        let tctx = TaskContext {
+            config: ctx.config,
+            pool: ctx.pool,
+            job: &ctx.job.name,
+            interval: ctx.interval,
+            run_id: ctx.run_id(),
+            run_type: ctx.run_type,
+            attempt,
+            seal: ctx.ledger.map(|(_, fence)| Seal {
+                fence,
+                task: task.id.clone(),
+                attempt: attempt as i32,
+            }),
+            stop: ctx.stop.clone(),
+        };
         let limit = Duration::from_secs(task.timeout_secs);
-        let mut fatal = false;
-        let mut interrupted = false;
-        let mut unreachable = false;
         let began = Instant::now();
         // Fenced out mid-task: the attempt is dropped (a shell task's
         // process group is killed, an open transaction rolls back).
         let attempted = tokio::select! {
-            r = tokio::time::timeout(limit, tasks::run_task(ctx, task, attempt)) => Some(r),
-            _ = crate::dag::scheduler::stopped(&ctx.fenced) => None,
-        };
-        let Some(attempted) = attempted else {
-            return Ok(None);
-        };
-        let result = match attempted {
-            Ok(r) => r.map_err(|e| {
-                fatal = e.downcast_ref::<tasks::Fatal>().is_some();
-                interrupted = e.downcast_ref::<tasks::Interrupted>().is_some();
-                unreachable = tasks::dependency_unreachable(&e);
-                format!("{e:#}")
-            }),
-            Err(_) => Err(format!("timed out after {} s", task.timeout_secs)),
+            biased;
+            _ = ctx.fenced.cancelled() => None,
+            r = tokio::time::timeout(limit, task.kind.run(&tctx)) => Some(r),
         };
         work += began.elapsed();
-        if interrupted {
-            return Ok(None);
-        }
+        let result = match attempted {
+            None => return Ok(None),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Failure::Retry(anyhow::anyhow!(
+                "timed out after {} s",
+                task.timeout_secs
+            ))),
+        };
+        let failure = match result {
+            Ok(message) => {
+                let elapsed = started.elapsed();
+                return finish(
+                    ctx,
+                    task,
+                    TaskState::Success,
+                    attempt,
+                    message,
+                    elapsed,
+                    work,
+                )
+                .await
+                .map(Some);
+            }
+            Err(Failure::Interrupted) => return Ok(None),
+            Err(Failure::Fenced) => {
+                tracing::warn!(run_id = ctx.run_id(), task = %task.id, "the run's claim was taken over; the attempt was rolled back");
+                ctx.fenced.cancel();
+                return Ok(None);
+            }
+            Err(f) => f,
+        };
+        let message = failure.to_string();
         // A dependency (PostgreSQL, the broker) that cannot be reached is
         // waited for, with backoff, up to the task's timeout: such attempts
         // do not spend the task's retries.
-        let result = match result {
-            Err(message) if unreachable => {
-                let (since, waits) = waiting.unwrap_or((began, 0));
-                let delay = task
-                    .retry_delay(waits + 1)
-                    .clamp(Duration::from_secs(1), DEPENDENCY_WAIT_MAX);
-                if since.elapsed() + delay < limit {
-                    tracing::warn!(
-                        job = %ctx.job.name, task = %task.id, delay_secs = delay.as_secs(),
-                        waited_secs = since.elapsed().as_secs(), error = %message,
-                        "a dependency is unreachable; waiting for it (retries are not spent)"
-                    );
-                    if let Some(pool) = ledger {
-                        // The ledger may be the unreachable one: best effort.
-                        let note = format!("waiting for a dependency: {message}");
-                        if let Err(e) =
-                            set_state(ctx, pool, task, "up_for_retry", attempt, Some(&note), None)
-                                .await
-                        {
-                            tracing::debug!(error = %e, "ledger not updated while waiting");
-                        }
-                    }
-                    waiting = Some((since, waits + 1));
-                    attempt -= 1;
-                    if !sleep_unless_stopped(delay, &ctx.stop).await {
-                        return Ok(None);
-                    }
-                    continue;
-                }
-                Err(format!(
-                    "{message} (unreachable for {} s, the task's timeout)",
-                    since.elapsed().as_secs()
-                ))
-            }
-            other => {
-                waiting = None;
-                other
-            }
-        };
-        let (state, message) = match result {
-            Ok(message) => (TaskState::Success, message),
-            Err(message) if attempt <= task.retries && !fatal => {
-                let delay = task.retry_delay(attempt);
+        if let Failure::Unreachable(_) = failure {
+            let (since, waits) = waiting.unwrap_or((began, 0));
+            let delay = task
+                .retry_delay(waits + 1)
+                .clamp(Duration::from_secs(1), DEPENDENCY_WAIT_MAX);
+            if since.elapsed() + delay < limit {
                 tracing::warn!(
-                    job = %ctx.job.name, task = %task.id, attempt, delay_secs = delay.as_secs(),
-                    error = %message, "task failed; retrying"
+                    job = %ctx.job.name, task = %task.id, delay_secs = delay.as_secs(),
+                    waited_secs = since.elapsed().as_secs(), error = %message,
+                    "a dependency is unreachable; waiting for it (retries are not spent)"
                 );
-                if let Some(pool) = ledger {
-                    set_state(
-                        ctx,
-                        pool,
-                        task,
-                        "up_for_retry",
-                        attempt,
-                        Some(&message),
-                        None,
-                    )
-                    .await?;
+                // The ledger may be the unreachable one: best effort.
+                let note = format!("waiting for a dependency: {message}");
+                if let Err(e) = ctx
+                    .set(task, TaskState::UpForRetry, attempt, Some(&note), None)
+                    .await
+                {
+                    tracing::debug!(error = %e, "ledger not updated while waiting");
                 }
-                if !sleep_unless_stopped(delay, &ctx.stop).await {
+                waiting = Some((since, waits + 1));
+                attempt -= 1;
+                if !sleep_unless_stopped(delay, ctx).await {
                     return Ok(None);
                 }
                 continue;
             }
-            Err(message) => (TaskState::Failed, message),
-        };
-        let elapsed = started.elapsed();
-        return finish(ctx, ledger, task, state, attempt, message, elapsed, work)
+            let message = format!(
+                "{message} (unreachable for {} s, the task's timeout)",
+                since.elapsed().as_secs()
+            );
+            return finish(
+                ctx,
+                task,
+                TaskState::Failed,
+                attempt,
+                message,
+                started.elapsed(),
+                work,
+            )
             .await
             .map(Some);
+        }
+        waiting = None;
+        let retry = matches!(failure, Failure::Retry(_)) && attempt <= task.retries;
+        if !retry {
+            return finish(
+                ctx,
+                task,
+                TaskState::Failed,
+                attempt,
+                message,
+                started.elapsed(),
+                work,
+            )
+            .await
+            .map(Some);
+        }
+        let delay = task.retry_delay(attempt);
+        tracing::warn!(
+            job = %ctx.job.name, task = %task.id, attempt, delay_secs = delay.as_secs(),
+            error = %message, "task failed; retrying"
+        );
+        ctx.set(task, TaskState::UpForRetry, attempt, Some(&message), None)
+            .await?;
+        if !sleep_unless_stopped(delay, ctx).await {
+            return Ok(None);
+        }
     }
 }
 
@@ -605,24 +494,19 @@ async fn run_with_retries(
 /// resumes soon after it is back.
 const DEPENDENCY_WAIT_MAX: Duration = Duration::from_secs(30);
 
-/// Sleeps for `delay` unless `stop` turns true first; says whether it slept it all.
-async fn sleep_unless_stopped(delay: Duration, stop: &AtomicBool) -> bool {
-    let until = Instant::now() + delay;
-    while Instant::now() < until {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        let left = until.saturating_duration_since(Instant::now());
-        tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+/// Sleeps for `delay` unless the run is stopped or fenced first; says
+/// whether it slept it all.
+async fn sleep_unless_stopped(delay: Duration, ctx: &RunContext<'_>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => !ctx.stop.is_cancelled() && !ctx.fenced.is_cancelled(),
+        _ = ctx.stop.cancelled() => false,
+        _ = ctx.fenced.cancelled() => false,
     }
-    !stop.load(Ordering::Relaxed)
 }
 
-/// Records a task's final state (when there is a ledger) and returns its outcome.
-#[allow(clippy::too_many_arguments)]
+/// Records a task's final state and returns its outcome.
 async fn finish(
-    ctx: &TaskContext<'_>,
-    ledger: Option<&PgPool>,
+    ctx: &RunContext<'_>,
     task: &Task,
     state: TaskState,
     attempts: u32,
@@ -630,12 +514,10 @@ async fn finish(
     duration: Duration,
     work: Duration,
 ) -> Result<TaskOutcome, sqlx::Error> {
-    if let Some(pool) = ledger {
-        let error = matches!(state, TaskState::Failed | TaskState::UpstreamFailed)
-            .then_some(message.as_str());
-        let ran = (attempts > 0).then_some(duration);
-        set_state(ctx, pool, task, state.as_str(), attempts, error, ran).await?;
-    }
+    let error =
+        matches!(state, TaskState::Failed | TaskState::UpstreamFailed).then_some(message.as_str());
+    let ran = (attempts > 0).then_some(duration);
+    ctx.set(task, state, attempts, error, ran).await?;
     Ok(TaskOutcome {
         task: task.id.clone(),
         state,
@@ -644,44 +526,4 @@ async fn finish(
         duration,
         work,
     })
-}
-
-/// Writes a task's state, only while this worker still holds the run's
-/// claim; a write that finds it gone fences the run (`ctx.fenced`).
-async fn set_state(
-    ctx: &TaskContext<'_>,
-    pool: &PgPool,
-    task: &Task,
-    state: &str,
-    attempt: u32,
-    error: Option<&str>,
-    duration: Option<Duration>,
-) -> Result<(), sqlx::Error> {
-    if ctx.fenced.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    let finished = matches!(state, "success" | "failed" | "upstream_failed" | "skipped");
-    let held = sqlx::query(
-        "UPDATE task_instances SET state = $3, attempt = GREATEST(attempt, $4), error = $5,
-                finished_at = CASE WHEN $6 THEN now() ELSE finished_at END,
-                duration_ms = COALESCE($7, duration_ms)
-         WHERE run_id = $1 AND task = $2
-           AND EXISTS (SELECT 1 FROM job_runs WHERE id = $1 AND attempts = $8 AND state = 'running')",
-    )
-    .bind(ctx.run_id)
-    .bind(&task.id)
-    .bind(state)
-    .bind(attempt as i32)
-    .bind(error)
-    .bind(finished)
-    .bind(duration.map(|d| d.as_millis() as i64))
-    .bind(ctx.claim)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if held == 0 {
-        tracing::warn!(run_id = ctx.run_id, task = %task.id, "the run's claim was taken over; stopping its work");
-        ctx.fenced.store(true, Ordering::Relaxed);
-    }
-    Ok(())
 }

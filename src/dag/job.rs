@@ -6,16 +6,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::interval::Grain;
-
-/// Every task kind hxjobs knows; a job naming another is rejected.
-pub const TASK_KINDS: [&str; 6] = ["ingest", "aggregate", "retention", "report", "sql", "shell"];
+use crate::interval::Grain;
+use crate::tasks::{self, JobInfo, Kind};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}{}: {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
@@ -50,22 +49,14 @@ pub struct Catchup {
 #[derive(Debug, Clone)]
 pub struct Task {
     pub id: String,
-    pub kind: String,
+    /// Its kind with the kind's own parameters, validated.
+    pub kind: Arc<dyn Kind>,
     pub depends_on: Vec<String>,
     pub retries: u32,
     pub retry_delay_secs: u64,
     pub retry_delay_max_secs: u64,
     /// Wall-clock deadline of one attempt.
     pub timeout_secs: u64,
-    /// `sql`: the statement; or `file`: a SQL file, relative to the job file.
-    pub sql: Option<String>,
-    pub file: Option<String>,
-    /// `shell`: the command, run with `sh -c`.
-    pub command: Option<String>,
-    /// `aggregate`: the rollup grain (the job's interval when absent).
-    pub grain: Option<Grain>,
-    /// `report`: the report type.
-    pub report: Option<String>,
     /// Whether the task runs in backfill runs (`false`: recorded `skipped`,
     /// e.g. an ingest that drains the present, not the backfilled past).
     pub in_backfill: bool,
@@ -123,7 +114,7 @@ struct RawJob {
     wait_for: Option<Spanned<OneOrMany>>,
     #[serde(default = "default_wait_timeout")]
     wait_timeout_secs: u64,
-    tasks: BTreeMap<String, Spanned<RawTask>>,
+    tasks: BTreeMap<String, Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
 }
 
 /// `"a"` or `["a", "b"]`.
@@ -160,12 +151,13 @@ fn default_max_intervals() -> u32 {
     168
 }
 
+/// The keys every task has; the others are its kind's parameters.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTask {
-    kind: Spanned<String>,
+    kind: String,
     #[serde(default)]
-    depends_on: Vec<Spanned<String>>,
+    depends_on: Vec<String>,
     #[serde(default)]
     retries: u32,
     #[serde(default = "default_retry_delay")]
@@ -174,19 +166,19 @@ struct RawTask {
     retry_delay_max_secs: u64,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
-    #[serde(default)]
-    sql: Option<String>,
-    #[serde(default)]
-    file: Option<String>,
-    #[serde(default)]
-    command: Option<String>,
-    #[serde(default)]
-    grain: Option<Grain>,
-    #[serde(default)]
-    report: Option<String>,
     #[serde(default = "yes")]
     in_backfill: bool,
 }
+
+const COMMON_KEYS: [&str; 7] = [
+    "kind",
+    "depends_on",
+    "retries",
+    "retry_delay_secs",
+    "retry_delay_max_secs",
+    "timeout_secs",
+    "in_backfill",
+];
 
 fn yes() -> bool {
     true
@@ -287,35 +279,37 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
         }
     };
 
+    let info = JobInfo {
+        interval: raw.interval,
+        dir: file.parent().unwrap_or(Path::new(".")),
+    };
     let mut tasks: HashMap<String, (Task, std::ops::Range<usize>)> = HashMap::new();
     for (id, spanned) in &raw.tasks {
         let span = spanned.span();
-        let t = spanned.get_ref();
-        let kind = t.kind.get_ref().clone();
-        if !TASK_KINDS.contains(&kind.as_str()) {
-            return Err(err(
-                Some(t.kind.span()),
-                format!(
-                    "task `{id}`: unknown kind `{kind}` (known: {})",
-                    TASK_KINDS.join(", ")
-                ),
-            ));
-        }
+        let fields = spanned.get_ref();
+        let at = |key: &str| Some(fields.get(key).map_or(span.clone(), |v| v.span()));
+        let (common, params): (toml::Table, toml::Table) = fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+            .partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
+        let t: RawTask = toml::Value::Table(common)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                err(at("kind"), format!("task `{id}`: {}", e.message().trim()))
+            })?;
+        let kind = tasks::parse(&t.kind, params, &info)
+            .map_err(|m| err(at("kind"), format!("task `{id}`: {m}")))?;
         if t.timeout_secs == 0 {
             return Err(err(
-                Some(span),
+                at("timeout_secs"),
                 format!("task `{id}`: timeout_secs must be at least 1"),
             ));
         }
-        check_params(id, &kind, t, raw.interval).map_err(|m| err(Some(span.clone()), m))?;
         for dep in &t.depends_on {
-            if !raw.tasks.contains_key(dep.get_ref()) {
+            if !raw.tasks.contains_key(dep) {
                 return Err(err(
-                    Some(dep.span()),
-                    format!(
-                        "task `{id}` depends on `{}`, which is not a task of this job",
-                        dep.get_ref()
-                    ),
+                    at("depends_on"),
+                    format!("task `{id}` depends on `{dep}`, which is not a task of this job"),
                 ));
             }
         }
@@ -325,16 +319,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
                 Task {
                     id: id.clone(),
                     kind,
-                    depends_on: t.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+                    depends_on: t.depends_on,
                     retries: t.retries,
                     retry_delay_secs: t.retry_delay_secs,
                     retry_delay_max_secs: t.retry_delay_max_secs.max(t.retry_delay_secs),
                     timeout_secs: t.timeout_secs,
-                    sql: t.sql.clone(),
-                    file: t.file.clone(),
-                    command: t.command.clone(),
-                    grain: t.grain,
-                    report: t.report.clone(),
                     in_backfill: t.in_backfill,
                 },
                 span,
@@ -359,21 +348,6 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
         wait_timeout_secs: raw.wait_timeout_secs,
         tasks: ordered,
     })
-}
-
-/// The settings each kind needs.
-fn check_params(id: &str, kind: &str, t: &RawTask, interval: Grain) -> Result<(), String> {
-    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
-    match kind {
-        "sql" if !(set(&t.sql) ^ set(&t.file)) => Err(format!(
-            "task `{id}`: a sql task needs exactly one of `sql` or `file`"
-        )),
-        "shell" if !set(&t.command) => Err(format!("task `{id}`: a shell task needs `command`")),
-        "aggregate" if t.grain.unwrap_or(interval) == Grain::Minute => Err(format!(
-            "task `{id}`: rollups are hourly, daily, weekly or monthly, not per minute"
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// Kahn's algorithm, ties broken by task id so the order is stable.
@@ -668,6 +642,11 @@ depends_on = ["a", "b"]
 
         let e = p(&GOOD.replace("sql = \"SELECT 1\"", "")).expect_err("params");
         assert!(e.message.contains("sql task"), "{e}");
+        assert_eq!(e.line, Some(12), "the task's kind line: {e}");
+
+        let e = p(&GOOD.replace("command = \"true\"", "comand = \"true\""))
+            .expect_err("a misspelt parameter");
+        assert!(e.message.contains("unknown field `comand`"), "{e}");
 
         let e = p(&format!("{GOOD}\nbogus = 1\n")).expect_err("unknown key");
         assert!(e.to_string().contains("jobs/demo.toml"), "{e}");

@@ -3,9 +3,8 @@
 pub mod backfill;
 pub mod daemon;
 pub mod executor;
-pub mod interval;
 pub mod job;
 pub mod scheduler;
 
-pub use interval::{Grain, Interval};
+pub use crate::interval::{Grain, Interval};
 pub use job::{Job, Task};

@@ -14,7 +14,6 @@
 //! tests drive schedules with fixed instants.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,24 +21,19 @@ use chrono::{DateTime, TimeDelta, Utc};
 use croner::Direction;
 use sqlx::PgPool;
 use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
-use super::executor::{self, Claimed, RunReport, RunType};
+use super::executor::{self, RunReport};
 use super::job::CatchupPolicy;
 use super::{Interval, Job};
 use crate::config::{Config, SchedulerConfig};
 use crate::db::Pools;
+use crate::ledger::{self, Claimed, JobLock};
+pub use crate::ledger::{Lost, Skipped};
 
 /// Occurrences looked at in one pass at most (a job first seen long after
 /// its `start_date` with a schedule of every minute needs ~525,000 a year).
 const MAX_SCAN: usize = 5_000_000;
-
-/// Occurrences the catch-up policy did not run: a contiguous range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Skipped {
-    pub first_interval_start: DateTime<Utc>,
-    pub last_interval_start: DateTime<Utc>,
-    pub occurrences: i64,
-}
 
 /// What one look at a job's schedule decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,62 +110,18 @@ pub struct Enqueued {
     pub skipped: Option<Skipped>,
 }
 
-/// A run whose worker stopped sending heartbeats.
-#[derive(Debug, Clone)]
-pub struct Lost {
-    pub run_id: i64,
-    pub job: String,
-    /// `queued` (will run again) or `failed` (lost too often).
-    pub state: String,
-}
-
 /// Queues again (or fails, after `max_run_attempts` claims) every running
 /// run without a heartbeat for `stale_after_secs`.
 pub async fn reap_stale(
     pool: &PgPool,
     settings: &SchedulerConfig,
 ) -> Result<Vec<Lost>, sqlx::Error> {
-    let stale_after = Duration::from_secs(settings.stale_after_secs);
-    let max_attempts = settings.max_run_attempts;
-    let rows: Vec<(i64, String, String)> = sqlx::query_as(
-        "WITH lost AS (
-             UPDATE job_runs SET
-                 state = CASE WHEN attempts >= $2 THEN 'failed' ELSE 'queued' END,
-                 finished_at = CASE WHEN attempts >= $2 THEN now() END,
-                 error = format('worker %s stopped sending heartbeats (claim %s of at most %s)',
-                                worker, attempts, $2),
-                 worker = NULL
-             WHERE state = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
-             RETURNING id, job, state
-         ), tasks AS (
-             UPDATE task_instances t SET
-                 state = CASE WHEN lost.state = 'failed' THEN 'failed' ELSE 'queued' END,
-                 error = 'its worker stopped sending heartbeats'
-             FROM lost
-             WHERE t.run_id = lost.id AND t.state IN ('running', 'up_for_retry')
-         )
-         SELECT id, job, state FROM lost",
+    ledger::reap_stale(
+        pool,
+        Duration::from_secs(settings.stale_after_secs),
+        settings.max_run_attempts,
     )
-    .bind(stale_after.as_secs_f64())
-    .bind(max_attempts as i32)
-    .fetch_all(pool)
-    .await?;
-    for (run_id, job, state) in &rows {
-        tracing::warn!(run_id, job, state, "run lost its worker");
-    }
-    Ok(rows
-        .into_iter()
-        .map(|(run_id, job, state)| Lost { run_id, job, state })
-        .collect())
-}
-
-/// Makes sure `job` has a cursor row to lock.
-async fn ensure_cursor(pool: &PgPool, job: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO job_schedule (job) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(job)
-        .execute(pool)
-        .await?;
-    Ok(())
+    .await
 }
 
 /// One daemon's view: its jobs, its database, its worker name.
@@ -208,49 +158,11 @@ impl Scheduler {
         job: &Job,
         now: DateTime<Utc>,
     ) -> Result<Enqueued, sqlx::Error> {
-        ensure_cursor(&self.pools.ledger, &job.name).await?;
-        let mut tx = self.pools.ledger.begin().await?;
-        let last_fire: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT last_fire FROM job_schedule WHERE job = $1 FOR UPDATE")
-                .bind(&job.name)
-                .fetch_one(&mut *tx)
-                .await?;
-        let plan = plan(job, last_fire, now);
-        let mut created = Vec::new();
-        if !plan.runs.is_empty() {
-            let fires: Vec<DateTime<Utc>> = plan.runs.iter().map(|(f, _)| *f).collect();
-            let starts: Vec<DateTime<Utc>> = plan.runs.iter().map(|(_, i)| i.start).collect();
-            let ends: Vec<DateTime<Utc>> = plan.runs.iter().map(|(_, i)| i.end).collect();
-            let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-                "INSERT INTO job_runs (job, run_type, scheduled_for, interval_start, interval_end)
-                 SELECT $1, 'scheduled', * FROM unnest($2::timestamptz[], $3::timestamptz[], $4::timestamptz[])
-                 ON CONFLICT DO NOTHING
-                 RETURNING interval_start, interval_end",
-            )
-            .bind(&job.name)
-            .bind(&fires)
-            .bind(&starts)
-            .bind(&ends)
-            .fetch_all(&mut *tx)
-            .await?;
-            created = rows
-                .into_iter()
-                .map(|(start, end)| Interval { start, end })
-                .collect();
-            created.sort();
-        }
+        let mut lock = JobLock::take(&self.pools.ledger, &job.name).await?;
+        let plan = plan(job, lock.last_fire, now);
+        let created = lock.enqueue(&plan.runs).await?;
         if let Some(s) = plan.skipped {
-            sqlx::query(
-                "INSERT INTO schedule_skips (job, policy, first_interval_start, last_interval_start, occurrences)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&job.name)
-            .bind(policy_name(job.catchup.policy))
-            .bind(s.first_interval_start)
-            .bind(s.last_interval_start)
-            .bind(s.occurrences)
-            .execute(&mut *tx)
-            .await?;
+            lock.record_skip(policy_name(job.catchup.policy), s).await?;
             tracing::info!(
                 job = %job.name, occurrences = s.occurrences,
                 first = %s.first_interval_start, last = %s.last_interval_start,
@@ -258,15 +170,9 @@ impl Scheduler {
             );
         }
         if let Some(fire) = plan.newest_fire {
-            sqlx::query(
-                "UPDATE job_schedule SET last_fire = $2, updated_at = now() WHERE job = $1",
-            )
-            .bind(&job.name)
-            .bind(fire)
-            .execute(&mut *tx)
-            .await?;
+            lock.advance(fire).await?;
         }
-        tx.commit().await?;
+        lock.commit().await?;
         for i in &created {
             tracing::info!(job = %job.name, interval_start = %i.start, "scheduled run queued");
         }
@@ -283,68 +189,29 @@ impl Scheduler {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        ensure_cursor(&self.pools.ledger, &job.name).await?;
-        let mut tx = self.pools.ledger.begin().await?;
-        sqlx::query("SELECT 1 FROM job_schedule WHERE job = $1 FOR UPDATE")
-            .bind(&job.name)
-            .execute(&mut *tx)
-            .await?;
-        let active: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM job_runs
-             WHERE job = $1 AND state = 'running' AND run_type <> 'backfill'",
-        )
-        .bind(&job.name)
-        .fetch_one(&mut *tx)
-        .await?;
+        let mut lock = JobLock::take(&self.pools.ledger, &job.name).await?;
+        let active = lock.active().await?;
         let room = (i64::from(job.max_active_runs) - active).clamp(0, limit as i64);
         if room == 0 {
-            tx.commit().await?;
+            lock.commit().await?;
             return Ok(Vec::new());
         }
-        let candidates: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT id, interval_start, interval_end FROM job_runs
-             WHERE job = $1 AND state = 'queued' AND run_type <> 'backfill'
-             ORDER BY interval_start, id
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(&job.name)
-        .bind(if job.wait_for.is_empty() { room } else { 1000 })
-        .fetch_all(&mut *tx)
-        .await?;
+        let candidates = lock
+            .queued(if job.wait_for.is_empty() { room } else { 1000 })
+            .await?;
         let mut ids = Vec::new();
-        for (id, start, end) in candidates {
+        for (id, interval) in candidates {
             if ids.len() as i64 >= room {
                 break;
             }
-            match self
-                .waiting_on(&mut tx, job, Interval { start, end })
-                .await?
-            {
+            match self.waiting_on(&mut lock, job, interval).await? {
                 None => ids.push(id),
-                Some(note) => {
-                    sqlx::query(
-                        "UPDATE job_runs SET error = $2 WHERE id = $1 AND error IS DISTINCT FROM $2",
-                    )
-                    .bind(id)
-                    .bind(note)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                Some(note) => lock.note_waiting(id, &note).await?,
             }
         }
-        let rows = sqlx::query_as(
-            "UPDATE job_runs SET state = 'running', worker = $2, started_at = now(),
-                    heartbeat_at = now(), attempts = attempts + 1, error = NULL
-             WHERE id = ANY($1)
-             RETURNING id, run_type, interval_start, interval_end, attempts",
-        )
-        .bind(&ids)
-        .bind(&self.worker)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(claimed_from_rows(rows))
+        let claimed = lock.claim(&ids, &self.worker).await?;
+        lock.commit().await?;
+        Ok(claimed)
     }
 
     /// Why a run of `job` for `interval` cannot start yet: the runs of a
@@ -354,7 +221,7 @@ impl Scheduler {
     /// when the job waited for is not loaded here.
     async fn waiting_on(
         &self,
-        conn: &mut sqlx::PgConnection,
+        lock: &mut JobLock,
         job: &Job,
         interval: Interval,
     ) -> Result<Option<String>, sqlx::Error> {
@@ -369,16 +236,7 @@ impl Scheduler {
             };
             let from = interval.start.max(upstream.start_date);
             let expected = upstream.interval.starts(from, interval.end).len() as i64;
-            let done: i64 = sqlx::query_scalar(
-                "SELECT count(DISTINCT interval_start) FROM job_runs
-                 WHERE job = $1 AND state = 'success'
-                   AND interval_start >= $2 AND interval_end <= $3",
-            )
-            .bind(name)
-            .bind(from)
-            .bind(interval.end)
-            .fetch_one(&mut *conn)
-            .await?;
+            let done = lock.succeeded_intervals(name, from, interval.end).await?;
             if done < expected {
                 pending.push(format!(
                     "{} of {} {} runs of {name}",
@@ -403,7 +261,7 @@ impl Scheduler {
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<Vec<RunReport>, sqlx::Error> {
         reap_stale(&self.pools.ledger, &self.config.scheduler).await?;
         self.enqueue_due(now).await?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let mut reports = Vec::new();
         loop {
             let mut ran = false;
@@ -423,36 +281,11 @@ impl Scheduler {
     }
 }
 
-/// A claimed ledger row: id, run_type, interval_start, interval_end, attempts.
-pub(crate) type ClaimRow = (i64, String, DateTime<Utc>, DateTime<Utc>, i32);
-
-/// Claimed ledger rows → claims, oldest first.
-pub(crate) fn claimed_from_rows(rows: Vec<ClaimRow>) -> Vec<Claimed> {
-    let mut claimed: Vec<Claimed> = rows
-        .into_iter()
-        .map(|(run_id, run_type, start, end, attempt)| Claimed {
-            run_id,
-            run_type: RunType::parse(&run_type).unwrap_or(RunType::Manual),
-            interval: Interval { start, end },
-            attempt,
-        })
-        .collect();
-    claimed.sort_by_key(|c| (c.interval.start, c.run_id));
-    claimed
-}
-
 pub fn policy_name(policy: CatchupPolicy) -> &'static str {
     match policy {
         CatchupPolicy::All => "all",
         CatchupPolicy::Latest => "latest",
         CatchupPolicy::None => "none",
-    }
-}
-
-/// Returns once `stop` is true (polled every 100 ms).
-pub(crate) async fn stopped(stop: &AtomicBool) {
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -488,7 +321,7 @@ impl Running {
         pools: Pools,
         job: Arc<Job>,
         run: Claimed,
-        stop: Arc<AtomicBool>,
+        stop: CancellationToken,
         claimed_at: Instant,
     ) {
         let handle = self.set.spawn(async move {
@@ -543,7 +376,7 @@ impl Running {
         while self.set.join_next().await.is_some() {}
         self.handles.clear();
         for run in left {
-            match executor::hand_back(pool, &run).await {
+            match ledger::hand_back(pool, &run).await {
                 Ok(_) => tracing::info!(run_id = run.run_id, "run handed back to the queue"),
                 Err(e) => tracing::error!(
                     run_id = run.run_id, error = %e,

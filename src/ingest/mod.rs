@@ -14,9 +14,8 @@ pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -123,7 +122,7 @@ impl fmt::Display for Summary {
 
 /// Drains every event topic up to its high watermark at the start.
 /// `stop` ends the drain early after the batch in hand is committed.
-pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Result<Summary> {
+pub async fn drain(config: &Config, pool: &PgPool, stop: CancellationToken) -> Result<Summary> {
     let started = Instant::now();
     kafka::ensure_topics(config).await?;
 
@@ -186,7 +185,7 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: Arc<AtomicBool>) -> Res
         .map_err(|_| Error::ConsumerLost)?;
     written?;
     consumed?;
-    summary.interrupted = stop.load(Ordering::Relaxed);
+    summary.interrupted = stop.is_cancelled();
     if !summary.interrupted {
         record_progress(pool, &config.kafka.group_id, ends_read_at).await?;
     }
@@ -383,7 +382,7 @@ fn consume(
     mut parts: Vec<PartitionState>,
     ingest: &crate::config::IngestConfig,
     tx: mpsc::Sender<Batch>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> Result<()> {
     let mut index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
     for (i, p) in parts.iter().enumerate() {
@@ -400,7 +399,7 @@ fn consume(
     let mut batch = Batch::new();
     loop {
         let all_done = parts.iter().all(PartitionState::done);
-        let stopping = stop.load(Ordering::Relaxed);
+        let stopping = stop.is_cancelled();
         if all_done || stopping {
             if !batch.is_empty() {
                 let _ = tx.blocking_send(batch);

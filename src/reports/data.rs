@@ -6,7 +6,7 @@ use sketches_ddsketch::DDSketch;
 use sqlx::PgPool;
 
 use super::Error;
-use crate::dag::Grain;
+use crate::interval::Grain;
 use crate::rollup::sketch::{self, Users};
 
 /// A stored rollup row, as reports read it.

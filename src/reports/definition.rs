@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::dag::Grain;
+use crate::interval::Grain;
 
 #[derive(Debug, Clone)]
 pub struct Definition {

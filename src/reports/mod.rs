@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::config::Config;
-use crate::dag::{Grain, Interval};
+use crate::interval::{Grain, Interval};
 use crate::rollup::complete::{self, Bucket, Provenance};
 use crate::rollup::sketch;
 use crate::{capacity, round};
@@ -46,6 +46,8 @@ pub enum Error {
         start: DateTime<Utc>,
         now: DateTime<Utc>,
     },
+    #[error("recording the report: {0}")]
+    Seal(#[from] crate::ledger::SealError),
     #[error("the period is not complete: {} not stored completely ({})", hours_count(missing), missing.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Incomplete { missing: Vec<HourRange> },
 }
@@ -451,11 +453,13 @@ pub fn incomplete_hours(f: &Freshness, period: Interval, now: DateTime<Utc>) -> 
 }
 
 /// Options of one generation.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Refuse ([`Error::Incomplete`]) rather than render a period whose
     /// hours are not all stored, or which has not ended.
     pub require_complete: bool,
+    /// A `report` task's: the record commits with the task's success.
+    pub seal: Option<crate::ledger::Seal>,
 }
 
 /// Builds the content of a report of `report_type` for `period`
@@ -937,6 +941,25 @@ pub async fn generate_with(
             .bind(data_seq)
             .execute(&mut *tx)
             .await?;
+            if let Some(seal) = &options.seal {
+                if let Err(e) = seal.apply(&mut tx).await {
+                    drop(tx);
+                    // Another worker holds the run: this copy is discarded.
+                    if let Some(file) = record
+                        .path
+                        .as_deref()
+                        .and_then(|n| file_in(&config.reports.output_dir, n))
+                    {
+                        let _ = std::fs::remove_file(file);
+                    }
+                    sqlx::query("UPDATE reports SET status = 'failed', error = $2, finished_at = now() WHERE id = $1")
+                        .bind(id)
+                        .bind(e.to_string())
+                        .execute(pool)
+                        .await?;
+                    return Err(e.into());
+                }
+            }
             tx.commit().await?;
             record.notes = resolved.note.into_iter().collect();
             Ok(record)

@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, Utc};
 use super::data::{Row, Totals};
 use super::definition::Metric;
 use super::{Cell, ChartStyle, Error, Section};
-use crate::dag::{Grain, Interval};
+use crate::interval::{Grain, Interval};
 use crate::rollup::complete::Bucket;
 use crate::{capacity, round};
 

@@ -29,6 +29,8 @@ pub enum Error {
     Stage(#[from] crate::rollup::Error),
     #[error("archive work stopped: {0}")]
     Blocking(#[from] tokio::task::JoinError),
+    #[error("recording the task: {0}")]
+    Seal(#[from] crate::ledger::SealError),
 }
 
 /// A verified archive file.

@@ -14,6 +14,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sqlx::PgPool;
 
 use crate::config::RetentionConfig;
+use crate::ledger::Seal;
 
 /// Rows of one class older than its cutoff.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +96,7 @@ fn classes(config: &RetentionConfig) -> Vec<(&'static str, u32, &'static str, bo
         (
             "run ledger",
             config.run_ledger_days,
-            "FROM job_runs WHERE state IN ('success', 'failed') AND finished_at < $1",
+            crate::ledger::RETENTION_RUNS,
             false,
         ),
         (
@@ -107,7 +108,7 @@ fn classes(config: &RetentionConfig) -> Vec<(&'static str, u32, &'static str, bo
         (
             "catch-up skips",
             config.run_ledger_days,
-            "FROM schedule_skips WHERE recorded_at < $1",
+            crate::ledger::RETENTION_SKIPS,
             false,
         ),
     ]
@@ -168,17 +169,23 @@ pub async fn plan(
 }
 
 /// Carries out `plan`: archives and drops each raw day (stopping at the
-/// first that fails), then deletes the other classes' old rows.
+/// first that fails), then deletes the other classes' old rows in one
+/// transaction. A `retention` task's `seal` is checked in each day's
+/// transaction and commits with the deletions.
 pub async fn apply(
     pool: &PgPool,
     archive_dir: &Path,
     reports_dir: &Path,
     plan: &Plan,
+    seal: Option<&Seal>,
 ) -> Result<Vec<archive::Archived>, archive::Error> {
     let mut archived = Vec::new();
     for (day, _) in &plan.event_days {
         let file = archive::write_day(pool, archive_dir, *day).await?;
         let mut tx = pool.begin().await?;
+        if let Some(seal) = seal {
+            seal.check(&mut tx).await?;
+        }
         sqlx::query(
             "INSERT INTO event_archives (day, path, rows, checksum, bytes)
              VALUES ($1, $2, $3, $4, $5)
@@ -204,28 +211,39 @@ pub async fn apply(
         tracing::info!(day = %file.day, rows = file.rows, path = %file.path.display(), "raw events archived and removed");
         archived.push(file);
     }
+    let mut tx = pool.begin().await?;
+    let mut files = Vec::new();
+    let mut removed = Vec::new();
     for class in &plan.classes {
-        // Reports take their files along.
+        // Reports take their files along (once the deletion commits).
         let gone = if class.report_files {
             let names: Vec<Option<String>> =
                 sqlx::query_scalar(&format!("DELETE {} RETURNING path", class.from))
                     .bind(class.cutoff)
-                    .fetch_all(pool)
+                    .fetch_all(&mut *tx)
                     .await?;
-            for name in names.iter().flatten() {
-                if let Some(file) = crate::reports::file_in(reports_dir, name) {
-                    let _ = std::fs::remove_file(file);
-                }
-            }
+            files.extend(names.iter().flatten().cloned());
             names.len() as u64
         } else {
             sqlx::query(&format!("DELETE {}", class.from))
                 .bind(class.cutoff)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected()
         };
-        tracing::info!(class = class.name, rows = gone, "removed past retention");
+        removed.push((class.name, gone));
+    }
+    if let Some(seal) = seal {
+        seal.apply(&mut tx).await?;
+    }
+    tx.commit().await?;
+    for name in &files {
+        if let Some(file) = crate::reports::file_in(reports_dir, name) {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    for (class, rows) in removed {
+        tracing::info!(class, rows, "removed past retention");
     }
     Ok(archived)
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::{aggregate, source_grain, Error};
-use crate::dag::Grain;
+use crate::interval::Grain;
 
 /// Where one bucket's rows came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

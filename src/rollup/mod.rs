@@ -23,7 +23,7 @@ use polars::prelude::*;
 use sketches_ddsketch::DDSketch;
 use sqlx::{PgConnection, PgPool};
 
-use crate::dag::{Grain, Interval};
+use crate::interval::{Grain, Interval};
 use sketch::Users;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,8 @@ pub enum Error {
     Sketch(#[from] sketch::Error),
     #[error("rollup computation stopped: {0}")]
     Blocking(#[from] tokio::task::JoinError),
+    #[error("recording the task: {0}")]
+    Seal(#[from] crate::ledger::SealError),
 }
 
 /// What one bucket's computation wrote.
@@ -151,6 +153,16 @@ pub async fn aggregate(
     grain: Grain,
     bucket_start: DateTime<Utc>,
 ) -> Result<Summary, Error> {
+    aggregate_sealed(pool, grain, bucket_start, None).await
+}
+
+/// [`aggregate`], committing with an `aggregate` task's success (`seal`).
+pub async fn aggregate_sealed(
+    pool: &PgPool,
+    grain: Grain,
+    bucket_start: DateTime<Utc>,
+    seal: Option<&crate::ledger::Seal>,
+) -> Result<Summary, Error> {
     if grain == Grain::Minute {
         return Err(Error::Grain(grain.as_str()));
     }
@@ -187,6 +199,9 @@ pub async fn aggregate(
         }
     };
     let (rows, seq) = write(&mut tx, grain, bucket.start, groups, mark).await?;
+    if let Some(seal) = seal {
+        seal.apply(&mut tx).await?;
+    }
     tx.commit().await?;
     Ok(Summary {
         grain,

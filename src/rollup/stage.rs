@@ -15,8 +15,8 @@ use polars::prelude::*;
 use sqlx::PgConnection;
 
 use super::Error;
-use crate::dag::{Grain, Interval};
 use crate::events::Event;
+use crate::interval::{Grain, Interval};
 
 /// The raw columns a rollup reads, per event (the names are the columns of `events`).
 #[derive(Debug, Default, sqlx::FromRow)]

@@ -1,32 +1,93 @@
-//! Task kinds, registered in one place ([`run_task`]). Each kind gets the
-//! run's context and returns a one-line outcome or an error.
+//! Task kinds. A job file's task is parsed once into the [`Kind`] its
+//! `kind` names, with that kind's parameters validated; each kind lives in
+//! its own file with its parameters, its run function and its reading of
+//! its errors (retry, wait, fatal). [`KINDS`] registers them: adding a kind
+//! is a new file and a line there.
 
-use std::sync::atomic::AtomicBool;
+mod aggregate;
+mod ingest;
+mod report;
+mod retention;
+mod shell;
+mod sql;
+
+use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dag::executor::RunType;
-use crate::dag::{Interval, Job, Task};
+use crate::interval::{Grain, Interval};
+use crate::ledger::{RunType, Seal};
 
-/// What a task needs to know about its run.
+/// Every task kind: its name in job files and how its parameters parse.
+pub const KINDS: &[(&str, Parse)] = &[
+    ("ingest", ingest::parse),
+    ("aggregate", aggregate::parse),
+    ("retention", retention::parse),
+    ("report", report::parse),
+    ("sql", sql::parse),
+    ("shell", shell::parse),
+];
+
+/// Builds a kind from a task's own parameters (every key of the task but
+/// the common ones: `kind`, `depends_on`, retries, timeout, `in_backfill`).
+pub type Parse = fn(toml::Table, &JobInfo) -> Result<Arc<dyn Kind>, String>;
+
+/// What a kind may need from its job file when it parses.
+pub struct JobInfo<'a> {
+    /// The job's interval (an `aggregate` task's default grain).
+    pub interval: Grain,
+    /// The job file's directory (a `sql` task's `file` is relative to it).
+    pub dir: &'a Path,
+}
+
+/// A task kind with its validated parameters.
+pub trait Kind: fmt::Debug + Send + Sync {
+    /// The name job files use.
+    fn name(&self) -> &'static str;
+
+    /// Runs one attempt. The executor applies the timeout, retries and
+    /// fencing; a kind that writes data commits it with `ctx.seal`.
+    fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>>;
+}
+
+/// Parses the task kind `name` from its parameters.
+pub fn parse(name: &str, params: toml::Table, job: &JobInfo) -> Result<Arc<dyn Kind>, String> {
+    let (_, parse) = KINDS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+        let known: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+        format!("unknown kind `{name}` (known: {})", known.join(", "))
+    })?;
+    parse(params, job)
+}
+
+/// A kind's parameters from its table, unknown keys refused.
+fn params<P: DeserializeOwned>(kind: &str, table: toml::Table) -> Result<P, String> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("a {kind} task: {}", e.message().trim()))
+}
+
+/// What a task attempt knows about its run.
 pub struct TaskContext<'a> {
     pub config: &'a Config,
     pub pool: &'a PgPool,
-    pub job: &'a Job,
+    pub job: &'a str,
     pub interval: Interval,
     /// The ledger id, or 0 when the task runs outside the ledger (`tasks test`).
     pub run_id: i64,
-    /// The claim this worker holds on the run (`job_runs.attempts`); every
-    /// ledger write checks it still does.
-    pub claim: i32,
-    /// Turns true when a write found the claim taken over: the run's work
-    /// stops at once (a running task is dropped, a shell task's process
-    /// group killed) and nothing more is written.
-    pub fenced: Arc<AtomicBool>,
     pub run_type: RunType,
-    pub stop: Arc<AtomicBool>,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Records the attempt's success in the transaction that commits its
+    /// data; `None` outside the ledger.
+    pub seal: Option<Seal>,
+    /// Shutdown: a long task stops at a safe point and the run is handed back.
+    pub stop: CancellationToken,
 }
 
 impl TaskContext<'_> {
@@ -36,7 +97,7 @@ impl TaskContext<'_> {
         let vars = [
             ("interval_start", self.interval.start.to_rfc3339()),
             ("interval_end", self.interval.end.to_rfc3339()),
-            ("job", self.job.name.clone()),
+            ("job", self.job.to_string()),
             ("run_id", self.run_id.to_string()),
         ];
         let mut out = template.to_string();
@@ -47,23 +108,74 @@ impl TaskContext<'_> {
         }
         out
     }
+
+    /// Seals the attempt's success into `conn`'s transaction (no-op
+    /// outside the ledger).
+    pub async fn seal(
+        &self,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<(), crate::ledger::SealError> {
+        match &self.seal {
+            Some(seal) => seal.apply(conn).await,
+            None => Ok(()),
+        }
+    }
 }
 
-/// An error that no retry can fix (a kind not built yet, a bad setting).
-/// Wrap it in `anyhow::Error` to make the executor fail the task at once.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Fatal(pub String);
+/// Why an attempt did not succeed, as the executor acts on it.
+#[derive(Debug)]
+pub enum Failure {
+    /// Another attempt may succeed: spends one of the task's retries.
+    Retry(anyhow::Error),
+    /// PostgreSQL or the broker could not be reached: waited for, with
+    /// backoff up to the task's timeout, without spending retries.
+    Unreachable(anyhow::Error),
+    /// No retry can fix it (a bad setting or statement): failed at once.
+    Fatal(anyhow::Error),
+    /// Stopped by shutdown: the run is handed back.
+    Interrupted,
+    /// The run's claim was taken over: the attempt's writes were rolled
+    /// back and the worker writes nothing more.
+    Fenced,
+}
 
-/// A task that stopped early because hxjobs is shutting down; the run is
-/// handed back and the task runs again on the next claim.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted by shutdown")]
-pub struct Interrupted;
+impl Failure {
+    /// The usual reading of an error: unreachable dependency or retry.
+    pub fn of(e: impl Into<anyhow::Error>) -> Failure {
+        let e = e.into();
+        if dependency_unreachable(&e) {
+            Failure::Unreachable(e)
+        } else {
+            Failure::Retry(e)
+        }
+    }
+
+    pub fn fatal(e: impl Into<anyhow::Error>) -> Failure {
+        Failure::Fatal(e.into())
+    }
+}
+
+impl From<crate::ledger::SealError> for Failure {
+    fn from(e: crate::ledger::SealError) -> Failure {
+        match e {
+            crate::ledger::SealError::Fenced => Failure::Fenced,
+            crate::ledger::SealError::Database(e) => Failure::of(e),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Retry(e) | Failure::Unreachable(e) | Failure::Fatal(e) => write!(f, "{e:#}"),
+            Failure::Interrupted => f.write_str("interrupted by shutdown"),
+            Failure::Fenced => f.write_str("the run's claim was taken over by another worker"),
+        }
+    }
+}
 
 /// Whether an attempt failed only because PostgreSQL or the broker could
-/// not be reached: the executor then waits for it instead of spending
-/// retries (README, "Retries and outages").
+/// not be reached (README, "Retries and outages").
 pub fn dependency_unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         let kafka = |k: &crate::kafka::Error| matches!(k, crate::kafka::Error::Unreachable { .. });
@@ -89,204 +201,50 @@ pub fn dependency_unreachable(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Runs attempt `attempt` (from 1) of `task`. The caller applies the
-/// timeout and retries.
-pub async fn run_task(ctx: &TaskContext<'_>, task: &Task, attempt: u32) -> anyhow::Result<String> {
-    match task.kind.as_str() {
-        "ingest" => {
-            let summary = crate::ingest::drain(ctx.config, ctx.pool, ctx.stop.clone()).await?;
-            if summary.interrupted {
-                return Err(Interrupted.into());
-            }
-            Ok(summary.to_string())
-        }
-        "sql" => {
-            let text = match (&task.sql, &task.file) {
-                (Some(sql), _) => sql.clone(),
-                (None, Some(file)) => {
-                    let base = ctx.job.file.parent().unwrap_or(std::path::Path::new("."));
-                    let path = base.join(file);
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
-                }
-                (None, None) => return Err(Fatal("sql task without sql or file".into()).into()),
-            };
-            let sql = ctx.render(&text);
-            let done = sqlx::raw_sql(&sql).execute(ctx.pool).await?;
-            Ok(format!("{} rows affected", done.rows_affected()))
-        }
-        "shell" => {
-            let command = ctx.render(task.command.as_deref().unwrap_or_default());
-            // Its own process group, killed whole if the attempt is dropped
-            // (timeout, shutdown): no orphans left from `a | b` or `a; b`.
-            let child = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(&command)
-                .env("HXJOBS_JOB", &ctx.job.name)
-                .env("HXJOBS_RUN_ID", ctx.run_id.to_string())
-                .env("HXJOBS_TRY", attempt.to_string())
-                .env("HXJOBS_INTERVAL_START", ctx.interval.start.to_rfc3339())
-                .env("HXJOBS_INTERVAL_END", ctx.interval.end.to_rfc3339())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .process_group(0)
-                .kill_on_drop(true)
-                .spawn()?;
-            let mut group = ProcessGroup(child.id());
-            let output = child.wait_with_output().await?;
-            group.0 = None;
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let last = stderr.lines().last().unwrap_or_default().to_string();
-            if output.status.success() {
-                Ok(format!("exit 0, {} bytes of output", output.stdout.len()))
-            } else {
-                anyhow::bail!("{} ({last})", output.status)
-            }
-        }
-        "aggregate" => {
-            use crate::rollup::{self, Readiness};
-            let grain = task.grain.unwrap_or(ctx.job.interval);
-            let mut note = String::new();
-            if grain != crate::dag::Grain::Minute {
-                let end = grain.containing(ctx.interval.start).end;
-                let grace = chrono::TimeDelta::seconds(
-                    i64::try_from(ctx.config.rollups.ready_grace_secs).unwrap_or(i64::MAX),
-                );
-                let group = &ctx.config.kafka.group_id;
-                let never = || "never".to_string();
-                match rollup::readiness(ctx.pool, group, end, grace, chrono::Utc::now()).await? {
-                    Readiness::Ready => {}
-                    Readiness::GraceOver(t) => {
-                        note = format!(
-                            " (ingest had stored only up to {}; late events count when the hour is rolled up again)",
-                            t.map(|t| t.to_rfc3339()).unwrap_or_else(never)
-                        );
-                    }
-                    Readiness::NotYet(t) => anyhow::bail!(
-                        "not ready: ingest has stored everything up to {}, the {} ends at {}; retrying until rollups.ready_grace_secs after its end",
-                        t.map(|t| t.to_rfc3339()).unwrap_or_else(never),
-                        grain.as_str(),
-                        end.to_rfc3339()
-                    ),
-                }
-            }
-            let fatal = |e: rollup::Error| match e {
-                rollup::Error::Grain(_) => anyhow::Error::from(Fatal(e.to_string())),
-                other => anyhow::Error::from(other),
-            };
-            let now = chrono::Utc::now();
-            // A coarser bucket first completes the finer ones it merges
-            // (missing or stale hours and days are computed here).
-            let mut finer_note = String::new();
-            if let Some(finer) = rollup::source_grain(grain) {
-                let bucket = grain.containing(ctx.interval.start);
-                let buckets =
-                    rollup::complete::ensure(ctx.pool, finer, bucket.start, bucket.end, now)
-                        .await
-                        .map_err(fatal)?;
-                let p = rollup::complete::Provenance::of(finer, &buckets);
-                finer_note = format!(" ({} {}s: {})", p.buckets, finer.as_str(), p.describe());
-            }
-            let summary = rollup::aggregate(ctx.pool, grain, ctx.interval.start)
-                .await
-                .map_err(fatal)?;
-            let mut out = format!("{summary}{finer_note}{note}");
-            if grain == crate::dag::Grain::Hour {
-                out.push_str(&refresh_late(ctx, now).await?);
-            }
-            Ok(out)
-        }
-        "retention" => {
-            let plan =
-                crate::retention::plan(ctx.pool, &ctx.config.retention, chrono::Utc::now()).await?;
-            let archived = crate::retention::apply(
-                ctx.pool,
-                &ctx.config.retention.archive_dir,
-                &ctx.config.reports.output_dir,
-                &plan,
-            )
-            .await?;
-            let removed: i64 = plan.classes.iter().map(|c| c.rows).sum();
-            Ok(format!(
-                "{} raw event days archived and dropped, about {removed} other rows removed",
-                archived.len()
-            ))
-        }
-        "report" => {
-            use crate::reports::{self, Error as ReportError, Format};
-            let Some(report_type) = task.report.as_deref() else {
-                return Err(Fatal("a report task needs `report = \"<type>\"`".into()).into());
-            };
-            let record = reports::generate(
-                ctx.config,
-                ctx.pool,
-                report_type,
-                Format::Pdf,
-                Some(ctx.interval.start),
-                chrono::Utc::now(),
-            )
-            .await
-            .map_err(|e| match e {
-                ReportError::Definition(_) | ReportError::Format(_) => {
-                    anyhow::Error::from(Fatal(e.to_string()))
-                }
-                other => anyhow::Error::from(other),
-            })?;
-            Ok(format!(
-                "report {} ({report_type}, {} bytes): {}",
-                record.id,
-                record.size.unwrap_or(0),
-                ctx.config
-                    .reports
-                    .output_dir
-                    .join(record.path.unwrap_or_default())
-                    .display()
-            ))
-        }
-        other => Err(Fatal(format!("unknown task kind `{other}`")).into()),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Hours that got events after they were rolled up: rolled up again, the
-/// change carried to every stored day, week and month above them, and
-/// their reports generated again (superseding the old ones).
-async fn refresh_late(
-    ctx: &TaskContext<'_>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<String> {
-    let refreshed = crate::rollup::complete::refresh_stale(ctx.pool, 168, now).await?;
-    if refreshed.hours.is_empty() {
-        return Ok(String::new());
-    }
-    let mut regenerated = 0;
-    for (grain, start) in &refreshed.coarser {
-        regenerated += crate::reports::regenerate_period(ctx.config, ctx.pool, *grain, *start, now)
-            .await?
-            .len();
-    }
-    tracing::info!(
-        hours = refreshed.hours.len(), coarser = refreshed.coarser.len(), regenerated,
-        first = %refreshed.hours[0].to_rfc3339(),
-        "late events: stale hours rolled up again and carried upward"
-    );
-    Ok(format!(
-        "; late events: {} stale hour(s) rolled up again, {} day/week/month bucket(s) merged again, {} report(s) generated again",
-        refreshed.hours.len(),
-        refreshed.coarser.len(),
-        regenerated
-    ))
-}
-
-/// Kills a process group when dropped, unless disarmed (`.0 = None`).
-struct ProcessGroup(Option<u32>);
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .stderr(std::process::Stdio::null())
-                .status();
+    fn info() -> JobInfo<'static> {
+        JobInfo {
+            interval: Grain::Hour,
+            dir: Path::new("jobs"),
         }
+    }
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).expect("toml")
+    }
+
+    #[test]
+    fn every_kind_parses_its_own_parameters_and_refuses_others() {
+        for (text, kind) in [
+            ("", "ingest"),
+            ("grain = \"day\"", "aggregate"),
+            ("", "retention"),
+            ("report = \"daily\"", "report"),
+            ("sql = \"SELECT 1\"", "sql"),
+            ("file = \"x.sql\"", "sql"),
+            ("command = \"true\"", "shell"),
+        ] {
+            let k = parse(kind, table(text), &info()).expect(kind);
+            assert_eq!(k.name(), kind);
+        }
+        for (text, kind, says) in [
+            ("command = \"x\"", "sql", "unknown field `command`"),
+            ("", "sql", "exactly one of `sql` or `file`"),
+            ("sql = \"a\"\nfile = \"b\"", "sql", "exactly one"),
+            ("", "shell", "command"),
+            ("command = \" \"", "shell", "command"),
+            ("", "report", "report"),
+            ("grain = \"minute\"", "aggregate", "not per minute"),
+            ("grain = \"fortnight\"", "aggregate", "fortnight"),
+            ("sql = \"x\"", "ingest", "unknown field `sql`"),
+        ] {
+            let e = parse(kind, table(text), &info()).expect_err(text);
+            assert!(e.contains(says), "{kind} {text:?}: {e}");
+        }
+        let e = parse("ingestt", toml::Table::new(), &info()).expect_err("unknown");
+        assert!(e.contains("unknown kind `ingestt`"), "{e}");
     }
 }

@@ -2,9 +2,9 @@
 //! error cases and the auth rules; live stats over a produced burst.
 
 use std::process::{Child, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use hxjobs::demo::{DemoRecord, RecordKind};
 use hxjobs::events::EventType;
@@ -99,8 +99,8 @@ async fn every_endpoint_with_its_errors_and_auth() {
     let env = TestEnv::new("api").await;
     env.ingest_demo(2_000, ts("2026-03-01"), ts("2026-03-03"), 3)
         .await;
-    for start in hxjobs::dag::Grain::Hour.starts(ts("2026-03-01"), ts("2026-03-03")) {
-        hxjobs::rollup::aggregate(&env.pool, hxjobs::dag::Grain::Hour, start)
+    for start in hxjobs::interval::Grain::Hour.starts(ts("2026-03-01"), ts("2026-03-03")) {
+        hxjobs::rollup::aggregate(&env.pool, hxjobs::interval::Grain::Hour, start)
             .await
             .expect("hour");
     }
@@ -571,7 +571,7 @@ async fn without_a_token_only_loopback_may_mutate() {
                 .map(Arc::new)
                 .collect(),
             None,
-            Arc::new(AtomicBool::new(false)),
+            CancellationToken::new(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

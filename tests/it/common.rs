@@ -99,7 +99,7 @@ impl TestEnv {
         };
         let records = demo::Generator::new(spec).expect("spec").collect();
         self.produce(records).await;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
         hxjobs::ingest::drain(&self.config, &self.pool, stop)
             .await
             .expect("drain");

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use hxjobs::dag::job;
 use hxjobs::dag::scheduler::Scheduler;
-use hxjobs::dag::Grain;
 use hxjobs::demo::{self, DemoRecord, DemoSpec};
+use hxjobs::interval::Grain;
 use hxjobs::reports::{self, Format};
 use hxjobs::rollup;
 use serde_json::{json, Value};
@@ -130,7 +130,7 @@ fn generate(
 
 async fn ingest(env: &TestEnv, records: Vec<DemoRecord>) {
     env.produce(records).await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
     hxjobs::ingest::drain(&env.config, &env.pool, stop)
         .await
         .expect("drain");

@@ -2,11 +2,11 @@
 //! timeouts that kill hung commands, all recorded in the run ledger.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
-use hxjobs::dag::executor::{self, TaskState};
+use hxjobs::dag::executor;
 use hxjobs::dag::job;
+use hxjobs::ledger::{self, TaskState};
 
 use crate::common::{ts, TestEnv};
 
@@ -14,18 +14,12 @@ async fn run(env: &TestEnv, text: &str, at: &str) -> (i64, executor::RunReport) 
     let job = job::parse(&env.dir.path().join("job.toml"), text).expect("valid job");
     let interval = job.interval.containing(ts(at));
     let pools = hxjobs::db::Pools::new(env.pool.clone());
-    let run = executor::create_claimed_run(&pools.ledger, &job, interval, "test-worker")
+    let run = ledger::create_claimed_run(&pools.ledger, &job.name, interval, "test-worker")
         .await
         .expect("ledger");
-    let report = executor::execute(
-        &env.config,
-        &pools,
-        &job,
-        &run,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await
-    .expect("execute");
+    let report = executor::execute(&env.config, &pools, &job, &run, CancellationToken::new())
+        .await
+        .expect("execute");
     (run.run_id, report)
 }
 

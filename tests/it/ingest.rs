@@ -2,9 +2,8 @@
 //! and drains killed at random points.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use hxjobs::demo::{DemoRecord, DemoSpec, Generator, RecordKind};
 use hxjobs::events::{EventType, Reason};
@@ -27,7 +26,7 @@ fn spec(events: u64, bad: f64, dup: f64, seed: u64) -> DemoSpec {
 }
 
 async fn drain(env: &TestEnv) -> hxjobs::ingest::Summary {
-    hxjobs::ingest::drain(&env.config, &env.pool, Arc::new(AtomicBool::new(false)))
+    hxjobs::ingest::drain(&env.config, &env.pool, CancellationToken::new())
         .await
         .expect("drain")
 }

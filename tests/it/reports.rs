@@ -2,7 +2,7 @@
 //! PDF reader extracts (pdftotext) carries the rollups' numbers, and JSON
 //! and CSV carry the same.
 
-use hxjobs::dag::Grain;
+use hxjobs::interval::Grain;
 use hxjobs::reports::{self, Format};
 use hxjobs::rollup::{self, sketch};
 use sha2::Digest;

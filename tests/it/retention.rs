@@ -88,7 +88,7 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
     broken.archive_dir = env.dir.path().join("not-a-dir");
     std::fs::write(&broken.archive_dir, b"a file").expect("file");
     assert!(
-        retention::apply(&env.pool, &broken.archive_dir, &reports_dir, &plan)
+        retention::apply(&env.pool, &broken.archive_dir, &reports_dir, &plan, None)
             .await
             .is_err()
     );
@@ -96,7 +96,7 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
     assert_eq!(env.count("SELECT count(*) FROM events").await, total);
     assert_eq!(env.count("SELECT count(*) FROM event_archives").await, 0);
 
-    let archived = retention::apply(&env.pool, &config.archive_dir, &reports_dir, &plan)
+    let archived = retention::apply(&env.pool, &config.archive_dir, &reports_dir, &plan, None)
         .await
         .expect("apply");
     assert_eq!(archived.len(), 2);

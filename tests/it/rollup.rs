@@ -3,11 +3,10 @@
 //! month stays right after the raw events are gone.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use chrono::{DateTime, Utc};
-use hxjobs::dag::Grain;
+use hxjobs::interval::Grain;
 use hxjobs::rollup;
 
 use crate::common::{ts, TestEnv};
@@ -288,6 +287,7 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
         &policy.archive_dir,
         &env.dir.path().join("reports"),
         &plan,
+        None,
     )
     .await
     .expect("retention");
@@ -302,7 +302,8 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hourly_rollup_waits_until_ingest_stored_the_hour() {
-    use hxjobs::dag::executor::{self, TaskState};
+    use hxjobs::dag::executor;
+    use hxjobs::ledger::{self, TaskState};
     use hxjobs::rollup::Readiness;
 
     let env = TestEnv::new("readiness").await;
@@ -319,18 +320,12 @@ grain = "hour"
     let pools = hxjobs::db::Pools::new(env.pool.clone());
     let hour = Grain::Hour.last_complete(Utc::now());
     let run_once = || async {
-        let run = executor::create_claimed_run(&pools.ledger, &job, hour, "test")
+        let run = ledger::create_claimed_run(&pools.ledger, &job.name, hour, "test")
             .await
             .expect("run");
-        executor::execute(
-            &env.config,
-            &pools,
-            &job,
-            &run,
-            Arc::new(AtomicBool::new(false)),
-        )
-        .await
-        .expect("execute")
+        executor::execute(&env.config, &pools, &job, &run, CancellationToken::new())
+            .await
+            .expect("execute")
     };
 
     // No drain has reached the topics' ends since the hour ended.
@@ -343,7 +338,7 @@ grain = "hour"
     );
     assert_eq!(env.count("SELECT count(*) FROM rollups").await, 0);
 
-    hxjobs::ingest::drain(&env.config, &env.pool, Arc::new(AtomicBool::new(false)))
+    hxjobs::ingest::drain(&env.config, &env.pool, CancellationToken::new())
         .await
         .expect("drain");
     let ready = run_once().await;

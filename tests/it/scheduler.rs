@@ -488,7 +488,7 @@ async fn daemon_catches_up_runs_and_hands_back_on_sigterm() {
         // The expected hours below must not change while the test runs.
         tokio::time::sleep(Duration::from_secs(150)).await;
     }
-    let hour = hxjobs::dag::Grain::Hour.floor(Utc::now());
+    let hour = hxjobs::interval::Grain::Hour.floor(Utc::now());
     let start = (hour - TimeDelta::hours(3))
         .format("%Y-%m-%dT%H:00:00Z")
         .to_string();
@@ -649,7 +649,7 @@ depends_on = ["slow"]
     let run = s.claim(&job, 1).await.expect("claim").pop().expect("a run");
     let (config, pools) = (s.config.clone(), s.pools.clone());
     let worker = tokio::spawn(async move {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
         hxjobs::dag::executor::execute(&config, &pools, &job, &run, stop).await
     });
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,0 +1,162 @@
+//! Backfills started through the API (`backfills`): at most one running per
+//! job, each with a heartbeat and cancellable from any API process.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// A row of `backfills`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct BackfillRow {
+    pub id: i64,
+    pub job: String,
+    pub range_from: DateTime<Utc>,
+    pub range_to: DateTime<Utc>,
+    pub reprocess: String,
+    pub parallel: i32,
+    pub state: String,
+    pub worker: String,
+    pub heartbeat_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub succeeded: Option<i32>,
+    pub failed: Option<i32>,
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str = "id, job, range_from, range_to, reprocess, parallel, state, \
+     worker, heartbeat_at, created_at, finished_at, succeeded, failed, error";
+
+/// What a new backfill asks for.
+pub struct New<'a> {
+    pub job: &'a str,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub reprocess: &'a str,
+    pub parallel: i32,
+    pub worker: &'a str,
+}
+
+/// Records a running backfill; `Err(id)` of the one already running for
+/// the job (one whose process stopped its heartbeat for `stale_after`
+/// gives way: it is recorded failed).
+pub async fn start(
+    pool: &PgPool,
+    new: &New<'_>,
+    stale_after: Duration,
+) -> Result<Result<i64, i64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE backfills SET state = 'failed', finished_at = now(),
+                error = 'its API process stopped sending heartbeats'
+         WHERE job = $1 AND state = 'running'
+           AND heartbeat_at < now() - make_interval(secs => $2)",
+    )
+    .bind(new.job)
+    .bind(stale_after.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    let running: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM backfills WHERE job = $1 AND state = 'running'")
+            .bind(new.job)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(id) = running {
+        return Ok(Err(id));
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO backfills (job, range_from, range_to, reprocess, parallel, worker)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(new.job)
+    .bind(new.from)
+    .bind(new.to)
+    .bind(new.reprocess)
+    .bind(new.parallel)
+    .bind(new.worker)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(id))
+}
+
+/// The heartbeat; false once the backfill is no longer running (cancelled).
+pub async fn heartbeat(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
+    let state: Option<String> = sqlx::query_scalar(
+        "UPDATE backfills SET heartbeat_at = now() WHERE id = $1 RETURNING state",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(state.as_deref() == Some("running"))
+}
+
+/// Records the end; a cancelled row keeps its state, the counts are
+/// recorded anyway.
+pub async fn finish(
+    pool: &PgPool,
+    id: i64,
+    succeeded_all: bool,
+    succeeded: i32,
+    failed: i32,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE backfills SET
+             state = CASE WHEN state = 'running' THEN $2 ELSE state END,
+             finished_at = COALESCE(finished_at, now()), succeeded = $3, failed = $4, error = $5
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(if succeeded_all { "succeeded" } else { "failed" })
+    .bind(succeeded)
+    .bind(failed)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Newest first, at most 100.
+pub async fn list(pool: &PgPool, job: Option<&str>) -> Result<Vec<BackfillRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM backfills WHERE $1::text IS NULL OR job = $1
+         ORDER BY id DESC LIMIT 100"
+    ))
+    .bind(job)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> Result<Option<BackfillRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM backfills WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Cancels a running backfill: `Ok(row)`, or `Err(state)` of one that is
+/// not running (`None`: no such backfill).
+pub async fn cancel(
+    pool: &PgPool,
+    id: i64,
+) -> Result<Result<BackfillRow, Option<String>>, sqlx::Error> {
+    let row: Option<BackfillRow> = sqlx::query_as(&format!(
+        "UPDATE backfills SET state = 'cancelled', finished_at = now(),
+                error = 'cancelled through the API'
+         WHERE id = $1 AND state = 'running' RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = row {
+        return Ok(Ok(row));
+    }
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM backfills WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(Err(state))
+}

@@ -1,0 +1,610 @@
+//! The run ledger: `job_runs`, `task_instances`, `job_schedule`,
+//! `schedule_skips` and `backfills`. Every statement that reads or writes
+//! them is in this module, and so are the rules that keep a run right when
+//! several workers share the database:
+//!
+//! - a worker holds a run through its claim: the row is `running` and its
+//!   `attempts` is the claim's number. Every write the worker makes for the
+//!   run (run state, task state, heartbeat) carries that number and changes
+//!   nothing once another claim replaced it ([`Fence`]);
+//! - a task that writes data commits its data and its `success` in one
+//!   transaction that checks the claim and holds the run row until commit
+//!   ([`Seal`]), so a fenced-out worker's work is rolled back;
+//! - a run whose heartbeat stopped is queued again ([`reap_stale`]).
+
+pub mod backfills;
+mod read;
+mod schedule;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+use crate::interval::Interval;
+
+pub use read::{
+    run, runs, skips, success_rates, tasks, RunFilter, RunRow, SkipRow, TaskRow, RETENTION_RUNS,
+    RETENTION_SKIPS,
+};
+pub use schedule::{JobLock, Skipped};
+
+/// Defines a state enum stored as `text`, with its names in one place.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+        #[sqlx(type_name = "text", rename_all = "snake_case")]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant,)+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+
+            /// Every name, for error messages.
+            pub fn names() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// A run's state in `job_runs.state`.
+    RunState {
+        Queued = "queued",
+        Running = "running",
+        Success = "success",
+        Failed = "failed",
+    }
+);
+
+text_enum!(
+    /// What started a run (`job_runs.run_type`).
+    RunType {
+        Scheduled = "scheduled",
+        Manual = "manual",
+        Backfill = "backfill",
+    }
+);
+
+text_enum!(
+    /// A task instance's state in `task_instances.state`.
+    TaskState {
+        Queued = "queued",
+        Running = "running",
+        /// Failed, waiting for its next attempt (or for a dependency).
+        UpForRetry = "up_for_retry",
+        Success = "success",
+        Failed = "failed",
+        /// Not run in this kind of run (`in_backfill = false`); counts as done.
+        Skipped = "skipped",
+        UpstreamFailed = "upstream_failed",
+    }
+);
+
+impl TaskState {
+    /// Whether the task is over in this run.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Success | TaskState::Failed | TaskState::Skipped | TaskState::UpstreamFailed
+        )
+    }
+
+    /// Whether its dependants may run.
+    pub fn is_done(self) -> bool {
+        matches!(self, TaskState::Success | TaskState::Skipped)
+    }
+}
+
+/// A run this worker holds: the ledger row is `running` with this worker,
+/// and `attempt` (the row's claim count) fences its later writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimed {
+    pub run_id: i64,
+    pub run_type: RunType,
+    pub interval: Interval,
+    pub attempt: i32,
+}
+
+impl Claimed {
+    pub fn fence(&self) -> Fence {
+        Fence {
+            run_id: self.run_id,
+            claim: self.attempt,
+        }
+    }
+}
+
+/// The claim a worker's writes for a run carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub run_id: i64,
+    pub claim: i32,
+}
+
+/// A successful attempt's right to record itself together with its data:
+/// [`Seal::apply`] inside the task's own transaction.
+#[derive(Debug, Clone)]
+pub struct Seal {
+    pub fence: Fence,
+    pub task: String,
+    pub attempt: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(
+        "the run's claim was taken over by another worker; this attempt's writes are rolled back"
+    )]
+    Fenced,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl Seal {
+    /// Checks that the claim is still held, locking the run row against a
+    /// takeover until the transaction ends (`Fenced`: roll back).
+    pub async fn check(&self, conn: &mut PgConnection) -> Result<(), SealError> {
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM job_runs WHERE id = $1 AND attempts = $2 AND state = 'running' FOR SHARE",
+        )
+        .bind(self.fence.run_id)
+        .bind(self.fence.claim)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match held {
+            Some(_) => Ok(()),
+            None => Err(SealError::Fenced),
+        }
+    }
+
+    /// [`Seal::check`], and records the task as succeeded in the same
+    /// transaction.
+    pub async fn apply(&self, conn: &mut PgConnection) -> Result<(), SealError> {
+        self.check(conn).await?;
+        sqlx::query(
+            "WITH a AS (
+                 UPDATE task_attempts SET outcome = 'success', finished_at = now()
+                 WHERE run_id = $1 AND task = $2 AND claim = $4 AND try = $3)
+             UPDATE task_instances SET state = 'success', attempt = GREATEST(attempt, $3),
+                    error = NULL, finished_at = now()
+             WHERE run_id = $1 AND task = $2",
+        )
+        .bind(self.fence.run_id)
+        .bind(&self.task)
+        .bind(self.attempt)
+        .bind(self.fence.claim)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Whether an error chain says a seal found its claim gone.
+pub fn is_fenced(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<SealError>(), Some(SealError::Fenced)))
+}
+
+/// This process, as written to `job_runs.worker`.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// Creates a queued run. A scheduled or backfill interval that already has
+/// a run gives `None`; manual runs always get a new row.
+pub async fn create_run(
+    pool: &PgPool,
+    job: &str,
+    interval: Interval,
+    run_type: RunType,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO job_runs (job, run_type, interval_start, interval_end)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING
+         RETURNING id",
+    )
+    .bind(job)
+    .bind(run_type)
+    .bind(interval.start)
+    .bind(interval.end)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Creates a manual run already claimed by `worker` (a foreground
+/// `hxjobs run`), so no daemon picks it up meanwhile.
+pub async fn create_claimed_run(
+    pool: &PgPool,
+    job: &str,
+    interval: Interval,
+    worker: &str,
+) -> Result<Claimed, sqlx::Error> {
+    let run_id = sqlx::query_scalar(
+        "INSERT INTO job_runs (job, run_type, interval_start, interval_end, state, worker,
+                               started_at, heartbeat_at, attempts)
+         VALUES ($1, 'manual', $2, $3, 'running', $4, now(), now(), 1)
+         RETURNING id",
+    )
+    .bind(job)
+    .bind(interval.start)
+    .bind(interval.end)
+    .bind(worker)
+    .fetch_one(pool)
+    .await?;
+    Ok(Claimed {
+        run_id,
+        run_type: RunType::Manual,
+        interval,
+        attempt: 1,
+    })
+}
+
+/// A claimed ledger row: id, run_type, interval_start, interval_end, attempts.
+pub(super) type ClaimRow = (i64, RunType, DateTime<Utc>, DateTime<Utc>, i32);
+
+/// Claimed ledger rows → claims, oldest interval first.
+pub(super) fn claims(rows: Vec<ClaimRow>) -> Vec<Claimed> {
+    let mut claimed: Vec<Claimed> = rows
+        .into_iter()
+        .map(|(run_id, run_type, start, end, attempt)| Claimed {
+            run_id,
+            run_type,
+            interval: Interval { start, end },
+            attempt,
+        })
+        .collect();
+    claimed.sort_by_key(|c| (c.interval.start, c.run_id));
+    claimed
+}
+
+/// Puts a run this worker could not finish back in the queue; its
+/// unfinished tasks run again on the next claim, finished ones are kept.
+/// The claim does not count as a lost worker. False: the claim was gone.
+pub async fn hand_back(pool: &PgPool, run: &Claimed) -> Result<bool, sqlx::Error> {
+    let moved: Option<i64> = sqlx::query_scalar(
+        "WITH r AS (
+             UPDATE job_runs SET state = 'queued', worker = NULL, heartbeat_at = NULL,
+                    attempts = GREATEST(attempts - 1, 0), error = 'handed back at shutdown'
+             WHERE id = $1 AND attempts = $2 AND state = 'running'
+             RETURNING id),
+         t AS (
+             UPDATE task_instances SET state = 'queued', heartbeat_at = NULL
+             WHERE run_id IN (SELECT id FROM r) AND state IN ('running', 'up_for_retry')),
+         a AS (
+             UPDATE task_attempts SET outcome = 'handed_back', finished_at = now()
+             WHERE run_id IN (SELECT id FROM r) AND outcome = 'running')
+         SELECT id FROM r",
+    )
+    .bind(run.run_id)
+    .bind(run.attempt)
+    .fetch_optional(pool)
+    .await?;
+    Ok(moved.is_some())
+}
+
+/// Makes sure every task of the run has a row, queues again the ones that
+/// did not succeed in an earlier claim, and returns those that did (they
+/// are not run again). Only while `fence` holds; `None` when it does not.
+pub async fn open_tasks(
+    pool: &PgPool,
+    fence: Fence,
+    tasks: &[(&str, &str)],
+) -> Result<Option<HashSet<String>>, sqlx::Error> {
+    let ids: Vec<&str> = tasks.iter().map(|t| t.0).collect();
+    let kinds: Vec<&str> = tasks.iter().map(|t| t.1).collect();
+    let mut tx = pool.begin().await?;
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM job_runs WHERE id = $1 AND attempts = $2 AND state = 'running' FOR SHARE",
+    )
+    .bind(fence.run_id)
+    .bind(fence.claim)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        return Ok(None);
+    }
+    // Attempts of earlier claims still open never ended: their worker is gone.
+    sqlx::query(
+        "UPDATE task_attempts SET outcome = 'lost', finished_at = now(),
+                error = 'its worker lost the run (stopped, or its claim was taken over)'
+         WHERE run_id = $1 AND claim < $2 AND outcome = 'running'",
+    )
+    .bind(fence.run_id)
+    .bind(fence.claim)
+    .execute(&mut *tx)
+    .await?;
+    let done: Vec<String> = sqlx::query_scalar(
+        "WITH reset AS (
+             INSERT INTO task_instances (run_id, task, kind)
+             SELECT $1, * FROM unnest($2::text[], $3::text[])
+             ON CONFLICT (run_id, task) DO UPDATE SET state = 'queued', error = NULL
+                 WHERE task_instances.state <> 'success'
+         )
+         SELECT task FROM task_instances WHERE run_id = $1 AND state = 'success'",
+    )
+    .bind(fence.run_id)
+    .bind(&ids)
+    .bind(&kinds)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(done.into_iter().collect()))
+}
+
+/// The run's heartbeat, and its running tasks'. False: the claim is gone.
+pub async fn heartbeat(pool: &PgPool, fence: Fence) -> Result<bool, sqlx::Error> {
+    let beat: Option<i64> = sqlx::query_scalar(
+        "WITH r AS (UPDATE job_runs SET heartbeat_at = now()
+                    WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id),
+              t AS (UPDATE task_instances SET heartbeat_at = now()
+                    WHERE run_id IN (SELECT id FROM r) AND state = 'running')
+         SELECT id FROM r",
+    )
+    .bind(fence.run_id)
+    .bind(fence.claim)
+    .fetch_optional(pool)
+    .await?;
+    Ok(beat.is_some())
+}
+
+/// A task attempt starts. False: the claim is gone.
+pub async fn start_attempt(
+    pool: &PgPool,
+    fence: Fence,
+    task: &str,
+    attempt: i32,
+) -> Result<bool, sqlx::Error> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "WITH r AS (SELECT id, worker FROM job_runs
+                    WHERE id = $1 AND attempts = $4 AND state = 'running'),
+              a AS (INSERT INTO task_attempts (run_id, task, claim, try, worker)
+                    SELECT $1, $2, $4, $3, worker FROM r
+                    ON CONFLICT (run_id, task, claim, try)
+                    DO UPDATE SET outcome = 'running', finished_at = NULL, error = NULL)
+         UPDATE task_instances SET state = 'running', attempt = $3, heartbeat_at = now(),
+                started_at = COALESCE(started_at, now())
+         WHERE run_id = $1 AND task = $2 AND EXISTS (SELECT 1 FROM r)
+         RETURNING run_id",
+    )
+    .bind(fence.run_id)
+    .bind(task)
+    .bind(attempt)
+    .bind(fence.claim)
+    .fetch_optional(pool)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// Writes a task's state. False: the claim is gone, nothing was written.
+pub async fn set_task(
+    pool: &PgPool,
+    fence: Fence,
+    task: &str,
+    state: TaskState,
+    attempt: i32,
+    error: Option<&str>,
+    duration: Option<Duration>,
+) -> Result<bool, sqlx::Error> {
+    let held = sqlx::query(
+        "WITH r AS (SELECT id FROM job_runs WHERE id = $1 AND attempts = $8 AND state = 'running'),
+              a AS (UPDATE task_attempts
+                    SET outcome = CASE WHEN $3 = 'success' THEN 'success' ELSE 'failed' END,
+                        finished_at = COALESCE(finished_at, now()), error = $5
+                    WHERE run_id = $1 AND task = $2 AND claim = $8 AND try = $4
+                      AND $3 IN ('success', 'failed', 'up_for_retry') AND EXISTS (SELECT 1 FROM r))
+         UPDATE task_instances SET state = $3, attempt = GREATEST(attempt, $4), error = $5,
+                finished_at = CASE WHEN $6 THEN COALESCE(finished_at, now()) ELSE finished_at END,
+                duration_ms = COALESCE($7, duration_ms)
+         WHERE run_id = $1 AND task = $2 AND EXISTS (SELECT 1 FROM r)",
+    )
+    .bind(fence.run_id)
+    .bind(task)
+    .bind(state)
+    .bind(attempt)
+    .bind(error)
+    .bind(state.is_final())
+    .bind(duration.map(|d| d.as_millis() as i64))
+    .bind(fence.claim)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(held == 1)
+}
+
+/// Records a run's outcome. False: the claim is gone, nothing was written.
+pub async fn finish_run(
+    pool: &PgPool,
+    fence: Fence,
+    state: RunState,
+    error: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let recorded = sqlx::query(
+        "UPDATE job_runs SET state = $3, finished_at = now(), heartbeat_at = now(), error = $4
+         WHERE id = $1 AND attempts = $2 AND state = 'running'",
+    )
+    .bind(fence.run_id)
+    .bind(fence.claim)
+    .bind(state)
+    .bind(error)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(recorded == 1)
+}
+
+/// A run whose worker stopped sending heartbeats.
+#[derive(Debug, Clone)]
+pub struct Lost {
+    pub run_id: i64,
+    pub job: String,
+    /// `Queued` (will run again) or `Failed` (lost too often).
+    pub state: RunState,
+}
+
+/// Queues again (or fails, after `max_attempts` claims) every running run
+/// without a heartbeat for `stale_after`; its unfinished tasks with it.
+pub async fn reap_stale(
+    pool: &PgPool,
+    stale_after: Duration,
+    max_attempts: u32,
+) -> Result<Vec<Lost>, sqlx::Error> {
+    let rows: Vec<(i64, String, RunState)> = sqlx::query_as(
+        "WITH lost AS (
+             UPDATE job_runs SET
+                 state = CASE WHEN attempts >= $2 THEN 'failed' ELSE 'queued' END,
+                 finished_at = CASE WHEN attempts >= $2 THEN now() END,
+                 error = format('worker %s stopped sending heartbeats (claim %s of at most %s)',
+                                worker, attempts, $2),
+                 worker = NULL
+             WHERE state = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
+             RETURNING id, job, state
+         ), tasks AS (
+             UPDATE task_instances t SET
+                 state = CASE WHEN lost.state = 'failed' THEN 'failed' ELSE 'queued' END,
+                 error = 'its worker stopped sending heartbeats'
+             FROM lost
+             WHERE t.run_id = lost.id AND t.state IN ('running', 'up_for_retry')
+         ), attempts AS (
+             UPDATE task_attempts a SET outcome = 'lost', finished_at = now(),
+                    error = 'its worker stopped sending heartbeats'
+             FROM lost
+             WHERE a.run_id = lost.id AND a.outcome = 'running'
+         )
+         SELECT id, job, state FROM lost",
+    )
+    .bind(stale_after.as_secs_f64())
+    .bind(max_attempts as i32)
+    .fetch_all(pool)
+    .await?;
+    for (run_id, job, state) in &rows {
+        tracing::warn!(run_id, job, state = %state, "run lost its worker");
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(run_id, job, state)| Lost { run_id, job, state })
+        .collect())
+}
+
+/// Backfill runs of `job` in `[from, to)` by state.
+pub async fn backfill_counts(
+    pool: &PgPool,
+    job: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(RunState, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state, count(*) FROM job_runs
+         WHERE job = $1 AND run_type = 'backfill' AND interval_start >= $2 AND interval_start < $3
+         GROUP BY state",
+    )
+    .bind(job)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// Inserts a backfill run for every interval that has none.
+pub async fn create_backfill_runs(
+    pool: &PgPool,
+    job: &str,
+    all: &[Interval],
+) -> Result<u64, sqlx::Error> {
+    let mut created = 0;
+    for chunk in all.chunks(10_000) {
+        let starts: Vec<DateTime<Utc>> = chunk.iter().map(|i| i.start).collect();
+        let ends: Vec<DateTime<Utc>> = chunk.iter().map(|i| i.end).collect();
+        created += sqlx::query(
+            "INSERT INTO job_runs (job, run_type, interval_start, interval_end)
+             SELECT $1, 'backfill', * FROM unnest($2::timestamptz[], $3::timestamptz[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(job)
+        .bind(&starts)
+        .bind(&ends)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(created)
+}
+
+/// Queues again the finished backfill runs of `[from, to)` in `states`,
+/// with fresh tasks.
+pub async fn requeue_backfill(
+    pool: &PgPool,
+    job: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    states: &[RunState],
+) -> Result<(), sqlx::Error> {
+    let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    sqlx::query(
+        "WITH again AS (
+             UPDATE job_runs SET state = 'queued', attempts = 0, worker = NULL, error = NULL,
+                    started_at = NULL, finished_at = NULL, heartbeat_at = NULL
+             WHERE job = $1 AND run_type = 'backfill' AND interval_start >= $2
+               AND interval_start < $3 AND state = ANY($4)
+             RETURNING id)
+         DELETE FROM task_instances WHERE run_id IN (SELECT id FROM again)",
+    )
+    .bind(job)
+    .bind(from)
+    .bind(to)
+    .bind(&states)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` queued backfill runs of `[from, to)`, oldest first.
+pub async fn claim_backfill(
+    pool: &PgPool,
+    job: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    worker: &str,
+    limit: usize,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows = sqlx::query_as(
+        "UPDATE job_runs SET state = 'running', worker = $4, started_at = now(),
+                heartbeat_at = now(), attempts = attempts + 1, error = NULL
+         WHERE id IN (
+             SELECT id FROM job_runs
+             WHERE job = $1 AND run_type = 'backfill' AND state = 'queued'
+               AND interval_start >= $2 AND interval_start < $3
+             ORDER BY interval_start
+             LIMIT $5
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id, run_type, interval_start, interval_end, attempts",
+    )
+    .bind(job)
+    .bind(from)
+    .bind(to)
+    .bind(worker)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(claims(rows))
+}

@@ -1,0 +1,128 @@
+//! What the API, `hxjobs runs`, metrics and retention read from the ledger.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::{RunState, RunType, TaskState};
+
+/// A row of `job_runs` as shown to operators.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub job: String,
+    pub run_type: RunType,
+    pub interval_start: DateTime<Utc>,
+    pub interval_end: DateTime<Utc>,
+    pub state: RunState,
+    pub attempts: i32,
+    pub worker: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// From the claim to the end (or to now while it runs).
+    pub duration_secs: Option<f64>,
+    pub error: Option<String>,
+}
+
+const RUN_COLUMNS: &str = "id, job, run_type, interval_start, interval_end, state, attempts, \
+     worker, created_at, started_at, finished_at, \
+     extract(epoch FROM (COALESCE(finished_at, now()) - started_at))::float8 AS duration_secs, \
+     error";
+
+/// Which runs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    pub state: Option<RunState>,
+    pub limit: i64,
+}
+
+pub async fn runs(pool: &PgPool, f: &RunFilter) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM job_runs
+         WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR state = $2)
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(&f.job)
+    .bind(f.state)
+    .bind(f.limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn run(pool: &PgPool, id: i64) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A row of `task_instances`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TaskRow {
+    pub task: String,
+    pub kind: String,
+    pub state: TaskState,
+    pub attempt: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A run's tasks, in the order they started.
+pub async fn tasks(pool: &PgPool, run_id: i64) -> Result<Vec<TaskRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT task, kind, state, attempt, started_at, finished_at, duration_ms, error
+         FROM task_instances WHERE run_id = $1 ORDER BY started_at NULLS LAST, task",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A row of `schedule_skips`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SkipRow {
+    pub job: String,
+    pub policy: String,
+    pub first_interval_start: DateTime<Utc>,
+    pub last_interval_start: DateTime<Utc>,
+    pub occurrences: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Catch-up skips, newest first.
+pub async fn skips(
+    pool: &PgPool,
+    job: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SkipRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT job, policy, first_interval_start, last_interval_start, occurrences, recorded_at
+         FROM schedule_skips WHERE ($1::text IS NULL OR job = $1)
+         ORDER BY id DESC LIMIT $2",
+    )
+    .bind(job)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Per job: runs that succeeded and runs that finished in the last 24 hours.
+pub async fn success_rates(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT job, count(*) FILTER (WHERE state = 'success'),
+                count(*) FILTER (WHERE state IN ('success', 'failed'))
+         FROM job_runs WHERE finished_at > now() - interval '24 hours' GROUP BY job",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Retention's classes of ledger rows (`SELECT count(*)` / `DELETE` + this,
+/// `$1` the cutoff): finished runs (their tasks go with them) and skips.
+pub const RETENTION_RUNS: &str =
+    "FROM job_runs WHERE state IN ('success', 'failed') AND finished_at < $1";
+pub const RETENTION_SKIPS: &str = "FROM schedule_skips WHERE recorded_at < $1";

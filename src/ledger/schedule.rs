@@ -1,0 +1,187 @@
+//! A job's schedule cursor (`job_schedule`), its skips and the claiming of
+//! its queued runs, all under the cursor row's lock: one daemon at a time
+//! turns a job's occurrences into runs or claims its runs.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::{claims, ClaimRow, Claimed};
+use crate::interval::Interval;
+
+/// Occurrences the catch-up policy did not run: a contiguous range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    pub first_interval_start: DateTime<Utc>,
+    pub last_interval_start: DateTime<Utc>,
+    pub occurrences: i64,
+}
+
+/// A transaction holding one job's cursor row lock. Dropped without
+/// [`JobLock::commit`], everything it did is rolled back.
+pub struct JobLock {
+    tx: Transaction<'static, Postgres>,
+    job: String,
+    /// The newest occurrence already turned into runs or skips.
+    pub last_fire: Option<DateTime<Utc>>,
+}
+
+impl JobLock {
+    /// Takes `job`'s cursor lock (creating its row the first time).
+    pub async fn take(pool: &PgPool, job: &str) -> Result<JobLock, sqlx::Error> {
+        sqlx::query("INSERT INTO job_schedule (job) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(job)
+            .execute(pool)
+            .await?;
+        let mut tx = pool.begin().await?;
+        let last_fire: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT last_fire FROM job_schedule WHERE job = $1 FOR UPDATE")
+                .bind(job)
+                .fetch_one(&mut *tx)
+                .await?;
+        Ok(JobLock {
+            tx,
+            job: job.to_string(),
+            last_fire,
+        })
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Queues a scheduled run per `(fire time, interval)`; returns the
+    /// intervals that had none yet, oldest first.
+    pub async fn enqueue(
+        &mut self,
+        runs: &[(DateTime<Utc>, Interval)],
+    ) -> Result<Vec<Interval>, sqlx::Error> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fires: Vec<DateTime<Utc>> = runs.iter().map(|(f, _)| *f).collect();
+        let starts: Vec<DateTime<Utc>> = runs.iter().map(|(_, i)| i.start).collect();
+        let ends: Vec<DateTime<Utc>> = runs.iter().map(|(_, i)| i.end).collect();
+        let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "INSERT INTO job_runs (job, run_type, scheduled_for, interval_start, interval_end)
+             SELECT $1, 'scheduled', * FROM unnest($2::timestamptz[], $3::timestamptz[], $4::timestamptz[])
+             ON CONFLICT DO NOTHING
+             RETURNING interval_start, interval_end",
+        )
+        .bind(&self.job)
+        .bind(&fires)
+        .bind(&starts)
+        .bind(&ends)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut created: Vec<Interval> = rows
+            .into_iter()
+            .map(|(start, end)| Interval { start, end })
+            .collect();
+        created.sort();
+        Ok(created)
+    }
+
+    /// Records occurrences the catch-up `policy` skipped.
+    pub async fn record_skip(&mut self, policy: &str, s: Skipped) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO schedule_skips (job, policy, first_interval_start, last_interval_start, occurrences)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&self.job)
+        .bind(policy)
+        .bind(s.first_interval_start)
+        .bind(s.last_interval_start)
+        .bind(s.occurrences)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves the cursor to `fire`.
+    pub async fn advance(&mut self, fire: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE job_schedule SET last_fire = $2, updated_at = now() WHERE job = $1")
+            .bind(&self.job)
+            .bind(fire)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Scheduled and manual runs of the job running now (on any worker).
+    pub async fn active(&mut self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM job_runs
+             WHERE job = $1 AND state = 'running' AND run_type <> 'backfill'",
+        )
+        .bind(&self.job)
+        .fetch_one(&mut *self.tx)
+        .await
+    }
+
+    /// Up to `limit` queued scheduled or manual runs, oldest interval
+    /// first, locked (others skip them) until the lock ends.
+    pub async fn queued(&mut self, limit: i64) -> Result<Vec<(i64, Interval)>, sqlx::Error> {
+        let rows: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, interval_start, interval_end FROM job_runs
+             WHERE job = $1 AND state = 'queued' AND run_type <> 'backfill'
+             ORDER BY interval_start, id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&self.job)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, start, end)| (id, Interval { start, end }))
+            .collect())
+    }
+
+    /// Distinct intervals of `other` in `[from, to)` with a succeeded run.
+    pub async fn succeeded_intervals(
+        &mut self,
+        other: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT count(DISTINCT interval_start) FROM job_runs
+             WHERE job = $1 AND state = 'success'
+               AND interval_start >= $2 AND interval_end <= $3",
+        )
+        .bind(other)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&mut *self.tx)
+        .await
+    }
+
+    /// Says on a queued run why it has not started (written only when it changes).
+    pub async fn note_waiting(&mut self, run_id: i64, note: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE job_runs SET error = $2 WHERE id = $1 AND error IS DISTINCT FROM $2")
+            .bind(run_id)
+            .bind(note)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Claims the queued runs `ids` for `worker`.
+    pub async fn claim(&mut self, ids: &[i64], worker: &str) -> Result<Vec<Claimed>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<ClaimRow> = sqlx::query_as(
+            "UPDATE job_runs SET state = 'running', worker = $2, started_at = now(),
+                    heartbeat_at = now(), attempts = attempts + 1, error = NULL
+             WHERE id = ANY($1) AND state = 'queued'
+             RETURNING id, run_type, interval_start, interval_end, attempts",
+        )
+        .bind(ids)
+        .bind(worker)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(claims(rows))
+    }
+}

@@ -1,0 +1,56 @@
+//! `retention`: archives and drops raw event days past retention and
+//! deletes the other classes' old rows; the deletions commit with the
+//! task's success.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::{Failure, JobInfo, Kind, TaskContext};
+use crate::retention::archive;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Retention {}
+
+pub(super) fn parse(table: toml::Table, _: &JobInfo) -> Result<Arc<dyn Kind>, String> {
+    Ok(Arc::new(super::params::<Retention>("retention", table)?))
+}
+
+fn failure(e: archive::Error) -> Failure {
+    match e {
+        archive::Error::Seal(s) => s.into(),
+        archive::Error::Verify { .. } | archive::Error::File { .. } => Failure::fatal(e),
+        other => Failure::of(other),
+    }
+}
+
+impl Kind for Retention {
+    fn name(&self) -> &'static str {
+        "retention"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
+        Box::pin(async move {
+            let config = &ctx.config.retention;
+            let plan = crate::retention::plan(ctx.pool, config, chrono::Utc::now())
+                .await
+                .map_err(Failure::of)?;
+            let archived = crate::retention::apply(
+                ctx.pool,
+                &config.archive_dir,
+                &ctx.config.reports.output_dir,
+                &plan,
+                ctx.seal.as_ref(),
+            )
+            .await
+            .map_err(failure)?;
+            let removed: i64 = plan.classes.iter().map(|c| c.rows).sum();
+            Ok(format!(
+                "{} raw event days archived and dropped, about {removed} other rows removed",
+                archived.len()
+            ))
+        })
+    }
+}

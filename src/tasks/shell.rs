@@ -1,0 +1,98 @@
+//! `shell`: a command run with `sh -c` in its own process group. At least
+//! once: a worker that dies after the command's effect but before its
+//! success is recorded runs it again, so the command gets `HXJOBS_RUN_ID`
+//! and `HXJOBS_TRY` to make itself idempotent.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::{Failure, JobInfo, Kind, TaskContext};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Shell {
+    /// `{{ interval_start }}` etc. are replaced before it runs.
+    command: String,
+}
+
+pub(super) fn parse(table: toml::Table, _: &JobInfo) -> Result<Arc<dyn Kind>, String> {
+    let shell: Shell = super::params("shell", table)?;
+    if shell.command.trim().is_empty() {
+        return Err("a shell task needs a `command`".into());
+    }
+    Ok(Arc::new(shell))
+}
+
+impl Kind for Shell {
+    fn name(&self) -> &'static str {
+        "shell"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
+        Box::pin(async move {
+            let command = ctx.render(&self.command);
+            // Its own process group, killed whole when the attempt is
+            // dropped (timeout, shutdown, fenced out): no orphans left
+            // from `a | b` or `a; b`.
+            let child = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(GUARD)
+                .arg("hxjobs-shell-task")
+                .arg(&command)
+                .arg(std::process::id().to_string())
+                .env("HXJOBS_JOB", ctx.job)
+                .env("HXJOBS_RUN_ID", ctx.run_id.to_string())
+                .env("HXJOBS_TRY", ctx.attempt.to_string())
+                .env("HXJOBS_INTERVAL_START", ctx.interval.start.to_rfc3339())
+                .env("HXJOBS_INTERVAL_END", ctx.interval.end.to_rfc3339())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| Failure::fatal(anyhow::anyhow!("starting sh: {e}")))?;
+            let mut group = ProcessGroup(child.id());
+            let output = child.wait_with_output().await.map_err(Failure::of)?;
+            group.0 = None;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr.lines().last().unwrap_or_default().to_string();
+            if output.status.success() {
+                Ok(format!("exit 0, {} bytes of output", output.stdout.len()))
+            } else {
+                Err(Failure::Retry(anyhow::anyhow!(
+                    "{} ({last})",
+                    output.status
+                )))
+            }
+        })
+    }
+}
+
+/// Runs the command (`$1`) in the background of a shell that leads the
+/// task's process group and waits for it; a watcher kills the whole group
+/// when the worker (`$2`) is gone, even killed with SIGKILL, so no task
+/// outlives its worker. The command's exit status is the shell's.
+const GUARD: &str = r#"sh -c "$1" &
+c=$!
+(while kill -0 "$2" 2>/dev/null; do sleep 1; done; kill -KILL 0) </dev/null >/dev/null 2>&1 &
+g=$!
+wait "$c"
+s=$?
+kill "$g" 2>/dev/null
+exit "$s""#;
+
+/// Kills a process group when dropped, unless disarmed (`.0 = None`).
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
