@@ -384,14 +384,16 @@ EOF
     sql_task t3 '"t2"' 0
   } >"$work/f/jobs/chaos_f.toml"
   local args=(backfill chaos_f --from 2026-02-01 --to 2026-03-03 --parallel 4) bf
+  local stored=0
   for round in 1 2; do
     bf=$(start "backfill$round" "${args[@]}")
-    wait_for 120 "SELECT count(*) >= $((round * 60)) FROM job_runs WHERE state = 'success'"
+    wait_for 120 "SELECT count(*) >= $((stored + 60)) FROM job_runs WHERE state = 'success'"
+    stored=$(q "SELECT count(*) FROM job_runs WHERE state = 'success'")
     kill -9 "$bf"
     say "case f: backfill SIGKILLed at $(q "SELECT count(*) FROM job_runs WHERE state = 'success'") runs"
   done
   bf=$(start backfill3 "${args[@]}")
-  wait_for 120 "SELECT count(*) >= 200 FROM job_runs WHERE state = 'success'"
+  wait_for 120 "SELECT count(*) >= $((stored + 60)) FROM job_runs WHERE state = 'success'"
   restart_postgres
   for _ in $(seq 1 240); do kill -0 "$bf" 2>/dev/null || break; sleep 0.5; done
   kill -9 "$bf" 2>/dev/null || true
