@@ -245,6 +245,16 @@ $(sql_task s2 '"s1"' 0)
 EOF
 }
 
+# start_long_shell <case> <log name>: a daemon running the case's long
+# shell job; waits until its task s1 runs and prints "<daemon pid> <pgid>".
+start_long_shell() {
+  local dm
+  dm=$(start "$2" daemon --no-api)
+  wait_for 60 "SELECT count(*) = 1 FROM task_attempts WHERE task = 's1' AND outcome = 'running'" >&2
+  sleep 1
+  echo "$dm $(cat "$work/$1"/pgid.* | head -1)"
+}
+
 group_gone() { # group_gone <pgid>: within 5 s
   for _ in $(seq 1 20); do
     pgrep -g "$1" >/dev/null || { echo gone; return; }
@@ -260,10 +270,7 @@ case_c() {
   effects_table
   long_shell_job c 12 >"$work/c/jobs/chaos_c.toml"
   local a b pgid
-  a=$(start daemon1 daemon --no-api)
-  wait_for 60 "SELECT count(*) = 1 FROM task_attempts WHERE task = 's1' AND outcome = 'running'"
-  sleep 1
-  pgid=$(cat "$work"/c/pgid.* | head -1)
+  read -r a pgid < <(start_long_shell c daemon1)
   b=$(start daemon2 daemon --no-api)
   kill -9 "$a"
   say "case c: daemon 1 killed with SIGKILL in task s1 (process group $pgid)"
@@ -347,10 +354,7 @@ case_e() {
   effects_table
   long_shell_job e 20 >"$work/e/jobs/chaos_e.toml"
   local dm pgid
-  dm=$(start daemon daemon --no-api)
-  wait_for 60 "SELECT count(*) = 1 FROM task_attempts WHERE task = 's1' AND outcome = 'running'"
-  sleep 1
-  pgid=$(cat "$work"/e/pgid.* | head -1)
+  read -r dm pgid < <(start_long_shell e daemon)
   local before
   before=$(q "SELECT state || ' ' || attempt || ' ' || COALESCE(finished_at::text, '-') FROM task_instances ORDER BY task")
   q "UPDATE job_runs SET attempts = attempts + 1 WHERE state = 'running'" >/dev/null

@@ -416,11 +416,11 @@ async fn run_with_retries(
             }
             Err(f) => f,
         };
-        let message = failure.to_string();
-        // A dependency (PostgreSQL, the broker) that cannot be reached is
-        // waited for, with backoff, up to the task's timeout: such attempts
-        // do not spend the task's retries.
+        let mut message = failure.to_string();
         if let Failure::Unreachable(_) = failure {
+            // A dependency (PostgreSQL, the broker) that cannot be reached
+            // is waited for, with backoff, up to the task's timeout: such
+            // attempts do not spend the task's retries.
             let (since, waits) = waiting.unwrap_or((began, 0));
             let delay = task
                 .retry_delay(waits + 1)
@@ -446,47 +446,36 @@ async fn run_with_retries(
                 }
                 continue;
             }
-            let message = format!(
+            message = format!(
                 "{message} (unreachable for {} s, the task's timeout)",
                 since.elapsed().as_secs()
             );
-            return finish(
-                ctx,
-                task,
-                TaskState::Failed,
-                attempt,
-                message,
-                started.elapsed(),
-                work,
-            )
-            .await
-            .map(Some);
+        } else if matches!(failure, Failure::Retry(_)) && attempt <= task.retries {
+            waiting = None;
+            let delay = task.retry_delay(attempt);
+            tracing::warn!(
+                job = %ctx.job.name, task = %task.id, attempt, delay_secs = delay.as_secs(),
+                error = %message, "task failed; retrying"
+            );
+            ctx.set(task, TaskState::UpForRetry, attempt, Some(&message), None)
+                .await?;
+            if !sleep_unless_stopped(delay, ctx).await {
+                return Ok(None);
+            }
+            continue;
         }
-        waiting = None;
-        let retry = matches!(failure, Failure::Retry(_)) && attempt <= task.retries;
-        if !retry {
-            return finish(
-                ctx,
-                task,
-                TaskState::Failed,
-                attempt,
-                message,
-                started.elapsed(),
-                work,
-            )
-            .await
-            .map(Some);
-        }
-        let delay = task.retry_delay(attempt);
-        tracing::warn!(
-            job = %ctx.job.name, task = %task.id, attempt, delay_secs = delay.as_secs(),
-            error = %message, "task failed; retrying"
-        );
-        ctx.set(task, TaskState::UpForRetry, attempt, Some(&message), None)
-            .await?;
-        if !sleep_unless_stopped(delay, ctx).await {
-            return Ok(None);
-        }
+        let elapsed = started.elapsed();
+        return finish(
+            ctx,
+            task,
+            TaskState::Failed,
+            attempt,
+            message,
+            elapsed,
+            work,
+        )
+        .await
+        .map(Some);
     }
 }
 
