@@ -368,11 +368,9 @@ async fn run_with_retries(
             run_id: ctx.run_id(),
             run_type: ctx.run_type,
             attempt,
-            seal: ctx.ledger.map(|(_, fence)| Seal {
-                fence,
-                task: task.id.clone(),
-                attempt: attempt as i32,
-            }),
+            seal: ctx
+                .ledger
+                .map(|(_, fence)| Seal::new(fence, &task.id, attempt as i32)),
             stop: ctx.stop.clone(),
         };
         let limit = Duration::from_secs(task.timeout_secs);
@@ -394,6 +392,17 @@ async fn run_with_retries(
             ))),
         };
         let failure = match result {
+            Ok(message) if tctx.seal.as_ref().is_some_and(Seal::applied) => {
+                // Recorded by the task's own transaction.
+                return Ok(Some(TaskOutcome {
+                    task: task.id.clone(),
+                    state: TaskState::Success,
+                    attempts: attempt,
+                    message,
+                    duration: started.elapsed(),
+                    work,
+                }));
+            }
             Ok(message) => {
                 let elapsed = started.elapsed();
                 return finish(

@@ -17,6 +17,8 @@ mod read;
 mod schedule;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -147,6 +149,9 @@ pub struct Seal {
     pub fence: Fence,
     pub task: String,
     pub attempt: i32,
+    /// Set once [`Seal::apply`] wrote the success: the executor then does
+    /// not write it again.
+    applied: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +165,15 @@ pub enum SealError {
 }
 
 impl Seal {
+    pub fn new(fence: Fence, task: &str, attempt: i32) -> Seal {
+        Seal {
+            fence,
+            task: task.to_string(),
+            attempt,
+            applied: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// Checks that the claim is still held, locking the run row against a
     /// takeover until the transaction ends (`Fenced`: roll back).
     pub async fn check(&self, conn: &mut PgConnection) -> Result<(), SealError> {
@@ -176,25 +190,45 @@ impl Seal {
         }
     }
 
-    /// [`Seal::check`], and records the task as succeeded in the same
-    /// transaction.
+    /// [`Seal::check`], and records the task as succeeded (with its
+    /// duration) in the same transaction, in one statement. The
+    /// transaction's commit does not wait for the WAL flush: its data and
+    /// its success are lost or kept together, and a lost success runs the
+    /// task again, so a PostgreSQL crash cannot make its effect happen
+    /// twice or leave it recorded without its data.
     pub async fn apply(&self, conn: &mut PgConnection) -> Result<(), SealError> {
-        self.check(conn).await?;
-        sqlx::query(
-            "WITH a AS (
-                 UPDATE task_attempts SET outcome = 'success', finished_at = now()
-                 WHERE run_id = $1 AND task = $2 AND claim = $4 AND try = $3)
+        let sealed: Option<i64> = sqlx::query_scalar(
+            "WITH r AS (SELECT id FROM job_runs
+                        WHERE id = $1 AND attempts = $4 AND state = 'running' FOR SHARE),
+                  s AS (SELECT set_config('synchronous_commit', 'off', true) FROM r),
+                  a AS (UPDATE task_attempts SET outcome = 'success', finished_at = clock_timestamp()
+                        WHERE run_id = $1 AND task = $2 AND claim = $4 AND try = $3
+                          AND EXISTS (SELECT 1 FROM r))
              UPDATE task_instances SET state = 'success', attempt = GREATEST(attempt, $3),
-                    error = NULL, finished_at = now()
-             WHERE run_id = $1 AND task = $2",
+                    error = NULL, finished_at = clock_timestamp(),
+                    duration_ms = (extract(epoch FROM clock_timestamp()
+                                   - COALESCE(started_at, clock_timestamp())) * 1000)::bigint
+             WHERE run_id = $1 AND task = $2 AND (SELECT count(*) FROM s) = 1
+             RETURNING run_id",
         )
         .bind(self.fence.run_id)
         .bind(&self.task)
         .bind(self.attempt)
         .bind(self.fence.claim)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
-        Ok(())
+        match sealed {
+            Some(_) => {
+                self.applied.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(SealError::Fenced),
+        }
+    }
+
+    /// Whether [`Seal::apply`] recorded the success.
+    pub fn applied(&self) -> bool {
+        self.applied.load(Ordering::Relaxed)
     }
 }
 
@@ -313,42 +347,33 @@ pub async fn open_tasks(
 ) -> Result<Option<HashSet<String>>, sqlx::Error> {
     let ids: Vec<&str> = tasks.iter().map(|t| t.0).collect();
     let kinds: Vec<&str> = tasks.iter().map(|t| t.1).collect();
-    let mut tx = pool.begin().await?;
-    let held: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM job_runs WHERE id = $1 AND attempts = $2 AND state = 'running' FOR SHARE",
-    )
-    .bind(fence.run_id)
-    .bind(fence.claim)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if held.is_none() {
-        return Ok(None);
-    }
-    // Attempts of earlier claims still open never ended: their worker is gone.
-    sqlx::query(
-        "UPDATE task_attempts SET outcome = 'lost', finished_at = now(),
-                error = 'its worker lost the run (stopped, or its claim was taken over)'
-         WHERE run_id = $1 AND claim < $2 AND outcome = 'running'",
-    )
-    .bind(fence.run_id)
-    .bind(fence.claim)
-    .execute(&mut *tx)
-    .await?;
-    let done: Vec<String> = sqlx::query_scalar(
-        "WITH reset AS (
-             INSERT INTO task_instances (run_id, task, kind)
-             SELECT $1, * FROM unnest($2::text[], $3::text[])
-             ON CONFLICT (run_id, task) DO UPDATE SET state = 'queued', error = NULL
-                 WHERE task_instances.state <> 'success'
-         )
-         SELECT task FROM task_instances WHERE run_id = $1 AND state = 'success'",
+    // One statement: the claim check, the attempts of earlier claims still
+    // open (their worker is gone), the task rows. It reads the rows as they
+    // were before it: the succeeded tasks, which it does not change.
+    let (held, done): (i64, Vec<String>) = sqlx::query_as(
+        "WITH r AS (SELECT id FROM job_runs
+                    WHERE id = $1 AND attempts = $4 AND state = 'running' FOR SHARE),
+              lost AS (
+                 UPDATE task_attempts SET outcome = 'lost', finished_at = now(),
+                        error = 'its worker lost the run (stopped, or its claim was taken over)'
+                 WHERE run_id IN (SELECT id FROM r) AND claim < $4 AND outcome = 'running'),
+              reset AS (
+                 INSERT INTO task_instances (run_id, task, kind)
+                 SELECT $1, * FROM unnest($2::text[], $3::text[]) WHERE EXISTS (SELECT 1 FROM r)
+                 ON CONFLICT (run_id, task) DO UPDATE SET state = 'queued', error = NULL
+                     WHERE task_instances.state <> 'success')
+         SELECT (SELECT count(*) FROM r),
+                array(SELECT task FROM task_instances WHERE run_id = $1 AND state = 'success')",
     )
     .bind(fence.run_id)
     .bind(&ids)
     .bind(&kinds)
-    .fetch_all(&mut *tx)
+    .bind(fence.claim)
+    .fetch_one(pool)
     .await?;
-    tx.commit().await?;
+    if held == 0 {
+        return Ok(None);
+    }
     Ok(Some(done.into_iter().collect()))
 }
 
