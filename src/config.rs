@@ -50,6 +50,14 @@ pub struct Config {
     pub reports: ReportsConfig,
     pub capacity: CapacityConfig,
     pub live_stats: LiveStatsConfig,
+    pub logs: LogsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// What one task attempt's log keeps; the rest is counted and dropped.
+    pub max_bytes_per_attempt: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

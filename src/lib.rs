@@ -26,7 +26,9 @@ where
     T: Send + 'static,
     E: Send + 'static + From<tokio::task::JoinError>,
 {
-    tokio::task::spawn_blocking(f).await?
+    // In the caller's span: its log events still reach its task log.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f)).await?
 }
 
 /// `v` rounded to `decimals` decimal places (what reports, stats and
@@ -55,6 +57,7 @@ pub mod reports;
 pub mod retention;
 pub mod rollup;
 pub mod status;
+pub mod tasklog;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;

@@ -3,7 +3,11 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -36,18 +40,28 @@ impl Color {
 /// lines ("Uninited", "Job creator created") are debug detail.
 const BASE_FILTER: &str = "librdkafka=off,rdkafka=off,sqlx=warn,tokio_cron_scheduler=warn";
 
-/// Installs the global subscriber.
+/// Installs the global subscriber: log lines to standard error as
+/// `--log-level` filters them, and every hxjobs event at info and above
+/// inside a task attempt to that attempt's log ([`crate::tasklog`]),
+/// whatever `--log-level` says.
 pub fn init(format: LogFormat, color: Color, filter: &str) {
     let filter = EnvFilter::try_new(format!("{BASE_FILTER},{filter}"))
         .unwrap_or_else(|_| EnvFilter::new(format!("{BASE_FILTER},info")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder
+    let stderr = match format {
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .with_target(false)
             .with_ansi(color.enabled())
-            .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .boxed(),
     };
+    let captured = Targets::new().with_target("hxjobs", Level::INFO);
+    let _ = tracing_subscriber::registry()
+        .with(stderr.with_filter(filter))
+        .with(crate::tasklog::CaptureLayer.with_filter(captured))
+        .try_init();
 }

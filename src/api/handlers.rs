@@ -25,9 +25,9 @@ use crate::ledger::backfills::{self, BackfillRow};
 use crate::ledger::{self, RunState, RunType};
 use crate::reports::{self, Format};
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     match body {
         Ok(Json(v)) => Ok(v),
         Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -49,7 +49,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     }
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::bad_request("invalid_query", client_words(&e.body_text())))
 }
@@ -79,6 +79,11 @@ fn client_words(message: &str) -> String {
 
 fn id_of(p: Result<Path<String>, PathRejection>) -> ApiResult<i64> {
     let Path(raw) = p.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+    parse_id(&raw)
+}
+
+/// A positive integer id from a path segment.
+pub(super) fn parse_id(raw: &str) -> ApiResult<i64> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_id",
@@ -87,12 +92,12 @@ fn id_of(p: Result<Path<String>, PathRejection>) -> ApiResult<i64> {
     })
 }
 
-fn instant(field: &str, s: &str) -> ApiResult<DateTime<Utc>> {
+pub(super) fn instant(field: &str, s: &str) -> ApiResult<DateTime<Utc>> {
     crate::time::parse_instant(s)
         .map_err(|e| ApiError::bad_request("invalid_date", format!("{field}: {e}")))
 }
 
-fn find_job(state: &ApiState, name: &str) -> ApiResult<Arc<Job>> {
+pub(super) fn find_job(state: &ApiState, name: &str) -> ApiResult<Arc<Job>> {
     state
         .jobs
         .iter()
@@ -284,7 +289,11 @@ pub async fn run(
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))?;
     let tasks = ledger::tasks(&state.pools.data, id).await?;
-    Ok(Json(json!({ "run": run, "tasks": tasks })))
+    // Every attempt of every task, with its try number, outcome and log size.
+    let attempts = ledger::logs::attempts(&state.pools.data, id, None).await?;
+    Ok(Json(
+        json!({ "run": run, "tasks": tasks, "attempts": attempts }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ mod handlers;
 pub mod openapi;
 #[cfg(test)]
 mod router_tests;
+mod runs;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -283,6 +284,11 @@ pub fn router(state: ApiState) -> Router {
             get(handlers::backfill_get).delete(handlers::backfill_cancel),
         )
         .route("/runs/{id}", get(handlers::run))
+        .route("/runs/{id}/tasks/{task}/logs", get(runs::task_log))
+        .route(
+            "/runs/{id}/tasks/{task}/logs/stream",
+            get(runs::task_log_stream),
+        )
         .route("/reports/generate", post(handlers::generate_report))
         .route("/reports", get(handlers::reports))
         .route("/reports/{id}", get(handlers::report))

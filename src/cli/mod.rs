@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod jobs;
+mod logs;
 mod report;
 mod retention;
 mod run;
@@ -74,6 +75,9 @@ pub enum Command {
     Backfill(schedule::BackfillArgs),
     /// List runs from the ledger, newest first.
     Runs(schedule::RunsArgs),
+    /// What a run's task attempts said: a shell task's output, a built-in
+    /// task's log events, how each attempt ended.
+    Logs(logs::LogsArgs),
     /// Archive raw event days past retention to Parquet and drop them;
     /// remove other data past its retention.
     Retention(retention::RetentionArgs),
@@ -249,6 +253,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Daemon(args) => schedule::daemon(&config, args).await,
         Command::Backfill(args) => schedule::backfill(&config, args).await,
         Command::Runs(args) => schedule::runs(&config, args).await,
+        Command::Logs(args) => logs::logs(&config, args).await,
         Command::Retention(args) => retention::retention(&config, args).await,
         Command::Archive { command } => retention::archive(&config, command).await,
         Command::Tasks { command } => run::test_task(&config, command).await,

@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Job, Task};
 use crate::config::Config;
 use crate::db::Pools;
 use crate::interval::Interval;
 use crate::ledger::{self, Claimed, Fence, RunState, RunType, Seal, TaskState};
+use crate::tasklog::LogWriter;
 use crate::tasks::{Failure, TaskContext};
 
 #[derive(Debug, Clone)]
@@ -354,12 +356,25 @@ async fn run_with_retries(
     let mut waiting: Option<(Instant, u32)> = None;
     loop {
         attempt += 1;
-        if let Some((pool, fence)) = ctx.ledger {
-            if !ledger::start_attempt(pool, fence, &task.id, attempt as i32).await? {
-                ctx.fenced.cancel();
-                return Ok(None);
+        let (writer, seal) = match ctx.ledger {
+            Some((pool, fence)) => {
+                match ledger::start_attempt(pool, fence, &task.id, attempt as i32).await? {
+                    Some(id) => (
+                        Some(LogWriter::start(
+                            pool.clone(),
+                            id,
+                            ctx.config.logs.max_bytes_per_attempt,
+                        )),
+                        Some(Seal::new(fence, id)),
+                    ),
+                    None => {
+                        ctx.fenced.cancel();
+                        return Ok(None);
+                    }
+                }
             }
-        }
+            None => (None, None),
+        };
         let tctx = TaskContext {
             config: ctx.config,
             pool: ctx.pool,
@@ -368,11 +383,13 @@ async fn run_with_retries(
             run_id: ctx.run_id(),
             run_type: ctx.run_type,
             attempt,
-            seal: ctx
-                .ledger
-                .map(|(_, fence)| Seal::new(fence, &task.id, attempt as i32)),
+            seal,
             stop: ctx.stop.clone(),
+            log: writer.as_ref().map(|w| w.log().clone()),
         };
+        let span = writer
+            .as_ref()
+            .map_or_else(tracing::Span::none, LogWriter::span);
         let limit = Duration::from_secs(task.timeout_secs);
         let began = Instant::now();
         // Fenced out mid-task: the attempt is dropped (a shell task's
@@ -380,17 +397,25 @@ async fn run_with_retries(
         let attempted = tokio::select! {
             biased;
             _ = ctx.fenced.cancelled() => None,
-            r = tokio::time::timeout(limit, task.kind.run(&tctx)) => Some(r),
+            r = tokio::time::timeout(limit, task.kind.run(&tctx)).instrument(span) => Some(r),
         };
-        work += began.elapsed();
+        let took = began.elapsed();
+        work += took;
+        let fenced_out = attempted.is_none();
         let result = match attempted {
-            None => return Ok(None),
+            None => Err(Failure::Fenced),
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(Failure::Retry(anyhow::anyhow!(
                 "timed out after {} s",
                 task.timeout_secs
             ))),
         };
+        if let Some(writer) = writer {
+            writer.finish(&ending(&result, took)).await;
+        }
+        if fenced_out {
+            return Ok(None);
+        }
         let failure = match result {
             Ok(message) if tctx.seal.as_ref().is_some_and(Seal::applied) => {
                 // Recorded by the task's own transaction.
@@ -485,6 +510,18 @@ async fn run_with_retries(
         )
         .await
         .map(Some);
+    }
+}
+
+/// The last line of an attempt's log.
+fn ending(result: &Result<String, Failure>, work: Duration) -> String {
+    match result {
+        Ok(message) => format!("attempt succeeded: {message}"),
+        Err(Failure::Interrupted) => {
+            "attempt interrupted by shutdown; the run goes back to the queue".into()
+        }
+        Err(Failure::Fenced) => "attempt stopped: the run's claim is no longer this worker's (taken over or cancelled); its writes were rolled back".into(),
+        Err(f) => format!("attempt failed after {:.1} s: {f}", work.as_secs_f64()),
     }
 }
 

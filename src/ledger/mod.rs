@@ -13,6 +13,7 @@
 //! - a run whose heartbeat stopped is queued again ([`reap_stale`]).
 
 pub mod backfills;
+pub mod logs;
 mod read;
 mod schedule;
 
@@ -143,12 +144,13 @@ pub struct Fence {
 }
 
 /// A successful attempt's right to record itself together with its data:
-/// [`Seal::apply`] inside the task's own transaction.
+/// [`Seal::apply`] inside the task's own transaction (the database function
+/// `hxjobs_seal`, migration 0014, holds the rule).
 #[derive(Debug, Clone)]
 pub struct Seal {
     pub fence: Fence,
-    pub task: String,
-    pub attempt: i32,
+    /// The attempt's `task_attempts` id.
+    pub attempt_id: i64,
     /// Set once [`Seal::apply`] wrote the success: the executor then does
     /// not write it again.
     applied: Arc<AtomicBool>,
@@ -164,12 +166,26 @@ pub enum SealError {
     Database(#[from] sqlx::Error),
 }
 
+impl SealError {
+    /// `hxjobs_seal`'s refusal (SQLSTATE HX409) is `Fenced`.
+    pub fn of(e: sqlx::Error) -> SealError {
+        let fenced = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c == "HX409");
+        if fenced {
+            SealError::Fenced
+        } else {
+            SealError::Database(e)
+        }
+    }
+}
+
 impl Seal {
-    pub fn new(fence: Fence, task: &str, attempt: i32) -> Seal {
+    pub fn new(fence: Fence, attempt_id: i64) -> Seal {
         Seal {
             fence,
-            task: task.to_string(),
-            attempt,
+            attempt_id,
             applied: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -191,42 +207,32 @@ impl Seal {
     }
 
     /// [`Seal::check`], and records the task as succeeded (with its
-    /// duration) in the same transaction, in one statement. The
-    /// transaction's commit does not wait for the WAL flush: its data and
-    /// its success are lost or kept together, and a lost success runs the
-    /// task again, so a PostgreSQL crash cannot make its effect happen
-    /// twice or leave it recorded without its data.
+    /// duration) in the same transaction. Its commit does not wait for the
+    /// WAL flush: the data and its success are lost or kept together, and a
+    /// lost success runs the task again, so a PostgreSQL crash cannot make
+    /// its effect happen twice or leave it recorded without its data.
     pub async fn apply(&self, conn: &mut PgConnection) -> Result<(), SealError> {
-        let sealed: Option<i64> = sqlx::query_scalar(
-            "WITH r AS (SELECT id FROM job_runs
-                        WHERE id = $1 AND attempts = $4 AND state = 'running' FOR SHARE),
-                  s AS (SELECT set_config('synchronous_commit', 'off', true) FROM r),
-                  a AS (UPDATE task_attempts SET outcome = 'success', finished_at = clock_timestamp()
-                        WHERE run_id = $1 AND task = $2 AND claim = $4 AND try = $3
-                          AND EXISTS (SELECT 1 FROM r))
-             UPDATE task_instances SET state = 'success', attempt = GREATEST(attempt, $3),
-                    error = NULL, finished_at = clock_timestamp(),
-                    duration_ms = (extract(epoch FROM clock_timestamp()
-                                   - COALESCE(started_at, clock_timestamp())) * 1000)::bigint
-             WHERE run_id = $1 AND task = $2 AND (SELECT count(*) FROM s) = 1
-             RETURNING run_id",
-        )
-        .bind(self.fence.run_id)
-        .bind(&self.task)
-        .bind(self.attempt)
-        .bind(self.fence.claim)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match sealed {
-            Some(_) => {
-                self.applied.store(true, Ordering::Relaxed);
-                Ok(())
-            }
-            None => Err(SealError::Fenced),
-        }
+        sqlx::query("SELECT hxjobs_seal($1)")
+            .bind(self.attempt_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(SealError::of)?;
+        self.applied.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Whether [`Seal::apply`] recorded the success.
+    /// [`Seal::apply`] as a statement of its own, for a simple-protocol
+    /// batch (`…; COMMIT`): the ids are integers, nothing to escape. Call
+    /// [`Seal::applied_by_statement`] once the batch succeeded.
+    pub fn statement(&self) -> String {
+        format!("SELECT hxjobs_seal({})", self.attempt_id)
+    }
+
+    pub fn applied_by_statement(&self) {
+        self.applied.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the success was recorded with the task's data.
     pub fn applied(&self) -> bool {
         self.applied.load(Ordering::Relaxed)
     }
@@ -393,32 +399,32 @@ pub async fn heartbeat(pool: &PgPool, fence: Fence) -> Result<bool, sqlx::Error>
     Ok(beat.is_some())
 }
 
-/// A task attempt starts. False: the claim is gone.
+/// A task attempt starts; its `task_attempts` id. `None`: the claim is gone.
 pub async fn start_attempt(
     pool: &PgPool,
     fence: Fence,
     task: &str,
     attempt: i32,
-) -> Result<bool, sqlx::Error> {
-    let held: Option<i64> = sqlx::query_scalar(
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
         "WITH r AS (SELECT id, worker FROM job_runs
                     WHERE id = $1 AND attempts = $4 AND state = 'running'),
               a AS (INSERT INTO task_attempts (run_id, task, claim, try, worker)
                     SELECT $1, $2, $4, $3, worker FROM r
                     ON CONFLICT (run_id, task, claim, try)
-                    DO UPDATE SET outcome = 'running', finished_at = NULL, error = NULL)
-         UPDATE task_instances SET state = 'running', attempt = $3, heartbeat_at = now(),
-                started_at = COALESCE(started_at, now())
-         WHERE run_id = $1 AND task = $2 AND EXISTS (SELECT 1 FROM r)
-         RETURNING run_id",
+                    DO UPDATE SET outcome = 'running', finished_at = NULL, error = NULL
+                    RETURNING id),
+              t AS (UPDATE task_instances SET state = 'running', attempt = $3, heartbeat_at = now(),
+                           started_at = COALESCE(started_at, now())
+                    WHERE run_id = $1 AND task = $2 AND EXISTS (SELECT 1 FROM r))
+         SELECT id FROM a",
     )
     .bind(fence.run_id)
     .bind(task)
     .bind(attempt)
     .bind(fence.claim)
     .fetch_optional(pool)
-    .await?;
-    Ok(held.is_some())
+    .await
 }
 
 /// Writes a task's state. False: the claim is gone, nothing was written.

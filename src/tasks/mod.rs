@@ -88,6 +88,9 @@ pub struct TaskContext<'a> {
     pub seal: Option<Seal>,
     /// Shutdown: a long task stops at a safe point and the run is handed back.
     pub stop: CancellationToken,
+    /// The attempt's log (a shell task's output goes there); `None`
+    /// outside the ledger.
+    pub log: Option<crate::tasklog::AttemptLog>,
 }
 
 impl TaskContext<'_> {

@@ -1,14 +1,18 @@
 //! `shell`: a command run with `sh -c` in its own process group. At least
 //! once: a worker that dies after the command's effect but before its
 //! success is recorded runs it again, so the command gets `HXJOBS_RUN_ID`
-//! and `HXJOBS_TRY` to make itself idempotent.
+//! and `HXJOBS_TRY` to make itself idempotent. Its stdout and stderr go,
+//! line by line, to the attempt's log.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
+use tokio::io::AsyncBufReadExt;
+
 use super::{Failure, JobInfo, Kind, TaskContext};
+use crate::tasklog::{AttemptLog, Stream};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +40,7 @@ impl Kind for Shell {
             // Its own process group, killed whole when the attempt is
             // dropped (timeout, shutdown, fenced out): no orphans left
             // from `a | b` or `a; b`.
-            let child = tokio::process::Command::new("sh")
+            let mut child = tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(GUARD)
                 .arg("hxjobs-shell-task")
@@ -54,19 +58,61 @@ impl Kind for Shell {
                 .spawn()
                 .map_err(|e| Failure::fatal(anyhow::anyhow!("starting sh: {e}")))?;
             let mut group = ProcessGroup(child.id());
-            let output = child.wait_with_output().await.map_err(Failure::of)?;
+            let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+            let (status, out, err) = tokio::join!(
+                child.wait(),
+                read_lines(stdout, Stream::Stdout, ctx.log.as_ref()),
+                read_lines(stderr, Stream::Stderr, ctx.log.as_ref()),
+            );
+            let status = status.map_err(Failure::of)?;
             group.0 = None;
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let last = stderr.lines().last().unwrap_or_default().to_string();
-            if output.status.success() {
-                Ok(format!("exit 0, {} bytes of output", output.stdout.len()))
+            let last = String::from_utf8_lossy(&err.last).into_owned();
+            if status.success() {
+                Ok(format!(
+                    "exit 0, {} bytes of output, {} on stderr",
+                    out.bytes, err.bytes
+                ))
             } else {
-                Err(Failure::Retry(anyhow::anyhow!(
-                    "{} ({last})",
-                    output.status
-                )))
+                Err(Failure::Retry(anyhow::anyhow!("{status} ({last})")))
             }
         })
+    }
+}
+
+/// What a stream carried: its size and its last line.
+#[derive(Default)]
+struct Output {
+    bytes: u64,
+    last: Vec<u8>,
+}
+
+/// Reads a stream to its end, each line to the attempt's log (if any).
+async fn read_lines(
+    stream: Option<impl tokio::io::AsyncRead + Unpin>,
+    which: Stream,
+    log: Option<&AttemptLog>,
+) -> Output {
+    let mut output = Output::default();
+    let Some(stream) = stream else {
+        return output;
+    };
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return output,
+            Ok(n) => output.bytes += n as u64,
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if let Some(log) = log {
+            log.line(which, text);
+        }
+        if !text.is_empty() {
+            output.last.clear();
+            output.last.extend_from_slice(text);
+        }
     }
 }
 

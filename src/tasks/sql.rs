@@ -8,7 +8,12 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgQueryResult;
+use sqlx::Postgres;
+
 use super::{Failure, JobInfo, Kind, TaskContext};
+use crate::ledger::SealError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,13 +73,59 @@ impl Sql {
                 .map_err(|e| Failure::fatal(anyhow::anyhow!("reading {}: {e}", path.display())))?,
         };
         let sql = ctx.render(&text);
-        let mut tx = ctx.pool.begin().await.map_err(Failure::of)?;
-        let conn: &mut sqlx::PgConnection = &mut tx;
-        let done = sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&sql))
-            .await
-            .map_err(failure)?;
-        ctx.seal(conn).await?;
-        tx.commit().await.map_err(Failure::of)?;
+        let conn = ctx.pool.acquire().await.map_err(Failure::of)?;
+        let mut tx = OpenTransaction(Some(conn));
+        // Two round trips: `BEGIN` with the statements, then the seal with
+        // `COMMIT` (simple protocol; the seal's ids are integers).
+        let done = tx.execute(&format!("BEGIN;\n{sql}")).await;
+        let done = match done {
+            Ok(done) => done,
+            Err(e) => {
+                tx.rollback().await;
+                return Err(failure(e));
+            }
+        };
+        let commit = match &ctx.seal {
+            Some(seal) => format!("{};\nCOMMIT", seal.statement()),
+            None => "COMMIT".to_string(),
+        };
+        if let Err(e) = tx.execute(&commit).await {
+            tx.rollback().await;
+            return Err(SealError::of(e).into());
+        }
+        tx.0 = None;
+        if let Some(seal) = &ctx.seal {
+            seal.applied_by_statement();
+        }
         Ok(format!("{} rows affected", done.rows_affected()))
+    }
+}
+
+/// A connection inside a transaction it began itself. Dropped before the
+/// transaction ended (a timeout, the run fenced out), the connection is
+/// closed, which rolls the transaction back: it never returns to the pool
+/// inside it.
+struct OpenTransaction(Option<PoolConnection<Postgres>>);
+
+impl OpenTransaction {
+    async fn execute(&mut self, sql: &str) -> Result<PgQueryResult, sqlx::Error> {
+        let conn = self.0.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        sqlx::Executor::execute(&mut **conn, sqlx::raw_sql(sql)).await
+    }
+
+    /// Ends a failed transaction; the connection goes back to the pool
+    /// only if that worked.
+    async fn rollback(&mut self) {
+        if self.execute("ROLLBACK").await.is_ok() {
+            self.0 = None;
+        }
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.0.take() {
+            conn.close_on_drop();
+        }
     }
 }

@@ -1,0 +1,387 @@
+//! Task logs: everything an attempt says, kept in PostgreSQL while it runs.
+//!
+//! A shell task's stdout and stderr lines, and the `tracing` events (info
+//! and above) a built-in task emits inside its attempt's span, go to the
+//! attempt's [`AttemptLog`]; its [`LogWriter`] stores them as chunks every
+//! [`FLUSH_EVERY`], so a follower sees a line within a second. Past
+//! `logs.max_bytes_per_attempt` lines are counted, not kept, and the log
+//! ends with a line saying how much was dropped, then how the attempt ended.
+//! Bytes that are not UTF-8, and NULs, are stored escaped (`\xff`, `\0`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+use crate::ledger;
+
+/// How often a running attempt's new lines are written.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// The span an attempt runs in; its `attempt_id` field names the log.
+pub const SPAN: &str = "task_attempt";
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn tag(self) -> &'static str {
+        match self {
+            Stream::Stdout => "out  ",
+            Stream::Stderr => "err  ",
+        }
+    }
+}
+
+/// The log of one attempt; cheap to clone, safe to share between threads.
+#[derive(Clone)]
+pub struct AttemptLog(Arc<Shared>);
+
+struct Shared {
+    max_bytes: u64,
+    buffer: Mutex<Buffer>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    /// Lines not yet written.
+    pending: String,
+    /// Bytes accepted so far (written or pending).
+    kept: u64,
+    dropped_bytes: u64,
+    dropped_lines: u64,
+    /// The closing lines are in.
+    closed: bool,
+    /// The second the cached time prefix is of, and the prefix.
+    second: i64,
+    prefix: String,
+}
+
+impl AttemptLog {
+    fn new(max_bytes: u64) -> AttemptLog {
+        AttemptLog(Arc::new(Shared {
+            max_bytes,
+            buffer: Mutex::new(Buffer::default()),
+        }))
+    }
+
+    /// A line of a task's own output (without its line end).
+    pub fn line(&self, stream: Stream, bytes: &[u8]) {
+        self.push(stream.tag(), bytes, false);
+    }
+
+    /// A line of text with a tag (a log level, `hxjobs`).
+    pub fn text(&self, tag: &str, text: &str) {
+        self.push(tag, text.as_bytes(), false);
+    }
+
+    /// Adds a line; `closing` lines are kept past the cap.
+    fn push(&self, tag: &str, bytes: &[u8], closing: bool) {
+        let Ok(mut b) = self.0.buffer.lock() else {
+            return;
+        };
+        let len = bytes.len();
+        // Stored: time (24 bytes), tag, body, spaces and line end.
+        let size = (len + tag.len() + 27) as u64;
+        if !closing && (b.dropped_lines > 0 || b.closed || b.kept + size > self.0.max_bytes) {
+            // What the task said, with its line end.
+            b.dropped_bytes += len as u64 + 1;
+            b.dropped_lines += 1;
+            return;
+        }
+        b.kept += size;
+        stamp(&mut b);
+        let Buffer {
+            pending, prefix, ..
+        } = &mut *b;
+        pending.push_str(prefix);
+        pending.push(' ');
+        pending.push_str(tag);
+        pending.push(' ');
+        escape_into(pending, bytes);
+        pending.push('\n');
+    }
+
+    /// Lines not yet written, and the bytes dropped so far.
+    fn take(&self) -> (String, u64) {
+        match self.0.buffer.lock() {
+            Ok(mut b) => (std::mem::take(&mut b.pending), b.dropped_bytes),
+            Err(_) => (String::new(), 0),
+        }
+    }
+
+    /// Puts back lines whose write failed, before any newer ones.
+    fn put_back(&self, mut text: String) {
+        if let Ok(mut b) = self.0.buffer.lock() {
+            text.push_str(&b.pending);
+            b.pending = text;
+        }
+    }
+
+    /// The closing lines: what was dropped (if anything), then `outcome`.
+    /// Nothing is kept after them.
+    fn close(&self, outcome: &str) {
+        let (bytes, lines) = match self.0.buffer.lock() {
+            Ok(mut b) => {
+                b.closed = true;
+                (b.dropped_bytes, b.dropped_lines)
+            }
+            Err(_) => return,
+        };
+        if lines > 0 {
+            let note = format!(
+                "log truncated at logs.max_bytes_per_attempt = {} bytes: {bytes} bytes of output in {lines} lines after that were dropped",
+                self.0.max_bytes
+            );
+            self.push("hxjobs", note.as_bytes(), true);
+        }
+        self.push("hxjobs", outcome.as_bytes(), true);
+    }
+
+    /// A `tracing` event as a log line: level, message, fields.
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARN ",
+            tracing::Level::INFO => "INFO ",
+            tracing::Level::DEBUG => "DEBUG",
+            tracing::Level::TRACE => "TRACE",
+        };
+        fields.message.push_str(&fields.rest);
+        self.text(level, &fields.message);
+    }
+}
+
+/// Refreshes the cached `2026-11-23T14:23:24.123Z` prefix.
+fn stamp(b: &mut Buffer) {
+    let now = chrono::Utc::now();
+    let second = now.timestamp();
+    if second != b.second || b.prefix.is_empty() {
+        b.second = second;
+        b.prefix = now.format("%Y-%m-%dT%H:%M:%S.").to_string();
+    }
+    b.prefix.truncate(20);
+    let _ = write!(b.prefix, "{:03}Z", now.timestamp_subsec_millis().min(999));
+}
+
+/// `bytes` as text: UTF-8 as it is, every other byte as `\xNN`, NUL as `\0`.
+fn escape_into(out: &mut String, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        if valid.contains('\0') {
+            out.push_str(&valid.replace('\0', "\\0"));
+        } else {
+            out.push_str(valid);
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.rest, " {}={value}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        }
+    }
+}
+
+/// Logs of the attempts running in this process, by attempt id.
+static ACTIVE: LazyLock<Mutex<HashMap<i64, AttemptLog>>> = LazyLock::new(Default::default);
+
+/// Writes an attempt's log to PostgreSQL while it runs.
+pub struct LogWriter {
+    attempt_id: i64,
+    log: AttemptLog,
+    done: CancellationToken,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LogWriter {
+    /// Starts the log of attempt `attempt_id`, kept to `max_bytes`.
+    pub fn start(pool: PgPool, attempt_id: i64, max_bytes: u64) -> LogWriter {
+        let log = AttemptLog::new(max_bytes);
+        if let Ok(mut active) = ACTIVE.lock() {
+            active.insert(attempt_id, log.clone());
+        }
+        let done = CancellationToken::new();
+        let flusher = tokio::spawn(flush(pool, attempt_id, log.clone(), done.clone()));
+        LogWriter {
+            attempt_id,
+            log,
+            done,
+            flusher: Some(flusher),
+        }
+    }
+
+    pub fn log(&self) -> &AttemptLog {
+        &self.log
+    }
+
+    /// The span the attempt runs in: events inside it go to its log.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("task_attempt", attempt_id = self.attempt_id)
+    }
+
+    /// Ends the log with `outcome` and waits until it is written.
+    pub async fn finish(mut self, outcome: &str) {
+        self.log.close(outcome);
+        self.done.cancel();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.await;
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        // Dropped without `finish` (the attempt was dropped): what is
+        // pending is still written.
+        self.done.cancel();
+        if let Ok(mut active) = ACTIVE.lock() {
+            active.remove(&self.attempt_id);
+        }
+    }
+}
+
+async fn flush(pool: PgPool, attempt_id: i64, log: AttemptLog, done: CancellationToken) {
+    let mut seq = 0;
+    loop {
+        let last = tokio::select! {
+            _ = tokio::time::sleep(FLUSH_EVERY) => false,
+            _ = done.cancelled() => true,
+        };
+        let (body, dropped) = log.take();
+        if !body.is_empty() {
+            match ledger::logs::append(&pool, attempt_id, seq + 1, &body, dropped, last).await {
+                Ok(()) => seq += 1,
+                Err(e) => {
+                    tracing::debug!(attempt_id, error = %e, "task log not written; trying again");
+                    log.put_back(body);
+                }
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// Sends the events of an attempt's span (and its children) to its log.
+pub struct CaptureLayer;
+
+impl<S> Layer<S> for CaptureLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != SPAN {
+            return;
+        }
+        struct AttemptId(Option<i64>);
+        impl Visit for AttemptId {
+            fn record_i64(&mut self, field: &Field, value: i64) {
+                if field.name() == "attempt_id" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut found = AttemptId(None);
+        attrs.record(&mut found);
+        let log = found
+            .0
+            .and_then(|a| ACTIVE.lock().ok().and_then(|m| m.get(&a).cloned()));
+        if let (Some(log), Some(span)) = (log, ctx.span(id)) {
+            span.extensions_mut().insert(log);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        for span in scope {
+            if let Some(log) = span.extensions().get::<AttemptLog>() {
+                log.event(event);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(log: &AttemptLog) -> String {
+        log.take().0
+    }
+
+    #[test]
+    fn bad_bytes_and_nuls_are_escaped() {
+        let log = AttemptLog::new(1 << 20);
+        log.line(Stream::Stdout, b"ok \xff\xfe then\0nul \xc3\xa9");
+        let t = text(&log);
+        assert!(t.ends_with(" out   ok \\xff\\xfe then\\0nul é\n"), "{t:?}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&t[..24]).is_ok(),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn past_the_cap_lines_are_counted_and_the_end_says_so() {
+        let log = AttemptLog::new(100);
+        log.line(Stream::Stdout, b"first line");
+        log.line(Stream::Stderr, b"second line");
+        log.line(Stream::Stdout, b"third line, dropped");
+        log.line(Stream::Stdout, b"4");
+        log.close("try 1 ended: success");
+        let t = text(&log);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].ends_with("out   first line"));
+        assert!(lines[1].ends_with("err   second line"));
+        assert!(
+            lines[2].contains("22 bytes of output in 2 lines after that were dropped"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].ends_with("try 1 ended: success"));
+        log.line(Stream::Stdout, b"after the end");
+        assert_eq!(text(&log), "");
+    }
+}
