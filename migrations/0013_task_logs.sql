@@ -9,9 +9,10 @@ CREATE TABLE task_logs (
     PRIMARY KEY (attempt_id, seq)
 );
 
--- Bytes of log kept, and dropped past `logs.max_bytes_per_attempt`;
--- `log_closed`: the attempt's last line is written.
+-- Bytes of log kept; bytes and lines of output dropped past
+-- `logs.max_bytes_per_attempt`; `log_closed`: its last chunk is written.
 ALTER TABLE task_attempts
-    ADD COLUMN log_bytes   bigint  NOT NULL DEFAULT 0,
-    ADD COLUMN log_dropped bigint  NOT NULL DEFAULT 0,
-    ADD COLUMN log_closed  boolean NOT NULL DEFAULT false;
+    ADD COLUMN log_bytes         bigint  NOT NULL DEFAULT 0,
+    ADD COLUMN log_dropped       bigint  NOT NULL DEFAULT 0,
+    ADD COLUMN log_dropped_lines bigint  NOT NULL DEFAULT 0,
+    ADD COLUMN log_closed        boolean NOT NULL DEFAULT false;

@@ -51,6 +51,197 @@ pub struct Config {
     pub capacity: CapacityConfig,
     pub live_stats: LiveStatsConfig,
     pub logs: LogsConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// Where notifications go and which events send them to every job's
+/// targets (a job file adds its own with the same keys).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    #[serde(default)]
+    pub targets: Vec<NotifyTarget>,
+    /// A run failed.
+    #[serde(default)]
+    pub on_failure: Vec<String>,
+    /// A task failed after its retries.
+    #[serde(default)]
+    pub on_task_failure: Vec<String>,
+    /// A run succeeded after a failed attempt (a retry, a lost worker, a clear).
+    #[serde(default)]
+    pub on_recovered: Vec<String>,
+    /// An interval missed its job's `deadline`.
+    #[serde(default)]
+    pub on_late: Vec<String>,
+    /// More dead letters than `dead_letters_per_hour`, or more gaps than
+    /// `gaps_per_hour`, in an hour of ingest.
+    #[serde(default)]
+    pub on_ingest: Vec<String>,
+    /// 0: no alert.
+    #[serde(default)]
+    pub dead_letters_per_hour: u64,
+    /// 0: no alert.
+    #[serde(default)]
+    pub gaps_per_hour: u64,
+    /// Delivery attempts before a notification is given up (each recorded).
+    #[serde(default = "default_notify_attempts")]
+    pub max_attempts: u32,
+    /// Run links in notification bodies start with this (e.g.
+    /// `https://hxjobs.example.com`); without it they carry the run id only.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+fn default_notify_attempts() -> u32 {
+    10
+}
+
+impl Default for NotifyConfig {
+    fn default() -> NotifyConfig {
+        NotifyConfig {
+            targets: Vec::new(),
+            on_failure: Vec::new(),
+            on_task_failure: Vec::new(),
+            on_recovered: Vec::new(),
+            on_late: Vec::new(),
+            on_ingest: Vec::new(),
+            dead_letters_per_hour: 0,
+            gaps_per_hour: 0,
+            max_attempts: default_notify_attempts(),
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NotifyTarget {
+    /// An HTTP POST of a Slack-compatible JSON body (`text`, and the event
+    /// under `hxjobs`), signed with HMAC-SHA256 when `secret` is set
+    /// (`X-Hxjobs-Signature-256: sha256=<hex>`).
+    Webhook {
+        name: String,
+        url: String,
+        #[serde(default)]
+        secret: Option<Secret>,
+    },
+    /// A mail over SMTP.
+    Email {
+        name: String,
+        host: String,
+        #[serde(default)]
+        port: Option<u16>,
+        /// `starttls` (port 587), `tls` (implicit, port 465) or `none`
+        /// (loopback relays only).
+        #[serde(default = "default_smtp_security")]
+        security: SmtpSecurity,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<Secret>,
+        from: String,
+        to: Vec<String>,
+    },
+}
+
+fn default_smtp_security() -> SmtpSecurity {
+    SmtpSecurity::Starttls
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    Starttls,
+    Tls,
+    None,
+}
+
+impl NotifyTarget {
+    pub fn name(&self) -> &str {
+        match self {
+            NotifyTarget::Webhook { name, .. } | NotifyTarget::Email { name, .. } => name,
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// Checks targets and rules; the error names the key.
+    fn check(&self) -> std::result::Result<(), (String, String)> {
+        for (i, t) in self.targets.iter().enumerate() {
+            let key = |k: &str| format!("notify.targets[{i}].{k}");
+            if t.name().trim().is_empty() {
+                return Err((key("name"), "must not be empty".into()));
+            }
+            if self.targets[..i].iter().any(|o| o.name() == t.name()) {
+                return Err((
+                    key("name"),
+                    format!("target `{}` is defined twice", t.name()),
+                ));
+            }
+            match t {
+                NotifyTarget::Webhook { url, secret, .. } => {
+                    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                        && url.split("://").nth(1).is_some_and(|rest| {
+                            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                            !host.is_empty() && !host.contains(' ')
+                        });
+                    if !ok {
+                        return Err((key("url"), format!("`{url}` is not an http(s) URL")));
+                    }
+                    if secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+                        return Err((
+                            key("secret"),
+                            "is empty (leave it out to send unsigned)".into(),
+                        ));
+                    }
+                }
+                NotifyTarget::Email {
+                    host,
+                    from,
+                    to,
+                    username,
+                    password,
+                    ..
+                } => {
+                    if host.trim().is_empty() {
+                        return Err((key("host"), "must not be empty".into()));
+                    }
+                    if !from.contains('@') {
+                        return Err((key("from"), format!("`{from}` is not a mail address")));
+                    }
+                    if to.is_empty() {
+                        return Err((key("to"), "needs at least one address".into()));
+                    }
+                    if let Some(bad) = to.iter().find(|a| !a.contains('@')) {
+                        return Err((key("to"), format!("`{bad}` is not a mail address")));
+                    }
+                    if username.is_some() != password.is_some() {
+                        return Err((key("password"), "username and password go together".into()));
+                    }
+                }
+            }
+        }
+        for (rule, names) in [
+            ("notify.on_failure", &self.on_failure),
+            ("notify.on_task_failure", &self.on_task_failure),
+            ("notify.on_recovered", &self.on_recovered),
+            ("notify.on_late", &self.on_late),
+            ("notify.on_ingest", &self.on_ingest),
+        ] {
+            if let Some(n) = names.iter().find(|n| self.target(n).is_none()) {
+                return Err((rule.to_string(), format!("names no target: `{n}`")));
+            }
+        }
+        if self.max_attempts == 0 {
+            return Err(("notify.max_attempts".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn target(&self, name: &str) -> Option<&NotifyTarget> {
+        self.targets.iter().find(|t| t.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -335,8 +526,19 @@ pub struct ApiConfig {
     /// they are refused unless the API listens on loopback only.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// More bearer tokens, each with the name the ledger records for what
+    /// it did (`api:<name>`; the single `token` is `api:token`).
+    #[serde(default)]
+    pub tokens: Vec<NamedToken>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    pub name: String,
+    pub token: Secret,
 }
 
 /// Environment variables from the platform's specification and the keys they set.
@@ -419,6 +621,18 @@ impl Config {
 
     fn extract(figment: Figment) -> Result<Config> {
         let config: Config = figment.extract().map_err(|e| Error::Parse(describe(e)))?;
+        config.notify.check().map_err(|(key, problem)| {
+            let source_name = figment
+                .find_metadata("notify.targets")
+                .or_else(|| figment.find_metadata("notify"))
+                .map(|m| source_of(m, &key))
+                .unwrap_or_else(|| "defaults".to_string());
+            Error::Invalid {
+                key,
+                problem,
+                source_name,
+            }
+        })?;
         config.validate().map_err(|(key, problem)| {
             let source_name = figment
                 .find_metadata(key)
@@ -595,6 +809,19 @@ fn describe(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Who runs a command-line control, as the ledger records it:
+/// `cli:<login name>` (`$USER`, else `$LOGNAME`, else the uid).
+pub fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    match user {
+        Some(u) => format!("cli:{}", u.trim()),
+        None => "cli:unknown user".to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 //! and above) a built-in task emits inside its attempt's span, go to the
 //! attempt's [`AttemptLog`]; its [`LogWriter`] stores them as chunks every
 //! [`FLUSH_EVERY`], so a follower sees a line within a second. Past
-//! `logs.max_bytes_per_attempt` lines are counted, not kept, and the log
-//! ends with a line saying how much was dropped, then how the attempt ended.
-//! Bytes that are not UTF-8, and NULs, are stored escaped (`\xff`, `\0`).
+//! `logs.max_bytes_per_attempt` lines are counted, not kept. An attempt
+//! that says nothing writes nothing; the lines saying what was dropped and
+//! how the attempt ended are made from its ledger row when the log is read
+//! ([`crate::ledger::logs::closing_lines`]). Bytes that are not UTF-8, and
+//! NULs, are stored escaped (`\xff`, `\0`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -63,8 +65,6 @@ struct Buffer {
     kept: u64,
     dropped_bytes: u64,
     dropped_lines: u64,
-    /// The closing lines are in.
-    closed: bool,
     /// The second the cached time prefix is of, and the prefix.
     second: i64,
     prefix: String,
@@ -80,23 +80,22 @@ impl AttemptLog {
 
     /// A line of a task's own output (without its line end).
     pub fn line(&self, stream: Stream, bytes: &[u8]) {
-        self.push(stream.tag(), bytes, false);
+        self.push(stream.tag(), bytes);
     }
 
-    /// A line of text with a tag (a log level, `hxjobs`).
+    /// A line of text with a tag (a log level).
     pub fn text(&self, tag: &str, text: &str) {
-        self.push(tag, text.as_bytes(), false);
+        self.push(tag, text.as_bytes());
     }
 
-    /// Adds a line; `closing` lines are kept past the cap.
-    fn push(&self, tag: &str, bytes: &[u8], closing: bool) {
+    fn push(&self, tag: &str, bytes: &[u8]) {
         let Ok(mut b) = self.0.buffer.lock() else {
             return;
         };
         let len = bytes.len();
         // Stored: time (24 bytes), tag, body, spaces and line end.
         let size = (len + tag.len() + 27) as u64;
-        if !closing && (b.dropped_lines > 0 || b.closed || b.kept + size > self.0.max_bytes) {
+        if b.dropped_lines > 0 || b.kept + size > self.0.max_bytes {
             // What the task said, with its line end.
             b.dropped_bytes += len as u64 + 1;
             b.dropped_lines += 1;
@@ -115,11 +114,15 @@ impl AttemptLog {
         pending.push('\n');
     }
 
-    /// Lines not yet written, and the bytes dropped so far.
-    fn take(&self) -> (String, u64) {
+    /// Lines not yet written, and the bytes and lines dropped so far.
+    fn take(&self) -> (String, u64, u64) {
         match self.0.buffer.lock() {
-            Ok(mut b) => (std::mem::take(&mut b.pending), b.dropped_bytes),
-            Err(_) => (String::new(), 0),
+            Ok(mut b) => (
+                std::mem::take(&mut b.pending),
+                b.dropped_bytes,
+                b.dropped_lines,
+            ),
+            Err(_) => (String::new(), 0, 0),
         }
     }
 
@@ -129,26 +132,6 @@ impl AttemptLog {
             text.push_str(&b.pending);
             b.pending = text;
         }
-    }
-
-    /// The closing lines: what was dropped (if anything), then `outcome`.
-    /// Nothing is kept after them.
-    fn close(&self, outcome: &str) {
-        let (bytes, lines) = match self.0.buffer.lock() {
-            Ok(mut b) => {
-                b.closed = true;
-                (b.dropped_bytes, b.dropped_lines)
-            }
-            Err(_) => return,
-        };
-        if lines > 0 {
-            let note = format!(
-                "log truncated at logs.max_bytes_per_attempt = {} bytes: {bytes} bytes of output in {lines} lines after that were dropped",
-                self.0.max_bytes
-            );
-            self.push("hxjobs", note.as_bytes(), true);
-        }
-        self.push("hxjobs", outcome.as_bytes(), true);
     }
 
     /// A `tracing` event as a log line: level, message, fields.
@@ -255,9 +238,9 @@ impl LogWriter {
         tracing::info_span!("task_attempt", attempt_id = self.attempt_id)
     }
 
-    /// Ends the log with `outcome` and waits until it is written.
-    pub async fn finish(mut self, outcome: &str) {
-        self.log.close(outcome);
+    /// Writes what is left and waits until it is written (nothing to
+    /// write: no round trip).
+    pub async fn finish(mut self) {
         self.done.cancel();
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.await;
@@ -278,15 +261,28 @@ impl Drop for LogWriter {
 
 async fn flush(pool: PgPool, attempt_id: i64, log: AttemptLog, done: CancellationToken) {
     let mut seq = 0;
+    let mut written_drops = (0, 0);
     loop {
         let last = tokio::select! {
             _ = tokio::time::sleep(FLUSH_EVERY) => false,
             _ = done.cancelled() => true,
         };
-        let (body, dropped) = log.take();
-        if !body.is_empty() {
-            match ledger::logs::append(&pool, attempt_id, seq + 1, &body, dropped, last).await {
-                Ok(()) => seq += 1,
+        let (body, dropped_bytes, dropped_lines) = log.take();
+        let drops = (dropped_bytes, dropped_lines);
+        if !body.is_empty() || drops != written_drops {
+            let chunk = ledger::logs::Chunk {
+                attempt_id,
+                seq: seq + 1,
+                body: &body,
+                dropped_bytes,
+                dropped_lines,
+                last,
+            };
+            match ledger::logs::append(&pool, &chunk).await {
+                Ok(()) => {
+                    seq += 1;
+                    written_drops = drops;
+                }
                 Err(e) => {
                     tracing::debug!(attempt_id, error = %e, "task log not written; trying again");
                     log.put_back(body);
@@ -363,25 +359,18 @@ mod tests {
     }
 
     #[test]
-    fn past_the_cap_lines_are_counted_and_the_end_says_so() {
+    fn past_the_cap_lines_are_counted_not_kept() {
         let log = AttemptLog::new(100);
         log.line(Stream::Stdout, b"first line");
         log.line(Stream::Stderr, b"second line");
         log.line(Stream::Stdout, b"third line, dropped");
         log.line(Stream::Stdout, b"4");
-        log.close("try 1 ended: success");
-        let t = text(&log);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4, "{t}");
-        assert!(lines[0].ends_with("out   first line"));
-        assert!(lines[1].ends_with("err   second line"));
-        assert!(
-            lines[2].contains("22 bytes of output in 2 lines after that were dropped"),
-            "{}",
-            lines[2]
-        );
-        assert!(lines[3].ends_with("try 1 ended: success"));
-        log.line(Stream::Stdout, b"after the end");
-        assert_eq!(text(&log), "");
+        let (t, bytes, lines) = log.take();
+        let kept: Vec<&str> = t.lines().collect();
+        assert_eq!(kept.len(), 2, "{t}");
+        assert!(kept[0].ends_with("out   first line"));
+        assert!(kept[1].ends_with("err   second line"));
+        // What the task said, line ends included.
+        assert_eq!((bytes, lines), (22, 2));
     }
 }

@@ -22,7 +22,7 @@ use super::{ApiError, ApiState};
 use crate::dag::backfill::{self, Reprocess, Spec};
 use crate::dag::Job;
 use crate::ledger::backfills::{self, BackfillRow};
-use crate::ledger::{self, RunState, RunType};
+use crate::ledger::{self, RunState};
 use crate::reports::{self, Format};
 
 pub(super) type ApiResult<T> = Result<T, ApiError>;
@@ -162,9 +162,13 @@ struct JobView<'a> {
     start_date: DateTime<Utc>,
     max_active_runs: u32,
     tasks: Vec<Value>,
+    params: &'a [crate::dag::params::Param],
+    /// `null` when the database could not say.
+    paused: Option<bool>,
 }
 
 pub async fn jobs(State(state): State<ApiState>) -> Json<Value> {
+    let paused = ledger::controls::paused_jobs(&state.pools.data).await.ok();
     let jobs: Vec<JobView> = state
         .jobs
         .iter()
@@ -181,6 +185,8 @@ pub async fn jobs(State(state): State<ApiState>) -> Json<Value> {
                 .iter()
                 .map(|t| json!({"id": t.id, "kind": t.kind.name(), "depends_on": t.depends_on}))
                 .collect(),
+            params: &j.params,
+            paused: paused.as_ref().map(|p| p.contains(&j.name)),
         })
         .collect();
     Json(json!({ "jobs": jobs }))
@@ -233,10 +239,16 @@ pub struct TriggerBody {
     /// Also run an interval before the job's `start_date`.
     #[serde(default)]
     ignore_start_date: bool,
+    /// Values for parameters the job declares; the rest keep their defaults.
+    #[serde(default)]
+    params: serde_json::Map<String, Value>,
+    /// Why (kept with the action).
+    reason: Option<String>,
 }
 
 pub async fn trigger_run(
     State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<super::Caller>,
     Path(job): Path<String>,
     body: Result<Json<TriggerBody>, JsonRejection>,
 ) -> ApiResult<Response> {
@@ -260,9 +272,27 @@ pub async fn trigger_run(
             ),
         ));
     }
-    let id = ledger::create_run(&state.pools.ledger, &job.name, interval, RunType::Manual)
-        .await?
-        .ok_or_else(|| ApiError::internal("the run was not created"))?;
+    let params = crate::dag::params::check(&job.params, &body.params)
+        .map_err(|m| ApiError::bad_request("invalid_params", m))?;
+    let trigger = ledger::Trigger {
+        by: Some(caller.0.clone()),
+        params,
+    };
+    let id = ledger::create_manual_run(&state.pools.ledger, &job.name, interval, &trigger).await?;
+    let actor = ledger::controls::Actor {
+        name: caller.0,
+        reason: body.reason,
+    };
+    let detail = json!({ "params": trigger.params, "interval_start": interval.start });
+    ledger::controls::record_action(
+        &state.pools.ledger,
+        &actor,
+        "trigger",
+        &job.name,
+        Some(id),
+        Some(detail),
+    )
+    .await?;
     if let Some(wake) = &state.wake {
         wake.notify_one();
     }
@@ -291,8 +321,10 @@ pub async fn run(
     let tasks = ledger::tasks(&state.pools.data, id).await?;
     // Every attempt of every task, with its try number, outcome and log size.
     let attempts = ledger::logs::attempts(&state.pools.data, id, None).await?;
+    // Who changed what on it (clear, mark, cancel, trigger).
+    let actions = ledger::controls::run_actions(&state.pools.data, id).await?;
     Ok(Json(
-        json!({ "run": run, "tasks": tasks, "attempts": attempts }),
+        json!({ "run": run, "tasks": tasks, "attempts": attempts, "actions": actions }),
     ))
 }
 

@@ -201,47 +201,64 @@ pub fn is_loopback(host: &str) -> bool {
 async fn authorize(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let mutating = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if mutating {
-        match &state.config.api.token {
-            Some(token) => {
-                let given = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                let ok = given
-                    .is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes()));
-                if !ok {
-                    return ApiError::new(
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let api = &state.config.api;
+    let named = given.and_then(|g| {
+        api.tokens
+            .iter()
+            .find(|t| constant_time_eq(g.as_bytes(), t.token.expose().as_bytes()))
+            .map(|t| format!("api:{}", t.name))
+            .or_else(|| {
+                api.token
+                    .as_ref()
+                    .filter(|t| constant_time_eq(g.as_bytes(), t.expose().as_bytes()))
+                    .map(|_| "api:token".to_string())
+            })
+    });
+    let any_token = api.token.is_some() || !api.tokens.is_empty();
+    let caller = match named {
+        Some(name) => Caller(name),
+        None if !any_token && is_loopback(&api.host) => Caller("api:loopback".into()),
+        None => {
+            if mutating {
+                return match any_token {
+                    true => ApiError::new(
                         StatusCode::UNAUTHORIZED,
                         "unauthorized",
                         "this endpoint needs Authorization: Bearer <HXJOBS_API_TOKEN>",
-                    )
-                    .into_response();
-                }
-            }
-            None if !is_loopback(&state.config.api.host) => {
-                return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!(
-                        "no API token is configured (HXJOBS_API_TOKEN) and the API listens on {}, not on loopback only; mutating endpoints are refused",
-                        state.config.api.host
                     ),
-                )
+                    false => ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!(
+                            "no API token is configured (HXJOBS_API_TOKEN) and the API listens on {}, not on loopback only; mutating endpoints are refused",
+                            api.host
+                        ),
+                    ),
+                }
                 .into_response();
             }
-            None => {}
+            Caller("api:anonymous".into())
         }
-    }
+    };
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
+
+/// Who made a request, as the ledger records its actions: `api:<token
+/// name>`, `api:token`, or `api:loopback` (no token configured, loopback).
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -284,6 +301,12 @@ pub fn router(state: ApiState) -> Router {
             get(handlers::backfill_get).delete(handlers::backfill_cancel),
         )
         .route("/runs/{id}", get(handlers::run))
+        .route("/runs/{id}/clear", post(runs::clear))
+        .route("/runs/{id}/mark", post(runs::mark))
+        .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/jobs/{job}/clear", post(runs::clear_failed))
+        .route("/jobs/{job}/pause", post(runs::pause))
+        .route("/jobs/{job}/unpause", post(runs::unpause))
         .route("/runs/{id}/tasks/{task}/logs", get(runs::task_log))
         .route(
             "/runs/{id}/tasks/{task}/logs/stream",

@@ -1,21 +1,24 @@
-//! A run's task logs: as text, or followed live (server-sent events).
+//! A run's task logs (as text, or followed live with server-sent events)
+//! and the run controls: clear, mark, cancel, pause, unpause.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::handlers::{parse_id, query, ApiResult};
-use super::{ApiError, ApiState};
-use crate::ledger::{self, logs::AttemptRow};
+use super::handlers::{find_job, instant, json_body, parse_id, query, ApiResult};
+use super::{ApiError, ApiState, Caller};
+use crate::ledger::controls::{self, Actor, ControlError};
+use crate::ledger::{self, logs::AttemptRow, RunState};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +67,9 @@ pub async fn task_log(
 ) -> ApiResult<Response> {
     let attempt = find_attempt(&state, path, q).await?;
     let chunks = ledger::logs::chunks(&state.pools.data, attempt.id, 0).await?;
-    let body: String = chunks.into_iter().map(|(_, b)| b).collect();
+    let mut body: String = chunks.into_iter().map(|(_, b)| b).collect();
+    let max = state.config.logs.max_bytes_per_attempt;
+    body.push_str(&ledger::logs::closing_lines(&attempt, max));
     let mut response =
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
     let headers = response.headers_mut();
@@ -84,9 +89,11 @@ pub async fn task_log_stream(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let attempt = find_attempt(&state, path, q).await?;
     let follow = Follow {
+        max_bytes: state.config.logs.max_bytes_per_attempt,
         pool: state.pools.data.clone(),
         attempt_id: attempt.id,
         seq: 0,
+        closing_sent: false,
         ended: false,
     };
     let stream = futures::stream::unfold(follow, |mut f| async move {
@@ -97,9 +104,11 @@ pub async fn task_log_stream(
 }
 
 struct Follow {
+    max_bytes: u64,
     pool: PgPool,
     attempt_id: i64,
     seq: i32,
+    closing_sent: bool,
     ended: bool,
 }
 
@@ -143,6 +152,15 @@ impl Follow {
                         .data(text.trim_end_matches('\n')),
                 );
             }
+            if row.log_ended && !self.closing_sent {
+                self.closing_sent = true;
+                let closing = ledger::logs::closing_lines(&row, self.max_bytes);
+                return Some(
+                    Event::default()
+                        .event("log")
+                        .data(closing.trim_end_matches('\n')),
+                );
+            }
             if row.log_ended {
                 self.ended = true;
                 let end =
@@ -152,4 +170,241 @@ impl Follow {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// Who acts and why, for the ledger's record.
+fn actor(caller: &Caller, reason: Option<String>) -> Actor {
+    Actor {
+        name: caller.0.clone(),
+        reason,
+    }
+}
+
+fn refused(e: ControlError) -> ApiError {
+    match e {
+        ControlError::NotFound(m) => ApiError::not_found("not_found", m),
+        ControlError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+        ControlError::Database(e) => e.into(),
+    }
+}
+
+fn run_path(p: Result<Path<String>, PathRejection>) -> ApiResult<i64> {
+    let Path(raw) = p.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+    parse_id(&raw)
+}
+
+/// A body that may be left out (`{}` then).
+fn optional<T: Default>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    match body {
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(T::default()),
+        other => json_body(other),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClearBody {
+    /// The tasks to clear; none: every task of the run.
+    #[serde(default)]
+    tasks: Vec<String>,
+    /// Also every task after them.
+    #[serde(default)]
+    downstream: bool,
+    reason: Option<String>,
+}
+
+/// `POST /runs/{id}/clear`: a finished run queued again with the named
+/// tasks (and, with `downstream`, those after them) cleared.
+pub async fn clear(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<ClearBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = run_path(id)?;
+    let body = optional(body)?;
+    let pool = &state.pools.ledger;
+    let run = ledger::run(pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))?;
+    let mut tasks: Vec<String> = Vec::new();
+    if body.downstream {
+        let job = find_job(&state, &run.job)?;
+        for t in &body.tasks {
+            let after = job.downstream(t).ok_or_else(|| {
+                ApiError::not_found("not_found", format!("job {} has no task `{t}`", job.name))
+            })?;
+            for a in after {
+                if !tasks.contains(&a) {
+                    tasks.push(a);
+                }
+            }
+        }
+    } else {
+        tasks = body.tasks;
+    }
+    if tasks.is_empty() {
+        tasks = ledger::tasks(pool, id)
+            .await?
+            .into_iter()
+            .map(|t| t.task)
+            .collect();
+    }
+    controls::clear(pool, id, &tasks, &actor(&caller, body.reason))
+        .await
+        .map_err(refused)?;
+    if let Some(wake) = &state.wake {
+        wake.notify_one();
+    }
+    Ok(Json(
+        json!({ "run_id": id, "state": "queued", "cleared": tasks }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkBody {
+    state: String,
+    task: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /runs/{id}/mark {"state": "success"|"failed", "task"?}`.
+pub async fn mark(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<MarkBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = run_path(id)?;
+    let body = json_body(body)?;
+    let to = match RunState::parse(&body.state) {
+        Some(s @ (RunState::Success | RunState::Failed)) => s,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_state",
+                "state must be success or failed",
+            ))
+        }
+    };
+    controls::mark(
+        &state.pools.ledger,
+        id,
+        body.task.as_deref(),
+        to,
+        &actor(&caller, body.reason),
+    )
+    .await
+    .map_err(refused)?;
+    Ok(Json(
+        json!({ "run_id": id, "task": body.task, "state": to }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    reason: Option<String>,
+}
+
+/// `POST /runs/{id}/cancel`.
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = run_path(id)?;
+    let body = optional(body)?;
+    controls::cancel(&state.pools.ledger, id, &actor(&caller, body.reason))
+        .await
+        .map_err(refused)?;
+    Ok(Json(json!({
+        "run_id": id,
+        "state": "cancelled",
+        "note": format!("its worker stops it within scheduler.heartbeat_secs ({} s)", state.config.scheduler.heartbeat_secs),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClearFailedBody {
+    from: String,
+    to: String,
+    reason: Option<String>,
+}
+
+/// `POST /jobs/{job}/clear {"from", "to"}`: every failed run of the job
+/// whose interval starts in `[from, to)` queued again.
+pub async fn clear_failed(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(job): Path<String>,
+    body: Result<Json<ClearFailedBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let job = find_job(&state, &job)?;
+    let body = json_body(body)?;
+    let (from, to) = (instant("from", &body.from)?, instant("to", &body.to)?);
+    if from >= to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "from must be before to",
+        ));
+    }
+    let runs = controls::clear_failed(
+        &state.pools.ledger,
+        &job.name,
+        from,
+        to,
+        &actor(&caller, body.reason),
+    )
+    .await
+    .map_err(refused)?;
+    if let Some(wake) = &state.wake {
+        wake.notify_one();
+    }
+    Ok(Json(json!({ "job": job.name, "cleared_runs": runs })))
+}
+
+async fn set_paused(
+    state: &ApiState,
+    caller: &Caller,
+    job: &str,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+    paused: bool,
+) -> ApiResult<Json<Value>> {
+    let job = find_job(state, job)?;
+    let body = optional(body)?;
+    controls::set_paused(
+        &state.pools.ledger,
+        &job.name,
+        paused,
+        &actor(caller, body.reason),
+    )
+    .await
+    .map_err(refused)?;
+    if let Some(wake) = &state.wake {
+        wake.notify_one();
+    }
+    Ok(Json(json!({ "job": job.name, "paused": paused })))
+}
+
+/// `POST /jobs/{job}/pause`.
+pub async fn pause(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(job): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    set_paused(&state, &caller, &job, body, true).await
+}
+
+/// `POST /jobs/{job}/unpause`.
+pub async fn unpause(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(job): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    set_paused(&state, &caller, &job, body, false).await
 }

@@ -9,12 +9,14 @@
 
 mod api;
 mod live;
+mod logs;
 mod reports;
 mod rollup;
 mod scheduler;
 
 pub use api::{api, ApiBench};
 pub use live::{live, LiveBench};
+pub use logs::{logs, LogsBench};
 pub use reports::{reports, ReportsBench};
 pub use rollup::{rollup, RollupBench};
 pub use scheduler::{scheduler, SchedulerBench};

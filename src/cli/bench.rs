@@ -57,6 +57,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         secs: u32,
     },
+    /// A shell task printing N lines with its output kept in its task log,
+    /// next to the same task with its output dropped.
+    Logs {
+        /// Lines the task prints.
+        #[arg(long, default_value_t = 100_000)]
+        lines: u64,
+        /// Rounds of each; medians are compared.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
     /// Backfill hourly runs of a three-task no-op DAG and run the same
     /// statements without the ledger; print the per-task overhead.
     Scheduler {
@@ -126,6 +136,17 @@ pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
                 });
             }
             let report = crate::bench::api(config, connections, secs).await?;
+            println!("{report}");
+            Ok(())
+        }
+        BenchCommand::Logs { lines, rounds } => {
+            if lines == 0 || rounds == 0 {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--lines and --rounds must be at least 1".into(),
+                });
+            }
+            let report = crate::bench::logs(config, lines, rounds).await?;
             println!("{report}");
             Ok(())
         }

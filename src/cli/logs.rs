@@ -96,13 +96,16 @@ pub async fn logs(config: &Config, args: LogsArgs) -> CliResult {
                 out.write_all(body.as_bytes())?;
                 *seq = *n;
             }
-            out.flush()?;
             // Its log had ended before these chunks were read: all are in.
-            if a.log_ended {
+            // (Without --follow, an attempt that ended is shown ended.)
+            if a.log_ended || (!args.follow && a.finished_at.is_some()) {
+                let max = config.logs.max_bytes_per_attempt;
+                out.write_all(ledger::logs::closing_lines(a, max).as_bytes())?;
                 *ended = true;
             } else {
                 all_ended = false;
             }
+            out.flush()?;
         }
         if !args.follow {
             return Ok(());

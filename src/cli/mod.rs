@@ -1,6 +1,7 @@
 //! The command line: one subcommand per capability, each in its own file.
 
 mod bench;
+mod control;
 mod demo;
 mod jobs;
 mod logs;
@@ -78,6 +79,18 @@ pub enum Command {
     /// What a run's task attempts said: a shell task's output, a built-in
     /// task's log events, how each attempt ended.
     Logs(logs::LogsArgs),
+    /// Queue a finished run again with some or all of its tasks cleared
+    /// (`--task T --downstream`), or every failed run of a job in a range.
+    Clear(control::ClearArgs),
+    /// Mark a run (or one task of a finished run) succeeded or failed.
+    Mark(control::MarkArgs),
+    /// Cancel a queued or running run: its task is stopped (a shell task's
+    /// process group killed), the run is `cancelled` and not retried.
+    Cancel(control::CancelArgs),
+    /// Pause a job: no new scheduled runs, none of its runs starts.
+    Pause(control::PauseArgs),
+    /// Unpause a job; its catch-up policy decides what of the missed schedule runs.
+    Unpause(control::PauseArgs),
     /// Archive raw event days past retention to Parquet and drop them;
     /// remove other data past its retention.
     Retention(retention::RetentionArgs),
@@ -254,6 +267,11 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Backfill(args) => schedule::backfill(&config, args).await,
         Command::Runs(args) => schedule::runs(&config, args).await,
         Command::Logs(args) => logs::logs(&config, args).await,
+        Command::Clear(args) => control::clear(&config, args).await,
+        Command::Mark(args) => control::mark(&config, args).await,
+        Command::Cancel(args) => control::cancel(&config, args).await,
+        Command::Pause(args) => control::pause(&config, args, true).await,
+        Command::Unpause(args) => control::pause(&config, args, false).await,
         Command::Retention(args) => retention::retention(&config, args).await,
         Command::Archive { command } => retention::archive(&config, command).await,
         Command::Tasks { command } => run::test_task(&config, command).await,

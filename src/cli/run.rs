@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// Also run an interval before the job's `start_date` (refused otherwise).
     #[arg(long)]
     pub ignore_start_date: bool,
+    /// A run parameter the job declares, NAME=VALUE (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,11 +82,23 @@ pub async fn run(config: &Config, args: RunArgs) -> CliResult {
             ),
         });
     }
+    let params = crate::dag::params::parse_pairs(&job.params, &args.params)
+        .map_err(|message| Failure { code: 2, message })?;
     let pool = crate::db::connect_and_migrate(&config.database).await?;
     let stop = stop_on_signal();
     let pools = crate::db::Pools::new(pool);
-    let run = ledger::create_claimed_run(&pools.ledger, &job.name, interval, &ledger::worker_id())
-        .await?;
+    let trigger = ledger::Trigger {
+        by: Some(crate::config::cli_actor()),
+        params,
+    };
+    let run = ledger::create_claimed_run(
+        &pools.ledger,
+        &job.name,
+        interval,
+        &ledger::worker_id(),
+        &trigger,
+    )
+    .await?;
     let report = executor::execute(config, &pools, &job, &run, stop.clone()).await?;
     print!("{report}");
     if report.handed_back || stop.is_cancelled() {
@@ -125,6 +140,7 @@ pub async fn test_task(config: &Config, command: TasksCommand) -> CliResult {
         job: &job,
         interval,
         run_type: RunType::Manual,
+        params: crate::dag::params::effective(&job.params, &serde_json::Value::Null),
         stop: stop_on_signal(),
         fenced: Default::default(),
     };

@@ -234,12 +234,12 @@ pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
     };
     let rows = ledger::runs(&pool, &filter).await?;
     println!(
-        "{:>8}  {:<24} {:<9} {:<25} {:<8} {:>5}  {:<20} {:>9}  WORKER / ERROR",
-        "ID", "JOB", "TYPE", "INTERVAL START", "STATE", "TRIES", "STARTED", "SECONDS"
+        "{:>8}  {:<24} {:<9} {:<25} {:<9} {:>6}  {:<20} {:>9}  {:<18} WORKER / ERROR",
+        "ID", "JOB", "TYPE", "INTERVAL START", "STATE", "CLAIMS", "STARTED", "SECONDS", "BY"
     );
     for r in rows {
         println!(
-            "{:>8}  {:<24} {:<9} {:<25} {:<8} {:>5}  {:<20} {:>9}  {}",
+            "{:>8}  {:<24} {:<9} {:<25} {:<9} {:>6}  {:<20} {:>9}  {:<18} {}",
             r.id,
             r.job,
             r.run_type.as_str(),
@@ -252,6 +252,7 @@ pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
             r.duration_secs
                 .map(|s| format!("{s:.2}"))
                 .unwrap_or_else(|| "-".into()),
+            r.triggered_by.as_deref().unwrap_or("-"),
             r.error.or(r.worker).unwrap_or_default()
         );
     }

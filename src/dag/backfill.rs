@@ -161,7 +161,8 @@ pub async fn plan(pool: &PgPool, job: &Job, spec: &Spec) -> Result<Plan, Error> 
         existing += n;
         match state {
             RunState::Success => plan.succeeded += n,
-            RunState::Failed => plan.failed += n,
+            // A cancelled run is reprocessed like a failed one.
+            RunState::Failed | RunState::Cancelled => plan.failed += n,
             RunState::Queued => plan.queued += n,
             RunState::Running => plan.running += n,
         }
@@ -298,8 +299,8 @@ fn count(summary: &mut Summary, progress: &mut Progress, done: &Finished) {
 async fn requeue(pool: &PgPool, job: &str, spec: &Spec) -> Result<(), sqlx::Error> {
     let states: &[RunState] = match spec.reprocess {
         Reprocess::None => return Ok(()),
-        Reprocess::Failed => &[RunState::Failed],
-        Reprocess::All => &[RunState::Failed, RunState::Success],
+        Reprocess::Failed => &[RunState::Failed, RunState::Cancelled],
+        Reprocess::All => &[RunState::Failed, RunState::Cancelled, RunState::Success],
     };
     ledger::requeue_backfill(pool, job, spec.from, spec.to, states).await
 }

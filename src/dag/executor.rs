@@ -4,7 +4,7 @@
 //! goes to the run ledger ([`crate::ledger`]) under the run's claim; the
 //! first write that finds the claim taken over cancels the run's work.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,8 @@ pub struct RunContext<'a> {
     pub job: &'a Job,
     pub interval: Interval,
     pub run_type: RunType,
+    /// The run's parameters, defaults filled in.
+    pub params: serde_json::Map<String, serde_json::Value>,
     /// Shutdown: no new task starts; the run is handed back.
     pub stop: CancellationToken,
     /// Cancelled when a ledger write found the claim taken over: the
@@ -214,6 +216,7 @@ pub async fn execute(
         job,
         interval: run.interval,
         run_type: run.run_type,
+        params: super::params::effective(&job.params, &run.params),
         stop,
         fenced,
     };
@@ -275,22 +278,24 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs the tasks in order; tasks in `done` already succeeded. Also says
-/// whether the run stopped (shutdown or fenced) before it got through.
+/// Runs the tasks in order; tasks in `ended` ended before this claim
+/// (an earlier claim, or a cleared run's tasks that were not cleared) and
+/// keep their state. Also says whether the run stopped (shutdown or
+/// fenced) before it got through.
 pub async fn run_tasks(
     ctx: &RunContext<'_>,
-    done: &HashSet<String>,
+    ended: &HashMap<String, TaskState>,
 ) -> Result<(Vec<TaskOutcome>, bool), sqlx::Error> {
     let mut states: HashMap<&str, TaskState> = HashMap::new();
     let mut outcomes = Vec::new();
     for task in &ctx.job.tasks {
-        if done.contains(&task.id) {
-            states.insert(task.id.as_str(), TaskState::Success);
+        if let Some(&state) = ended.get(&task.id) {
+            states.insert(task.id.as_str(), state);
             outcomes.push(TaskOutcome {
                 task: task.id.clone(),
-                state: TaskState::Success,
+                state,
                 attempts: 0,
-                message: "succeeded in an earlier claim of this run".into(),
+                message: format!("{state} before this claim of the run (kept)"),
                 duration: Duration::ZERO,
                 work: Duration::ZERO,
             });
@@ -382,6 +387,7 @@ async fn run_with_retries(
             interval: ctx.interval,
             run_id: ctx.run_id(),
             run_type: ctx.run_type,
+            params: &ctx.params,
             attempt,
             seal,
             stop: ctx.stop.clone(),
@@ -399,8 +405,7 @@ async fn run_with_retries(
             _ = ctx.fenced.cancelled() => None,
             r = tokio::time::timeout(limit, task.kind.run(&tctx)).instrument(span) => Some(r),
         };
-        let took = began.elapsed();
-        work += took;
+        work += began.elapsed();
         let fenced_out = attempted.is_none();
         let result = match attempted {
             None => Err(Failure::Fenced),
@@ -411,7 +416,7 @@ async fn run_with_retries(
             ))),
         };
         if let Some(writer) = writer {
-            writer.finish(&ending(&result, took)).await;
+            writer.finish().await;
         }
         if fenced_out {
             return Ok(None);
@@ -510,18 +515,6 @@ async fn run_with_retries(
         )
         .await
         .map(Some);
-    }
-}
-
-/// The last line of an attempt's log.
-fn ending(result: &Result<String, Failure>, work: Duration) -> String {
-    match result {
-        Ok(message) => format!("attempt succeeded: {message}"),
-        Err(Failure::Interrupted) => {
-            "attempt interrupted by shutdown; the run goes back to the queue".into()
-        }
-        Err(Failure::Fenced) => "attempt stopped: the run's claim is no longer this worker's (taken over or cancelled); its writes were rolled back".into(),
-        Err(f) => format!("attempt failed after {:.1} s: {f}", work.as_secs_f64()),
     }
 }
 

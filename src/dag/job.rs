@@ -62,6 +62,21 @@ pub struct Task {
     pub in_backfill: bool,
 }
 
+impl Job {
+    /// `task` and every task after it (depending on it, directly or not),
+    /// in the job's order; `None` when the job has no such task.
+    pub fn downstream(&self, task: &str) -> Option<Vec<String>> {
+        self.tasks.iter().find(|t| t.id == task)?;
+        let mut found = vec![task.to_string()];
+        for t in &self.tasks {
+            if !found.contains(&t.id) && t.depends_on.iter().any(|d| found.contains(d)) {
+                found.push(t.id.clone());
+            }
+        }
+        Some(found)
+    }
+}
+
 impl Task {
     /// Delay before attempt `attempt` (1-based retries): doubling, capped.
     pub fn retry_delay(&self, attempt: u32) -> std::time::Duration {
@@ -93,6 +108,8 @@ pub struct Job {
     pub wait_timeout_secs: u64,
     /// In an order where every task comes after its dependencies.
     pub tasks: Vec<Task>,
+    /// Declared run parameters (`[params.NAME]`).
+    pub params: Vec<super::params::Param>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +132,8 @@ struct RawJob {
     #[serde(default = "default_wait_timeout")]
     wait_timeout_secs: u64,
     tasks: BTreeMap<String, Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    #[serde(default)]
+    params: BTreeMap<String, super::params::RawParam>,
 }
 
 /// `"a"` or `["a", "b"]`.
@@ -330,6 +349,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
             ),
         );
     }
+    let params = super::params::declare(raw.params).map_err(|m| err(None, m))?;
     let ordered = topological(&tasks)
         .map_err(|(id, span)| err(Some(span), format!("dependency cycle through task `{id}`")))?;
 
@@ -347,6 +367,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
         wait_for,
         wait_timeout_secs: raw.wait_timeout_secs,
         tasks: ordered,
+        params,
     })
 }
 

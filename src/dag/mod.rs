@@ -4,6 +4,7 @@ pub mod backfill;
 pub mod daemon;
 pub mod executor;
 pub mod job;
+pub mod params;
 pub mod scheduler;
 
 pub use crate::interval::{Grain, Interval};

@@ -159,6 +159,15 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> Result<Enqueued, sqlx::Error> {
         let mut lock = JobLock::take(&self.pools.ledger, &job.name).await?;
+        if lock.paused {
+            // The cursor stays: on unpause the catch-up policy decides.
+            lock.commit().await?;
+            return Ok(Enqueued {
+                job: job.name.clone(),
+                created: Vec::new(),
+                skipped: None,
+            });
+        }
         let plan = plan(job, lock.last_fire, now);
         let created = lock.enqueue(&plan.runs).await?;
         if let Some(s) = plan.skipped {
@@ -190,6 +199,10 @@ impl Scheduler {
             return Ok(Vec::new());
         }
         let mut lock = JobLock::take(&self.pools.ledger, &job.name).await?;
+        if lock.paused {
+            lock.commit().await?;
+            return Ok(Vec::new());
+        }
         let active = lock.active().await?;
         let room = (i64::from(job.max_active_runs) - active).clamp(0, limit as i64);
         if room == 0 {
@@ -324,6 +337,8 @@ impl Running {
         stop: CancellationToken,
         claimed_at: Instant,
     ) {
+        let id = run.run_id;
+        let kept = run.clone();
         let handle = self.set.spawn(async move {
             let result = executor::execute(&config, &pools, &job, &run, stop)
                 .await
@@ -335,7 +350,7 @@ impl Running {
                 result,
             }
         });
-        self.handles.insert(run.run_id, (run, handle));
+        self.handles.insert(id, (kept, handle));
     }
 
     /// The next run to finish; `None` when nothing is running. A run that
@@ -368,7 +383,7 @@ impl Running {
                 Ok(None) | Err(_) => break,
             }
         }
-        let left: Vec<Claimed> = self.handles.values().map(|(c, _)| *c).collect();
+        let left: Vec<Claimed> = self.handles.values().map(|(c, _)| c.clone()).collect();
         let stopped = left.len();
         for (_, handle) in self.handles.values() {
             handle.abort();

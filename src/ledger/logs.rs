@@ -23,18 +23,20 @@ pub struct AttemptRow {
     pub outcome: String,
     pub error: Option<String>,
     pub log_bytes: i64,
+    /// Bytes and lines of output past `logs.max_bytes_per_attempt`, not kept.
     pub log_dropped: i64,
-    /// Nothing more will be written to its log: its last line is in, or
-    /// its worker is gone.
+    pub log_dropped_lines: i64,
+    /// Nothing more will be written to its log: its last chunk is in, or
+    /// it ended more than two seconds ago.
     pub log_ended: bool,
 }
 
 /// The columns of [`AttemptRow`] but the try number.
 const ATTEMPT_COLUMNS: &str = "id, task, claim, worker, started_at, finished_at, \
      (extract(epoch FROM (finished_at - started_at)) * 1000)::bigint AS duration_ms, \
-     outcome, error, log_bytes, log_dropped, \
-     (log_closed OR outcome = 'lost' \
-      OR (outcome <> 'running' AND finished_at < now() - interval '10 seconds')) AS log_ended";
+     outcome, error, log_bytes, log_dropped, log_dropped_lines, \
+     (log_closed OR (outcome <> 'running' AND finished_at < now() - interval '2 seconds')) \
+     AS log_ended";
 
 /// The attempts of a run (of one task, or all), oldest first.
 pub async fn attempts(
@@ -84,29 +86,70 @@ pub async fn chunks(
     .await
 }
 
-/// Appends a chunk and counts its bytes on the attempt; `last`: the log
-/// is closed.
-pub async fn append(
-    pool: &PgPool,
-    attempt_id: i64,
-    seq: i32,
-    body: &str,
-    dropped: u64,
-    last: bool,
-) -> Result<(), sqlx::Error> {
+/// A piece of an attempt's log as its writer stores it.
+pub struct Chunk<'a> {
+    pub attempt_id: i64,
+    pub seq: i32,
+    /// May be empty (only the dropped counts changed).
+    pub body: &'a str,
+    pub dropped_bytes: u64,
+    pub dropped_lines: u64,
+    /// The attempt's last chunk.
+    pub last: bool,
+}
+
+/// Appends a chunk and counts its bytes on the attempt.
+pub async fn append(pool: &PgPool, c: &Chunk<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "WITH c AS (INSERT INTO task_logs (attempt_id, seq, body) VALUES ($1, $2, $3))
+        "WITH c AS (INSERT INTO task_logs (attempt_id, seq, body)
+                    SELECT $1, $2, $3 WHERE $3 <> '')
          UPDATE task_attempts SET log_bytes = log_bytes + $4, log_dropped = $5,
-                log_closed = log_closed OR $6
+                log_dropped_lines = $6, log_closed = log_closed OR $7
          WHERE id = $1",
     )
-    .bind(attempt_id)
-    .bind(seq)
-    .bind(body)
-    .bind(body.len() as i64)
-    .bind(dropped as i64)
-    .bind(last)
+    .bind(c.attempt_id)
+    .bind(c.seq)
+    .bind(c.body)
+    .bind(c.body.len() as i64)
+    .bind(c.dropped_bytes as i64)
+    .bind(c.dropped_lines as i64)
+    .bind(c.last)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The lines that end an attempt's log once it ended: what was dropped
+/// past the cap, then how it ended (from its ledger row, so an attempt
+/// that said nothing costs no write).
+pub fn closing_lines(a: &AttemptRow, max_bytes: u64) -> String {
+    let Some(at) = a.finished_at else {
+        return String::new();
+    };
+    let stamp = at.format("%Y-%m-%dT%H:%M:%S%.3fZ");
+    let mut out = String::new();
+    if a.log_dropped_lines > 0 {
+        out.push_str(&format!(
+            "{stamp} hxjobs log truncated at logs.max_bytes_per_attempt = {max_bytes} bytes: {} bytes of output in {} lines after that were dropped\n",
+            a.log_dropped, a.log_dropped_lines
+        ));
+    }
+    let took = a
+        .duration_ms
+        .map(|ms| format!(" after {:.1} s", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    let why = a
+        .error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    let what = match a.outcome.as_str() {
+        "success" => "succeeded".to_string(),
+        "failed" => "failed".to_string(),
+        "lost" => "lost (its worker stopped, or its claim was taken over)".to_string(),
+        "handed_back" => "stopped by a shutdown; the run went back to the queue".to_string(),
+        other => other.to_string(),
+    };
+    out.push_str(&format!("{stamp} hxjobs attempt {what}{took}{why}\n"));
+    out
 }

@@ -13,11 +13,12 @@
 //! - a run whose heartbeat stopped is queued again ([`reap_stale`]).
 
 pub mod backfills;
+pub mod controls;
 pub mod logs;
 mod read;
 mod schedule;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,8 @@ text_enum!(
         Running = "running",
         Success = "success",
         Failed = "failed",
+        /// Stopped by an operator; not retried.
+        Cancelled = "cancelled",
     }
 );
 
@@ -99,6 +102,8 @@ text_enum!(
         /// Not run in this kind of run (`in_backfill = false`); counts as done.
         Skipped = "skipped",
         UpstreamFailed = "upstream_failed",
+        /// Its run was cancelled before it ended.
+        Cancelled = "cancelled",
     }
 );
 
@@ -107,7 +112,11 @@ impl TaskState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            TaskState::Success | TaskState::Failed | TaskState::Skipped | TaskState::UpstreamFailed
+            TaskState::Success
+                | TaskState::Failed
+                | TaskState::Skipped
+                | TaskState::UpstreamFailed
+                | TaskState::Cancelled
         )
     }
 
@@ -119,12 +128,14 @@ impl TaskState {
 
 /// A run this worker holds: the ledger row is `running` with this worker,
 /// and `attempt` (the row's claim count) fences its later writes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub run_id: i64,
     pub run_type: RunType,
     pub interval: Interval,
     pub attempt: i32,
+    /// The parameters the run was queued with (the job's defaults fill the rest).
+    pub params: serde_json::Value,
 }
 
 impl Claimed {
@@ -250,25 +261,32 @@ pub fn worker_id() -> String {
     format!("{}:{}", host.trim(), std::process::id())
 }
 
-/// Creates a queued run. A scheduled or backfill interval that already has
-/// a run gives `None`; manual runs always get a new row.
-pub async fn create_run(
+/// Who queued a manual run and with which parameters.
+#[derive(Debug, Clone, Default)]
+pub struct Trigger {
+    pub by: Option<String>,
+    /// The parameters given (validated against the job's declarations).
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Queues a manual run (its own row, never a scheduled interval's).
+pub async fn create_manual_run(
     pool: &PgPool,
     job: &str,
     interval: Interval,
-    run_type: RunType,
-) -> Result<Option<i64>, sqlx::Error> {
+    trigger: &Trigger,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO job_runs (job, run_type, interval_start, interval_end)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING
+        "INSERT INTO job_runs (job, run_type, interval_start, interval_end, params, triggered_by)
+         VALUES ($1, 'manual', $2, $3, $4, $5)
          RETURNING id",
     )
     .bind(job)
-    .bind(run_type)
     .bind(interval.start)
     .bind(interval.end)
-    .fetch_optional(pool)
+    .bind(serde_json::Value::Object(trigger.params.clone()))
+    .bind(&trigger.by)
+    .fetch_one(pool)
     .await
 }
 
@@ -279,17 +297,21 @@ pub async fn create_claimed_run(
     job: &str,
     interval: Interval,
     worker: &str,
+    trigger: &Trigger,
 ) -> Result<Claimed, sqlx::Error> {
+    let params = serde_json::Value::Object(trigger.params.clone());
     let run_id = sqlx::query_scalar(
         "INSERT INTO job_runs (job, run_type, interval_start, interval_end, state, worker,
-                               started_at, heartbeat_at, attempts)
-         VALUES ($1, 'manual', $2, $3, 'running', $4, now(), now(), 1)
+                               started_at, heartbeat_at, attempts, params, triggered_by)
+         VALUES ($1, 'manual', $2, $3, 'running', $4, now(), now(), 1, $5, $6)
          RETURNING id",
     )
     .bind(job)
     .bind(interval.start)
     .bind(interval.end)
     .bind(worker)
+    .bind(&params)
+    .bind(&trigger.by)
     .fetch_one(pool)
     .await?;
     Ok(Claimed {
@@ -297,21 +319,35 @@ pub async fn create_claimed_run(
         run_type: RunType::Manual,
         interval,
         attempt: 1,
+        params,
     })
 }
 
-/// A claimed ledger row: id, run_type, interval_start, interval_end, attempts.
-pub(super) type ClaimRow = (i64, RunType, DateTime<Utc>, DateTime<Utc>, i32);
+/// A claimed ledger row: id, run_type, interval_start, interval_end,
+/// attempts, params.
+pub(super) type ClaimRow = (
+    i64,
+    RunType,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    i32,
+    serde_json::Value,
+);
+
+/// What a claim returns, in [`ClaimRow`]'s order.
+pub(super) const CLAIM_RETURNING: &str =
+    "RETURNING id, run_type, interval_start, interval_end, attempts, params";
 
 /// Claimed ledger rows → claims, oldest interval first.
 pub(super) fn claims(rows: Vec<ClaimRow>) -> Vec<Claimed> {
     let mut claimed: Vec<Claimed> = rows
         .into_iter()
-        .map(|(run_id, run_type, start, end, attempt)| Claimed {
+        .map(|(run_id, run_type, start, end, attempt, params)| Claimed {
             run_id,
             run_type,
             interval: Interval { start, end },
             attempt,
+            params,
         })
         .collect();
     claimed.sort_by_key(|c| (c.interval.start, c.run_id));
@@ -344,19 +380,20 @@ pub async fn hand_back(pool: &PgPool, run: &Claimed) -> Result<bool, sqlx::Error
 }
 
 /// Makes sure every task of the run has a row, queues again the ones that
-/// did not succeed in an earlier claim, and returns those that did (they
-/// are not run again). Only while `fence` holds; `None` when it does not.
+/// had not ended in an earlier claim, and returns those that had, with
+/// their states (they are not run again: a cleared run runs only its
+/// cleared tasks). Only while `fence` holds; `None` when it does not.
 pub async fn open_tasks(
     pool: &PgPool,
     fence: Fence,
     tasks: &[(&str, &str)],
-) -> Result<Option<HashSet<String>>, sqlx::Error> {
+) -> Result<Option<HashMap<String, TaskState>>, sqlx::Error> {
     let ids: Vec<&str> = tasks.iter().map(|t| t.0).collect();
     let kinds: Vec<&str> = tasks.iter().map(|t| t.1).collect();
     // One statement: the claim check, the attempts of earlier claims still
     // open (their worker is gone), the task rows. It reads the rows as they
-    // were before it: the succeeded tasks, which it does not change.
-    let (held, done): (i64, Vec<String>) = sqlx::query_as(
+    // were before it: the ended tasks, which it does not change.
+    let (held, names, states): (i64, Vec<String>, Vec<String>) = sqlx::query_as(
         "WITH r AS (SELECT id FROM job_runs
                     WHERE id = $1 AND attempts = $4 AND state = 'running' FOR SHARE),
               lost AS (
@@ -367,9 +404,14 @@ pub async fn open_tasks(
                  INSERT INTO task_instances (run_id, task, kind)
                  SELECT $1, * FROM unnest($2::text[], $3::text[]) WHERE EXISTS (SELECT 1 FROM r)
                  ON CONFLICT (run_id, task) DO UPDATE SET state = 'queued', error = NULL
-                     WHERE task_instances.state <> 'success')
+                     WHERE task_instances.state IN ('queued', 'running', 'up_for_retry')),
+              ended AS (
+                 SELECT task, state FROM task_instances
+                 WHERE run_id = $1
+                   AND state NOT IN ('queued', 'running', 'up_for_retry'))
          SELECT (SELECT count(*) FROM r),
-                array(SELECT task FROM task_instances WHERE run_id = $1 AND state = 'success')",
+                array(SELECT task FROM ended ORDER BY task),
+                array(SELECT state FROM ended ORDER BY task)",
     )
     .bind(fence.run_id)
     .bind(&ids)
@@ -380,7 +422,13 @@ pub async fn open_tasks(
     if held == 0 {
         return Ok(None);
     }
-    Ok(Some(done.into_iter().collect()))
+    Ok(Some(
+        names
+            .into_iter()
+            .zip(states)
+            .filter_map(|(task, state)| TaskState::parse(&state).map(|s| (task, s)))
+            .collect(),
+    ))
 }
 
 /// The run's heartbeat, and its running tasks'. False: the claim is gone.
@@ -503,10 +551,10 @@ pub async fn reap_stale(
     let rows: Vec<(i64, String, RunState)> = sqlx::query_as(
         "WITH lost AS (
              UPDATE job_runs SET
-                 state = CASE WHEN attempts >= $2 THEN 'failed' ELSE 'queued' END,
-                 finished_at = CASE WHEN attempts >= $2 THEN now() END,
+                 state = CASE WHEN attempts - claims_at_clear >= $2 THEN 'failed' ELSE 'queued' END,
+                 finished_at = CASE WHEN attempts - claims_at_clear >= $2 THEN now() END,
                  error = format('worker %s stopped sending heartbeats (claim %s of at most %s)',
-                                worker, attempts, $2),
+                                worker, attempts - claims_at_clear, $2),
                  worker = NULL
              WHERE state = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
              RETURNING id, job, state
@@ -618,7 +666,7 @@ pub async fn claim_backfill(
     worker: &str,
     limit: usize,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let rows = sqlx::query_as(
+    let rows = sqlx::query_as(&format!(
         "UPDATE job_runs SET state = 'running', worker = $4, started_at = now(),
                 heartbeat_at = now(), attempts = attempts + 1, error = NULL
          WHERE id IN (
@@ -628,8 +676,8 @@ pub async fn claim_backfill(
              ORDER BY interval_start
              LIMIT $5
              FOR UPDATE SKIP LOCKED)
-         RETURNING id, run_type, interval_start, interval_end, attempts",
-    )
+         {CLAIM_RETURNING}"
+    ))
     .bind(job)
     .bind(from)
     .bind(to)

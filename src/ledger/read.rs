@@ -23,12 +23,18 @@ pub struct RunRow {
     /// From the claim to the end (or to now while it runs).
     pub duration_secs: Option<f64>,
     pub error: Option<String>,
+    /// The parameters it was queued with (the job's defaults fill the rest).
+    pub params: serde_json::Value,
+    /// Who queued a manual run (`cli:<user>`, `api:<token name>`).
+    pub triggered_by: Option<String>,
+    /// When an operator last cleared it.
+    pub cleared_at: Option<DateTime<Utc>>,
 }
 
 const RUN_COLUMNS: &str = "id, job, run_type, interval_start, interval_end, state, attempts, \
      worker, created_at, started_at, finished_at, \
      extract(epoch FROM (COALESCE(finished_at, now()) - started_at))::float8 AS duration_secs, \
-     error";
+     error, params, triggered_by, cleared_at";
 
 /// Which runs to list, newest first.
 #[derive(Debug, Clone, Default)]
@@ -124,5 +130,5 @@ pub async fn success_rates(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, sql
 /// Retention's classes of ledger rows (`SELECT count(*)` / `DELETE` + this,
 /// `$1` the cutoff): finished runs (their tasks go with them) and skips.
 pub const RETENTION_RUNS: &str =
-    "FROM job_runs WHERE state IN ('success', 'failed') AND finished_at < $1";
+    "FROM job_runs WHERE state IN ('success', 'failed', 'cancelled') AND finished_at < $1";
 pub const RETENTION_SKIPS: &str = "FROM schedule_skips WHERE recorded_at < $1";

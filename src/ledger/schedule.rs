@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{claims, ClaimRow, Claimed};
+use super::{claims, ClaimRow, Claimed, CLAIM_RETURNING};
 use crate::interval::Interval;
 
 /// Occurrences the catch-up policy did not run: a contiguous range.
@@ -23,6 +23,8 @@ pub struct JobLock {
     job: String,
     /// The newest occurrence already turned into runs or skips.
     pub last_fire: Option<DateTime<Utc>>,
+    /// Paused: no new scheduled runs, no claims.
+    pub paused: bool,
 }
 
 impl JobLock {
@@ -33,8 +35,8 @@ impl JobLock {
             .execute(pool)
             .await?;
         let mut tx = pool.begin().await?;
-        let last_fire: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT last_fire FROM job_schedule WHERE job = $1 FOR UPDATE")
+        let (last_fire, paused): (Option<DateTime<Utc>>, bool) =
+            sqlx::query_as("SELECT last_fire, paused FROM job_schedule WHERE job = $1 FOR UPDATE")
                 .bind(job)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -42,6 +44,7 @@ impl JobLock {
             tx,
             job: job.to_string(),
             last_fire,
+            paused,
         })
     }
 
@@ -118,12 +121,14 @@ impl JobLock {
         .await
     }
 
-    /// Up to `limit` queued scheduled or manual runs, oldest interval
-    /// first, locked (others skip them) until the lock ends.
+    /// Up to `limit` queued scheduled or manual runs (and cleared backfill
+    /// runs), oldest interval first, locked (others skip them) until the
+    /// lock ends.
     pub async fn queued(&mut self, limit: i64) -> Result<Vec<(i64, Interval)>, sqlx::Error> {
         let rows: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "SELECT id, interval_start, interval_end FROM job_runs
-             WHERE job = $1 AND state = 'queued' AND run_type <> 'backfill'
+             WHERE job = $1 AND state = 'queued'
+               AND (run_type <> 'backfill' OR cleared_at IS NOT NULL)
              ORDER BY interval_start, id
              LIMIT $2
              FOR UPDATE SKIP LOCKED",
@@ -172,12 +177,12 @@ impl JobLock {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<ClaimRow> = sqlx::query_as(
+        let rows: Vec<ClaimRow> = sqlx::query_as(&format!(
             "UPDATE job_runs SET state = 'running', worker = $2, started_at = now(),
                     heartbeat_at = now(), attempts = attempts + 1, error = NULL
              WHERE id = ANY($1) AND state = 'queued'
-             RETURNING id, run_type, interval_start, interval_end, attempts",
-        )
+             {CLAIM_RETURNING}"
+        ))
         .bind(ids)
         .bind(worker)
         .fetch_all(&mut *self.tx)

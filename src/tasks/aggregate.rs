@@ -55,6 +55,8 @@ impl Kind for Aggregate {
 impl Aggregate {
     async fn aggregate(&self, ctx: &TaskContext<'_>) -> Result<String, Failure> {
         let grain = self.grain;
+        let bucket = grain.containing(ctx.interval.start);
+        tracing::info!(grain = grain.as_str(), start = %bucket.start.to_rfc3339(), end = %bucket.end.to_rfc3339(), "rolling up");
         let note = ready(ctx, grain).await?;
         let now = Utc::now();
         // A coarser bucket first completes the finer ones it merges
@@ -67,6 +69,7 @@ impl Aggregate {
                 .map_err(failure)?;
             let p = rollup::complete::Provenance::of(finer, &buckets);
             finer_note = format!(" ({} {}s: {})", p.buckets, finer.as_str(), p.describe());
+            tracing::info!(grain = finer.as_str(), buckets = p.buckets, read = %p.describe(), "finer rollups read");
         }
         let late = if grain == Grain::Hour {
             refresh_late(ctx, now).await?
@@ -77,6 +80,7 @@ impl Aggregate {
             rollup::aggregate_sealed(ctx.pool, grain, ctx.interval.start, ctx.seal.as_ref())
                 .await
                 .map_err(failure)?;
+        tracing::info!("rollup written: {summary}{note}");
         Ok(format!("{summary}{finer_note}{note}{late}"))
     }
 }

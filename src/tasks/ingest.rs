@@ -26,6 +26,13 @@ impl Kind for Ingest {
             let summary = crate::ingest::drain(ctx.config, ctx.pool, ctx.stop.clone())
                 .await
                 .map_err(Failure::of)?;
+            for (topic, c) in &summary.topics {
+                tracing::info!(
+                    topic = %topic, stored = c.stored, duplicates_skipped = c.duplicates,
+                    dead_letters = c.dead_letters, gaps = c.gaps, skipped_offsets = c.skipped_offsets,
+                    "topic drained"
+                );
+            }
             if summary.interrupted {
                 return Err(Failure::Interrupted);
             }

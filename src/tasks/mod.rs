@@ -81,6 +81,8 @@ pub struct TaskContext<'a> {
     /// The ledger id, or 0 when the task runs outside the ledger (`tasks test`).
     pub run_id: i64,
     pub run_type: RunType,
+    /// The run's parameters (`{{ params.NAME }}`), defaults filled in.
+    pub params: &'a serde_json::Map<String, serde_json::Value>,
     /// This attempt's number, from 1.
     pub attempt: u32,
     /// Records the attempt's success in the transaction that commits its
@@ -95,14 +97,25 @@ pub struct TaskContext<'a> {
 
 impl TaskContext<'_> {
     /// `{{ interval_start }}`, `{{ interval_end }}`, `{{ job }}`, `{{ run_id }}`
-    /// replaced by the run's values (RFC 3339 times, UTC).
+    /// and `{{ params.NAME }}` replaced by the run's values (RFC 3339
+    /// times, UTC; a string parameter as it is, others as JSON).
     pub fn render(&self, template: &str) -> String {
-        let vars = [
-            ("interval_start", self.interval.start.to_rfc3339()),
-            ("interval_end", self.interval.end.to_rfc3339()),
-            ("job", self.job.to_string()),
-            ("run_id", self.run_id.to_string()),
+        let mut vars = vec![
+            (
+                "interval_start".to_string(),
+                self.interval.start.to_rfc3339(),
+            ),
+            ("interval_end".to_string(), self.interval.end.to_rfc3339()),
+            ("job".to_string(), self.job.to_string()),
+            ("run_id".to_string(), self.run_id.to_string()),
         ];
+        for (name, value) in self.params {
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            vars.push((format!("params.{name}"), text));
+        }
         let mut out = template.to_string();
         for (name, value) in vars {
             for pattern in [format!("{{{{ {name} }}}}"), format!("{{{{{name}}}}}")] {

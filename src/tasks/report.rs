@@ -40,6 +40,7 @@ impl Kind for Report {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
+            tracing::info!(report = %self.report, period_containing = %ctx.interval.start.to_rfc3339(), "generating report");
             let record = reports::generate_with(
                 ctx.config,
                 ctx.pool,
@@ -54,6 +55,7 @@ impl Kind for Report {
             )
             .await
             .map_err(failure)?;
+            tracing::info!(id = record.id, bytes = record.size.unwrap_or(0), path = ?record.path, "report written");
             Ok(format!(
                 "report {} ({}, {} bytes): {}",
                 record.id,

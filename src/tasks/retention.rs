@@ -37,6 +37,11 @@ impl Kind for Retention {
             let plan = crate::retention::plan(ctx.pool, config, chrono::Utc::now())
                 .await
                 .map_err(Failure::of)?;
+            tracing::info!(
+                raw_event_days = plan.event_days.len(),
+                other_classes = plan.classes.len(),
+                "retention plan: what is past its retention"
+            );
             let archived = crate::retention::apply(
                 ctx.pool,
                 &config.archive_dir,

@@ -14,9 +14,15 @@ async fn run(env: &TestEnv, text: &str, at: &str) -> (i64, executor::RunReport) 
     let job = job::parse(&env.dir.path().join("job.toml"), text).expect("valid job");
     let interval = job.interval.containing(ts(at));
     let pools = hxjobs::db::Pools::new(env.pool.clone());
-    let run = ledger::create_claimed_run(&pools.ledger, &job.name, interval, "test-worker")
-        .await
-        .expect("ledger");
+    let run = ledger::create_claimed_run(
+        &pools.ledger,
+        &job.name,
+        interval,
+        "test-worker",
+        &Default::default(),
+    )
+    .await
+    .expect("ledger");
     let report = executor::execute(&env.config, &pools, &job, &run, CancellationToken::new())
         .await
         .expect("execute");

@@ -320,9 +320,10 @@ grain = "hour"
     let pools = hxjobs::db::Pools::new(env.pool.clone());
     let hour = Grain::Hour.last_complete(Utc::now());
     let run_once = || async {
-        let run = ledger::create_claimed_run(&pools.ledger, &job.name, hour, "test")
-            .await
-            .expect("run");
+        let run =
+            ledger::create_claimed_run(&pools.ledger, &job.name, hour, "test", &Default::default())
+                .await
+                .expect("run");
         executor::execute(&env.config, &pools, &job, &run, CancellationToken::new())
             .await
             .expect("execute")
