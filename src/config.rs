@@ -87,10 +87,6 @@ pub struct NotifyConfig {
     /// Delivery attempts before a notification is given up (each recorded).
     #[serde(default = "default_notify_attempts")]
     pub max_attempts: u32,
-    /// Run links in notification bodies start with this (e.g.
-    /// `https://hxjobs.example.com`); without it they carry the run id only.
-    #[serde(default)]
-    pub public_url: Option<String>,
 }
 
 fn default_notify_attempts() -> u32 {
@@ -109,7 +105,6 @@ impl Default for NotifyConfig {
             dead_letters_per_hour: 0,
             gaps_per_hour: 0,
             max_attempts: default_notify_attempts(),
-            public_url: None,
         }
     }
 }
@@ -530,6 +525,10 @@ pub struct ApiConfig {
     /// it did (`api:<name>`; the single `token` is `api:token`).
     #[serde(default)]
     pub tokens: Vec<NamedToken>,
+    /// Where people reach this API (e.g. `https://hxjobs.example.com`):
+    /// notifications link to runs under it. Unset: they name the run id.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
 }

@@ -53,6 +53,7 @@ pub mod kafka;
 pub mod ledger;
 pub mod live;
 pub mod metrics;
+pub mod notify;
 pub mod reports;
 pub mod retention;
 pub mod rollup;

@@ -228,7 +228,14 @@ pub async fn job_runs(
         limit,
     };
     let runs = ledger::runs(&state.pools.data, &filter).await?;
-    Ok(Json(json!({ "job": job.name, "runs": runs })))
+    // Intervals past their deadline, with or without a run.
+    let late = ledger::deadlines::late_intervals(&state.pools.data, &job.name, limit).await?;
+    let paused = ledger::controls::paused_jobs(&state.pools.data)
+        .await?
+        .contains(&job.name);
+    Ok(Json(json!({
+        "job": job.name, "paused": paused, "runs": runs, "late_intervals": late,
+    })))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,9 +330,12 @@ pub async fn run(
     let attempts = ledger::logs::attempts(&state.pools.data, id, None).await?;
     // Who changed what on it (clear, mark, cancel, trigger).
     let actions = ledger::controls::run_actions(&state.pools.data, id).await?;
-    Ok(Json(
-        json!({ "run": run, "tasks": tasks, "attempts": attempts, "actions": actions }),
-    ))
+    // What was sent about it, and whether it arrived.
+    let notifications = crate::notify::of_run(&state.pools.data, id).await?;
+    Ok(Json(json!({
+        "run": run, "tasks": tasks, "attempts": attempts, "actions": actions,
+        "notifications": notifications,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@ mod control;
 mod demo;
 mod jobs;
 mod logs;
+mod notify;
 mod report;
 mod retention;
 mod run;
@@ -91,6 +92,11 @@ pub enum Command {
     Pause(control::PauseArgs),
     /// Unpause a job; its catch-up policy decides what of the missed schedule runs.
     Unpause(control::PauseArgs),
+    /// Notification targets: send a test message, list them.
+    Notify {
+        #[command(subcommand)]
+        command: notify::NotifyCommand,
+    },
     /// Archive raw event days past retention to Parquet and drop them;
     /// remove other data past its retention.
     Retention(retention::RetentionArgs),
@@ -152,10 +158,23 @@ pub type CliResult = Result<(), Failure>;
 /// The jobs in `jobs.dir`. Invalid files are logged (each with file:line)
 /// and counted in `hxjobs_job_files_invalid`; the valid jobs still load.
 pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Failure> {
-    let loaded = crate::dag::job::load(&config.jobs.dir).map_err(|e| Failure {
+    let mut loaded = crate::dag::job::load(&config.jobs.dir).map_err(|e| Failure {
         code: 2,
         message: e.to_string(),
     })?;
+    // A job naming a notification target the configuration lacks is invalid.
+    let (ok, bad): (Vec<_>, Vec<_>) = std::mem::take(&mut loaded.jobs)
+        .into_iter()
+        .partition(|j| crate::notify::unknown_targets(config, j).is_empty());
+    for job in bad {
+        let unknown = crate::notify::unknown_targets(config, &job).join(", ");
+        loaded.errors.push(crate::dag::job::Error {
+            file: job.file.clone(),
+            line: None,
+            message: format!("names notification targets that [notify] does not define: {unknown}"),
+        });
+    }
+    loaded.jobs = ok;
     for e in &loaded.errors {
         tracing::error!(file = %e.file.display(), line = e.line, "invalid job file, not loaded: {e}");
     }
@@ -272,6 +291,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Cancel(args) => control::cancel(&config, args).await,
         Command::Pause(args) => control::pause(&config, args, true).await,
         Command::Unpause(args) => control::pause(&config, args, false).await,
+        Command::Notify { command } => notify::notify(&config, command).await,
         Command::Retention(args) => retention::retention(&config, args).await,
         Command::Archive { command } => retention::archive(&config, command).await,
         Command::Tasks { command } => run::test_task(&config, command).await,

@@ -76,6 +76,12 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
         for r in &reports {
             print!("{r}");
         }
+        // Deadlines, ingest alerts and notifications, once.
+        let pool = &scheduler.pools.ledger;
+        crate::notify::check_deadlines(pool, config, &scheduler.jobs, Utc::now()).await?;
+        crate::notify::check_ingest(pool, config, Utc::now()).await?;
+        let sender = crate::notify::Sender::new(scheduler.config.clone())?;
+        crate::notify::deliver_due(&sender, pool, &scheduler.worker).await?;
         println!("{} runs, {failed} failed", reports.len());
         if failed > 0 {
             return Err(Failure::from(format!("{failed} runs failed")));
@@ -83,6 +89,12 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
         return Ok(());
     }
     let stop = stop_on_signal();
+    crate::notify::spawn(
+        scheduler.config.clone(),
+        scheduler.pools.ledger.clone(),
+        scheduler.jobs.clone(),
+        stop.clone(),
+    );
     let wake = Arc::new(tokio::sync::Notify::new());
     let api = if args.no_api {
         None
@@ -234,17 +246,21 @@ pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
     };
     let rows = ledger::runs(&pool, &filter).await?;
     println!(
-        "{:>8}  {:<24} {:<9} {:<25} {:<9} {:>6}  {:<20} {:>9}  {:<18} WORKER / ERROR",
+        "{:>8}  {:<24} {:<9} {:<25} {:<13} {:>6}  {:<20} {:>9}  {:<18} WORKER / ERROR",
         "ID", "JOB", "TYPE", "INTERVAL START", "STATE", "CLAIMS", "STARTED", "SECONDS", "BY"
     );
     for r in rows {
         println!(
-            "{:>8}  {:<24} {:<9} {:<25} {:<9} {:>6}  {:<20} {:>9}  {:<18} {}",
+            "{:>8}  {:<24} {:<9} {:<25} {:<13} {:>6}  {:<20} {:>9}  {:<18} {}",
             r.id,
             r.job,
             r.run_type.as_str(),
             r.interval_start.to_rfc3339(),
-            r.state.as_str(),
+            if r.late {
+                format!("{}+late", r.state)
+            } else {
+                r.state.to_string()
+            },
             r.attempts,
             r.started_at
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())

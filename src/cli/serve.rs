@@ -70,7 +70,14 @@ pub async fn serve(config: &Config) -> CliResult {
     let jobs = loaded.jobs;
     let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
     let stop = stop_on_signal();
-    let jobs = jobs.into_iter().map(Arc::new).collect();
+    let jobs: Vec<Arc<Job>> = jobs.into_iter().map(Arc::new).collect();
+    // Deadlines fire and notifications go out with no scheduler running.
+    crate::notify::spawn(
+        Arc::new(config.clone()),
+        pools.ledger.clone(),
+        jobs.clone(),
+        stop.clone(),
+    );
     let running = start(config, pools, jobs, None, invalid, stop)?;
     finish(running).await
 }

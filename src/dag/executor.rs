@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::db::Pools;
 use crate::interval::Interval;
 use crate::ledger::{self, Claimed, Fence, RunState, RunType, Seal, TaskState};
+use crate::notify::Rule;
 use crate::tasklog::LogWriter;
 use crate::tasks::{Failure, TaskContext};
 
@@ -129,6 +130,10 @@ impl RunContext<'_> {
         if self.fenced.is_cancelled() {
             return Ok(());
         }
+        let on_failure = match state {
+            TaskState::Failed => crate::notify::targets(self.config, self.job, Rule::TaskFailed),
+            _ => Vec::new(),
+        };
         let held = ledger::set_task(
             pool,
             fence,
@@ -137,6 +142,7 @@ impl RunContext<'_> {
             attempt as i32,
             error,
             duration,
+            &on_failure,
         )
         .await?;
         if !held {
@@ -259,7 +265,11 @@ pub async fn execute(
     };
     crate::metrics::run_finished(&job.name, state.as_str(), total.as_secs_f64());
     let error = (!failed.is_empty()).then(|| failed.join("; "));
-    if !ledger::finish_run(pool, fence, state, error.as_deref()).await? {
+    let alerts = ledger::RunAlerts {
+        on_failure: crate::notify::targets(config, job, Rule::RunFailed),
+        on_recovered: crate::notify::targets(config, job, Rule::Recovered),
+    };
+    if !ledger::finish_run(pool, fence, state, error.as_deref(), &alerts).await? {
         report.fenced = true;
         tracing::warn!(
             run_id = run.run_id,

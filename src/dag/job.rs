@@ -110,6 +110,33 @@ pub struct Job {
     pub tasks: Vec<Task>,
     /// Declared run parameters (`[params.NAME]`).
     pub params: Vec<super::params::Param>,
+    /// An interval not succeeded this long after its end is late.
+    pub deadline: Option<chrono::TimeDelta>,
+    /// Notification targets of this job's own (added to `[notify]`'s).
+    pub notify: JobNotify,
+}
+
+/// `on_failure`, `on_task_failure`, `on_recovered`, `on_late` in a job file.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JobNotify {
+    #[serde(default)]
+    pub on_failure: Vec<String>,
+    #[serde(default)]
+    pub on_task_failure: Vec<String>,
+    #[serde(default)]
+    pub on_recovered: Vec<String>,
+    #[serde(default)]
+    pub on_late: Vec<String>,
+}
+
+impl JobNotify {
+    pub fn all(&self) -> impl Iterator<Item = &String> {
+        self.on_failure
+            .iter()
+            .chain(&self.on_task_failure)
+            .chain(&self.on_recovered)
+            .chain(&self.on_late)
+    }
 }
 
 #[derive(Deserialize)]
@@ -134,6 +161,16 @@ struct RawJob {
     tasks: BTreeMap<String, Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
     #[serde(default)]
     params: BTreeMap<String, super::params::RawParam>,
+    #[serde(default)]
+    deadline: Option<Spanned<String>>,
+    #[serde(default)]
+    on_failure: Vec<String>,
+    #[serde(default)]
+    on_task_failure: Vec<String>,
+    #[serde(default)]
+    on_recovered: Vec<String>,
+    #[serde(default)]
+    on_late: Vec<String>,
 }
 
 /// `"a"` or `["a", "b"]`.
@@ -350,6 +387,19 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
         );
     }
     let params = super::params::declare(raw.params).map_err(|m| err(None, m))?;
+    let deadline = match &raw.deadline {
+        None => None,
+        Some(d) => Some(
+            crate::time::parse_duration(d.get_ref())
+                .map_err(|e| err(Some(d.span()), format!("deadline: {e}")))?,
+        ),
+    };
+    let notify = JobNotify {
+        on_failure: raw.on_failure,
+        on_task_failure: raw.on_task_failure,
+        on_recovered: raw.on_recovered,
+        on_late: raw.on_late,
+    };
     let ordered = topological(&tasks)
         .map_err(|(id, span)| err(Some(span), format!("dependency cycle through task `{id}`")))?;
 
@@ -368,6 +418,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
         wait_timeout_secs: raw.wait_timeout_secs,
         tasks: ordered,
         params,
+        deadline,
+        notify,
     })
 }
 

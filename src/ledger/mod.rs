@@ -14,6 +14,7 @@
 
 pub mod backfills;
 pub mod controls;
+pub mod deadlines;
 pub mod logs;
 mod read;
 mod schedule;
@@ -476,6 +477,9 @@ pub async fn start_attempt(
 }
 
 /// Writes a task's state. False: the claim is gone, nothing was written.
+/// A task that failed for good notifies `on_task_failure` (an outbox row
+/// in the same statement).
+#[allow(clippy::too_many_arguments)]
 pub async fn set_task(
     pool: &PgPool,
     fence: Fence,
@@ -484,14 +488,25 @@ pub async fn set_task(
     attempt: i32,
     error: Option<&str>,
     duration: Option<Duration>,
+    on_task_failure: &[String],
 ) -> Result<bool, sqlx::Error> {
     let held = sqlx::query(
-        "WITH r AS (SELECT id FROM job_runs WHERE id = $1 AND attempts = $8 AND state = 'running'),
+        "WITH r AS (SELECT id, job, interval_start, interval_end FROM job_runs
+                    WHERE id = $1 AND attempts = $8 AND state = 'running'),
               a AS (UPDATE task_attempts
                     SET outcome = CASE WHEN $3 = 'success' THEN 'success' ELSE 'failed' END,
                         finished_at = COALESCE(finished_at, now()), error = $5
                     WHERE run_id = $1 AND task = $2 AND claim = $8 AND try = $4
-                      AND $3 IN ('success', 'failed', 'up_for_retry') AND EXISTS (SELECT 1 FROM r))
+                      AND $3 IN ('success', 'failed', 'up_for_retry') AND EXISTS (SELECT 1 FROM r)),
+              n AS (INSERT INTO notifications (target, event, payload)
+                    SELECT t, 'task_failed', jsonb_build_object(
+                               'event', 'task_failed', 'job', r.job, 'run_id', r.id,
+                               'interval_start', r.interval_start, 'interval_end', r.interval_end,
+                               'task', $2::text, 'error', $5::text,
+                               'try', (SELECT count(*) FROM task_attempts x
+                                       WHERE x.run_id = $1 AND x.task = $2))
+                    FROM r, unnest($9::text[]) t
+                    WHERE $3 = 'failed')
          UPDATE task_instances SET state = $3, attempt = GREATEST(attempt, $4), error = $5,
                 finished_at = CASE WHEN $6 THEN COALESCE(finished_at, now()) ELSE finished_at END,
                 duration_ms = COALESCE($7, duration_ms)
@@ -505,30 +520,58 @@ pub async fn set_task(
     .bind(state.is_final())
     .bind(duration.map(|d| d.as_millis() as i64))
     .bind(fence.claim)
+    .bind(on_task_failure)
     .execute(pool)
     .await?
     .rows_affected();
     Ok(held == 1)
 }
 
-/// Records a run's outcome. False: the claim is gone, nothing was written.
+/// Who is told when a run ends: failed, or succeeded after a failed attempt.
+#[derive(Debug, Clone, Default)]
+pub struct RunAlerts {
+    pub on_failure: Vec<String>,
+    pub on_recovered: Vec<String>,
+}
+
+/// Records a run's outcome, and in the same statement its notifications
+/// (outbox rows). False: the claim is gone, nothing was written.
 pub async fn finish_run(
     pool: &PgPool,
     fence: Fence,
     state: RunState,
     error: Option<&str>,
+    alerts: &RunAlerts,
 ) -> Result<bool, sqlx::Error> {
-    let recorded = sqlx::query(
-        "UPDATE job_runs SET state = $3, finished_at = now(), heartbeat_at = now(), error = $4
-         WHERE id = $1 AND attempts = $2 AND state = 'running'",
+    let recorded: i64 = sqlx::query_scalar(
+        "WITH r AS (UPDATE job_runs SET state = $3, finished_at = now(), heartbeat_at = now(),
+                           error = $4
+                    WHERE id = $1 AND attempts = $2 AND state = 'running'
+                    RETURNING id, job, run_type, interval_start, interval_end, state, error),
+              ev AS (SELECT r.*, CASE
+                         WHEN r.state = 'failed' THEN 'run_failed'
+                         WHEN EXISTS (SELECT 1 FROM task_attempts a
+                                      WHERE a.run_id = r.id AND a.outcome IN ('failed', 'lost'))
+                         THEN 'run_recovered' END AS event
+                     FROM r),
+              n AS (INSERT INTO notifications (target, event, payload)
+                    SELECT t, ev.event, jsonb_build_object(
+                               'event', ev.event, 'job', ev.job, 'run_id', ev.id,
+                               'run_type', ev.run_type, 'interval_start', ev.interval_start,
+                               'interval_end', ev.interval_end, 'error', ev.error)
+                    FROM ev, unnest(CASE ev.event WHEN 'run_failed' THEN $5::text[]
+                                                  WHEN 'run_recovered' THEN $6::text[]
+                                                  ELSE '{}'::text[] END) t)
+         SELECT count(*) FROM r",
     )
     .bind(fence.run_id)
     .bind(fence.claim)
     .bind(state)
     .bind(error)
-    .execute(pool)
-    .await?
-    .rows_affected();
+    .bind(&alerts.on_failure)
+    .bind(&alerts.on_recovered)
+    .fetch_one(pool)
+    .await?;
     Ok(recorded == 1)
 }
 

@@ -29,12 +29,16 @@ pub struct RunRow {
     pub triggered_by: Option<String>,
     /// When an operator last cleared it.
     pub cleared_at: Option<DateTime<Utc>>,
+    /// Its interval missed the job's deadline (`late_intervals`).
+    pub late: bool,
 }
 
 const RUN_COLUMNS: &str = "id, job, run_type, interval_start, interval_end, state, attempts, \
      worker, created_at, started_at, finished_at, \
      extract(epoch FROM (COALESCE(finished_at, now()) - started_at))::float8 AS duration_secs, \
-     error, params, triggered_by, cleared_at";
+     error, params, triggered_by, cleared_at, \
+     EXISTS (SELECT 1 FROM late_intervals l \
+             WHERE l.job = job_runs.job AND l.interval_start = job_runs.interval_start) AS late";
 
 /// Which runs to list, newest first.
 #[derive(Debug, Clone, Default)]

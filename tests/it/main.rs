@@ -12,6 +12,7 @@ mod dag;
 mod http;
 mod ingest;
 mod logs;
+mod notify;
 mod operator;
 mod proxy;
 mod reports;
