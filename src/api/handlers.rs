@@ -233,8 +233,11 @@ pub async fn job_runs(
     let paused = ledger::controls::paused_jobs(&state.pools.data)
         .await?
         .contains(&job.name);
+    // Who changed what on the job and its runs, newest first.
+    let actions = ledger::controls::job_actions(&state.pools.data, &job.name, limit).await?;
     Ok(Json(json!({
         "job": job.name, "paused": paused, "runs": runs, "late_intervals": late,
+        "actions": actions,
     })))
 }
 

@@ -25,7 +25,25 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     (
         "POST",
         "/jobs/{job}/runs",
-        "Queue a manual run; body {\"interval_start\": optional}",
+        "Queue a manual run; body {\"interval_start\", \"params\", \"reason\"}, all optional; 400 invalid_params",
+        &[],
+    ),
+    (
+        "POST",
+        "/jobs/{job}/clear",
+        "Queue again every failed run of the job in a range; body {\"from\", \"to\", \"reason\"}",
+        &[],
+    ),
+    (
+        "POST",
+        "/jobs/{job}/pause",
+        "Pause a job (no new scheduled runs, none starts); 409 when already paused",
+        &[],
+    ),
+    (
+        "POST",
+        "/jobs/{job}/unpause",
+        "Unpause a job (its catch-up policy decides); 409 when not paused",
         &[],
     ),
     (
@@ -42,7 +60,42 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
         "Cancel a running API backfill (its runs in hand are handed back); 409 backfill_finished otherwise",
         &[],
     ),
-    ("GET", "/runs/{id}", "A run with its task instances", &[]),
+    (
+        "GET",
+        "/runs/{id}",
+        "A run with its task instances, attempts (try numbers), actions and notifications",
+        &[],
+    ),
+    (
+        "POST",
+        "/runs/{id}/clear",
+        "Queue a finished run again with tasks cleared; body {\"tasks\", \"downstream\", \"reason\"}; 409 when queued or running",
+        &[],
+    ),
+    (
+        "POST",
+        "/runs/{id}/mark",
+        "Mark a run, or one task of it, succeeded or failed; body {\"state\", \"task\", \"reason\"}",
+        &[],
+    ),
+    (
+        "POST",
+        "/runs/{id}/cancel",
+        "Cancel a queued or running run (its task is stopped, not retried); 409 when it has ended",
+        &[],
+    ),
+    (
+        "GET",
+        "/runs/{id}/tasks/{task}/logs",
+        "A task attempt's log as text (latest try unless ?try=N)",
+        &["try"],
+    ),
+    (
+        "GET",
+        "/runs/{id}/tasks/{task}/logs/stream",
+        "A task attempt's log as server-sent events (log, then end), following it while it runs",
+        &["try"],
+    ),
     (
         "POST",
         "/reports/generate",

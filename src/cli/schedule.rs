@@ -272,6 +272,26 @@ pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
             r.error.or(r.worker).unwrap_or_default()
         );
     }
+    if let Some(job) = &args.job {
+        if ledger::controls::paused_jobs(&pool).await?.contains(job) {
+            println!("{job} is paused (hxjobs unpause {job})");
+        }
+        let actions = ledger::controls::job_actions(&pool, job, 10).await?;
+        if !actions.is_empty() {
+            println!("recent actions:");
+        }
+        for a in actions {
+            println!(
+                "  {}  {:<18} {:<12} {}{}{}",
+                a.at.format("%Y-%m-%d %H:%M:%S"),
+                a.actor,
+                a.action,
+                a.run_id.map(|r| format!("run {r} ")).unwrap_or_default(),
+                a.task.map(|t| format!("task {t} ")).unwrap_or_default(),
+                a.reason.map(|r| format!("({r})")).unwrap_or_default()
+            );
+        }
+    }
     Ok(())
 }
 
