@@ -88,29 +88,57 @@ impl AttemptLog {
         self.push(tag, text.as_bytes());
     }
 
+    /// A block of a task's output read at once: every line in it (each
+    /// ending with a line end, the last one may not), under one lock and
+    /// one time stamp.
+    pub fn lines(&self, stream: Stream, block: &[u8]) {
+        let Ok(mut b) = self.0.buffer.lock() else {
+            return;
+        };
+        // Plain text (the usual case) is copied as it is.
+        let plain = memchr::memchr(0, block).is_none() && std::str::from_utf8(block).is_ok();
+        stamp(&mut b);
+        let mut start = 0;
+        while start < block.len() {
+            let end = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i);
+            let line = &block[start..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            Self::push_locked(&mut b, self.0.max_bytes, stream.tag(), line, plain);
+            start = end + 1;
+        }
+    }
+
     fn push(&self, tag: &str, bytes: &[u8]) {
         let Ok(mut b) = self.0.buffer.lock() else {
             return;
         };
+        stamp(&mut b);
+        Self::push_locked(&mut b, self.0.max_bytes, tag, bytes, false);
+    }
+
+    /// Adds one line; `plain`: it is UTF-8 without NULs (no escaping).
+    fn push_locked(b: &mut Buffer, max_bytes: u64, tag: &str, bytes: &[u8], plain: bool) {
         let len = bytes.len();
         // Stored: time (24 bytes), tag, body, spaces and line end.
         let size = (len + tag.len() + 27) as u64;
-        if b.dropped_lines > 0 || b.kept + size > self.0.max_bytes {
+        if b.dropped_lines > 0 || b.kept + size > max_bytes {
             // What the task said, with its line end.
             b.dropped_bytes += len as u64 + 1;
             b.dropped_lines += 1;
             return;
         }
         b.kept += size;
-        stamp(&mut b);
         let Buffer {
             pending, prefix, ..
-        } = &mut *b;
+        } = b;
         pending.push_str(prefix);
         pending.push(' ');
         pending.push_str(tag);
         pending.push(' ');
-        escape_into(pending, bytes);
+        match plain.then(|| std::str::from_utf8(bytes).ok()).flatten() {
+            Some(text) => pending.push_str(text),
+            None => escape_into(pending, bytes),
+        }
         pending.push('\n');
     }
 
@@ -201,6 +229,22 @@ impl Visit for Fields {
     }
 }
 
+/// Last writes of ended attempts' logs still under way.
+static FLUSHING: LazyLock<Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+    LazyLock::new(Default::default);
+
+/// Waits until every ended attempt's log is written (before a process
+/// that ran tasks exits).
+pub async fn flushed() {
+    let pending = FLUSHING
+        .lock()
+        .map(|mut p| std::mem::take(&mut *p))
+        .unwrap_or_default();
+    for handle in pending {
+        let _ = handle.await;
+    }
+}
+
 /// Logs of the attempts running in this process, by attempt id.
 static ACTIVE: LazyLock<Mutex<HashMap<i64, AttemptLog>>> = LazyLock::new(Default::default);
 
@@ -238,12 +282,16 @@ impl LogWriter {
         tracing::info_span!("task_attempt", attempt_id = self.attempt_id)
     }
 
-    /// Writes what is left and waits until it is written (nothing to
-    /// write: no round trip).
+    /// Ends the log: what is left is written in the background, so the
+    /// attempt does not wait for it (its reader sees the log end when it
+    /// is in: `log_closed`). [`flushed`] waits for every such write.
     pub async fn finish(mut self) {
         self.done.cancel();
         if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.await;
+            if let Ok(mut pending) = FLUSHING.lock() {
+                pending.retain(|h| !h.is_finished());
+                pending.push(flusher);
+            }
         }
     }
 }

@@ -227,21 +227,12 @@ pub async fn clear(
     let run = ledger::run(pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))?;
-    let mut tasks: Vec<String> = Vec::new();
+    let mut tasks = body.tasks;
     if body.downstream {
         let job = find_job(&state, &run.job)?;
-        for t in &body.tasks {
-            let after = job.downstream(t).ok_or_else(|| {
-                ApiError::not_found("not_found", format!("job {} has no task `{t}`", job.name))
-            })?;
-            for a in after {
-                if !tasks.contains(&a) {
-                    tasks.push(a);
-                }
-            }
-        }
-    } else {
-        tasks = body.tasks;
+        tasks = job
+            .to_clear(&tasks, true)
+            .map_err(|m| ApiError::not_found("not_found", m))?;
     }
     if tasks.is_empty() {
         tasks = ledger::tasks(pool, id)

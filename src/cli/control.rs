@@ -120,21 +120,10 @@ pub async fn clear(config: &Config, args: ClearArgs) -> CliResult {
     let run = crate::ledger::run(&pool, run_id)
         .await?
         .ok_or_else(|| usage(format!("no run {run_id}")))?;
-    let mut tasks = Vec::new();
+    let mut tasks = args.task;
     if args.downstream {
         let job = super::run::find_job(config, &run.job)?;
-        for t in &args.task {
-            let after = job
-                .downstream(t)
-                .ok_or_else(|| usage(format!("job {} has no task `{t}`", job.name)))?;
-            for a in after {
-                if !tasks.contains(&a) {
-                    tasks.push(a);
-                }
-            }
-        }
-    } else {
-        tasks = args.task;
+        tasks = job.to_clear(&tasks, true).map_err(usage)?;
     }
     if tasks.is_empty() {
         // The whole run: every task runs again.

@@ -99,7 +99,9 @@ pub async fn run(config: &Config, args: RunArgs) -> CliResult {
         &trigger,
     )
     .await?;
-    let report = executor::execute(config, &pools, &job, &run, stop.clone()).await?;
+    let report = executor::execute(config, &pools, &job, &run, stop.clone()).await;
+    crate::tasklog::flushed().await;
+    let report = report?;
     print!("{report}");
     if report.handed_back || stop.is_cancelled() {
         return Err(Failure {

@@ -71,7 +71,9 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
     let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
     let scheduler = Scheduler::new(Arc::new(config.clone()), pools, jobs, worker_id());
     if args.once {
-        let reports = scheduler.tick(Utc::now()).await?;
+        let reports = scheduler.tick(Utc::now()).await;
+        crate::tasklog::flushed().await;
+        let reports = reports?;
         let failed = reports.iter().filter(|r| !r.succeeded()).count();
         for r in &reports {
             print!("{r}");
@@ -109,6 +111,7 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
         )?)
     };
     let outcome = daemon::run(scheduler, wake, stop.clone()).await;
+    crate::tasklog::flushed().await;
     stop.cancel();
     if let Some(api) = api {
         super::serve::finish(api).await?;
@@ -163,8 +166,9 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
             bar.set_message(format!("{} ok, {} failed", p.succeeded, p.failed));
         },
     )
-    .await
-    .map_err(usage)?;
+    .await;
+    crate::tasklog::flushed().await;
+    let summary = summary.map_err(usage)?;
     bar.finish();
     // After a SIGHUP the terminal may be gone: a failed print must not
     // turn into a panic.
@@ -246,12 +250,21 @@ pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
     };
     let rows = ledger::runs(&pool, &filter).await?;
     println!(
-        "{:>8}  {:<24} {:<9} {:<25} {:<13} {:>6}  {:<20} {:>9}  {:<18} WORKER / ERROR",
-        "ID", "JOB", "TYPE", "INTERVAL START", "STATE", "CLAIMS", "STARTED", "SECONDS", "BY"
+        "{:>8}  {:<24} {:<9} {:<25} {:<13} {:>6} {:>5}  {:<20} {:>9}  {:<18} WORKER / ERROR",
+        "ID",
+        "JOB",
+        "TYPE",
+        "INTERVAL START",
+        "STATE",
+        "CLAIMS",
+        "TRIES",
+        "STARTED",
+        "SECONDS",
+        "BY"
     );
     for r in rows {
         println!(
-            "{:>8}  {:<24} {:<9} {:<25} {:<13} {:>6}  {:<20} {:>9}  {:<18} {}",
+            "{:>8}  {:<24} {:<9} {:<25} {:<13} {:>6} {:>5}  {:<20} {:>9}  {:<18} {}",
             r.id,
             r.job,
             r.run_type.as_str(),
@@ -262,6 +275,7 @@ pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
                 r.state.to_string()
             },
             r.attempts,
+            r.tries,
             r.started_at
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_else(|| "-".into()),

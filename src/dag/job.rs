@@ -63,17 +63,28 @@ pub struct Task {
 }
 
 impl Job {
-    /// `task` and every task after it (depending on it, directly or not),
-    /// in the job's order; `None` when the job has no such task.
-    pub fn downstream(&self, task: &str) -> Option<Vec<String>> {
-        self.tasks.iter().find(|t| t.id == task)?;
-        let mut found = vec![task.to_string()];
+    /// What a clear of `tasks` runs again: those, and with `downstream`
+    /// every task after them (depending on one, directly or not), in the
+    /// job's order. An unknown task is an error only with `downstream`
+    /// (otherwise the run's own tasks are the judge).
+    pub fn to_clear(&self, tasks: &[String], downstream: bool) -> Result<Vec<String>, String> {
+        if !downstream {
+            return Ok(tasks.to_vec());
+        }
+        if let Some(t) = tasks
+            .iter()
+            .find(|t| !self.tasks.iter().any(|x| &x.id == *t))
+        {
+            return Err(format!("job {} has no task `{t}`", self.name));
+        }
+        let mut found: Vec<String> = Vec::new();
         for t in &self.tasks {
-            if !found.contains(&t.id) && t.depends_on.iter().any(|d| found.contains(d)) {
+            let after = t.depends_on.iter().any(|d| found.contains(d));
+            if tasks.contains(&t.id) || after {
                 found.push(t.id.clone());
             }
         }
-        Some(found)
+        Ok(found)
     }
 }
 

@@ -31,6 +31,8 @@ pub struct RunRow {
     pub cleared_at: Option<DateTime<Utc>>,
     /// Its interval missed the job's deadline (`late_intervals`).
     pub late: bool,
+    /// Task attempts in the run, every task and claim counted.
+    pub tries: i64,
 }
 
 const RUN_COLUMNS: &str = "id, job, run_type, interval_start, interval_end, state, attempts, \
@@ -38,7 +40,8 @@ const RUN_COLUMNS: &str = "id, job, run_type, interval_start, interval_end, stat
      extract(epoch FROM (COALESCE(finished_at, now()) - started_at))::float8 AS duration_secs, \
      error, params, triggered_by, cleared_at, \
      EXISTS (SELECT 1 FROM late_intervals l \
-             WHERE l.job = job_runs.job AND l.interval_start = job_runs.interval_start) AS late";
+             WHERE l.job = job_runs.job AND l.interval_start = job_runs.interval_start) AS late, \
+     (SELECT count(*) FROM task_attempts a WHERE a.run_id = job_runs.id) AS tries";
 
 /// Which runs to list, newest first.
 #[derive(Debug, Clone, Default)]

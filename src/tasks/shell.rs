@@ -86,7 +86,8 @@ struct Output {
     last: Vec<u8>,
 }
 
-/// Reads a stream to its end, each line to the attempt's log (if any).
+/// Reads a stream to its end, its lines to the attempt's log (if any), a
+/// block of complete lines at a time.
 async fn read_lines(
     stream: Option<impl tokio::io::AsyncRead + Unpin>,
     which: Stream,
@@ -97,22 +98,55 @@ async fn read_lines(
         return output;
     };
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, stream);
-    let mut line = Vec::new();
+    // A line longer than the buffer, or cut at its edge.
+    let mut partial: Vec<u8> = Vec::new();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return output,
-            Ok(n) => output.bytes += n as u64,
+        let block = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(block) => block,
+        };
+        let n = block.len();
+        output.bytes += n as u64;
+        match memchr::memrchr(b'\n', block) {
+            Some(last) => {
+                let complete = if partial.is_empty() {
+                    &block[..=last]
+                } else {
+                    partial.extend_from_slice(&block[..=last]);
+                    &partial[..]
+                };
+                if let Some(log) = log {
+                    log.lines(which, complete);
+                }
+                remember_last(&mut output.last, complete);
+                let rest = block[last + 1..].to_vec();
+                partial.clear();
+                partial.extend_from_slice(&rest);
+            }
+            None => partial.extend_from_slice(block),
         }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        reader.consume(n);
+    }
+    if !partial.is_empty() {
         if let Some(log) = log {
-            log.line(which, text);
+            log.lines(which, &partial);
         }
-        if !text.is_empty() {
-            output.last.clear();
-            output.last.extend_from_slice(text);
-        }
+        remember_last(&mut output.last, &partial);
+    }
+    output
+}
+
+/// Keeps the last non-empty line of `block` (for the error message).
+fn remember_last(last: &mut Vec<u8>, block: &[u8]) {
+    let trimmed = block.strip_suffix(b"\n").unwrap_or(block);
+    let line = match memchr::memrchr(b'\n', trimmed) {
+        Some(i) => &trimmed[i + 1..],
+        None => trimmed,
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !line.is_empty() {
+        last.clear();
+        last.extend_from_slice(line);
     }
 }
 

@@ -140,6 +140,27 @@ impl TestEnv {
         path
     }
 
+    /// A config file `<name>.toml` of its own whose jobs directory
+    /// (`<name>-jobs/`) holds `jobs` (file stem, text), then `extra`.
+    pub fn config_with_jobs(&self, name: &str, jobs: &[(&str, String)], extra: &str) -> PathBuf {
+        let dir = self.dir.path().join(format!("{name}-jobs"));
+        std::fs::create_dir_all(&dir).expect("jobs dir");
+        for (stem, text) in jobs {
+            std::fs::write(dir.join(format!("{stem}.toml")), text).expect("job file");
+        }
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let jobs_dir = dir.display().to_string();
+        std::fs::write(&path, format!("[jobs]\ndir = {jobs_dir:?}\n{extra}")).expect("config");
+        path
+    }
+
+    /// `hxjobs --config CONFIG ARGS…` with this test's environment, to run.
+    pub fn hxjobs(&self, config: &std::path::Path, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.command();
+        cmd.arg("--config").arg(config).args(args);
+        cmd
+    }
+
     /// A `Command` for the hxjobs binary with this test's environment.
     pub fn command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hxjobs"));

@@ -791,7 +791,7 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
     let state = env.dir.path().join("broker");
     let port = free_port();
     broker(&state, port, "up", true, env.config.database.url.expose());
-    let _guard = BrokerGuard {
+    let guard = BrokerGuard {
         state: state.clone(),
         port,
         database_url: env.config.database.url.expose().to_string(),
@@ -939,6 +939,8 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
     )
     .expect("json");
     check_kpis(&body, "Key figures", 1, &short);
+    // Before the cleanup removes the broker's state directory (its pid file).
+    drop(guard);
     env.cleanup().await;
 }
 

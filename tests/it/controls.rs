@@ -14,26 +14,13 @@ use crate::http::request;
 use crate::scheduler::{wait_for, wait_until};
 
 fn config(env: &TestEnv, jobs: &[(&str, String)], extra: &str) -> PathBuf {
-    let dir = env.dir.path().join("control-jobs");
-    std::fs::create_dir_all(&dir).expect("jobs dir");
-    for (name, text) in jobs {
-        std::fs::write(dir.join(format!("{name}.toml")), text).expect("job file");
-    }
-    let path = env.dir.path().join("controls.toml");
-    std::fs::write(
-        &path,
-        format!("[jobs]\ndir = {:?}\n{extra}", dir.display().to_string()),
-    )
-    .expect("config");
-    path
+    env.config_with_jobs("controls", jobs, extra)
 }
 
-fn hxjobs(env: &TestEnv, config: &PathBuf, args: &[&str]) -> Output {
-    env.command()
-        .arg("--config")
-        .arg(config)
+/// Run as the login name `ops-alice`, which the ledger records.
+fn hxjobs(env: &TestEnv, config: &std::path::Path, args: &[&str]) -> Output {
+    env.hxjobs(config, args)
         .env("USER", "ops-alice")
-        .args(args)
         .output()
         .expect("run hxjobs")
 }
@@ -204,10 +191,7 @@ async fn a_cancelled_run_stops_its_task_and_is_not_retried() {
     );
     let cfg = config(&env, &[("long", job)], "[scheduler]\nheartbeat_secs = 1\n");
     let mut runner = env
-        .command()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["run", "long"])
+        .hxjobs(&cfg, &["run", "long"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -387,10 +371,7 @@ sql = "INSERT INTO ran VALUES ('t', '{{ interval_start }}', '{{ params.note }}/{
 
     // The API: params checked, the run queued with them, the token's name kept.
     let mut server = env
-        .command()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["daemon"])
+        .hxjobs(&cfg, &["daemon"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

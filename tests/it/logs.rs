@@ -9,26 +9,15 @@ use std::time::{Duration, Instant};
 use crate::common::TestEnv;
 use crate::http::request;
 
-/// A config file of its own (not `hxjobs.toml`, which other helpers
-/// write) whose jobs directory holds `jobs`.
+/// A config of its own whose jobs directory holds `jobs`, archives kept
+/// in the test's directory.
 fn config_with_jobs(env: &TestEnv, jobs: &[(&str, String)]) -> PathBuf {
-    let dir = env.dir.path().join("log-jobs");
-    std::fs::create_dir_all(&dir).expect("jobs dir");
-    for (name, text) in jobs {
-        std::fs::write(dir.join(format!("{name}.toml")), text).expect("job file");
-    }
-    let path = env.dir.path().join("logs.toml");
-    let archive = env.dir.path().join("archive");
-    std::fs::write(
-        &path,
-        format!(
-            "[jobs]\ndir = {:?}\n[retention]\narchive_dir = {:?}\n",
-            dir.display().to_string(),
-            archive.display().to_string()
-        ),
+    let archive = env.dir.path().join("archive").display().to_string();
+    env.config_with_jobs(
+        "logs",
+        jobs,
+        &format!("[retention]\narchive_dir = {archive:?}\n"),
     )
-    .expect("config");
-    path
 }
 
 fn job(name: &str, tasks: &str) -> String {
@@ -37,13 +26,8 @@ fn job(name: &str, tasks: &str) -> String {
     )
 }
 
-fn hxjobs(env: &TestEnv, config: &PathBuf, args: &[&str]) -> Output {
-    env.command()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run hxjobs")
+fn hxjobs(env: &TestEnv, config: &std::path::Path, args: &[&str]) -> Output {
+    env.hxjobs(config, args).output().expect("run hxjobs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -275,10 +259,7 @@ async fn follow_shows_a_running_task_as_it_speaks() {
     );
     let config = config_with_jobs(&env, &[("wait", wait)]);
     let mut runner = env
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "wait"])
+        .hxjobs(&config, &["run", "wait"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -298,10 +279,7 @@ async fn follow_shows_a_running_task_as_it_speaks() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mut follow = env
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args(["logs", &id.to_string(), "wait", "--follow"])
+        .hxjobs(&config, &["logs", &id.to_string(), "wait", "--follow"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

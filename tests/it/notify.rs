@@ -139,31 +139,27 @@ async fn start_smtp(mails: Arc<Mutex<Vec<String>>>) -> u16 {
     port
 }
 
+/// Two targets, `hook` (signed webhook) and `mail`; `[notify]` rules are
+/// `on_failure = ["hook"]` and `rules`; `extra` goes last.
 fn config(
     env: &TestEnv,
     jobs: &[(&str, String)],
-    hook_port: u16,
-    smtp_port: u16,
+    (hook_port, smtp_port): (u16, u16),
+    rules: &str,
     extra: &str,
 ) -> PathBuf {
-    let dir = env.dir.path().join("notify-jobs");
-    std::fs::create_dir_all(&dir).expect("jobs dir");
-    for (name, text) in jobs {
-        std::fs::write(dir.join(format!("{name}.toml")), text).expect("job file");
-    }
-    let path = env.dir.path().join("notify.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[jobs]
-dir = {:?}
-[scheduler]
+    env.config_with_jobs(
+        "notify",
+        jobs,
+        &format!(
+            r#"[scheduler]
 poll_secs = 1
 [api]
 host = "127.0.0.1"
 public_url = "http://hxjobs.test"
 [notify]
 on_failure = ["hook"]
+{rules}
 [[notify.targets]]
 name = "hook"
 kind = "webhook"
@@ -177,28 +173,17 @@ port = {smtp_port}
 security = "none"
 from = "hxjobs@example.test"
 to = ["ops@example.test"]
-{extra}"#,
-            dir.display().to_string()
+{extra}"#
         ),
     )
-    .expect("config");
-    path
 }
 
-fn hxjobs(env: &TestEnv, config: &PathBuf, args: &[&str]) -> Output {
-    env.command()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run hxjobs")
+fn hxjobs(env: &TestEnv, config: &std::path::Path, args: &[&str]) -> Output {
+    env.hxjobs(config, args).output().expect("run hxjobs")
 }
 
-fn spawn(env: &TestEnv, config: &PathBuf, args: &[&str]) -> Child {
-    env.command()
-        .arg("--config")
-        .arg(config)
-        .args(args)
+fn spawn(env: &TestEnv, config: &std::path::Path, args: &[&str]) -> Child {
+    env.hxjobs(config, args)
         .env(
             "BATCH_PROCESSING_API_PORT",
             crate::http::free_port().to_string(),
@@ -237,7 +222,7 @@ kind = "shell"
 command = "echo about to fail; exit 3"
 "#
     .to_string();
-    let cfg = config(&env, &[("failing", job)], hook_port, smtp_port, "");
+    let cfg = config(&env, &[("failing", job)], (hook_port, smtp_port), "", "");
 
     // The run fails; its notifications are recorded with it (the command
     // line does not deliver them).
@@ -333,7 +318,7 @@ kind = "shell"
 command = "true"
 "#
     .to_string();
-    let cfg = config(&env, &[("minutely", job)], hook_port, smtp_port, "");
+    let cfg = config(&env, &[("minutely", job)], (hook_port, smtp_port), "", "");
     // The API alone: nothing runs the job.
     let mut serve = spawn(&env, &cfg, &["serve"]);
     let deadline = Instant::now() + Duration::from_secs(100);
@@ -376,7 +361,7 @@ async fn test_messages_and_bad_targets() {
     let hook_port = start_hook(hook.clone()).await;
     let mails = Arc::new(Mutex::new(Vec::new()));
     let smtp_port = start_smtp(mails.clone()).await;
-    let cfg = config(&env, &[], hook_port, smtp_port, "");
+    let cfg = config(&env, &[], (hook_port, smtp_port), "", "");
     let out = hxjobs(&env, &cfg, &["notify", "test", "hook"]);
     assert!(
         out.status.success(),
@@ -407,10 +392,80 @@ async fn test_messages_and_bad_targets() {
         ("[[notify.targets]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"ftp:/nope\"\n", "notify.targets[2].url"),
         ("[[notify.targets]]\nname = \"y\"\nkind = \"webhook\"\nurl = \"https://h.test/\"\nsecret = \"\"\n", "notify.targets[2].secret"),
     ] {
-        let bad = config(&env, &[], hook_port, smtp_port, extra);
+        let bad = config(&env, &[], (hook_port, smtp_port), "", extra);
         let out = hxjobs(&env, &bad, &["notify", "list"]);
         assert_eq!(out.status.code(), Some(2), "{extra}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(key), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recoveries_and_ingest_alerts_are_recorded_once() {
+    let env = TestEnv::new("notify_recovered").await;
+    let hook = Hook::default();
+    let hook_port = start_hook(hook.clone()).await;
+    let smtp_port = start_smtp(Arc::new(Mutex::new(Vec::new()))).await;
+    // Fails its first try, succeeds its second: a recovery.
+    let job = r#"name = "flaky"
+schedule = "0 0 1 1 *"
+interval = "day"
+start_date = "2026-01-01"
+on_recovered = ["hook"]
+[tasks.t]
+kind = "shell"
+retries = 1
+retry_delay_secs = 1
+command = "test $HXJOBS_TRY -ge 2"
+"#
+    .to_string();
+    let rules = "on_ingest = [\"mail\"]\ndead_letters_per_hour = 2";
+    let cfg = config(&env, &[("flaky", job)], (hook_port, smtp_port), rules, "");
+    let out = hxjobs(&env, &cfg, &["run", "flaky"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The run succeeded: no failure, one recovery for `hook`.
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT target, event FROM notifications ORDER BY id")
+            .fetch_all(&env.pool)
+            .await
+            .expect("notifications");
+    assert_eq!(rows, [("hook".to_string(), "run_recovered".to_string())]);
+
+    // Three dead letters in this hour: over the threshold of two.
+    for offset in 0..3i64 {
+        sqlx::query(
+            "INSERT INTO dead_letters (kafka_topic, kafka_partition, kafka_offset, reason, detail)
+             VALUES ('llm-requests', 0, $1, 'invalid_json', 'test')",
+        )
+        .bind(offset)
+        .execute(&env.pool)
+        .await
+        .expect("dead letter");
+    }
+    for _ in 0..2 {
+        let once = hxjobs(&env, &cfg, &["daemon", "--once", "--no-api"]);
+        assert!(
+            once.status.success(),
+            "{}",
+            String::from_utf8_lossy(&once.stderr)
+        );
+    }
+    let alerts: Vec<(String, Value)> =
+        sqlx::query_as("SELECT target, payload FROM notifications WHERE event = 'dead_letters'")
+            .fetch_all(&env.pool)
+            .await
+            .expect("alerts");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one per hour and target, not one per check"
+    );
+    assert_eq!(alerts[0].0, "mail");
+    assert_eq!(alerts[0].1["count"], 3);
+    assert_eq!(alerts[0].1["threshold"], 2);
     env.cleanup().await;
 }

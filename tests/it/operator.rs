@@ -91,12 +91,7 @@ const API: &str = "[api]\nhost = \"127.0.0.1\"\n";
 
 /// `hxjobs --config CONFIG ARGS…`, run to the end.
 fn hxjobs(env: &TestEnv, config: &std::path::Path, args: &[&str]) -> Output {
-    env.command()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run hxjobs")
+    env.hxjobs(config, args).output().expect("run hxjobs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
