@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use crate::ledger;
 /// How often a running attempt's new lines are written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
-/// The span an attempt runs in; its `attempt_id` field names the log.
+/// The span an attempt runs in; its `log_key` field names the log.
 pub const SPAN: &str = "task_attempt";
 
 /// Where a line came from.
@@ -245,12 +246,23 @@ pub async fn flushed() {
     }
 }
 
-/// Logs of the attempts running in this process, by attempt id.
-static ACTIVE: LazyLock<Mutex<HashMap<i64, AttemptLog>>> = LazyLock::new(Default::default);
+/// Logs of the attempts running in this process, by log key.
+static ACTIVE: LazyLock<Mutex<HashMap<u64, AttemptLog>>> = LazyLock::new(Default::default);
+
+/// The next log key (the span field that names an attempt's log).
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// Which `task_attempts` row a log belongs to.
+enum Owner {
+    Known(i64),
+    /// Written when first needed; `Some(after)`: written after that long
+    /// even if the attempt says nothing, so it shows as running.
+    Deferred(Arc<ledger::Attempt>, Option<Duration>),
+}
 
 /// Writes an attempt's log to PostgreSQL while it runs.
 pub struct LogWriter {
-    attempt_id: i64,
+    key: u64,
     log: AttemptLog,
     done: CancellationToken,
     flusher: Option<tokio::task::JoinHandle<()>>,
@@ -259,14 +271,30 @@ pub struct LogWriter {
 impl LogWriter {
     /// Starts the log of attempt `attempt_id`, kept to `max_bytes`.
     pub fn start(pool: PgPool, attempt_id: i64, max_bytes: u64) -> LogWriter {
+        Self::spawn(pool, Owner::Known(attempt_id), max_bytes)
+    }
+
+    /// Starts the log of an attempt whose row may not be written yet: it
+    /// is written with the first line, or after `record_after`.
+    pub fn deferred(
+        pool: PgPool,
+        attempt: Arc<ledger::Attempt>,
+        record_after: Option<Duration>,
+        max_bytes: u64,
+    ) -> LogWriter {
+        Self::spawn(pool, Owner::Deferred(attempt, record_after), max_bytes)
+    }
+
+    fn spawn(pool: PgPool, owner: Owner, max_bytes: u64) -> LogWriter {
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         let log = AttemptLog::new(max_bytes);
         if let Ok(mut active) = ACTIVE.lock() {
-            active.insert(attempt_id, log.clone());
+            active.insert(key, log.clone());
         }
         let done = CancellationToken::new();
-        let flusher = tokio::spawn(flush(pool, attempt_id, log.clone(), done.clone()));
+        let flusher = tokio::spawn(flush(pool, owner, log.clone(), done.clone()));
         LogWriter {
-            attempt_id,
+            key,
             log,
             done,
             flusher: Some(flusher),
@@ -279,7 +307,7 @@ impl LogWriter {
 
     /// The span the attempt runs in: events inside it go to its log.
     pub fn span(&self) -> tracing::Span {
-        tracing::info_span!("task_attempt", attempt_id = self.attempt_id)
+        tracing::info_span!("task_attempt", log_key = self.key)
     }
 
     /// Ends the log: what is left is written in the background, so the
@@ -302,22 +330,54 @@ impl Drop for LogWriter {
         // pending is still written.
         self.done.cancel();
         if let Ok(mut active) = ACTIVE.lock() {
-            active.remove(&self.attempt_id);
+            active.remove(&self.key);
         }
     }
 }
 
-async fn flush(pool: PgPool, attempt_id: i64, log: AttemptLog, done: CancellationToken) {
+/// The attempt's row id, written now if needed; `None` while it cannot be
+/// (its claim is gone, or its seal is committing the row right now).
+async fn owner_id(owner: &Owner) -> Option<i64> {
+    match owner {
+        Owner::Known(id) => Some(*id),
+        Owner::Deferred(attempt, _) => match attempt.id().await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::debug!(task = %attempt.task, error = %e, "attempt not recorded yet");
+                None
+            }
+        },
+    }
+}
+
+async fn flush(pool: PgPool, owner: Owner, log: AttemptLog, done: CancellationToken) {
     let mut seq = 0;
     let mut written_drops = (0, 0);
+    let began = tokio::time::Instant::now();
+    let mut recorded = matches!(owner, Owner::Known(_) | Owner::Deferred(_, None));
     loop {
         let last = tokio::select! {
             _ = tokio::time::sleep(FLUSH_EVERY) => false,
             _ = done.cancelled() => true,
         };
+        if !recorded && !last {
+            if let Owner::Deferred(_, Some(after)) = &owner {
+                if began.elapsed() >= *after {
+                    recorded = owner_id(&owner).await.is_some();
+                }
+            }
+        }
         let (body, dropped_bytes, dropped_lines) = log.take();
         let drops = (dropped_bytes, dropped_lines);
         if !body.is_empty() || drops != written_drops {
+            let Some(attempt_id) = owner_id(&owner).await else {
+                if last {
+                    tracing::debug!("task log dropped: its attempt could not be recorded");
+                    return;
+                }
+                log.put_back(body);
+                continue;
+            };
             let chunk = ledger::logs::Chunk {
                 attempt_id,
                 seq: seq + 1,
@@ -354,16 +414,16 @@ where
         if attrs.metadata().name() != SPAN {
             return;
         }
-        struct AttemptId(Option<i64>);
-        impl Visit for AttemptId {
-            fn record_i64(&mut self, field: &Field, value: i64) {
-                if field.name() == "attempt_id" {
+        struct LogKey(Option<u64>);
+        impl Visit for LogKey {
+            fn record_u64(&mut self, field: &Field, value: u64) {
+                if field.name() == "log_key" {
                     self.0 = Some(value);
                 }
             }
             fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
         }
-        let mut found = AttemptId(None);
+        let mut found = LogKey(None);
         attrs.record(&mut found);
         let log = found
             .0

@@ -117,7 +117,8 @@ async fn run(mut config: Config, lines: u64, rounds: usize) -> anyhow::Result<Lo
             .await?;
             let fence = run.fence();
             ledger::open_tasks(&pools.ledger, fence, &[("talk", "shell")]).await?;
-            let attempt = ledger::start_attempt(&pools.ledger, fence, "talk", 1)
+            let attempt = ledger::Attempt::new(&pools.ledger, fence, "talk", 1)
+                .id()
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("the bench's run was taken over"))?;
             let started = Instant::now();
@@ -211,7 +212,8 @@ async fn follow_latency(
     .await?;
     let fence = run.fence();
     ledger::open_tasks(&pools.ledger, fence, &[("tick", "shell")]).await?;
-    let attempt = ledger::start_attempt(&pools.ledger, fence, "tick", 1)
+    let attempt = ledger::Attempt::new(&pools.ledger, fence, "tick", 1)
+        .id()
         .await?
         .ok_or_else(|| anyhow::anyhow!("the bench's run was taken over"))?;
     let writer = LogWriter::start(

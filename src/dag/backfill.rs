@@ -229,8 +229,16 @@ pub async fn run(
     loop {
         let free = spec.parallel.saturating_sub(running.len());
         if free > 0 && !exhausted && !stop.is_cancelled() {
-            let claimed =
-                ledger::claim_backfill(pool, &job.name, spec.from, spec.to, worker, free).await?;
+            let claimed = ledger::claim_backfill(
+                pool,
+                &job.name,
+                spec.from,
+                spec.to,
+                worker,
+                free,
+                &job.task_kinds(),
+            )
+            .await?;
             exhausted = claimed.len() < free;
             for run in claimed {
                 running.spawn(

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -173,12 +174,12 @@ pub async fn execute(
         handed_back: false,
         fenced: false,
     };
-    let kinds: Vec<(&str, &str)> = job
-        .tasks
-        .iter()
-        .map(|t| (t.id.as_str(), t.kind.name()))
-        .collect();
-    let Some(done) = ledger::open_tasks(pool, fence, &kinds).await? else {
+    let kinds = job.task_kinds();
+    let opened = match &run.opened {
+        Some(done) => Some(done.clone()),
+        None => ledger::open_tasks(pool, fence, &kinds).await?,
+    };
+    let Some(done) = opened else {
         report.fenced = true;
         tracing::warn!(run_id = run.run_id, "run fenced out before it started");
         return Ok(report);
@@ -371,24 +372,26 @@ async fn run_with_retries(
     let mut waiting: Option<(Instant, u32)> = None;
     loop {
         attempt += 1;
-        let (writer, seal) = match ctx.ledger {
+        let (record, writer, seal) = match ctx.ledger {
             Some((pool, fence)) => {
-                match ledger::start_attempt(pool, fence, &task.id, attempt as i32).await? {
-                    Some(id) => (
-                        Some(LogWriter::start(
-                            pool.clone(),
-                            id,
-                            ctx.config.logs.max_bytes_per_attempt,
-                        )),
-                        Some(Seal::new(fence, id)),
-                    ),
-                    None => {
-                        ctx.fenced.cancel();
-                        return Ok(None);
-                    }
+                let record = Arc::new(ledger::Attempt::new(pool, fence, &task.id, attempt as i32));
+                let seals = task.kind.seals();
+                // A task that seals its success is recorded later (see
+                // `Kind::seals`); the others before they start.
+                if !seals && record.id().await?.is_none() {
+                    ctx.fenced.cancel();
+                    return Ok(None);
                 }
+                let writer = LogWriter::deferred(
+                    pool.clone(),
+                    record.clone(),
+                    seals.then_some(ledger::Attempt::RECORD_AFTER),
+                    ctx.config.logs.max_bytes_per_attempt,
+                );
+                let seal = Seal::new(&record);
+                (Some(record), Some(writer), Some(seal))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let tctx = TaskContext {
             config: ctx.config,
@@ -431,8 +434,17 @@ async fn run_with_retries(
         if fenced_out {
             return Ok(None);
         }
+        let sealed = result.is_ok() && tctx.seal.as_ref().is_some_and(Seal::applied);
+        let ends_here = matches!(result, Err(Failure::Interrupted | Failure::Fenced));
+        if let (Some(record), false, false) = (&record, sealed, ends_here) {
+            // Its state is written next: its attempt must be there first.
+            if record.id().await?.is_none() {
+                ctx.fenced.cancel();
+                return Ok(None);
+            }
+        }
         let failure = match result {
-            Ok(message) if tctx.seal.as_ref().is_some_and(Seal::applied) => {
+            Ok(message) if sealed => {
                 // Recorded by the task's own transaction.
                 return Ok(Some(TaskOutcome {
                     task: task.id.clone(),

@@ -63,6 +63,14 @@ pub struct Task {
 }
 
 impl Job {
+    /// Each task's id and kind, in order (as the ledger opens a run's tasks).
+    pub fn task_kinds(&self) -> Vec<(&str, &str)> {
+        self.tasks
+            .iter()
+            .map(|t| (t.id.as_str(), t.kind.name()))
+            .collect()
+    }
+
     /// What a clear of `tasks` runs again: those, and with `downstream`
     /// every task after them (depending on one, directly or not), in the
     /// job's order. An unknown task is an error only with `downstream`

@@ -137,6 +137,9 @@ pub struct Claimed {
     pub attempt: i32,
     /// The parameters the run was queued with (the job's defaults fill the rest).
     pub params: serde_json::Value,
+    /// Set when the claim also opened the run's tasks ([`open_tasks`] in
+    /// the claim's own statement): the tasks that had ended before it.
+    pub opened: Option<HashMap<String, TaskState>>,
 }
 
 impl Claimed {
@@ -157,12 +160,16 @@ pub struct Fence {
 
 /// A successful attempt's right to record itself together with its data:
 /// [`Seal::apply`] inside the task's own transaction (the database function
-/// `hxjobs_seal`, migration 0014, holds the rule).
+/// `hxjobs_seal`, migration 0018, holds the rule). It names the attempt by
+/// its key, so it also records an attempt that had not been written yet
+/// ([`Attempt`]).
 #[derive(Debug, Clone)]
 pub struct Seal {
     pub fence: Fence,
-    /// The attempt's `task_attempts` id.
-    pub attempt_id: i64,
+    pub task: String,
+    pub try_number: i32,
+    /// When the attempt started.
+    pub started: DateTime<Utc>,
     /// Set once [`Seal::apply`] wrote the success: the executor then does
     /// not write it again.
     applied: Arc<AtomicBool>,
@@ -194,10 +201,12 @@ impl SealError {
 }
 
 impl Seal {
-    pub fn new(fence: Fence, attempt_id: i64) -> Seal {
+    pub fn new(attempt: &Attempt) -> Seal {
         Seal {
-            fence,
-            attempt_id,
+            fence: attempt.fence,
+            task: attempt.task.clone(),
+            try_number: attempt.try_number,
+            started: attempt.started,
             applied: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -218,14 +227,19 @@ impl Seal {
         }
     }
 
-    /// [`Seal::check`], and records the task as succeeded (with its
-    /// duration) in the same transaction. Its commit does not wait for the
-    /// WAL flush: the data and its success are lost or kept together, and a
-    /// lost success runs the task again, so a PostgreSQL crash cannot make
-    /// its effect happen twice or leave it recorded without its data.
+    /// [`Seal::check`], and records the attempt and the task as succeeded
+    /// (with its duration) in the same transaction. Its commit does not
+    /// wait for the WAL flush: the data and its success are lost or kept
+    /// together, and a lost success runs the task again, so a PostgreSQL
+    /// crash cannot make its effect happen twice or leave it recorded
+    /// without its data.
     pub async fn apply(&self, conn: &mut PgConnection) -> Result<(), SealError> {
-        sqlx::query("SELECT hxjobs_seal($1)")
-            .bind(self.attempt_id)
+        sqlx::query("SELECT hxjobs_seal($1, $2, $3, $4, $5)")
+            .bind(self.fence.run_id)
+            .bind(self.fence.claim)
+            .bind(&self.task)
+            .bind(self.try_number)
+            .bind(self.started)
             .execute(&mut *conn)
             .await
             .map_err(SealError::of)?;
@@ -234,10 +248,18 @@ impl Seal {
     }
 
     /// [`Seal::apply`] as a statement of its own, for a simple-protocol
-    /// batch (`…; COMMIT`): the ids are integers, nothing to escape. Call
-    /// [`Seal::applied_by_statement`] once the batch succeeded.
+    /// batch (`…; COMMIT`). Call [`Seal::applied_by_statement`] once the
+    /// batch succeeded.
     pub fn statement(&self) -> String {
-        format!("SELECT hxjobs_seal({})", self.attempt_id)
+        format!(
+            "SELECT hxjobs_seal({}, {}, {}, {}, '{}')",
+            self.fence.run_id,
+            self.fence.claim,
+            quote_literal(&self.task),
+            self.try_number,
+            self.started
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        )
     }
 
     pub fn applied_by_statement(&self) {
@@ -254,6 +276,52 @@ impl Seal {
 pub fn is_fenced(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|c| matches!(c.downcast_ref::<SealError>(), Some(SealError::Fenced)))
+}
+
+/// `text` as an SQL string literal (standard-conforming strings).
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// One attempt of a task under a claim, and its `task_attempts` row,
+/// written when first needed. A task that seals its success writes its
+/// attempt only once it has run for [`Attempt::RECORD_AFTER`] or logged a
+/// line (the seal records a short one with its data), which spares the
+/// ledger a write per task; other tasks record theirs before they start.
+#[derive(Debug)]
+pub struct Attempt {
+    pub fence: Fence,
+    pub task: String,
+    pub try_number: i32,
+    pub started: DateTime<Utc>,
+    pool: PgPool,
+    id: tokio::sync::Mutex<Option<i64>>,
+}
+
+impl Attempt {
+    /// How long a sealing task runs before its attempt shows as running.
+    pub const RECORD_AFTER: Duration = Duration::from_secs(1);
+
+    pub fn new(pool: &PgPool, fence: Fence, task: &str, try_number: i32) -> Attempt {
+        Attempt {
+            fence,
+            task: task.to_string(),
+            try_number,
+            started: Utc::now(),
+            pool: pool.clone(),
+            id: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The attempt's `task_attempts` id, writing the row (`running`) if it
+    /// is not there yet. `None`: the claim is gone.
+    pub async fn id(&self) -> Result<Option<i64>, sqlx::Error> {
+        let mut id = self.id.lock().await;
+        if id.is_none() {
+            *id = start_attempt(&self.pool, self).await?;
+        }
+        Ok(*id)
+    }
 }
 
 /// This process, as written to `job_runs.worker`.
@@ -321,6 +389,7 @@ pub async fn create_claimed_run(
         interval,
         attempt: 1,
         params,
+        opened: None,
     })
 }
 
@@ -349,6 +418,7 @@ pub(super) fn claims(rows: Vec<ClaimRow>) -> Vec<Claimed> {
             interval: Interval { start, end },
             attempt,
             params,
+            opened: None,
         })
         .collect();
     claimed.sort_by_key(|c| (c.interval.start, c.run_id));
@@ -423,13 +493,16 @@ pub async fn open_tasks(
     if held == 0 {
         return Ok(None);
     }
-    Ok(Some(
-        names
-            .into_iter()
-            .zip(states)
-            .filter_map(|(task, state)| TaskState::parse(&state).map(|s| (task, s)))
-            .collect(),
-    ))
+    Ok(Some(ended_tasks(names, states)))
+}
+
+/// Task names and states, as read by [`open_tasks`], into a map.
+fn ended_tasks(names: Vec<String>, states: Vec<String>) -> HashMap<String, TaskState> {
+    names
+        .into_iter()
+        .zip(states)
+        .filter_map(|(task, state)| TaskState::parse(&state).map(|s| (task, s)))
+        .collect()
 }
 
 /// The run's heartbeat, and its running tasks'. False: the claim is gone.
@@ -448,30 +521,34 @@ pub async fn heartbeat(pool: &PgPool, fence: Fence) -> Result<bool, sqlx::Error>
     Ok(beat.is_some())
 }
 
-/// A task attempt starts; its `task_attempts` id. `None`: the claim is gone.
-pub async fn start_attempt(
-    pool: &PgPool,
-    fence: Fence,
-    task: &str,
-    attempt: i32,
-) -> Result<Option<i64>, sqlx::Error> {
+/// Writes a started attempt (and its task as running); its
+/// `task_attempts` id. An attempt its seal already recorded keeps its
+/// success. `None`: the claim is gone.
+async fn start_attempt(pool: &PgPool, attempt: &Attempt) -> Result<Option<i64>, sqlx::Error> {
+    let fence = attempt.fence;
     sqlx::query_scalar(
         "WITH r AS (SELECT id, worker FROM job_runs
                     WHERE id = $1 AND attempts = $4 AND state = 'running'),
-              a AS (INSERT INTO task_attempts (run_id, task, claim, try, worker)
-                    SELECT $1, $2, $4, $3, worker FROM r
+              a AS (INSERT INTO task_attempts (run_id, task, claim, try, worker, started_at)
+                    SELECT $1, $2, $4, $3, worker, $5 FROM r
                     ON CONFLICT (run_id, task, claim, try)
                     DO UPDATE SET outcome = 'running', finished_at = NULL, error = NULL
+                    WHERE task_attempts.outcome <> 'success'
                     RETURNING id),
               t AS (UPDATE task_instances SET state = 'running', attempt = $3, heartbeat_at = now(),
-                           started_at = COALESCE(started_at, now())
-                    WHERE run_id = $1 AND task = $2 AND EXISTS (SELECT 1 FROM r))
-         SELECT id FROM a",
+                           started_at = COALESCE(started_at, $5)
+                    WHERE run_id = $1 AND task = $2 AND EXISTS (SELECT 1 FROM a))
+         SELECT id FROM a
+         UNION ALL
+         SELECT x.id FROM task_attempts x
+         WHERE x.run_id = $1 AND x.task = $2 AND x.claim = $4 AND x.try = $3
+           AND x.outcome = 'success' AND EXISTS (SELECT 1 FROM r)",
     )
     .bind(fence.run_id)
-    .bind(task)
-    .bind(attempt)
+    .bind(&attempt.task)
+    .bind(attempt.try_number)
     .bind(fence.claim)
+    .bind(attempt.started)
     .fetch_optional(pool)
     .await
 }
@@ -700,7 +777,10 @@ pub async fn requeue_backfill(
     Ok(())
 }
 
-/// Claims up to `limit` queued backfill runs of `[from, to)`, oldest first.
+/// Claims up to `limit` queued backfill runs of `[from, to)`, oldest first,
+/// and opens their tasks (`tasks`: id and kind) as [`open_tasks`] does, in
+/// the same statement.
+#[allow(clippy::too_many_arguments)]
 pub async fn claim_backfill(
     pool: &PgPool,
     job: &str,
@@ -708,25 +788,73 @@ pub async fn claim_backfill(
     to: DateTime<Utc>,
     worker: &str,
     limit: usize,
+    tasks: &[(&str, &str)],
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let rows = sqlx::query_as(&format!(
-        "UPDATE job_runs SET state = 'running', worker = $4, started_at = now(),
-                heartbeat_at = now(), attempts = attempts + 1, error = NULL
-         WHERE id IN (
-             SELECT id FROM job_runs
-             WHERE job = $1 AND run_type = 'backfill' AND state = 'queued'
-               AND interval_start >= $2 AND interval_start < $3
-             ORDER BY interval_start
-             LIMIT $5
-             FOR UPDATE SKIP LOCKED)
-         {CLAIM_RETURNING}"
-    ))
+    let ids: Vec<&str> = tasks.iter().map(|t| t.0).collect();
+    let kinds: Vec<&str> = tasks.iter().map(|t| t.1).collect();
+    type Row = (
+        i64,
+        RunType,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        i32,
+        serde_json::Value,
+        Vec<String>,
+        Vec<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH c AS (
+             UPDATE job_runs SET state = 'running', worker = $4, started_at = now(),
+                    heartbeat_at = now(), attempts = attempts + 1, error = NULL
+             WHERE id IN (
+                 SELECT id FROM job_runs
+                 WHERE job = $1 AND run_type = 'backfill' AND state = 'queued'
+                   AND interval_start >= $2 AND interval_start < $3
+                 ORDER BY interval_start
+                 LIMIT $5
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, run_type, interval_start, interval_end, attempts, params),
+         lost AS (
+             UPDATE task_attempts a SET outcome = 'lost', finished_at = now(),
+                    error = 'its worker lost the run (stopped, or its claim was taken over)'
+             FROM c
+             WHERE a.run_id = c.id AND a.claim < c.attempts AND a.outcome = 'running'),
+         reset AS (
+             INSERT INTO task_instances (run_id, task, kind)
+             SELECT c.id, t.task, t.kind FROM c, unnest($6::text[], $7::text[]) AS t(task, kind)
+             ON CONFLICT (run_id, task) DO UPDATE SET state = 'queued', error = NULL
+                 WHERE task_instances.state IN ('queued', 'running', 'up_for_retry'))
+         SELECT c.*,
+                array(SELECT task FROM task_instances t
+                      WHERE t.run_id = c.id AND t.state NOT IN ('queued', 'running', 'up_for_retry')
+                      ORDER BY task),
+                array(SELECT state FROM task_instances t
+                      WHERE t.run_id = c.id AND t.state NOT IN ('queued', 'running', 'up_for_retry')
+                      ORDER BY task)
+         FROM c",
+    )
     .bind(job)
     .bind(from)
     .bind(to)
     .bind(worker)
     .bind(limit as i64)
+    .bind(&ids)
+    .bind(&kinds)
     .fetch_all(pool)
     .await?;
-    Ok(claims(rows))
+    let mut opened = HashMap::new();
+    let plain = rows
+        .into_iter()
+        .map(
+            |(id, run_type, start, end, attempt, params, names, states)| {
+                opened.insert(id, ended_tasks(names, states));
+                (id, run_type, start, end, attempt, params)
+            },
+        )
+        .collect();
+    let mut claimed = claims(plain);
+    for run in &mut claimed {
+        run.opened = opened.remove(&run.run_id);
+    }
+    Ok(claimed)
 }

@@ -47,6 +47,10 @@ impl Kind for Aggregate {
         "aggregate"
     }
 
+    fn seals(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(self.aggregate(ctx))
     }

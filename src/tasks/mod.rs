@@ -54,6 +54,13 @@ pub trait Kind: fmt::Debug + Send + Sync {
     /// Runs one attempt. The executor applies the timeout, retries and
     /// fencing; a kind that writes data commits it with `ctx.seal`.
     fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>>;
+
+    /// Whether a success is sealed into the task's own transaction: its
+    /// attempt is then written to the ledger only when it has run for a
+    /// second or logged a line (or by the seal), not before it starts.
+    fn seals(&self) -> bool {
+        false
+    }
 }
 
 /// Parses the task kind `name` from its parameters.

@@ -38,6 +38,10 @@ impl Kind for Report {
         "report"
     }
 
+    fn seals(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
             tracing::info!(report = %self.report, period_containing = %ctx.interval.start.to_rfc3339(), "generating report");

@@ -31,6 +31,10 @@ impl Kind for Retention {
         "retention"
     }
 
+    fn seals(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
             let config = &ctx.config.retention;

@@ -60,6 +60,10 @@ impl Kind for Sql {
         "sql"
     }
 
+    fn seals(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(self.execute(ctx))
     }
