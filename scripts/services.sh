@@ -4,6 +4,7 @@
 # missing, starts what is stopped, leaves running services alone.
 #
 #   scripts/services.sh up|down|status
+#   scripts/services.sh browser   Chromium + ChromeDriver (Debian) for the console tests
 #
 # Uses your own services instead when these are set:
 #   DATABASE_URL             an existing PostgreSQL (nothing is installed)
@@ -208,7 +209,19 @@ tools_up() {
   command -v pdftotext >/dev/null || apt_install poppler-utils
 }
 
+# --- Browser (for the console's tests) ----------------------------------------
+
+# Debian's Chromium and its driver, headless, driven on loopback only.
+browser_up() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    say "installing Debian's chromium and chromium-driver (the console's browser tests)"
+    apt_install chromium chromium-driver
+  fi
+  say "Browser     $(chromium --version 2>/dev/null | head -1), $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
+}
+
 case "${1:-}" in
+  browser) browser_up ;;
   up)
     tools_up
     postgres_up
@@ -222,7 +235,7 @@ case "${1:-}" in
     ;;
   status) status ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|browser" >&2
     exit 2
     ;;
 esac

@@ -62,3 +62,4 @@ pub mod tasklog;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;
+pub mod ui;

@@ -9,7 +9,8 @@
 //! renders what is in memory, so metrics stay visible during the outages
 //! the alert rules exist for; `hxjobs_dependency_up` says which is down.
 
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, OnceLock, RwLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
@@ -174,6 +175,25 @@ pub fn spawn_refresher(
     });
 }
 
+/// Ingest's lag per partition as the refresher last measured it: messages
+/// behind the partition's end, and when.
+type LagMap = HashMap<(String, i32), (i64, chrono::DateTime<chrono::Utc>)>;
+static LAG: LazyLock<RwLock<LagMap>> = LazyLock::new(Default::default);
+
+/// Ingest's lag per topic (its partitions summed) as last measured, with
+/// the oldest measurement's time; empty before the first.
+pub fn lag_by_topic() -> BTreeMap<String, (i64, chrono::DateTime<chrono::Utc>)> {
+    let mut out: BTreeMap<String, (i64, chrono::DateTime<chrono::Utc>)> = BTreeMap::new();
+    if let Ok(lag) = LAG.read() {
+        for ((topic, _), (behind, at)) in lag.iter() {
+            let e = out.entry(topic.clone()).or_insert((0, *at));
+            e.0 += behind;
+            e.1 = e.1.min(*at);
+        }
+    }
+    out
+}
+
 /// Gauges read from the database: the run ledger's success rate over the
 /// last 24 hours, and the lag of ingest behind the broker.
 async fn refresh(pool: &PgPool, config: &Config) {
@@ -218,13 +238,17 @@ async fn refresh(pool: &PgPool, config: &Config) {
             if let Ok((_, high)) =
                 client.fetch_watermarks(&topic, partition, std::time::Duration::from_secs(1))
             {
+                let behind = (high - next).max(0);
+                if let Ok(mut lag) = LAG.write() {
+                    lag.insert((topic.clone(), partition), (behind, chrono::Utc::now()));
+                }
                 metrics::gauge!(
                     "kafka_consumer_lag",
                     "group" => group.clone(),
                     "topic" => topic,
                     "partition" => partition.to_string()
                 )
-                .set((high - next).max(0) as f64);
+                .set(behind as f64);
             }
         }
     })

@@ -204,6 +204,11 @@ async fn authorize(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // The console checks its own sessions and CSRF tokens (`ui`).
+    let path = request.uri().path();
+    if path == "/ui" || path.starts_with("/ui/") {
+        return next.run(request).await;
+    }
     let mutating = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -323,6 +328,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/stats/stream", get(handlers::stats_stream))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))
+        .route("/", get(crate::ui::root))
+        .merge(crate::ui::router(state.clone()))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

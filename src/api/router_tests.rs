@@ -197,3 +197,121 @@ async fn live_stats_off_is_a_json_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     is_error(&body, "live_stats_disabled");
 }
+
+/// A console request: its status, headers and body as text.
+async fn page(state: ApiState, request: Request<Body>) -> (StatusCode, header::HeaderMap, String) {
+    let response = router(state).oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+fn form(path: &str, cookie: Option<&str>, body: &str) -> Request<Body> {
+    let mut r = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.body(Body::from(body.to_string())).expect("request")
+}
+
+/// The value of `name="csrf"`'s field in a page.
+fn csrf_of(html: &str) -> String {
+    let at = html.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
+    html[at..].split('"').next().expect("value").to_string()
+}
+
+#[tokio::test]
+async fn the_console_asks_for_a_login_off_loopback_and_keeps_the_token_in_a_strict_cookie() {
+    let s = || state("0.0.0.0", Some(TOKEN));
+    // `/` leads to the console; its pages lead to the login form.
+    let (status, headers, _) = page(s(), get("/")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/ui/");
+    let (status, headers, _) = page(s(), get("/ui/jobs")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/ui/login?next=/ui/jobs");
+    // The login form, with the policy and without any inline script.
+    let (status, headers, html) = page(s(), get("/ui/login?next=/ui/jobs")).await;
+    assert_eq!(status, StatusCode::OK);
+    let csp = headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("csp");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(!html.contains("<script>") && html.contains(r#"<script src="/ui/static/app.js""#));
+    let csrf = csrf_of(&html);
+    // A form without the right CSRF token is refused; a wrong token sends
+    // back to the form.
+    let (status, _, _) = page(
+        s(),
+        form("/ui/login", None, &format!("csrf=x&token={TOKEN}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, headers, _) = page(
+        s(),
+        form(
+            "/ui/login",
+            None,
+            &format!("csrf={csrf}&token=wrong&next=/ui/jobs"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers.get(header::SET_COOKIE).is_none());
+    // The right token: an HttpOnly, SameSite=Strict cookie, back where the
+    // person was going (never off the console).
+    let (status, headers, _) = page(
+        s(),
+        form(
+            "/ui/login",
+            None,
+            &format!("csrf={csrf}&token={TOKEN}&next=/ui/jobs"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/ui/jobs");
+    let cookie = headers[header::SET_COOKIE]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert_eq!(crate::ui::safe_next(Some("//evil.example/ui/")), "/ui/");
+    // Logged in, a form still needs the session's CSRF token.
+    let session = cookie.split(';').next().expect("pair").to_string();
+    let (status, _, html) = page(
+        s(),
+        form(
+            "/ui/jobs/hxp_hourly_aggregation/pause",
+            Some(&session),
+            "csrf=forged",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
+    assert!(html.contains("CSRF"), "{html}");
+    // The assets are served to anyone, typed.
+    let (status, headers, js) = page(s(), get("/ui/static/app.js")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .expect("type")
+        .starts_with("text/javascript"));
+    assert!(js.contains("EventSource"));
+}

@@ -71,8 +71,12 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
     let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
     let scheduler = Scheduler::new(Arc::new(config.clone()), pools, jobs, worker_id());
     if args.once {
+        let ledger = &scheduler.pools.ledger;
+        let jobs = scheduler.jobs.len();
+        crate::ledger::daemons::beat(ledger, &scheduler.worker, jobs, 0).await?;
         let reports = scheduler.tick(Utc::now()).await;
         crate::tasklog::flushed().await;
+        crate::ledger::daemons::stopped(ledger, &scheduler.worker).await?;
         let reports = reports?;
         let failed = reports.iter().filter(|r| !r.succeeded()).count();
         for r in &reports {

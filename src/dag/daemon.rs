@@ -69,6 +69,11 @@ pub async fn run(
             "runs stopped after the grace period and handed back"
         );
     }
+    if let Err(e) =
+        crate::ledger::daemons::stopped(&scheduler.pools.ledger, &scheduler.worker).await
+    {
+        tracing::debug!(error = %e, "daemon's stop not recorded");
+    }
     tracing::info!("daemon stopped");
     Ok(())
 }
@@ -80,6 +85,14 @@ async fn pass(
     stop: &CancellationToken,
 ) -> Result<(), sqlx::Error> {
     let s = &scheduler.config.scheduler;
+    let jobs = scheduler.jobs.len();
+    crate::ledger::daemons::beat(
+        &scheduler.pools.ledger,
+        &scheduler.worker,
+        jobs,
+        running.len(),
+    )
+    .await?;
     reap_stale(&scheduler.pools.ledger, s).await?;
     scheduler.enqueue_due(Utc::now()).await?;
     for job in &scheduler.jobs {

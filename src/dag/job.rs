@@ -63,6 +63,15 @@ pub struct Task {
 }
 
 impl Job {
+    /// When the schedule next fires after `now` (it then runs the interval
+    /// complete at that time).
+    pub fn next_fire(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule
+            .find_next_occurrence(&now.with_timezone(&self.timezone), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
     /// Each task's id and kind, in order (as the ledger opens a run's tasks).
     pub fn task_kinds(&self) -> Vec<(&str, &str)> {
         self.tasks

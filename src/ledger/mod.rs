@@ -13,7 +13,9 @@
 //! - a run whose heartbeat stopped is queued again ([`reap_stale`]).
 
 pub mod backfills;
+pub mod console;
 pub mod controls;
+pub mod daemons;
 pub mod deadlines;
 pub mod logs;
 mod read;

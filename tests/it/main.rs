@@ -19,3 +19,4 @@ mod reports;
 mod retention;
 mod rollup;
 mod scheduler;
+mod ui;

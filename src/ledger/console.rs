@@ -1,0 +1,143 @@
+//! What the web console reads from the ledger beyond single runs: a job's
+//! grid of runs × tasks, each job's latest runs, the last day's failures.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::{RunState, RunType};
+
+/// Which of a job's runs a grid page shows, newest first.
+#[derive(Debug, Clone)]
+pub struct GridQuery {
+    pub job: String,
+    pub state: Option<RunState>,
+    /// Intervals starting at or after this.
+    pub from: Option<DateTime<Utc>>,
+    /// Intervals starting before this.
+    pub to: Option<DateTime<Utc>>,
+    /// Runs older than this one (interval start, run id): the next page.
+    pub before: Option<(DateTime<Utc>, i64)>,
+    pub limit: i64,
+}
+
+/// One column of a grid: a run with its tasks' states.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct GridRun {
+    pub id: i64,
+    pub run_type: RunType,
+    pub interval_start: DateTime<Utc>,
+    pub interval_end: DateTime<Utc>,
+    pub state: RunState,
+    pub tasks: Vec<String>,
+    pub task_states: Vec<String>,
+    /// Each task's latest try number (0: never ran).
+    pub task_tries: Vec<i32>,
+}
+
+/// A page of a job's runs, newest interval first, with their task states
+/// (one statement; `job_runs_job_interval` keeps it fast on long histories).
+pub async fn grid(pool: &PgPool, q: &GridQuery) -> Result<Vec<GridRun>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.id, r.run_type, r.interval_start, r.interval_end, r.state,
+                COALESCE(array_agg(t.task ORDER BY t.task) FILTER (WHERE t.task IS NOT NULL),
+                         '{}') AS tasks,
+                COALESCE(array_agg(t.state ORDER BY t.task) FILTER (WHERE t.task IS NOT NULL),
+                         '{}') AS task_states,
+                COALESCE(array_agg(t.attempt ORDER BY t.task) FILTER (WHERE t.task IS NOT NULL),
+                         '{}') AS task_tries
+         FROM (SELECT id, run_type, interval_start, interval_end, state FROM job_runs
+               WHERE job = $1
+                 AND ($2::text IS NULL OR state = $2)
+                 AND ($3::timestamptz IS NULL OR interval_start >= $3)
+                 AND ($4::timestamptz IS NULL OR interval_start < $4)
+                 AND ($5::timestamptz IS NULL OR (interval_start, id) < ($5, $6))
+               ORDER BY interval_start DESC, id DESC
+               LIMIT $7) r
+         LEFT JOIN task_instances t ON t.run_id = r.id
+         GROUP BY r.id, r.run_type, r.interval_start, r.interval_end, r.state
+         ORDER BY r.interval_start DESC, r.id DESC",
+    )
+    .bind(&q.job)
+    .bind(q.state)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(q.before.map(|b| b.0))
+    .bind(q.before.map_or(0, |b| b.1))
+    .bind(q.limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A job's latest runs, newest first.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LatestRuns {
+    pub job: String,
+    pub ids: Vec<i64>,
+    pub states: Vec<String>,
+    pub starts: Vec<DateTime<Utc>>,
+}
+
+/// Each job's latest runs (at most `per_job`).
+pub async fn latest_runs(
+    pool: &PgPool,
+    jobs: &[String],
+    per_job: i64,
+) -> Result<Vec<LatestRuns>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT j.job,
+                COALESCE(array_agg(r.id ORDER BY r.interval_start DESC, r.id DESC)
+                         FILTER (WHERE r.id IS NOT NULL), '{}') AS ids,
+                COALESCE(array_agg(r.state ORDER BY r.interval_start DESC, r.id DESC)
+                         FILTER (WHERE r.id IS NOT NULL), '{}') AS states,
+                COALESCE(array_agg(r.interval_start ORDER BY r.interval_start DESC, r.id DESC)
+                         FILTER (WHERE r.id IS NOT NULL), '{}') AS starts
+         FROM unnest($1::text[]) AS j(job)
+         LEFT JOIN LATERAL (
+             SELECT id, state, interval_start FROM job_runs
+             WHERE job = j.job ORDER BY interval_start DESC, id DESC LIMIT $2) r ON true
+         GROUP BY j.job",
+    )
+    .bind(jobs)
+    .bind(per_job)
+    .fetch_all(pool)
+    .await
+}
+
+/// Late intervals per job in the last day.
+pub async fn late_last_day(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT job, count(*) FROM late_intervals
+         WHERE noticed_at > now() - interval '24 hours' GROUP BY job",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Runs that failed in the last day, newest first: id, job, interval
+/// start, error.
+pub async fn failed_last_day(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<(i64, String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, job, interval_start, error FROM job_runs
+         WHERE state = 'failed' AND finished_at > now() - interval '24 hours'
+         ORDER BY finished_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Runs by state in the last day (finished ones by when they finished,
+/// queued and running ones as they are now).
+pub async fn state_counts(pool: &PgPool) -> Result<Vec<(RunState, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state, count(*) FROM job_runs
+         WHERE state IN ('queued', 'running') OR finished_at > now() - interval '24 hours'
+         GROUP BY state",
+    )
+    .fetch_all(pool)
+    .await
+}

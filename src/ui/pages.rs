@@ -1,0 +1,721 @@
+//! The console's pages: overview, jobs, a job's grid, a run.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Html;
+use axum::Extension;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::view::{self, na, page, segment, state_badge, time, time_or_na, Section};
+use super::{Session, UiError, UiResult};
+use crate::api::ApiState;
+use crate::dag::Job;
+use crate::ledger::{self, console::GridQuery, RunState};
+
+/// A query string's fields, or a page saying what is wrong with them.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> UiResult<T> {
+    q.map(|Query(t)| t)
+        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+pub async fn not_found() -> UiError {
+    UiError::not_found("There is no console page here.")
+}
+
+fn find_job<'a>(state: &'a ApiState, name: &str) -> UiResult<&'a Job> {
+    state
+        .jobs
+        .iter()
+        .find(|j| j.name == name)
+        .map(|j| j.as_ref())
+        .ok_or_else(|| UiError::not_found(format!("There is no job named {name}.")))
+}
+
+// ---------------------------------------------------------------- overview
+
+/// Health, ingest lag, the last day's failures, live event rates.
+pub async fn overview(
+    State(state): State<ApiState>,
+    Extension(session): Extension<Session>,
+) -> UiResult<Html<String>> {
+    let pool = &state.pools.data;
+    let health = state.health.read().await.clone();
+    let daemons = ledger::daemons::list(pool).await?;
+    let counts: HashMap<RunState, i64> = ledger::console::state_counts(pool)
+        .await?
+        .into_iter()
+        .collect();
+    let failed = ledger::console::failed_last_day(pool, 10).await?;
+    let late: i64 = ledger::console::late_last_day(pool)
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    let stale = state.config.scheduler.stale_after_secs as f64;
+    let lag = crate::metrics::lag_by_topic();
+    let live: Option<serde_json::Value> = state
+        .live
+        .as_ref()
+        .and_then(|l| serde_json::from_slice(l.snapshot_json().as_ref()).ok());
+    let count = |s: RunState| counts.get(&s).copied().unwrap_or(0);
+    let body = html! {
+        section.cards {
+            div.card {
+                h2 { "PostgreSQL" }
+                p { (state_badge(health.database.status)) }
+                p.muted { (latency(health.database.latency_ms)) }
+                @if let Some(d) = &health.database.detail { p.error { (d) } }
+            }
+            div.card {
+                h2 { "Broker" }
+                p { (state_badge(health.kafka.status)) }
+                p.muted { (latency(health.kafka.latency_ms)) }
+                @if let Some(d) = &health.kafka.detail { p.error { (d) } }
+            }
+            div.card {
+                h2 { "Runs, last 24 h" }
+                p {
+                    a href="/ui/jobs" { (count(RunState::Running)) " running" } ", "
+                    (count(RunState::Queued)) " queued"
+                }
+                p {
+                    span.s-success-text { (count(RunState::Success)) " succeeded" } ", "
+                    span.s-failed-text id="failed-24h" { (count(RunState::Failed)) " failed" } ", "
+                    span id="late-24h" { (late) " late" }
+                }
+            }
+        }
+        h2 { "Daemons" }
+        @if daemons.is_empty() {
+            p.muted { "No daemon has run against this database in the last day." }
+        } @else {
+            table {
+                thead { tr { th { "Daemon" } th { "State" } th { "Last heartbeat" } th { "Started" } th { "Jobs" } th { "Running runs" } th { "Version" } } }
+                tbody {
+                    @for d in &daemons {
+                        @let alive = d.stopped_at.is_none() && d.age_secs <= stale;
+                        tr {
+                            td { code { (d.worker) } }
+                            td {
+                                @if d.stopped_at.is_some() { (state_badge("stopped")) }
+                                @else if alive { (state_badge("alive")) }
+                                @else { (state_badge("lost")) }
+                            }
+                            td { (time(d.heartbeat_at)) " (" (view::duration(d.age_secs)) " ago)" }
+                            td { (time(d.started_at)) }
+                            td.num { (d.jobs) }
+                            td.num { (d.running_runs) }
+                            td { (d.version) }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Ingest lag" }
+        @if lag.is_empty() {
+            p.muted { "n/a: no ingest position stored yet, or the broker not reached." }
+        } @else {
+            table {
+                thead { tr { th { "Topic" } th { "Messages behind" } th { "Measured" } } }
+                tbody {
+                    @for (topic, (behind, at)) in &lag {
+                        tr { td { code { (topic) } } td.num { (behind) } td { (time(*at)) } }
+                    }
+                }
+            }
+        }
+        h2 { "Live events" }
+        @match &live {
+            None => p.muted { "n/a: live stats are off in this process (live_stats.enabled)." },
+            Some(snapshot) => {
+                table id="live" data-stream="/stats/stream" {
+                    thead { tr { th { "Window" } th { "Events/s" } th { "p95 latency" } th { "Error rate" } } }
+                    tbody {
+                        @for w in ["1m", "5m", "15m"] {
+                            @let s = &snapshot["total"][w];
+                            tr {
+                                td { (w) }
+                                td.num data-live=(format!("{w}.events_per_sec")) { (number(&s["events_per_sec"], 2, "")) }
+                                td.num data-live=(format!("{w}.latency_p95_ms")) { (number(&s["latency_p95_ms"], 0, " ms")) }
+                                td.num data-live=(format!("{w}.error_rate")) { (percent(&s["error_rate"])) }
+                            }
+                        }
+                    }
+                }
+                p.muted { "Updated every second from " code { "/stats/stream" } "." }
+            }
+        }
+        h2 { "Failed in the last 24 h" }
+        @if failed.is_empty() {
+            p.muted { "None." }
+        } @else {
+            table {
+                thead { tr { th { "Run" } th { "Job" } th { "Interval start" } th { "Error" } } }
+                tbody {
+                    @for (id, job, start, error) in &failed {
+                        tr {
+                            td { a href={ "/ui/runs/" (id) } { (id) } }
+                            td { a href={ "/ui/jobs/" (segment(job)) } { (job) } }
+                            td { (time(*start)) }
+                            td.error { (error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(view::page_refreshed(
+        "Overview",
+        Section::Overview,
+        &session,
+        Some(30),
+        body,
+    ))
+}
+
+fn latency(ms: Option<f64>) -> Markup {
+    match ms {
+        Some(ms) => html! { (format!("{ms:.1} ms")) " to answer" },
+        None => na(),
+    }
+}
+
+/// A JSON number with `digits` decimals and a unit; "n/a" for null.
+fn number(v: &serde_json::Value, digits: usize, unit: &str) -> String {
+    match v.as_f64() {
+        Some(x) => format!("{x:.digits$}{unit}"),
+        None => "n/a".into(),
+    }
+}
+
+fn percent(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(x) => format!("{:.2} %", x * 100.0),
+        None => "n/a".into(),
+    }
+}
+
+// -------------------------------------------------------------------- jobs
+
+/// Every job: schedule, next run, paused, its last 25 runs, deadline.
+pub async fn jobs(
+    State(state): State<ApiState>,
+    Extension(session): Extension<Session>,
+) -> UiResult<Html<String>> {
+    let pool = &state.pools.data;
+    let names: Vec<String> = state.jobs.iter().map(|j| j.name.clone()).collect();
+    let paused = ledger::controls::paused_jobs(pool).await?;
+    let latest: HashMap<String, ledger::console::LatestRuns> =
+        ledger::console::latest_runs(pool, &names, 25)
+            .await?
+            .into_iter()
+            .map(|l| (l.job.clone(), l))
+            .collect();
+    let late: HashMap<String, i64> = ledger::console::late_last_day(pool)
+        .await?
+        .into_iter()
+        .collect();
+    let now = Utc::now();
+    let body = html! {
+        @if !state.invalid_job_files.is_empty() {
+            div.notice.error {
+                p { "Job files that did not load:" }
+                ul { @for f in state.invalid_job_files.iter() { li { code { (f) } } } }
+            }
+        }
+        table.jobs {
+            thead { tr { th { "Job" } th { "Schedule" } th { "Next run" } th { "Last 25 runs" } th { "Deadline" } th { "Paused" } } }
+            tbody {
+                @for job in state.jobs.iter() {
+                    @let is_paused = paused.contains(&job.name);
+                    tr data-job=(job.name) {
+                        td {
+                            a href={ "/ui/jobs/" (segment(&job.name)) } { (job.name) }
+                            @if !job.description.is_empty() { div.muted { (job.description) } }
+                        }
+                        td {
+                            (job.schedule.describe())
+                            div.muted { code { (job.schedule_text) } " " (job.timezone.name()) }
+                        }
+                        td {
+                            @match job.next_fire(now) {
+                                Some(fire) if !is_paused => (time(fire)),
+                                Some(_) => span.muted { "paused" },
+                                None => (na()),
+                            }
+                        }
+                        td {
+                            div.squares {
+                                @if let Some(l) = latest.get(&job.name) {
+                                    @for ((id, st), start) in l.ids.iter().zip(&l.states).zip(&l.starts) {
+                                        a class={ "sq s-" (st) } href={ "/ui/runs/" (id) }
+                                          title={ (start.format("%Y-%m-%d %H:%M")) " " (st) } {}
+                                    }
+                                }
+                            }
+                        }
+                        td {
+                            @match job.deadline {
+                                None => span.muted { "none" },
+                                Some(d) => {
+                                    (view::duration(d.num_seconds() as f64)) " after the interval"
+                                    @let n = late.get(&job.name).copied().unwrap_or(0);
+                                    @if n > 0 { div { span.badge.s-late { (n) " late in 24 h" } } }
+                                    @else { div.muted { "none late in 24 h" } }
+                                }
+                            }
+                        }
+                        td {
+                            @let action = if is_paused { "unpause" } else { "pause" };
+                            form method="post" action={ "/ui/jobs/" (segment(&job.name)) "/" (action) } {
+                                (view::csrf_field(&session))
+                                button type="submit" disabled[!session.may_write] class={ "toggle" @if is_paused { " on" } }
+                                    title=(if is_paused { "Paused: no new runs. Click to unpause." } else { "Click to pause" }) {
+                                    @if is_paused { "Paused" } @else { "Active" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page("Jobs", Section::Jobs, &session, body))
+}
+
+// -------------------------------------------------------------------- grid
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GridParams {
+    state: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    runs: Option<i64>,
+    /// The next page: runs older than `<interval start>_<run id>`.
+    before: Option<String>,
+}
+
+/// The choices of how many runs a grid page shows.
+const PAGE_SIZES: [i64; 4] = [25, 50, 100, 200];
+
+/// A day (`2026-11-23`) or an instant (RFC 3339) from a filter field.
+fn day_or_instant(field: &str, text: &str) -> UiResult<Option<DateTime<Utc>>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(Some(Utc.from_utc_datetime(&t)));
+        }
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            UiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{field} must be a day (2026-11-23) or an RFC 3339 time, not {text:?}"),
+            )
+        })
+}
+
+/// Tasks × runs, newest run first, coloured by state; a cell opens the
+/// task's attempt in its run.
+pub async fn grid(
+    State(state): State<ApiState>,
+    Extension(session): Extension<Session>,
+    Path(name): Path<String>,
+    params: Result<Query<GridParams>, QueryRejection>,
+) -> UiResult<Html<String>> {
+    let job = find_job(&state, &name)?;
+    let p = query(params)?;
+    let limit = p.runs.unwrap_or(100);
+    if !PAGE_SIZES.contains(&limit) {
+        return Err(UiError::new(
+            StatusCode::BAD_REQUEST,
+            "runs per page must be 25, 50, 100 or 200",
+        ));
+    }
+    let run_state = match p.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
+            UiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("state must be one of {}", RunState::names()),
+            )
+        })?),
+    };
+    let from = day_or_instant("from", p.from.as_deref().unwrap_or(""))?;
+    let to = day_or_instant("to", p.to.as_deref().unwrap_or(""))?;
+    let before = match p.before.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(b) => {
+            let parsed = b.rsplit_once('_').and_then(|(t, id)| {
+                let t = DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc);
+                Some((t, id.parse::<i64>().ok()?))
+            });
+            Some(parsed.ok_or_else(|| {
+                UiError::new(StatusCode::BAD_REQUEST, "before is not a page position")
+            })?)
+        }
+    };
+    let q = GridQuery {
+        job: job.name.clone(),
+        state: run_state,
+        from,
+        to,
+        before,
+        limit: limit + 1,
+    };
+    let mut runs = ledger::console::grid(&state.pools.data, &q).await?;
+    let more = runs.len() as i64 > limit;
+    runs.truncate(limit as usize);
+    let paused = ledger::controls::paused_jobs(&state.pools.data)
+        .await?
+        .contains(&job.name);
+    // Keeps the filters in the page links.
+    let mut filters = format!("runs={limit}");
+    for (k, v) in [("state", &p.state), ("from", &p.from), ("to", &p.to)] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            filters.push_str(&format!("&{k}={}", view::url_encode(v)));
+        }
+    }
+    let base = format!("/ui/jobs/{}", segment(&job.name));
+    let body = html! {
+        p.lead {
+            @if !job.description.is_empty() { (job.description) " · " }
+            (job.schedule.describe()) " (" code { (job.schedule_text) } ", " (job.timezone.name()) ")"
+            @if paused { " · " span.badge.s-paused { "paused" } }
+        }
+        form.filters method="get" action=(base) {
+            label { "State " select name="state" {
+                option value="" { "any" }
+                @for s in RunState::ALL.iter().copied() {
+                    option value=(s.as_str()) selected[run_state == Some(s)] { (s.as_str()) }
+                }
+            } }
+            label { "From " input type="date" name="from" value=(p.from.as_deref().unwrap_or("")); }
+            label { "To " input type="date" name="to" value=(p.to.as_deref().unwrap_or("")); }
+            label { "Runs " select name="runs" {
+                @for n in PAGE_SIZES { option value=(n) selected[n == limit] { (n) } }
+            } }
+            button type="submit" { "Show" }
+        }
+        @if runs.is_empty() {
+            p.muted { "No runs match." }
+        } @else {
+            div.gridwrap {
+                table.grid {
+                    thead {
+                        tr {
+                            th.corner { "task \\ run" }
+                            @for r in &runs {
+                                th {
+                                    a class={ "sq s-" (r.state.as_str()) } href={ "/ui/runs/" (r.id) }
+                                      title={ "run " (r.id) " · " (r.run_type.as_str()) " · " (r.interval_start.format("%Y-%m-%d %H:%M")) " · " (r.state.as_str()) } {}
+                                }
+                            }
+                        }
+                    }
+                    tbody {
+                        @for task in &job.tasks {
+                            tr {
+                                th.task { (task.id) }
+                                @for r in &runs {
+                                    @let i = r.tasks.iter().position(|t| *t == task.id);
+                                    @let st = i.map_or("none", |i| r.task_states[i].as_str());
+                                    @let tries = i.map_or(0, |i| r.task_tries[i]);
+                                    td {
+                                        a class={ "c s-" (st) } href={ "/ui/runs/" (r.id) "?task=" (view::url_encode(&task.id)) "#log" }
+                                          title={ (task.id) " · " (st) " · try " (tries) " · " (r.interval_start.format("%Y-%m-%d %H:%M")) } {}
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            p.pager {
+                @if before.is_some() { a href={ (base) "?" (filters) } { "← newest" } " " }
+                @if more {
+                    @if let Some(last) = runs.last() {
+                        a href={ (base) "?" (filters) "&before=" (view::url_encode(&format!("{}_{}", last.interval_start.to_rfc3339(), last.id))) } { "older →" }
+                    }
+                }
+            }
+        }
+        (legend())
+    };
+    Ok(page(&job.name, Section::Jobs, &session, body))
+}
+
+fn legend() -> Markup {
+    let states = [
+        "success",
+        "running",
+        "queued",
+        "up_for_retry",
+        "failed",
+        "upstream_failed",
+        "skipped",
+        "cancelled",
+        "none",
+    ];
+    html! {
+        p.legend {
+            @for s in states { span { span class={ "sq s-" (s) } {} " " (s) } " " }
+        }
+    }
+}
+
+// --------------------------------------------------------------------- run
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RunParams {
+    task: Option<String>,
+    #[serde(rename = "try")]
+    try_number: Option<i64>,
+}
+
+/// A run: what it ran, each task's tries with a Gantt bar, a try's log,
+/// and the controls.
+pub async fn run(
+    State(state): State<ApiState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    params: Result<Query<RunParams>, QueryRejection>,
+) -> UiResult<Html<String>> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| UiError::not_found(format!("{id:?} is not a run id")))?;
+    let p = query(params)?;
+    let pool = &state.pools.data;
+    let run = ledger::run(pool, id)
+        .await?
+        .ok_or_else(|| UiError::not_found(format!("There is no run {id}.")))?;
+    let tasks = ledger::tasks(pool, id).await?;
+    let attempts = ledger::logs::attempts(pool, id, None).await?;
+    let actions = ledger::controls::run_actions(pool, id).await?;
+    let job = state.jobs.iter().find(|j| j.name == run.job);
+    // Tasks in the job's order (a task no longer in the job file last).
+    let mut ordered = tasks.clone();
+    if let Some(job) = job {
+        ordered.sort_by_key(|t| {
+            job.tasks
+                .iter()
+                .position(|x| x.id == t.task)
+                .unwrap_or(usize::MAX)
+        });
+    }
+    // The log shown: the chosen task's chosen try, else its latest.
+    let chosen = p.task.as_deref().and_then(|task| {
+        let of_task: Vec<_> = attempts.iter().filter(|a| a.task == task).collect();
+        match p.try_number {
+            Some(n) => of_task.into_iter().find(|a| a.try_number == n),
+            None => of_task.into_iter().last(),
+        }
+    });
+    let log = match chosen {
+        Some(a) => {
+            let chunks = ledger::logs::chunks(pool, a.id, 0).await?;
+            let mut text: String = chunks.into_iter().map(|(_, b)| b).collect();
+            text.push_str(&ledger::logs::closing_lines(
+                a,
+                state.config.logs.max_bytes_per_attempt,
+            ));
+            Some((a, text))
+        }
+        None => None,
+    };
+    // The Gantt chart's scale: from the first task's start to the last end.
+    let t0 = tasks.iter().filter_map(|t| t.started_at).min();
+    let now = Utc::now();
+    let t1 = tasks
+        .iter()
+        .filter_map(|t| t.finished_at.or(t.started_at.map(|_| now)))
+        .max();
+    let span = match (t0, t1) {
+        (Some(a), Some(b)) => (b - a).num_milliseconds().max(1) as f64,
+        _ => 1.0,
+    };
+    let finished = !matches!(run.state, RunState::Queued | RunState::Running);
+    let w = session.may_write;
+    let base = format!("/ui/runs/{id}");
+    let body = html! {
+        dl.facts {
+            dt { "Job" } dd { a href={ "/ui/jobs/" (segment(&run.job)) } { (run.job) } }
+            dt { "State" } dd { (state_badge(run.state.as_str())) @if run.late { " " span.badge.s-late { "late" } } }
+            dt { "Interval" } dd { (view::interval(run.interval_start, run.interval_end)) }
+            dt { "Type" } dd { (run.run_type.as_str()) }
+            dt { "Triggered by" } dd { @match &run.triggered_by { Some(t) => (t), None => span.muted { "the schedule" } } }
+            dt { "Claims" } dd { (run.attempts) " (tries: " (run.tries) ")" }
+            dt { "Started" } dd { (time_or_na(run.started_at)) }
+            dt { "Finished" } dd { (time_or_na(run.finished_at)) }
+            dt { "Duration" } dd { @match run.duration_secs { Some(d) => (view::duration(d)), None => (na()) } }
+            @if let Some(w) = &run.worker { dt { "Worker" } dd { code { (w) } } }
+            @if run.params.as_object().is_some_and(|m| !m.is_empty()) {
+                dt { "Params" } dd { code { (run.params.to_string()) } }
+            }
+            @if let Some(e) = &run.error { dt { "Error" } dd.error { (e) } }
+        }
+        div.actions {
+            @if matches!(run.state, RunState::Queued | RunState::Running) {
+                form method="post" action={ (base) "/cancel" } {
+                    (view::csrf_field(&session))
+                    input type="text" name="reason" placeholder="reason (optional)";
+                    button.danger type="submit" disabled[!w] { "Cancel run" }
+                }
+            }
+            @if finished {
+                form method="post" action={ (base) "/mark" } {
+                    (view::csrf_field(&session))
+                    input type="hidden" name="state" value="success";
+                    button type="submit" disabled[!w || run.state == RunState::Success] { "Mark succeeded" }
+                }
+                form method="post" action={ (base) "/mark" } {
+                    (view::csrf_field(&session))
+                    input type="hidden" name="state" value="failed";
+                    button type="submit" disabled[!w || run.state == RunState::Failed] { "Mark failed" }
+                }
+            }
+            @if !w { p.muted { "Log in with an API token to change runs." } }
+        }
+        h2 { "Tasks" }
+        table.tasks {
+            thead { tr { th { "Task" } th { "Kind" } th { "State" } th { "Tries" } th { "Started" } th { "Duration" } th.gantt { "Timeline" } th {} } }
+            tbody {
+                @for t in &ordered {
+                    tr id={ "t-" (t.task) } {
+                        td { a href={ (base) "?task=" (view::url_encode(&t.task)) "#log" } { (t.task) } }
+                        td { (t.kind) }
+                        td { (state_badge(t.state.as_str())) @if let Some(e) = &t.error { div.error.small { (e) } } }
+                        td.num { (t.attempt) }
+                        td { (time_or_na(t.started_at)) }
+                        td.num { @match t.duration_ms { Some(ms) => (view::duration(ms as f64 / 1000.0)), None => (na()) } }
+                        td.gantt { (gantt(t0, span, t.started_at, t.finished_at.or(t.started_at.map(|_| now)), t.state.as_str())) }
+                        td {
+                            @if finished {
+                                form.inline method="post" action={ (base) "/clear" } {
+                                    (view::csrf_field(&session))
+                                    input type="hidden" name="task" value=(t.task);
+                                    button type="submit" disabled[!w] title="Run this task again" { "Clear" }
+                                }
+                                form.inline method="post" action={ (base) "/clear" } {
+                                    (view::csrf_field(&session))
+                                    input type="hidden" name="task" value=(t.task);
+                                    input type="hidden" name="downstream" value="true";
+                                    button type="submit" disabled[!w] title="Run this task and every task after it again" { "Clear + downstream" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Attempts" }
+        @if attempts.is_empty() {
+            p.muted { "No attempt yet." }
+        } @else {
+            table {
+                thead { tr { th { "Task" } th { "Try" } th { "Claim" } th { "Outcome" } th { "Started" } th { "Duration" } th { "Log" } th { "Error" } } }
+                tbody {
+                    @for a in &attempts {
+                        @let here = chosen.is_some_and(|c| c.id == a.id);
+                        tr.chosen[here] {
+                            td { (a.task) }
+                            td.num { (a.try_number) }
+                            td.num { (a.claim) }
+                            td { (state_badge(&a.outcome)) }
+                            td { (time(a.started_at)) }
+                            td.num { @match a.duration_ms { Some(ms) => (view::duration(ms as f64 / 1000.0)), None => (na()) } }
+                            td { a href={ (base) "?task=" (view::url_encode(&a.task)) "&try=" (a.try_number) "#log" } { "log" } " " span.muted { (a.log_bytes) " B" } }
+                            td.error.small { (a.error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some((a, text)) = &log {
+            h2 id="log" { "Log of " (a.task) ", try " (a.try_number) }
+            @let stream = format!("/runs/{id}/tasks/{}/logs/stream?try={}", segment(&a.task), a.try_number);
+            pre.log data-follow=[(!a.log_ended).then_some(stream.as_str())] { (text) }
+            @if !a.log_ended { p.muted id="log-state" { "Following: new lines appear as the task writes them." } }
+        } @else if p.task.is_some() {
+            h2 id="log" { "Log" }
+            p.muted { "This task has no attempt yet." }
+        }
+        @if !actions.is_empty() {
+            h2 { "Actions" }
+            table {
+                thead { tr { th { "When" } th { "Who" } th { "What" } th { "Task" } th { "Why" } } }
+                tbody {
+                    @for x in &actions {
+                        tr { td { (time(x.at)) } td { (x.actor) } td { (x.action) } td { (x.task.as_deref().unwrap_or("")) } td { (x.reason.as_deref().unwrap_or("")) } }
+                    }
+                }
+            }
+        }
+    };
+    let refresh = (!finished).then_some(5);
+    Ok(view::page_refreshed(
+        &format!("Run {id}"),
+        Section::Jobs,
+        &session,
+        refresh,
+        body,
+    ))
+}
+
+/// A task's bar on the run's timeline, as SVG (sizes are attributes, so
+/// the policy needs no inline style).
+fn gantt(
+    t0: Option<DateTime<Utc>>,
+    span_ms: f64,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    state: &str,
+) -> Markup {
+    const WIDTH: f64 = 240.0;
+    let (Some(t0), Some(start), Some(end)) = (t0, start, end) else {
+        return html! { svg.bar width=(WIDTH) height="12" {} };
+    };
+    let x = (start - t0).num_milliseconds() as f64 / span_ms * WIDTH;
+    let w = ((end - start).num_milliseconds() as f64 / span_ms * WIDTH).max(2.0);
+    html! {
+        svg.bar width=(WIDTH) height="12" viewBox={ "0 0 " (WIDTH) " 12" } {
+            rect class={ "s-" (state) } x=(format!("{x:.1}")) y="1" width=(format!("{w:.1}")) height="10" rx="2" {}
+        }
+    }
+}
+
+// ------------------------------------------------------------------- login
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginParams {
+    next: Option<String>,
+    failed: Option<String>,
+}
+
+pub async fn login(
+    Extension(session): Extension<Session>,
+    params: Result<Query<LoginParams>, QueryRejection>,
+) -> Html<String> {
+    let p = params.map(|Query(p)| p).unwrap_or_default();
+    let next = super::actions::safe_next(p.next.as_deref());
+    let body = html! {
+        @if p.failed.is_some() { p.error { "That is not one of this server's API tokens." } }
+        form.login method="post" action="/ui/login" {
+            (view::csrf_field(&session))
+            input type="hidden" name="next" value=(next);
+            label { "API token " input type="password" name="token" autocomplete="current-password" required autofocus; }
+            button type="submit" { "Log in" }
+        }
+        p.muted { "The token is kept in a cookie this page's scripts cannot read, sent only to this server." }
+    };
+    page("Log in", Section::None, &session, body)
+}

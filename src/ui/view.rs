@@ -1,0 +1,225 @@
+//! The console's page frame and the small pieces every page prints.
+
+use axum::response::Html;
+use chrono::{DateTime, Utc};
+use maud::{html, Markup, DOCTYPE};
+
+use super::Session;
+
+/// Which top-level section a page belongs to (highlighted in the menu).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Overview,
+    Jobs,
+    None,
+}
+
+/// A whole page: menu, title, body.
+pub fn page(title: &str, section: Section, session: &Session, body: Markup) -> Html<String> {
+    page_refreshed(title, section, session, None, body)
+}
+
+/// A page that reloads itself every `refresh` seconds (something on it is
+/// running), unless it follows a log.
+pub fn page_refreshed(
+    title: &str,
+    section: Section,
+    session: &Session,
+    refresh: Option<u32>,
+    body: Markup,
+) -> Html<String> {
+    let menu = [
+        (Section::Overview, "/ui/", "Overview"),
+        (Section::Jobs, "/ui/jobs", "Jobs"),
+    ];
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · hxjobs" }
+                link rel="stylesheet" href="/ui/static/app.css";
+                script src="/ui/static/app.js" defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/ui/" { "hxjobs" }
+                    nav {
+                        @for (s, href, label) in menu {
+                            a.current[s == section] href=(href) { (label) }
+                        }
+                    }
+                    div.who {
+                        @match &session.actor {
+                            Some(actor) => span { (actor) },
+                            None => span.muted { "read only" },
+                        }
+                        @if session.logged_in {
+                            form.inline method="post" action="/ui/logout" {
+                                (csrf_field(session))
+                                button.link type="submit" { "Log out" }
+                            }
+                        } @else if !session.may_write {
+                            " " a href="/ui/login" { "Log in" }
+                        }
+                    }
+                }
+                main data-refresh=[refresh] {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    };
+    Html(markup.into_string())
+}
+
+/// A page for an error, without the menu (the session may be unknown).
+pub fn error_page(title: &str, message: &str) -> Html<String> {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) " · hxjobs" }
+                link rel="stylesheet" href="/ui/static/app.css";
+            }
+            body {
+                header.top { a.brand href="/ui/" { "hxjobs" } }
+                main {
+                    h1 { (title) }
+                    p.error { (message) }
+                    p { a href="/ui/" { "Back to the overview" } }
+                }
+            }
+        }
+    };
+    Html(markup.into_string())
+}
+
+/// The hidden field every mutating form carries.
+pub fn csrf_field(session: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(session.csrf); }
+}
+
+/// A time as `2026-11-23 14:00:05` (UTC), the full instant on hover.
+pub fn time(t: DateTime<Utc>) -> Markup {
+    html! {
+        time datetime=(t.to_rfc3339()) title=(t.to_rfc3339()) {
+            (t.format("%Y-%m-%d %H:%M:%S"))
+        }
+    }
+}
+
+/// An optional time; "n/a" when there is none.
+pub fn time_or_na(t: Option<DateTime<Utc>>) -> Markup {
+    match t {
+        Some(t) => time(t),
+        None => na(),
+    }
+}
+
+/// What is printed where a value is missing: never a made-up number.
+pub fn na() -> Markup {
+    html! { span.na { "n/a" } }
+}
+
+/// Seconds as `850 ms`, `12.4 s`, `3 min 05 s`, `2 h 10 min`.
+pub fn duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "n/a".into();
+    }
+    if secs < 1.0 {
+        format!("{:.0} ms", secs * 1000.0)
+    } else if secs < 60.0 {
+        format!("{secs:.1} s")
+    } else if secs < 3600.0 {
+        let s = secs.round() as u64;
+        format!("{} min {:02} s", s / 60, s % 60)
+    } else {
+        let m = (secs / 60.0).round() as u64;
+        format!("{} h {:02} min", m / 60, m % 60)
+    }
+}
+
+/// A state as a coloured label (class `s-<state>`).
+pub fn state_badge(state: &str) -> Markup {
+    html! { span class={ "badge s-" (state) } { (state) } }
+}
+
+/// An interval as `start → end`.
+pub fn interval(start: DateTime<Utc>, end: DateTime<Utc>) -> Markup {
+    html! { (time(start)) " → " (time(end)) }
+}
+
+/// Percent-encodes `text` for a URL's path segment or query value.
+pub fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Undoes [`url_encode`] (invalid escapes are kept as they are).
+pub fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A path segment (a job or task name) for a link.
+pub fn segment(text: &str) -> String {
+    url_encode(text).replace('/', "%2F")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration(0.25), "250 ms");
+        assert_eq!(duration(12.44), "12.4 s");
+        assert_eq!(duration(185.0), "3 min 05 s");
+        assert_eq!(duration(7800.0), "2 h 10 min");
+        assert_eq!(duration(f64::NAN), "n/a");
+    }
+
+    #[test]
+    fn names_are_encoded_for_links() {
+        assert_eq!(segment("a b/<c>"), "a%20b%2F%3Cc%3E");
+        assert_eq!(url_encode("/ui/jobs/x?y"), "/ui/jobs/x%3Fy");
+        assert_eq!(url_decode(&url_encode("tök;en= x")), "tök;en= x");
+        assert_eq!(url_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn untrusted_text_is_escaped() {
+        let text = "<script>alert(1)</script>";
+        let m = html! { p { (text) } };
+        assert_eq!(
+            m.into_string(),
+            "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"
+        );
+    }
+}
