@@ -2,7 +2,7 @@
 # The test suite: brings PostgreSQL up (scripts/services.sh) and a broker of
 # the tests' own on 127.0.0.1:19092 with empty storage (so test topics never
 # pile up in, or touch, the broker you use), then runs every unit and
-# integration test against them, then the chaos suite (scripts/chaos.sh,
+# integration test against them (the console's in headless Chromium), then the chaos suite (scripts/chaos.sh,
 # which restarts the local PostgreSQL). Set KAFKA_BOOTSTRAP_SERVERS to test
 # against another broker instead; arguments go to cargo test and skip chaos.
 set -euo pipefail
@@ -15,6 +15,8 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
 else
   scripts/services.sh up
 fi
+# Chromium and ChromeDriver for the console's browser tests.
+scripts/services.sh browser
 cargo test --locked "$@"
 # The chaos suite (faults against real daemons) with the whole suite only.
 if [ $# -eq 0 ]; then

@@ -1,4 +1,4 @@
-//! The REST API (axum), `0.0.0.0:9101` by default. Every error is JSON
+//! The REST API (axum), `127.0.0.1:9101` by default. Every error is JSON
 //! `{"error": <stable code>, "message": <text>}`; mutating endpoints need
 //! `Authorization: Bearer <api.token>`, or, without a token, an API that
 //! listens on loopback only.

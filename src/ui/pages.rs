@@ -270,13 +270,15 @@ pub async fn jobs(
                                 }
                             }
                         }
-                        td {
+                        td.paused {
                             @let action = if is_paused { "unpause" } else { "pause" };
                             form method="post" action={ "/ui/jobs/" (segment(&job.name)) "/" (action) } {
                                 (view::csrf_field(&session))
-                                button type="submit" disabled[!session.may_write] class={ "toggle" @if is_paused { " on" } }
-                                    title=(if is_paused { "Paused: no new runs. Click to unpause." } else { "Click to pause" }) {
-                                    @if is_paused { "Paused" } @else { "Active" }
+                                @if is_paused { span.badge.s-paused { "paused" } } @else { span.badge.s-success { "active" } }
+                                " "
+                                button type="submit" disabled[!session.may_write]
+                                    title=(if is_paused { "Let the schedule create runs again" } else { "Stop new runs; running ones finish" }) {
+                                    @if is_paused { "Unpause" } @else { "Pause" }
                                 }
                             }
                         }
@@ -413,7 +415,7 @@ pub async fn grid(
                 table.grid {
                     thead {
                         tr {
-                            th.corner { "task \\ run" }
+                            th.corner { "task ╲ run" }
                             @for r in &runs {
                                 th {
                                     a class={ "sq s-" (r.state.as_str()) } href={ "/ui/runs/" (r.id) }
@@ -428,7 +430,9 @@ pub async fn grid(
                                 th.task { (task.id) }
                                 @for r in &runs {
                                     @let i = r.tasks.iter().position(|t| *t == task.id);
-                                    @let st = i.map_or("none", |i| r.task_states[i].as_str());
+                                    // No task row yet: the run has not started.
+                                    @let idle = if r.state == RunState::Queued { "queued" } else { "none" };
+                                    @let st = i.map_or(idle, |i| r.task_states[i].as_str());
                                     @let tries = i.map_or(0, |i| r.task_tries[i]);
                                     td {
                                         a class={ "c s-" (st) } href={ "/ui/runs/" (r.id) "?task=" (view::url_encode(&task.id)) "#log" }

@@ -4,6 +4,7 @@
 //! and consumer group.
 
 mod api;
+mod browser;
 mod cli;
 mod common;
 mod complete;

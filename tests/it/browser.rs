@@ -1,0 +1,293 @@
+//! The web console in a real browser: Debian's Chromium, headless, driven
+//! through ChromeDriver on loopback (`scripts/services.sh browser` installs
+//! both; `scripts/test.sh` runs it). Against a real daemon: a shell task
+//! fails, is found in the grid, its log read, cleared, and succeeds; the
+//! overview's live numbers move while events are produced. Each page's
+//! screenshot is written to `docs/img/` (shown in the README).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::common::TestEnv;
+use crate::http::free_port;
+
+/// A child process stopped when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16, what: &str) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "{what} did not open port {port}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// ChromeDriver on a loopback port, and a headless Chromium session.
+async fn browser() -> (Guard, Client) {
+    let port = free_port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (scripts/services.sh browser installs it)");
+    let driver = Guard(driver);
+    wait_port(port, "chromedriver");
+    // Two TLS back ends are linked: say which one the WebDriver client uses
+    // (it talks plain HTTP to ChromeDriver on loopback).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1400,1000",
+                     "--no-first-run", "--disable-extensions"],
+        }),
+    );
+    let client = ClientBuilder::rustls()
+        .expect("rustls")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a browser session");
+    (driver, client)
+}
+
+/// Saves what the browser shows as `docs/img/<name>.png`.
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    std::fs::create_dir_all(&dir).expect("docs/img");
+    std::fs::write(dir.join(format!("console-{name}.png")), png).expect("write screenshot");
+}
+
+/// Reloads `url` until `css` is on the page, up to `limit`.
+async fn reload_until(c: &Client, url: &str, css: &str, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        c.goto(url).await.expect("goto");
+        if c.find(Locator::Css(css)).await.is_ok() {
+            return true;
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_a_failed_task_reads_its_log_clears_it_and_sees_it_succeed() {
+    let env = TestEnv::new("ui_browser").await;
+    let fixed = env.dir.path().join("fixed");
+    let job = format!(
+        r#"name = "nightly"
+description = "Export the day's rollups (a <i>demo</i> of the console)"
+schedule = "0 0 1 1 *"
+interval = "day"
+start_date = "2026-01-01"
+[tasks.extract]
+kind = "shell"
+command = "echo extracting; echo '<script>alert(1)</script>'"
+[tasks.upload]
+kind = "shell"
+depends_on = ["extract"]
+command = "echo 'uploading to the archive'; test -e '{}' || {{ echo 'archive unreachable' >&2; exit 3; }}"
+[tasks.notify]
+kind = "shell"
+depends_on = ["upload"]
+command = "echo done"
+"#,
+        fixed.display()
+    );
+    let port = free_port();
+    let cfg = env.config_with_jobs(
+        "browser",
+        &[("nightly", job)],
+        &format!("[api]\nhost = \"127.0.0.1\"\nport = {port}\n[scheduler]\npoll_secs = 1\n"),
+    );
+    // A failed run, recorded before the console opens.
+    let out = env.hxjobs(&cfg, &["run", "nightly"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let daemon = env
+        .hxjobs(&cfg, &["daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon");
+    let _daemon = Guard(daemon);
+    wait_port(port, "the daemon's API");
+    let (_driver, c) = browser().await;
+    let base = format!("http://127.0.0.1:{port}");
+
+    // The overview: the failure, the daemon alive.
+    c.goto(&format!("{base}/")).await.expect("goto");
+    assert_eq!(c.current_url().await.expect("url").path(), "/ui/");
+    let failed = c
+        .find(Locator::Id("failed-24h"))
+        .await
+        .expect("failed count");
+    assert_eq!(failed.text().await.expect("text"), "1 failed");
+    assert!(
+        reload_until(
+            &c,
+            &format!("{base}/ui/"),
+            ".badge.s-alive",
+            Duration::from_secs(20)
+        )
+        .await,
+        "the daemon is shown alive"
+    );
+
+    // The live numbers move while events are produced.
+    let now = chrono::Utc::now();
+    let spec = hxjobs::demo::DemoSpec {
+        events: 3000,
+        from: now - chrono::TimeDelta::seconds(30),
+        to: now,
+        bad_ratio: 0.0,
+        duplicate_ratio: 0.0,
+        seed: 7,
+        max_event_bytes: 1 << 20,
+    };
+    let rate = Locator::Css(r#"td[data-live="1m.events_per_sec"]"#);
+    let before = c
+        .find(rate)
+        .await
+        .expect("rate")
+        .text()
+        .await
+        .expect("text");
+    env.produce(hxjobs::demo::Generator::new(spec).expect("spec").collect())
+        .await;
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut after = before.clone();
+    while after == before && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = c
+            .find(rate)
+            .await
+            .expect("rate")
+            .text()
+            .await
+            .expect("text");
+    }
+    assert_ne!(after, before, "events/s did not change on the page");
+    screenshot(&c, "overview").await;
+
+    // The jobs list: the failed run's square.
+    c.goto(&format!("{base}/ui/jobs")).await.expect("goto");
+    let job_row = c
+        .find(Locator::Css(r#"tr[data-job="nightly"]"#))
+        .await
+        .expect("job row");
+    let text = job_row.text().await.expect("text");
+    assert!(text.contains("a <i>demo</i> of the console"), "{text}");
+    job_row
+        .find(Locator::Css(".sq.s-failed"))
+        .await
+        .expect("a failed square");
+    screenshot(&c, "jobs").await;
+
+    // The grid: the failed cell leads to the task's log.
+    c.goto(&format!("{base}/ui/jobs/nightly"))
+        .await
+        .expect("goto");
+    screenshot(&c, "grid").await;
+    let cell = c
+        .find(Locator::Css("a.c.s-failed"))
+        .await
+        .expect("a failed cell");
+    let title = cell.attr("title").await.expect("title").unwrap_or_default();
+    assert!(title.starts_with("upload · failed"), "{title}");
+    cell.click().await.expect("click");
+    let log = c
+        .wait()
+        .for_element(Locator::Css("pre.log"))
+        .await
+        .expect("the log");
+    let text = log.text().await.expect("log text");
+    assert!(text.contains("uploading to the archive"), "{text}");
+    assert!(text.contains("archive unreachable"), "{text}");
+    assert!(text.contains("failed"), "{text}");
+
+    // A task that printed a script tag: shown as text, never run.
+    let mut run_url = c.current_url().await.expect("url");
+    run_url.set_query(None);
+    run_url.set_fragment(None);
+    let run_url = run_url.to_string();
+    c.goto(&format!("{run_url}?task=extract#log"))
+        .await
+        .expect("goto");
+    let text = c
+        .find(Locator::Css("pre.log"))
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("<script>alert(1)</script>"), "{text}");
+    let alerts = c
+        .execute(
+            "return document.querySelectorAll('pre.log script').length",
+            vec![],
+        )
+        .await
+        .expect("script count");
+    assert_eq!(alerts, json!(0));
+
+    // Clear the failed task and what follows; the daemon runs them again.
+    std::fs::write(&fixed, "").expect("fix");
+    c.goto(&format!("{run_url}?task=upload#log"))
+        .await
+        .expect("goto");
+    screenshot(&c, "run").await;
+    let clear = c
+        .find(Locator::Css(
+            r#"#t-upload form input[name="downstream"] ~ button"#,
+        ))
+        .await
+        .expect("clear + downstream");
+    clear.click().await.expect("click");
+    let succeeded = reload_until(
+        &c,
+        &run_url,
+        r#"dl.facts .badge.s-success"#,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(succeeded, "the cleared run succeeded");
+    for task in ["extract", "upload", "notify"] {
+        c.find(Locator::Css(&format!("#t-{task} .badge.s-success")))
+            .await
+            .unwrap_or_else(|_| panic!("{task} succeeded"));
+    }
+    let actions = c
+        .find(Locator::Css("main"))
+        .await
+        .expect("main")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        actions.contains("ui:loopback"),
+        "the clear is recorded with who did it"
+    );
+    c.close().await.expect("close");
+    env.cleanup().await;
+}
