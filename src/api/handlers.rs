@@ -268,11 +268,52 @@ pub async fn trigger_run(
         Err(JsonRejection::MissingJsonContentType(_)) => TriggerBody::default(),
         other => json_body(other)?,
     };
-    let interval = match &body.interval_start {
-        Some(s) => job.interval.containing(instant("interval_start", s)?),
+    let at = match &body.interval_start {
+        Some(s) => Some(instant("interval_start", s)?),
+        None => None,
+    };
+    let (id, interval) = trigger(
+        &state,
+        &job,
+        at,
+        body.ignore_start_date,
+        &body.params,
+        caller.0,
+        body.reason,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "run_id": id,
+            "job": job.name,
+            "state": "queued",
+            "interval_start": interval.start,
+            "interval_end": interval.end,
+            "note": "a daemon (hxjobs daemon) claims and runs it",
+        })),
+    )
+        .into_response())
+}
+
+/// Queues a manual run of the interval containing `at` (default: the
+/// last complete one) with `params` checked against the job's, recorded
+/// as `caller`'s action; wakes this process's daemon. Returns the run's id
+/// and interval.
+pub(crate) async fn trigger(
+    state: &ApiState,
+    job: &Job,
+    at: Option<DateTime<Utc>>,
+    ignore_start_date: bool,
+    params: &serde_json::Map<String, Value>,
+    caller: String,
+    reason: Option<String>,
+) -> ApiResult<(i64, crate::interval::Interval)> {
+    let interval = match at {
+        Some(t) => job.interval.containing(t),
         None => job.interval.last_complete(Utc::now()),
     };
-    if interval.start < job.start_date && !body.ignore_start_date {
+    if interval.start < job.start_date && !ignore_start_date {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "before_start_date",
@@ -282,16 +323,16 @@ pub async fn trigger_run(
             ),
         ));
     }
-    let params = crate::dag::params::check(&job.params, &body.params)
+    let params = crate::dag::params::check(&job.params, params)
         .map_err(|m| ApiError::bad_request("invalid_params", m))?;
     let trigger = ledger::Trigger {
-        by: Some(caller.0.clone()),
+        by: Some(caller.clone()),
         params,
     };
     let id = ledger::create_manual_run(&state.pools.ledger, &job.name, interval, &trigger).await?;
     let actor = ledger::controls::Actor {
-        name: caller.0,
-        reason: body.reason,
+        name: caller,
+        reason,
     };
     let detail = json!({ "params": trigger.params, "interval_start": interval.start });
     ledger::controls::record_action(
@@ -306,18 +347,7 @@ pub async fn trigger_run(
     if let Some(wake) = &state.wake {
         wake.notify_one();
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "run_id": id,
-            "job": job.name,
-            "state": "queued",
-            "interval_start": interval.start,
-            "interval_end": interval.end,
-            "note": "a daemon (hxjobs daemon) claims and runs it",
-        })),
-    )
-        .into_response())
+    Ok((id, interval))
 }
 
 pub async fn run(
@@ -362,13 +392,48 @@ pub async fn backfill(
     let body = json_body(body)?;
     let job = find_job(&state, &body.job)?;
     let (from, to) = (instant("from", &body.from)?, instant("to", &body.to)?);
+    let spec = backfill_spec(
+        from,
+        to,
+        body.reprocess.as_deref(),
+        body.parallel,
+        body.ignore_start_date,
+    )?;
+    let plan = backfill_plan(&state, &job, &spec).await?;
+    let id = start_backfill(&state, job, spec).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "backfill_id": id,
+            "job": body.job,
+            "from": from,
+            "to": to,
+            "intervals": plan.intervals,
+            "to_run": plan.to_run(),
+            "state": "started",
+            "runs": format!("/jobs/{}/runs", body.job),
+            "backfill": format!("/backfills/{id}"),
+        })),
+    )
+        .into_response())
+}
+
+/// A backfill's settings, checked: `from` before `to`, reprocess `none`,
+/// `failed` or `all`, parallel 1 to 64 (default 2).
+pub(crate) fn backfill_spec(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    reprocess: Option<&str>,
+    parallel: Option<usize>,
+    ignore_start_date: bool,
+) -> ApiResult<Spec> {
     if from >= to {
         return Err(ApiError::bad_request(
             "invalid_range",
             "from must be before to",
         ));
     }
-    let reprocess = match body.reprocess.as_deref().unwrap_or("none") {
+    let reprocess = match reprocess.unwrap_or("none") {
         "none" => Reprocess::None,
         "failed" => Reprocess::Failed,
         "all" => Reprocess::All,
@@ -379,21 +444,29 @@ pub async fn backfill(
             ))
         }
     };
-    let parallel = body.parallel.unwrap_or(2);
+    let parallel = parallel.unwrap_or(2);
     if !(1..=64).contains(&parallel) {
         return Err(ApiError::bad_request(
             "invalid_parallel",
             "parallel must be 1 to 64",
         ));
     }
-    let spec = Spec {
+    Ok(Spec {
         from,
         to,
         parallel,
         reprocess,
-        ignore_start_date: body.ignore_start_date,
-    };
-    let plan = backfill::plan(&state.pools.ledger, &job, &spec)
+        ignore_start_date,
+    })
+}
+
+/// What a backfill would do (its dry run).
+pub(crate) async fn backfill_plan(
+    state: &ApiState,
+    job: &Job,
+    spec: &Spec,
+) -> ApiResult<backfill::Plan> {
+    backfill::plan(&state.pools.ledger, job, spec)
         .await
         .map_err(|e| match e {
             backfill::Error::BeforeStartDate { .. } => ApiError::new(
@@ -404,15 +477,26 @@ pub async fn backfill(
             ),
             backfill::Error::Database(e) => ApiError::internal(e),
             other => ApiError::bad_request("invalid_range", other.to_string()),
-        })?;
+        })
+}
+
+/// Starts a backfill in this process (one running per job: 409 with the
+/// running one's id otherwise), recorded in `backfills` with a heartbeat
+/// and cancellable from there. Returns its id.
+pub(crate) async fn start_backfill(state: &ApiState, job: Arc<Job>, spec: Spec) -> ApiResult<i64> {
     let worker = format!("api-backfill-{}", std::process::id());
     let stale = std::time::Duration::from_secs(state.config.scheduler.stale_after_secs);
+    let reprocess = match spec.reprocess {
+        Reprocess::None => "none",
+        Reprocess::Failed => "failed",
+        Reprocess::All => "all",
+    };
     let new = backfills::New {
         job: &job.name,
-        from,
-        to,
-        reprocess: body.reprocess.as_deref().unwrap_or("none"),
-        parallel: parallel as i32,
+        from: spec.from,
+        to: spec.to,
+        reprocess,
+        parallel: spec.parallel as i32,
         worker: &worker,
     };
     let id = match backfills::start(&state.pools.ledger, &new, stale).await? {
@@ -429,7 +513,6 @@ pub async fn backfill(
             .with("backfill_id", json!(running)))
         }
     };
-
     let (config, pools, shutdown) = (
         state.config.clone(),
         state.pools.clone(),
@@ -489,21 +572,7 @@ pub async fn backfill(
             tracing::error!(backfill = id, error = %e, "the backfill's end was not recorded");
         }
     });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "backfill_id": id,
-            "job": body.job,
-            "from": from,
-            "to": to,
-            "intervals": plan.intervals,
-            "to_run": plan.to_run(),
-            "state": "started",
-            "runs": format!("/jobs/{}/runs", body.job),
-            "backfill": format!("/backfills/{id}"),
-        })),
-    )
-        .into_response())
+    Ok(id)
 }
 
 #[derive(Debug, Deserialize)]

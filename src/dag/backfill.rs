@@ -108,7 +108,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
 }
 
-fn intervals(job: &Job, spec: &Spec) -> Result<Vec<Interval>, Error> {
+/// The intervals a backfill covers, oldest first.
+pub fn intervals(job: &Job, spec: &Spec) -> Result<Vec<Interval>, Error> {
     if spec.from >= spec.to {
         return Err(Error::EmptyRange {
             from: spec.from,

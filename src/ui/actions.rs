@@ -15,7 +15,7 @@ use crate::ledger::controls::{self, Actor, ControlError};
 use crate::ledger::RunState;
 
 /// A form's CSRF token is the session's; the caller may change things.
-fn allowed(session: &Session, csrf: &str) -> UiResult<Actor> {
+pub(super) fn allowed(session: &Session, csrf: &str) -> UiResult<Actor> {
     if !super::constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
         return Err(UiError::new(
             StatusCode::FORBIDDEN,

@@ -14,6 +14,7 @@
 
 mod actions;
 mod pages;
+mod trigger;
 mod view;
 
 pub use actions::safe_next;
@@ -55,6 +56,16 @@ pub fn router(state: ApiState) -> Router<ApiState> {
         .route("/ui/runs/{id}/cancel", post(actions::cancel))
         .route("/ui/jobs/{job}/pause", post(actions::pause))
         .route("/ui/jobs/{job}/unpause", post(actions::unpause))
+        .route(
+            "/ui/jobs/{job}/run",
+            get(trigger::trigger_form).post(trigger::trigger),
+        )
+        .route(
+            "/ui/jobs/{job}/backfill",
+            get(trigger::backfill_form).post(trigger::backfill),
+        )
+        .route("/ui/backfills/{id}", get(trigger::backfill_progress))
+        .route("/ui/backfills/{id}/cancel", post(trigger::backfill_cancel))
         .route("/ui/login", get(pages::login).post(actions::login))
         .route("/ui/logout", post(actions::logout))
         .route("/ui/static/app.js", get(app_js))

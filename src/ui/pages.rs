@@ -394,6 +394,10 @@ pub async fn grid(
             (job.schedule.describe()) " (" code { (job.schedule_text) } ", " (job.timezone.name()) ")"
             @if paused { " · " span.badge.s-paused { "paused" } }
         }
+        p.buttons {
+            a.button href={ (base) "/run" } { "Run an interval…" }
+            a.button href={ (base) "/backfill" } { "Backfill a range…" }
+        }
         form.filters method="get" action=(base) {
             label { "State " select name="state" {
                 option value="" { "any" }

@@ -288,6 +288,107 @@ command = "echo done"
         actions.contains("ui:loopback"),
         "the clear is recorded with who did it"
     );
+
+    // A backfill from the form: its dry run first, then its runs.
+    c.goto(&format!("{base}/ui/jobs/nightly"))
+        .await
+        .expect("goto");
+    c.find(Locator::LinkText("Backfill a range…"))
+        .await
+        .expect("backfill link")
+        .click()
+        .await
+        .expect("click");
+    let form = c
+        .wait()
+        .for_element(Locator::Css(r#"form input[name="from"]"#))
+        .await
+        .expect("the backfill form");
+    form.send_keys("2026-03-01").await.expect("from");
+    c.find(Locator::Css(r#"form input[name="to"]"#))
+        .await
+        .expect("to")
+        .send_keys("2026-03-04")
+        .await
+        .expect("to");
+    c.find(Locator::Css("form.stack button"))
+        .await
+        .expect("preview")
+        .click()
+        .await
+        .expect("click");
+    let to_run = c
+        .wait()
+        .for_element(Locator::Id("to-run"))
+        .await
+        .expect("the dry run");
+    assert_eq!(to_run.text().await.expect("text"), "3");
+    let listed = c
+        .execute(
+            "return document.querySelectorAll('ul.intervals li').length",
+            vec![],
+        )
+        .await
+        .expect("intervals");
+    assert_eq!(listed, json!(3));
+    assert_eq!(
+        env.count("SELECT count(*) FROM job_runs WHERE run_type = 'backfill'")
+            .await,
+        0,
+        "a dry run changes nothing"
+    );
+    screenshot(&c, "backfill").await;
+    c.find(Locator::Css(
+        r#"input[name="step"][value="start"] ~ button"#,
+    ))
+    .await
+    .expect("start")
+    .click()
+    .await
+    .expect("click");
+    let progress = c.current_url().await.expect("url").to_string();
+    assert!(progress.contains("/ui/backfills/"), "{progress}");
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        c.goto(&progress).await.expect("goto");
+        let done = c
+            .find(Locator::Id("bf-success"))
+            .await
+            .expect("count")
+            .text()
+            .await
+            .expect("text");
+        if done == "3" {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the backfill's runs did not succeed ({done})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM job_runs WHERE run_type = 'backfill' AND state = 'success'"
+        )
+        .await,
+        3
+    );
+    c.goto(&format!("{base}/ui/jobs/nightly"))
+        .await
+        .expect("goto");
+    let columns = c
+        .execute(
+            "return document.querySelectorAll('table.grid thead a.sq').length",
+            vec![],
+        )
+        .await
+        .expect("columns");
+    assert_eq!(
+        columns,
+        json!(4),
+        "the grid shows the three backfill runs and the first"
+    );
     c.close().await.expect("close");
     env.cleanup().await;
 }
