@@ -683,20 +683,14 @@ pub async fn generate_report(
         .as_deref()
         .map(|s| instant("period_start", s))
         .transpose()?;
-    let record = reports::generate_with(
-        &state.config,
-        &state.pools.data,
+    let record = generate(
+        &state,
         &body.report_type,
         format,
         period_start,
-        Utc::now(),
-        reports::Options {
-            require_complete: body.require_complete,
-            ..Default::default()
-        },
+        body.require_complete,
     )
-    .await
-    .map_err(report_error)?;
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -709,6 +703,38 @@ pub async fn generate_report(
         })),
     )
         .into_response())
+}
+
+/// Generates a report now (the API's and the console's form).
+pub(crate) async fn generate(
+    state: &ApiState,
+    report_type: &str,
+    format: Format,
+    period_start: Option<DateTime<Utc>>,
+    require_complete: bool,
+) -> ApiResult<reports::Record> {
+    reports::generate_with(
+        &state.config,
+        &state.pools.data,
+        report_type,
+        format,
+        period_start,
+        Utc::now(),
+        reports::Options {
+            require_complete,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(report_error)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadQuery {
+    /// Shown in the browser (`Content-Disposition: inline`) rather than saved.
+    #[serde(default)]
+    inline: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -758,7 +784,9 @@ pub async fn report(
 pub async fn download_report(
     State(state): State<ApiState>,
     id: Result<Path<String>, PathRejection>,
+    q: Result<Query<DownloadQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let q = query(q)?;
     let record = record(&state, id).await?;
     if record.status != "done" {
         return Err(ApiError::new(
@@ -790,7 +818,8 @@ pub async fn download_report(
             headers.insert(header::CONTENT_LENGTH, v);
         }
     }
-    if let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+    let disposition = if q.inline { "inline" } else { "attachment" };
+    if let Ok(v) = header::HeaderValue::from_str(&format!("{disposition}; filename=\"{name}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)

@@ -4,7 +4,7 @@
 //! listens on loopback only.
 
 mod handlers;
-pub(crate) use handlers::{backfill_plan, backfill_spec, start_backfill, trigger};
+pub(crate) use handlers::{backfill_plan, backfill_spec, generate, start_backfill, trigger};
 pub mod openapi;
 #[cfg(test)]
 mod router_tests;

@@ -112,8 +112,8 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     (
         "GET",
         "/reports/{id}/download",
-        "The report's file (PDF, JSON or CSV)",
-        &[],
+        "The report's file (PDF, JSON or CSV); inline=true to show it in the browser",
+        &["inline"],
     ),
     (
         "GET",

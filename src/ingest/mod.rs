@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod copy;
+pub mod dead_letters;
 pub mod outbox;
 pub mod writer;
 

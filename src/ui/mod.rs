@@ -13,6 +13,7 @@
 //!   console's own script and style sheet (no inline script or style).
 
 mod actions;
+mod data;
 mod pages;
 mod trigger;
 mod view;
@@ -66,6 +67,9 @@ pub fn router(state: ApiState) -> Router<ApiState> {
         )
         .route("/ui/backfills/{id}", get(trigger::backfill_progress))
         .route("/ui/backfills/{id}/cancel", post(trigger::backfill_cancel))
+        .route("/ui/reports", get(data::reports))
+        .route("/ui/reports/generate", post(data::generate))
+        .route("/ui/dead-letters", get(data::dead_letters))
         .route("/ui/login", get(pages::login).post(actions::login))
         .route("/ui/logout", post(actions::logout))
         .route("/ui/static/app.js", get(app_js))

@@ -50,7 +50,7 @@ fn fields(f: Result<Form<Fields>, FormRejection>) -> UiResult<Fields> {
 
 /// A date (`2026-11-23`), a local-less date and time (`2026-11-23T14:00`,
 /// read as UTC) or an RFC 3339 instant.
-fn instant(name: &str, text: &str) -> UiResult<DateTime<Utc>> {
+pub(super) fn instant(name: &str, text: &str) -> UiResult<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -11,6 +11,8 @@ use super::Session;
 pub enum Section {
     Overview,
     Jobs,
+    Reports,
+    Data,
     None,
 }
 
@@ -31,6 +33,8 @@ pub fn page_refreshed(
     let menu = [
         (Section::Overview, "/ui/", "Overview"),
         (Section::Jobs, "/ui/jobs", "Jobs"),
+        (Section::Reports, "/ui/reports", "Reports"),
+        (Section::Data, "/ui/dead-letters", "Dead letters"),
     ];
     let markup = html! {
         (DOCTYPE)

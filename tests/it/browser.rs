@@ -389,6 +389,67 @@ command = "echo done"
         json!(4),
         "the grid shows the three backfill runs and the first"
     );
+
+    // A weekly report generated from the form, opened inline.
+    c.goto(&format!("{base}/ui/reports")).await.expect("goto");
+    c.find(Locator::Css(r#"select[name="report_type"]"#))
+        .await
+        .expect("type")
+        .select_by_value("weekly_summary")
+        .await
+        .expect("weekly");
+    c.find(Locator::Css(
+        r#"form[action="/ui/reports/generate"] button"#,
+    ))
+    .await
+    .expect("generate")
+    .click()
+    .await
+    .expect("click");
+    let open = c
+        .wait()
+        .for_element(Locator::Css("table.reports a.open"))
+        .await
+        .expect("the new report's link");
+    let href = open.attr("href").await.expect("href").expect("a link");
+    let pdf = crate::http::request(port, "GET", &href, None, None);
+    assert_eq!(pdf.status, 200);
+    assert!(pdf.body.starts_with(b"%PDF-"), "a PDF");
+    assert!(pdf
+        .header("content-disposition")
+        .is_some_and(|d| d.starts_with("inline")));
+    screenshot(&c, "reports").await;
+
+    // A dead letter whose bytes are a script tag: text on the page.
+    sqlx::query(
+        "INSERT INTO dead_letters (kafka_topic, kafka_partition, kafka_offset, reason, detail, payload)
+         VALUES ($1, 0, 41, 'invalid_json', 'expected value at line 1 column 1', $2)",
+    )
+    .bind(&env.config.topics.llm_requests)
+    .bind(b"<script>alert(1)</script>\xff".as_slice())
+    .execute(&env.pool)
+    .await
+    .expect("dead letter");
+    c.goto(&format!("{base}/ui/dead-letters"))
+        .await
+        .expect("goto");
+    let raw = c
+        .find(Locator::Css("table.dead code.raw"))
+        .await
+        .expect("raw bytes")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(raw, "<script>alert(1)</script>\\xff");
+    let scripts = c
+        .execute(
+            "return document.querySelectorAll('main script').length",
+            vec![],
+        )
+        .await
+        .expect("scripts");
+    assert_eq!(scripts, json!(0));
+    screenshot(&c, "dead-letters").await;
     c.close().await.expect("close");
     env.cleanup().await;
 }
