@@ -241,6 +241,43 @@ pub async fn job_runs(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridQuery {
+    runs: Option<i64>,
+}
+
+/// `GET /jobs/{job}/grid?runs=N`: the job's newest runs with every task's
+/// state and try (what the console's grid shows), as JSON.
+pub async fn job_grid(
+    State(state): State<ApiState>,
+    Path(job): Path<String>,
+    q: Result<Query<GridQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let job = find_job(&state, &job)?;
+    let limit = q.runs.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "runs must be 1 to 1000",
+        ));
+    }
+    let q = ledger::console::GridQuery {
+        job: job.name.clone(),
+        state: None,
+        from: None,
+        to: None,
+        before: None,
+        limit,
+    };
+    let runs = ledger::console::grid(&state.pools.data, &q).await?;
+    let tasks: Vec<&str> = job.tasks.iter().map(|t| t.id.as_str()).collect();
+    Ok(Json(
+        json!({ "job": job.name, "tasks": tasks, "runs": runs }),
+    ))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerBody {

@@ -300,6 +300,7 @@ pub fn router(state: ApiState) -> Router {
             "/jobs/{job}/runs",
             get(handlers::job_runs).post(handlers::trigger_run),
         )
+        .route("/jobs/{job}/grid", get(handlers::job_grid))
         .route("/backfill", post(handlers::backfill))
         .route("/backfills", get(handlers::backfills))
         .route(

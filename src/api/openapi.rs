@@ -104,6 +104,12 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "GET",
+        "/jobs/{job}/grid",
+        "A job's newest runs with every task's state and try (the console's grid)",
+        &["runs"],
+    ),
+    (
+        "GET",
         "/reports",
         "Generated reports, newest first",
         &["type", "limit"],

@@ -13,6 +13,7 @@ mod logs;
 mod reports;
 mod rollup;
 mod scheduler;
+mod ui;
 
 pub use api::{api, ApiBench};
 pub use live::{live, LiveBench};
@@ -20,6 +21,7 @@ pub use logs::{logs, LogsBench};
 pub use reports::{reports, ReportsBench};
 pub use rollup::{rollup, RollupBench};
 pub use scheduler::{scheduler, SchedulerBench};
+pub use ui::{ui, UiBench};
 
 use std::fmt;
 use std::io::Write;

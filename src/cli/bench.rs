@@ -67,6 +67,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// The console's grid page for a 5-task job with many runs, next to the
+    /// JSON API call that returns the same data.
+    Ui {
+        /// Runs of the job in the ledger.
+        #[arg(long, default_value_t = 10_000)]
+        runs: usize,
+        /// Requests per page; p50 and p95 are reported.
+        #[arg(long, default_value_t = 50)]
+        requests: usize,
+    },
     /// Backfill hourly runs of a three-task no-op DAG and run the same
     /// statements without the ledger; print the per-task overhead.
     Scheduler {
@@ -136,6 +146,17 @@ pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
                 });
             }
             let report = crate::bench::api(config, connections, secs).await?;
+            println!("{report}");
+            Ok(())
+        }
+        BenchCommand::Ui { runs, requests } => {
+            if runs < 200 || requests == 0 {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--runs must be at least 200 and --requests at least 1".into(),
+                });
+            }
+            let report = crate::bench::ui(config, runs, requests).await?;
             println!("{report}");
             Ok(())
         }

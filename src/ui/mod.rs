@@ -19,6 +19,7 @@ mod trigger;
 mod view;
 
 pub use actions::safe_next;
+pub use view::url_encode;
 
 use std::sync::LazyLock;
 
