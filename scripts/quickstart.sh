@@ -2,7 +2,9 @@
 # From nothing to a PDF report: services up, build, migrate, produce a week
 # of demo events (with some duplicates and malformed input), drain them into
 # PostgreSQL exactly once, roll them up by hour, day and week, render the
-# weekly summary and print where the PDF is.
+# weekly summary and print where the PDF is; then start the daemon (its
+# scheduler, the API and the web console) in the background and print the
+# console's address.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/hxjobs-target}
@@ -26,3 +28,14 @@ echo "Capacity analysis: $(realpath var/reports/capacity-analysis.json)"
 out=$("$hxjobs" report generate --type weekly_summary)
 echo "$out"
 echo "Weekly summary PDF: $(realpath "$(echo "$out" | tail -1)")"
+# The daemon: schedules, API and console on 127.0.0.1:9101 (left running).
+if ! (exec 3<>/dev/tcp/127.0.0.1/9101) 2>/dev/null; then
+  nohup "$hxjobs" daemon > var/hxjobs-daemon.log 2>&1 &
+  echo $! > var/hxjobs-daemon.pid
+  for _ in $(seq 1 60); do
+    (exec 3<>/dev/tcp/127.0.0.1/9101) 2>/dev/null && break
+    sleep 0.5
+  done
+  echo "Daemon: pid $(cat var/hxjobs-daemon.pid), log $(realpath var/hxjobs-daemon.log) (stop it: kill \$(cat var/hxjobs-daemon.pid))"
+fi
+echo "Web console: http://127.0.0.1:9101/ui/"
