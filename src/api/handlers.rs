@@ -952,28 +952,28 @@ pub struct RollupsQuery {
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
-struct RollupRow {
-    grain: String,
-    bucket_start: DateTime<Utc>,
-    event_type: String,
-    source: String,
-    subject: String,
-    event_count: i64,
-    error_count: i64,
-    latency_avg_ms: Option<f64>,
-    latency_max_ms: Option<f64>,
-    latency_p50_ms: Option<f64>,
-    latency_p95_ms: Option<f64>,
-    latency_p99_ms: Option<f64>,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cost_usd: f64,
-    rating_avg: Option<f64>,
-    rating_count: i64,
-    value_sum: f64,
-    value_min: Option<f64>,
-    value_max: Option<f64>,
-    distinct_users: i64,
+pub(crate) struct RollupRow {
+    pub grain: String,
+    pub bucket_start: DateTime<Utc>,
+    pub event_type: String,
+    pub source: String,
+    pub subject: String,
+    pub event_count: i64,
+    pub error_count: i64,
+    pub latency_avg_ms: Option<f64>,
+    pub latency_max_ms: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_usd: f64,
+    pub rating_avg: Option<f64>,
+    pub rating_count: i64,
+    pub value_sum: f64,
+    pub value_min: Option<f64>,
+    pub value_max: Option<f64>,
+    pub distinct_users: i64,
 }
 
 pub async fn rollups(
@@ -1011,7 +1011,41 @@ pub async fn rollups(
             "limit must be 1 to 10000",
         ));
     }
-    let rows: Vec<RollupRow> = sqlx::query_as(
+    let filter = RollupFilter {
+        grain,
+        from,
+        to,
+        event_type: q.event_type.as_deref(),
+        source: q.source.as_deref(),
+        subject: q.subject.as_deref(),
+        limit,
+    };
+    let rows = rollup_rows(&state.pools.data, &filter).await?;
+    Ok(Json(json!({
+        "grain": grain,
+        "from": from,
+        "to": to,
+        "rows": rows,
+    })))
+}
+
+/// Which rollup rows to read.
+pub(crate) struct RollupFilter<'a> {
+    pub grain: &'a str,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub event_type: Option<&'a str>,
+    pub source: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// Rollup rows, oldest bucket first.
+pub(crate) async fn rollup_rows(
+    pool: &sqlx::PgPool,
+    f: &RollupFilter<'_>,
+) -> Result<Vec<RollupRow>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT grain, bucket_start, event_type, source, subject, event_count, error_count,
                 latency_avg_ms, latency_max_ms, latency_p50_ms, latency_p95_ms, latency_p99_ms,
                 prompt_tokens, completion_tokens, cost_usd, rating_avg, rating_count, value_sum,
@@ -1022,21 +1056,15 @@ pub async fn rollups(
            AND ($6::text IS NULL OR subject = $6)
          ORDER BY bucket_start, event_type, source, subject LIMIT $7",
     )
-    .bind(grain)
-    .bind(from)
-    .bind(to)
-    .bind(&q.event_type)
-    .bind(&q.source)
-    .bind(&q.subject)
-    .bind(limit)
-    .fetch_all(&state.pools.data)
-    .await?;
-    Ok(Json(json!({
-        "grain": grain,
-        "from": from,
-        "to": to,
-        "rows": rows,
-    })))
+    .bind(f.grain)
+    .bind(f.from)
+    .bind(f.to)
+    .bind(f.event_type)
+    .bind(f.source)
+    .bind(f.subject)
+    .bind(f.limit)
+    .fetch_all(pool)
+    .await
 }
 
 fn live(state: &ApiState) -> ApiResult<&Arc<crate::live::LiveStats>> {

@@ -4,7 +4,9 @@
 //! listens on loopback only.
 
 mod handlers;
-pub(crate) use handlers::{backfill_plan, backfill_spec, generate, start_backfill, trigger};
+pub(crate) use handlers::{
+    backfill_plan, backfill_spec, generate, rollup_rows, start_backfill, trigger, RollupFilter,
+};
 pub mod openapi;
 #[cfg(test)]
 mod router_tests;

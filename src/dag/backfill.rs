@@ -227,20 +227,31 @@ pub async fn run(
     };
     let mut running = Running::default();
     let mut exhausted = false;
+    // Claims go oldest interval first; each starts its search at the last
+    // claimed interval, so it never walks past the runs already done (a
+    // search from the range's start reads them all: quadratic over a long
+    // backfill). A short claim sweeps once more from the start, for runs
+    // queued again behind the cursor (a lost worker's).
+    let mut cursor = spec.from;
+    let kinds = job.task_kinds();
     loop {
         let free = spec.parallel.saturating_sub(running.len());
         if free > 0 && !exhausted && !stop.is_cancelled() {
-            let claimed = ledger::claim_backfill(
-                pool,
-                &job.name,
-                spec.from,
-                spec.to,
-                worker,
-                free,
-                &job.task_kinds(),
-            )
-            .await?;
+            let mut claimed =
+                ledger::claim_backfill(pool, &job.name, cursor, spec.to, worker, free, &kinds)
+                    .await?;
+            if claimed.len() < free && cursor > spec.from {
+                let more = free - claimed.len();
+                let swept = ledger::claim_backfill(
+                    pool, &job.name, spec.from, spec.to, worker, more, &kinds,
+                )
+                .await?;
+                claimed.extend(swept);
+            }
             exhausted = claimed.len() < free;
+            if let Some(last) = claimed.iter().map(|r| r.interval.start).max() {
+                cursor = cursor.max(last);
+            }
             for run in claimed {
                 running.spawn(
                     config.clone(),

@@ -247,3 +247,25 @@ pub async fn apply(
     }
     Ok(archived)
 }
+
+/// An archived day of raw events (`event_archives`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ArchiveRow {
+    pub day: NaiveDate,
+    pub path: String,
+    pub rows: i64,
+    pub bytes: i64,
+    pub archived_at: DateTime<Utc>,
+    pub restored_at: Option<DateTime<Utc>>,
+}
+
+/// Archived days, newest first.
+pub async fn archives(pool: &PgPool, limit: i64) -> Result<Vec<ArchiveRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT day, path, rows, bytes, archived_at, restored_at FROM event_archives
+         ORDER BY day DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

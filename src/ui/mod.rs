@@ -14,6 +14,7 @@
 
 mod actions;
 mod data;
+mod insight;
 mod pages;
 mod trigger;
 mod view;
@@ -71,6 +72,9 @@ pub fn router(state: ApiState) -> Router<ApiState> {
         .route("/ui/reports", get(data::reports))
         .route("/ui/reports/generate", post(data::generate))
         .route("/ui/dead-letters", get(data::dead_letters))
+        .route("/ui/rollups", get(insight::rollups))
+        .route("/ui/capacity", get(insight::capacity))
+        .route("/ui/retention", get(insight::retention))
         .route("/ui/login", get(pages::login).post(actions::login))
         .route("/ui/logout", post(actions::logout))
         .route("/ui/static/app.js", get(app_js))

@@ -16,6 +16,14 @@ pub enum Section {
     None,
 }
 
+/// The pages of the Data section.
+const DATA_PAGES: [(&str, &str); 4] = [
+    ("/ui/rollups", "Rollups"),
+    ("/ui/capacity", "Capacity"),
+    ("/ui/retention", "Retention"),
+    ("/ui/dead-letters", "Dead letters"),
+];
+
 /// A whole page: menu, title, body.
 pub fn page(title: &str, section: Section, session: &Session, body: Markup) -> Html<String> {
     page_refreshed(title, section, session, None, body)
@@ -34,7 +42,7 @@ pub fn page_refreshed(
         (Section::Overview, "/ui/", "Overview"),
         (Section::Jobs, "/ui/jobs", "Jobs"),
         (Section::Reports, "/ui/reports", "Reports"),
-        (Section::Data, "/ui/dead-letters", "Dead letters"),
+        (Section::Data, "/ui/rollups", "Data"),
     ];
     let markup = html! {
         (DOCTYPE)
@@ -70,6 +78,13 @@ pub fn page_refreshed(
                     }
                 }
                 main data-refresh=[refresh] {
+                    @if section == Section::Data {
+                        nav.sub {
+                            @for (href, label) in DATA_PAGES {
+                                a.current[label == title] href=(href) { (label) }
+                            }
+                        }
+                    }
                     h1 { (title) }
                     (body)
                 }

@@ -450,6 +450,87 @@ command = "echo done"
         .expect("scripts");
     assert_eq!(scripts, json!(0));
     screenshot(&c, "dead-letters").await;
+
+    // Data: three hours of demo events drained and rolled up by the shipped
+    // hourly job, then browsed, with capacity and retention.
+    let hour =
+        chrono::DurationRound::duration_trunc(chrono::Utc::now(), chrono::TimeDelta::hours(1))
+            .expect("hour");
+    let from = hour - chrono::TimeDelta::hours(3);
+    env.ingest_demo(3000, from, hour, 11).await;
+    let rolled = env
+        .command()
+        .args([
+            "backfill",
+            "hxp_hourly_aggregation",
+            "--from",
+            &from.to_rfc3339(),
+            "--to",
+            &hour.to_rfc3339(),
+        ])
+        .output()
+        .expect("backfill");
+    assert!(
+        rolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+    c.goto(&format!("{base}/ui/rollups?grain=hour"))
+        .await
+        .expect("goto");
+    let points = c
+        .find(Locator::Css("svg.chart polyline.events"))
+        .await
+        .expect("the events line")
+        .attr("points")
+        .await
+        .expect("points")
+        .unwrap_or_default();
+    assert_eq!(points.split(' ').count(), 3, "one point per hour: {points}");
+    let events: i64 = c
+        .execute(
+            "return [...document.querySelectorAll('table.rollups tbody tr')]
+                .reduce((n, tr) => n + Number(tr.children[4].textContent), 0)",
+            vec![],
+        )
+        .await
+        .expect("sum")
+        .as_i64()
+        .expect("a number");
+    let stored = env
+        .count(&format!(
+            "SELECT count(*) FROM events WHERE event_time >= '{}' AND event_time < '{}'",
+            from.to_rfc3339(),
+            hour.to_rfc3339()
+        ))
+        .await;
+    assert!(stored >= 3000, "{stored}");
+    assert_eq!(events, stored, "the table adds up to the events stored");
+    screenshot(&c, "rollups").await;
+    c.goto(&format!("{base}/ui/capacity")).await.expect("goto");
+    c.find(Locator::Id("forecast"))
+        .await
+        .expect("a forecast line");
+    c.find(Locator::Css("svg.chart polyline.capacity"))
+        .await
+        .expect("the capacity line");
+    screenshot(&c, "capacity").await;
+    c.goto(&format!("{base}/ui/retention")).await.expect("goto");
+    let text = c
+        .find(Locator::Css("main"))
+        .await
+        .expect("main")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("A dry run"), "{text}");
+    screenshot(&c, "retention").await;
+    c.goto(&format!("{base}/ui/jobs/nightly/run"))
+        .await
+        .expect("goto");
+    c.find(Locator::Css(r#"form input[name="interval_start"]"#))
+        .await
+        .expect("the run form");
     c.close().await.expect("close");
     env.cleanup().await;
 }
