@@ -123,9 +123,7 @@ pub async fn dead_letters(
     Extension(session): Extension<Session>,
     q: Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> UiResult<Html<String>> {
-    let q = q
-        .map(|Query(q)| q)
-        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = super::pages::query(q)?;
     const PAGE: i64 = 100;
     let reason = q.reason.as_deref().filter(|r| !r.is_empty());
     let rows = dead_letters::recent(&state.pools.data, reason, q.before, PAGE).await?;

@@ -53,10 +53,6 @@ fn chart(lines: &[Line<'_>], labels: (&str, &str), unit: &str) -> Markup {
     }
 }
 
-fn bad(e: QueryRejection) -> UiError {
-    UiError::new(StatusCode::BAD_REQUEST, e.body_text())
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub struct RollupQuery {
     grain: Option<String>,
@@ -74,7 +70,7 @@ pub async fn rollups(
     Extension(session): Extension<Session>,
     q: Result<Query<RollupQuery>, QueryRejection>,
 ) -> UiResult<Html<String>> {
-    let q = q.map(|Query(q)| q).map_err(bad)?;
+    let q = super::pages::query(q)?;
     let grain = q
         .grain
         .as_deref()
@@ -196,7 +192,7 @@ pub async fn capacity(
     Extension(session): Extension<Session>,
     q: Result<Query<CapacityQuery>, QueryRejection>,
 ) -> UiResult<Html<String>> {
-    let q = q.map(|Query(q)| q).map_err(bad)?;
+    let q = super::pages::query(q)?;
     let to = match q.to.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(t) => Some(NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| {
             UiError::new(

@@ -18,7 +18,7 @@ use crate::dag::Job;
 use crate::ledger::{self, console::GridQuery, RunState};
 
 /// A query string's fields, or a page saying what is wrong with them.
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> UiResult<T> {
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> UiResult<T> {
     q.map(|Query(t)| t)
         .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }

@@ -76,6 +76,26 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(dir.join(format!("console-{name}.png")), png).expect("write screenshot");
 }
 
+/// Clicks the element `css` selects.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// The text of the element `css` selects.
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("text of {css}: {e}"))
+}
+
 /// Reloads `url` until `css` is on the page, up to `limit`.
 async fn reload_until(c: &Client, url: &str, css: &str, limit: Duration) -> bool {
     let until = Instant::now() + limit;
@@ -234,13 +254,7 @@ command = "echo done"
     c.goto(&format!("{run_url}?task=extract#log"))
         .await
         .expect("goto");
-    let text = c
-        .find(Locator::Css("pre.log"))
-        .await
-        .expect("log")
-        .text()
-        .await
-        .expect("text");
+    let text = text_of(&c, "pre.log").await;
     assert!(text.contains("<script>alert(1)</script>"), "{text}");
     let alerts = c
         .execute(
@@ -277,13 +291,7 @@ command = "echo done"
             .await
             .unwrap_or_else(|_| panic!("{task} succeeded"));
     }
-    let actions = c
-        .find(Locator::Css("main"))
-        .await
-        .expect("main")
-        .text()
-        .await
-        .expect("text");
+    let actions = text_of(&c, "main").await;
     assert!(
         actions.contains("ui:loopback"),
         "the clear is recorded with who did it"
@@ -311,12 +319,7 @@ command = "echo done"
         .send_keys("2026-03-04")
         .await
         .expect("to");
-    c.find(Locator::Css("form.stack button"))
-        .await
-        .expect("preview")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "form.stack button").await;
     let to_run = c
         .wait()
         .for_element(Locator::Id("to-run"))
@@ -433,13 +436,7 @@ command = "echo done"
     c.goto(&format!("{base}/ui/dead-letters"))
         .await
         .expect("goto");
-    let raw = c
-        .find(Locator::Css("table.dead code.raw"))
-        .await
-        .expect("raw bytes")
-        .text()
-        .await
-        .expect("text");
+    let raw = text_of(&c, "table.dead code.raw").await;
     assert_eq!(raw, "<script>alert(1)</script>\\xff");
     let scripts = c
         .execute(
@@ -516,13 +513,7 @@ command = "echo done"
         .expect("the capacity line");
     screenshot(&c, "capacity").await;
     c.goto(&format!("{base}/ui/retention")).await.expect("goto");
-    let text = c
-        .find(Locator::Css("main"))
-        .await
-        .expect("main")
-        .text()
-        .await
-        .expect("text");
+    let text = text_of(&c, "main").await;
     assert!(text.contains("A dry run"), "{text}");
     screenshot(&c, "retention").await;
     c.goto(&format!("{base}/ui/jobs/nightly/run"))
