@@ -248,6 +248,13 @@ impl From<sqlx::Error> for UiError {
     }
 }
 
+/// An API function's refusal, as a page (its message is for people).
+impl From<crate::api::ApiError> for UiError {
+    fn from(e: crate::api::ApiError) -> UiError {
+        UiError::new(e.status, e.message)
+    }
+}
+
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");

@@ -12,7 +12,7 @@ use maud::html;
 
 use super::view::{self, na, page, page_refreshed, segment, state_badge, time, Section};
 use super::{Session, UiError, UiResult};
-use crate::api::{ApiError, ApiState};
+use crate::api::ApiState;
 use crate::dag::params::ParamType;
 use crate::dag::Job;
 use crate::ledger::{self, RunState};
@@ -24,12 +24,6 @@ fn find_job(state: &ApiState, name: &str) -> UiResult<std::sync::Arc<Job>> {
         .find(|j| j.name == name)
         .cloned()
         .ok_or_else(|| UiError::not_found(format!("There is no job named {name}.")))
-}
-
-impl From<ApiError> for UiError {
-    fn from(e: ApiError) -> UiError {
-        UiError::new(e.status, e.message)
-    }
 }
 
 /// A form's fields in order (parameter fields have dynamic names).

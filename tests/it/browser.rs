@@ -228,7 +228,6 @@ command = "echo done"
     c.goto(&format!("{base}/ui/jobs/nightly"))
         .await
         .expect("goto");
-    screenshot(&c, "grid").await;
     let cell = c
         .find(Locator::Css("a.c.s-failed"))
         .await
@@ -392,6 +391,7 @@ command = "echo done"
         json!(4),
         "the grid shows the three backfill runs and the first"
     );
+    screenshot(&c, "grid").await;
 
     // A weekly report generated from the form, opened inline.
     c.goto(&format!("{base}/ui/reports")).await.expect("goto");
