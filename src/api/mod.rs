@@ -11,6 +11,7 @@ pub mod openapi;
 #[cfg(test)]
 mod router_tests;
 mod runs;
+pub(crate) use runs::clear_run;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -221,18 +222,9 @@ async fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let api = &state.config.api;
-    let named = given.and_then(|g| {
-        api.tokens
-            .iter()
-            .find(|t| constant_time_eq(g.as_bytes(), t.token.expose().as_bytes()))
-            .map(|t| format!("api:{}", t.name))
-            .or_else(|| {
-                api.token
-                    .as_ref()
-                    .filter(|t| constant_time_eq(g.as_bytes(), t.expose().as_bytes()))
-                    .map(|_| "api:token".to_string())
-            })
-    });
+    let named = given
+        .and_then(|g| token_name(api, g))
+        .map(|n| format!("api:{n}"));
     let any_token = api.token.is_some() || !api.tokens.is_empty();
     let caller = match named {
         Some(name) => Caller(name),
@@ -268,7 +260,23 @@ async fn authorize(
 #[derive(Debug, Clone)]
 pub struct Caller(pub String);
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// The name of the configured API token `given` is (`token` for the
+/// single `api.token`), if it is one.
+pub fn token_name(api: &crate::config::ApiConfig, given: &str) -> Option<String> {
+    api.tokens
+        .iter()
+        .find(|t| constant_time_eq(given.as_bytes(), t.token.expose().as_bytes()))
+        .map(|t| t.name.clone())
+        .or_else(|| {
+            api.token
+                .as_ref()
+                .filter(|t| constant_time_eq(given.as_bytes(), t.expose().as_bytes()))
+                .map(|_| "token".to_string())
+        })
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -223,13 +223,29 @@ pub async fn clear(
 ) -> ApiResult<Json<Value>> {
     let id = run_path(id)?;
     let body = optional(body)?;
+    let actor = actor(&caller, body.reason);
+    let tasks = clear_run(&state, id, body.tasks, body.downstream, &actor).await?;
+    Ok(Json(
+        json!({ "run_id": id, "state": "queued", "cleared": tasks }),
+    ))
+}
+
+/// Queues a finished run again with `tasks` cleared (every task when
+/// none; with `downstream`, every task after them too) and wakes this
+/// process's daemon. Returns the tasks cleared.
+pub(crate) async fn clear_run(
+    state: &ApiState,
+    id: i64,
+    mut tasks: Vec<String>,
+    downstream: bool,
+    actor: &Actor,
+) -> ApiResult<Vec<String>> {
     let pool = &state.pools.ledger;
     let run = ledger::run(pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))?;
-    let mut tasks = body.tasks;
-    if body.downstream {
-        let job = find_job(&state, &run.job)?;
+    if downstream {
+        let job = find_job(state, &run.job)?;
         tasks = job
             .to_clear(&tasks, true)
             .map_err(|m| ApiError::not_found("not_found", m))?;
@@ -241,15 +257,13 @@ pub async fn clear(
             .map(|t| t.task)
             .collect();
     }
-    controls::clear(pool, id, &tasks, &actor(&caller, body.reason))
+    controls::clear(pool, id, &tasks, actor)
         .await
         .map_err(refused)?;
     if let Some(wake) = &state.wake {
         wake.notify_one();
     }
-    Ok(Json(
-        json!({ "run_id": id, "state": "queued", "cleared": tasks }),
-    ))
+    Ok(tasks)
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,9 +14,10 @@ use crate::api::ApiState;
 use crate::ledger::controls::{self, Actor, ControlError};
 use crate::ledger::RunState;
 
-/// A form's CSRF token is the session's; the caller may change things.
-pub(super) fn allowed(session: &Session, csrf: &str) -> UiResult<Actor> {
-    if !super::constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
+/// A form's CSRF token is the session's and the caller may change things:
+/// who acts, and why (`reason`, when given).
+pub(super) fn allowed(session: &Session, csrf: &str, reason: Option<String>) -> UiResult<Actor> {
+    if !crate::api::constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
         return Err(UiError::new(
             StatusCode::FORBIDDEN,
             "This form has expired or did not come from this console (CSRF token). Reload the page and try again.",
@@ -25,7 +26,9 @@ pub(super) fn allowed(session: &Session, csrf: &str) -> UiResult<Actor> {
     match (&session.actor, session.may_write) {
         (Some(actor), true) => Ok(Actor {
             name: actor.clone(),
-            reason: None,
+            reason: reason
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty()),
         }),
         _ => Err(UiError::new(
             StatusCode::FORBIDDEN,
@@ -34,7 +37,7 @@ pub(super) fn allowed(session: &Session, csrf: &str) -> UiResult<Actor> {
     }
 }
 
-fn form<T>(f: Result<Form<T>, FormRejection>) -> UiResult<T> {
+pub(super) fn form<T>(f: Result<Form<T>, FormRejection>) -> UiResult<T> {
     f.map(|Form(t)| t)
         .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
@@ -50,10 +53,6 @@ fn control(e: ControlError) -> UiError {
 fn run_id(id: &str) -> UiResult<i64> {
     id.parse()
         .map_err(|_| UiError::not_found(format!("{id:?} is not a run id")))
-}
-
-fn reason(text: Option<String>) -> Option<String> {
-    text.map(|r| r.trim().to_string()).filter(|r| !r.is_empty())
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,23 +72,10 @@ pub async fn clear(
     f: Result<Form<ClearForm>, FormRejection>,
 ) -> UiResult<Redirect> {
     let f = form(f)?;
-    let mut actor = allowed(&session, &f.csrf)?;
-    actor.reason = reason(f.reason);
+    let actor = allowed(&session, &f.csrf, f.reason)?;
     let id = run_id(&id)?;
-    let run = crate::ledger::run(&state.pools.data, id)
-        .await?
-        .ok_or_else(|| UiError::not_found(format!("There is no run {id}.")))?;
     let downstream = f.downstream.as_deref() == Some("true");
-    let tasks = match state.jobs.iter().find(|j| j.name == run.job) {
-        Some(job) => job
-            .to_clear(std::slice::from_ref(&f.task), downstream)
-            .map_err(|m| UiError::new(StatusCode::BAD_REQUEST, m))?,
-        None => vec![f.task.clone()],
-    };
-    controls::clear(&state.pools.ledger, id, &tasks, &actor)
-        .await
-        .map_err(control)?;
-    wake(&state);
+    crate::api::clear_run(&state, id, vec![f.task], downstream, &actor).await?;
     Ok(Redirect::to(&format!("/ui/runs/{id}")))
 }
 
@@ -109,8 +95,7 @@ pub async fn mark(
     f: Result<Form<MarkForm>, FormRejection>,
 ) -> UiResult<Redirect> {
     let f = form(f)?;
-    let mut actor = allowed(&session, &f.csrf)?;
-    actor.reason = reason(f.reason);
+    let actor = allowed(&session, &f.csrf, f.reason)?;
     let id = run_id(&id)?;
     let to = match f.state.as_str() {
         "success" => RunState::Success,
@@ -143,8 +128,7 @@ pub async fn cancel(
     f: Result<Form<ReasonForm>, FormRejection>,
 ) -> UiResult<Redirect> {
     let f = form(f)?;
-    let mut actor = allowed(&session, &f.csrf)?;
-    actor.reason = reason(f.reason);
+    let actor = allowed(&session, &f.csrf, f.reason)?;
     let id = run_id(&id)?;
     controls::cancel(&state.pools.ledger, id, &actor)
         .await
@@ -178,8 +162,7 @@ async fn set_paused(
     paused: bool,
 ) -> UiResult<Redirect> {
     let f = form(f)?;
-    let mut actor = allowed(&session, &f.csrf)?;
-    actor.reason = reason(f.reason);
+    let actor = allowed(&session, &f.csrf, f.reason)?;
     if !state.jobs.iter().any(|j| j.name == job) {
         return Err(UiError::not_found(format!("There is no job named {job}.")));
     }
@@ -223,7 +206,7 @@ pub async fn login(
     f: Result<Form<LoginForm>, FormRejection>,
 ) -> UiResult<Response> {
     let f = form(f)?;
-    if !super::constant_time_eq(f.csrf.as_bytes(), session.csrf.as_bytes()) {
+    if !crate::api::constant_time_eq(f.csrf.as_bytes(), session.csrf.as_bytes()) {
         return Err(UiError::new(
             StatusCode::FORBIDDEN,
             "This form has expired (CSRF token). Reload the page and try again.",
@@ -231,7 +214,7 @@ pub async fn login(
     }
     let next = safe_next(f.next.as_deref());
     let token = f.token.trim();
-    if super::token_name(&state, token).is_none() {
+    if crate::api::token_name(&state.config.api, token).is_none() {
         tracing::warn!("console login refused: not an API token");
         let to = format!("/ui/login?failed=1&next={}", super::view::url_encode(&next));
         return Ok(Redirect::to(&to).into_response());
@@ -264,7 +247,7 @@ pub async fn logout(
     f: Result<Form<LogoutForm>, FormRejection>,
 ) -> UiResult<Response> {
     let f = form(f)?;
-    if !super::constant_time_eq(f.csrf.as_bytes(), session.csrf.as_bytes()) {
+    if !crate::api::constant_time_eq(f.csrf.as_bytes(), session.csrf.as_bytes()) {
         return Err(UiError::new(
             StatusCode::FORBIDDEN,
             "This form has expired (CSRF token). Reload the page and try again.",

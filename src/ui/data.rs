@@ -92,10 +92,8 @@ pub async fn generate(
     Extension(session): Extension<Session>,
     f: Result<Form<GenerateForm>, FormRejection>,
 ) -> UiResult<Redirect> {
-    let f = f
-        .map(|Form(f)| f)
-        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    super::actions::allowed(&session, &f.csrf)?;
+    let f = super::actions::form(f)?;
+    super::actions::allowed(&session, &f.csrf, None)?;
     let format = Format::parse(&f.format)
         .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let period = match f

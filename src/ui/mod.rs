@@ -33,7 +33,7 @@ use axum::Router;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::api::{is_loopback, ApiState};
+use crate::api::{is_loopback, token_name, ApiState};
 
 /// The session cookie: the API token the person logged in with.
 pub const COOKIE: &str = "hxjobs_session";
@@ -122,7 +122,7 @@ pub struct Session {
 async fn session(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let api = &state.config.api;
     let cookie = cookie(request.headers(), COOKIE).map(|c| view::url_decode(&c));
-    let named = cookie.as_deref().and_then(|c| token_name(&state, c));
+    let named = cookie.as_deref().and_then(|c| token_name(api, c));
     let loopback = is_loopback(&api.host);
     let any_token = api.token.is_some() || !api.tokens.is_empty();
     let (actor, may_write) = match &named {
@@ -144,25 +144,6 @@ async fn session(State(state): State<ApiState>, mut request: Request, next: Next
     };
     request.extensions_mut().insert(session);
     next.run(request).await
-}
-
-/// The name of the API token `given` is, if it is one.
-pub fn token_name(state: &ApiState, given: &str) -> Option<String> {
-    let api = &state.config.api;
-    api.tokens
-        .iter()
-        .find(|t| constant_time_eq(given.as_bytes(), t.token.expose().as_bytes()))
-        .map(|t| t.name.clone())
-        .or_else(|| {
-            api.token
-                .as_ref()
-                .filter(|t| constant_time_eq(given.as_bytes(), t.expose().as_bytes()))
-                .map(|_| "token".to_string())
-        })
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A cookie's value from the request's `Cookie` headers.

@@ -37,11 +37,6 @@ fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn fields(f: Result<Form<Fields>, FormRejection>) -> UiResult<Fields> {
-    f.map(|Form(f)| f)
-        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))
-}
-
 /// A date (`2026-11-23`), a local-less date and time (`2026-11-23T14:00`,
 /// read as UTC) or an RFC 3339 instant.
 pub(super) fn instant(name: &str, text: &str) -> UiResult<DateTime<Utc>> {
@@ -67,7 +62,7 @@ pub(super) fn instant(name: &str, text: &str) -> UiResult<DateTime<Utc>> {
 
 fn checked_csrf(session: &Session, fields: &Fields) -> UiResult<String> {
     let csrf = field(fields, "csrf").unwrap_or("");
-    super::actions::allowed(session, csrf).map(|a| a.name)
+    super::actions::allowed(session, csrf, None).map(|a| a.name)
 }
 
 // ------------------------------------------------------------ one interval
@@ -131,7 +126,7 @@ pub async fn trigger(
     Path(name): Path<String>,
     f: Result<Form<Fields>, FormRejection>,
 ) -> UiResult<Redirect> {
-    let f = fields(f)?;
+    let f = super::actions::form(f)?;
     let actor = checked_csrf(&session, &f)?;
     let job = find_job(&state, &name)?;
     let at = match field(&f, "interval_start") {
@@ -227,7 +222,7 @@ pub async fn backfill(
     Path(name): Path<String>,
     f: Result<Form<Fields>, FormRejection>,
 ) -> UiResult<Response> {
-    let f = fields(f)?;
+    let f = super::actions::form(f)?;
     let job = find_job(&state, &name)?;
     let from = instant("from", field(&f, "from").unwrap_or(""))?;
     let to = instant("to", field(&f, "to").unwrap_or(""))?;
@@ -347,7 +342,7 @@ pub async fn backfill_cancel(
     Path(id): Path<String>,
     f: Result<Form<Fields>, FormRejection>,
 ) -> UiResult<Redirect> {
-    let f = fields(f)?;
+    let f = super::actions::form(f)?;
     checked_csrf(&session, &f)?;
     let id: i64 = id
         .parse()
