@@ -67,8 +67,11 @@ async fn browser() -> (Guard, Client) {
     (driver, client)
 }
 
-/// Saves what the browser shows as `docs/img/<name>.png`.
+/// Saves the top of the page the browser shows as `docs/img/console-<name>.png`.
 async fn screenshot(c: &Client, name: &str) {
+    c.execute("window.scrollTo(0, 0)", vec![])
+        .await
+        .expect("scroll to the top");
     let png = c.screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/img");
