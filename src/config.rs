@@ -8,6 +8,7 @@
 //! came from. Nothing outside this module reads the environment.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -381,6 +382,14 @@ impl TopicsConfig {
         ]
     }
 
+    /// The event topics' names.
+    pub fn event_topic_names(&self) -> Vec<String> {
+        self.event_topics()
+            .iter()
+            .map(|(t, _)| t.to_string())
+            .collect()
+    }
+
     /// Puts `prefix` before every topic name, the dead-letter topic too
     /// (separate topic sets for tests and benchmarks on one broker).
     pub fn prefix_names(&mut self, prefix: &str) {
@@ -503,6 +512,43 @@ pub struct IngestConfig {
     pub max_event_bytes: usize,
     /// A drain that receives nothing for this long while data is still expected fails.
     pub stall_timeout_secs: u64,
+    /// How the daemon ingests (HXJOBS_INGEST_MODE).
+    pub mode: IngestMode,
+    /// A continuous worker commits a batch when it is full or this old.
+    pub max_batch_delay_ms: u64,
+    /// A worker that stops renewing its partition leases loses them after
+    /// this long (at once when its process dies).
+    pub stale_after_secs: u64,
+}
+
+/// How a daemon ingests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestMode {
+    /// The daemon runs a worker that shares the partitions with the other
+    /// daemons' and commits as events arrive.
+    Continuous,
+    /// Only the `ingest` job's drains (one a minute) store events.
+    Drain,
+    /// This daemon does not ingest (its `ingest` job still drains).
+    Off,
+}
+
+impl IngestConfig {
+    /// How long a partition lease lasts without renewal.
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_secs(self.stale_after_secs)
+    }
+
+    /// How often a worker renews its leases and rebalances: five times per
+    /// lease.
+    pub fn beat_every(&self) -> Duration {
+        self.stale_after() / 5
+    }
+
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_millis(self.max_batch_delay_ms)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -547,6 +593,7 @@ fn env_key(name: &str) -> Option<String> {
         "DATABASE_URL" => "database.url".to_string(),
         "BATCH_PROCESSING_API_PORT" => "api.port".to_string(),
         "HXJOBS_API_TOKEN" => "api.token".to_string(),
+        "HXJOBS_INGEST_MODE" => "ingest.mode".to_string(),
         "KAFKA_BOOTSTRAP_SERVERS"
         | "KAFKA_CLIENT_ID"
         | "KAFKA_GROUP_ID"
@@ -595,6 +642,7 @@ pub fn env_names() -> Vec<&'static str> {
         "KAFKA_TOPIC_REPLICATION_FACTOR",
         "KAFKA_TOPIC_RETENTION_MS",
         "KAFKA_TOPIC_CLEANUP_POLICY",
+        "HXJOBS_INGEST_MODE",
     ]
 }
 
@@ -716,6 +764,12 @@ impl Config {
         }
         if self.ingest.max_event_bytes < 64 {
             return Err(("ingest.max_event_bytes", "must be at least 64".into()));
+        }
+        if self.ingest.stale_after_secs < 2 {
+            return Err(("ingest.stale_after_secs", "must be at least 2".into()));
+        }
+        if self.ingest.max_batch_delay_ms == 0 {
+            return Err(("ingest.max_batch_delay_ms", "must be at least 1".into()));
         }
         if self.ingest.stall_timeout_secs == 0 {
             return Err(("ingest.stall_timeout_secs", "must be at least 1".into()));

@@ -158,6 +158,19 @@ pub fn build_consumer_with(
     group_id: &str,
     fetch_bytes: usize,
 ) -> Result<BaseConsumer> {
+    // Nisshi hands back at most one record per storage read once a
+    // fetch's wait budget is spent; a generous budget keeps reads large.
+    build_consumer_tuned(kafka, group_id, fetch_bytes, 2000)
+}
+
+/// [`build_consumer_with`] whose fetches wait at most `fetch_wait_ms` for
+/// data (a continuous worker's latency bound).
+pub fn build_consumer_tuned(
+    kafka: &KafkaConfig,
+    group_id: &str,
+    fetch_bytes: usize,
+    fetch_wait_ms: u64,
+) -> Result<BaseConsumer> {
     let fetch_bytes = fetch_bytes.to_string();
     client_config(kafka)
         .set("group.id", group_id)
@@ -166,9 +179,7 @@ pub fn build_consumer_with(
         .set("enable.partition.eof", "false")
         // Where a stored offset is out of range: the gap is then recorded.
         .set("auto.offset.reset", "earliest")
-        // Nisshi hands back at most one record per storage read once a
-        // fetch's wait budget is spent; a generous budget keeps reads large.
-        .set("fetch.wait.max.ms", "2000")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .set("fetch.max.bytes", &fetch_bytes)
         .set("max.partition.fetch.bytes", &fetch_bytes)
         .set("queued.max.messages.kbytes", "262144")

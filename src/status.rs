@@ -14,6 +14,11 @@ pub struct Status {
     pub gaps: i64,
     /// (topic, stored next offset summed over partitions, high watermarks summed).
     pub lag: Vec<(String, i64, Option<i64>)>,
+    /// Each partition: owner, position, lag (read from the broker now when
+    /// it answers), last commit.
+    pub partitions: Vec<crate::ingest::lease::PartitionView>,
+    /// Everything the broker held then is stored (hourly rollups wait on it).
+    pub caught_up_through: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Error> {
@@ -41,6 +46,25 @@ pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Erro
     let consumer = reachable
         .then(|| kafka::build_consumer(&config.kafka, &config.kafka.group_id).ok())
         .flatten();
+    let topics = config.topics.event_topic_names();
+    let mut partitions = crate::ingest::lease::partitions(
+        pool,
+        &config.kafka.group_id,
+        &topics,
+        config.ingest.stale_after(),
+    )
+    .await?;
+    if let Some(c) = &consumer {
+        for p in &mut partitions {
+            if let Ok((_, high)) = kafka::watermarks(c, &config.kafka, &p.topic, p.partition) {
+                p.lag = Some((high - p.position).max(0));
+                p.lag_read_at = Some(chrono::Utc::now());
+            }
+        }
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let caught_up_through =
+        crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &names).await?;
     let mut lag = Vec::new();
     for (topic, _) in config.topics.event_topics() {
         let next: i64 = stored
@@ -63,6 +87,8 @@ pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Erro
         dead_letters_by_reason,
         gaps,
         lag,
+        partitions,
+        caught_up_through,
     })
 }
 
@@ -79,6 +105,28 @@ impl fmt::Display for Status {
             writeln!(f, "  {r:<20} {n:>8}")?;
         }
         writeln!(f, "offset gaps recorded: {}", self.gaps)?;
+        writeln!(
+            f,
+            "stored everything the broker held at: {}",
+            self.caught_up_through
+                .map_or_else(|| "n/a (a partition never caught up)".into(), |t| t.to_rfc3339())
+        )?;
+        writeln!(f, "partitions (owner / epoch / position / lag / last commit):")?;
+        for p in &self.partitions {
+            let na = || "n/a".to_string();
+            writeln!(
+                f,
+                "  {:<18} {:>3}  {:<24} {:>5} {:>12} {:>10} {:>10}",
+                p.topic,
+                p.partition,
+                p.owner.as_deref().unwrap_or("(none)"),
+                p.epoch,
+                p.position,
+                p.lag.map_or_else(na, |l| l.to_string()),
+                p.last_commit_age_secs
+                    .map_or_else(na, |s| format!("{s:.1} s ago")),
+            )?;
+        }
         writeln!(f, "topics (stored offset / broker end / lag):")?;
         for (topic, next, high) in &self.lag {
             match high {

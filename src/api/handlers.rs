@@ -135,6 +135,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
         "checks": {
             "database": h.database,
             "kafka": h.kafka,
+            "ingest": h.ingest,
             // Invalid job files do not stop the service: the valid jobs run.
             "jobs": {
                 "status": if state.invalid_job_files.is_empty() { "ok" } else { "invalid_files" },

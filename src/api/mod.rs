@@ -150,7 +150,56 @@ impl From<sqlx::Error> for ApiError {
 pub struct Health {
     pub database: Check,
     pub kafka: Check,
+    /// Partition owners, positions and lag; `None` until read.
+    pub ingest: Option<IngestCheck>,
     pub checked_at: Option<DateTime<Utc>>,
+}
+
+/// Who ingests which partition and how far behind it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestCheck {
+    /// "ok", or "unowned" when continuous ingest leaves a partition without
+    /// a live owner.
+    pub status: &'static str,
+    pub mode: crate::config::IngestMode,
+    /// Workers holding partitions now.
+    pub workers: usize,
+    /// Everything the broker held then is stored (`null`: a partition never
+    /// caught up).
+    pub caught_up_through: Option<DateTime<Utc>>,
+    pub partitions: Vec<crate::ingest::lease::PartitionView>,
+}
+
+impl IngestCheck {
+    pub async fn read(config: &Config, pool: &sqlx::PgPool) -> Result<IngestCheck, sqlx::Error> {
+        let topics = config.topics.event_topic_names();
+        let partitions = crate::ingest::lease::partitions(
+            pool,
+            &config.kafka.group_id,
+            &topics,
+            config.ingest.stale_after(),
+        )
+        .await?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let caught_up_through =
+            crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &names).await?;
+        let mut owners: Vec<&str> = partitions.iter().filter_map(|p| p.owner.as_deref()).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let mode = config.ingest.mode;
+        let unowned = partitions.iter().any(|p| p.owner.is_none());
+        Ok(IngestCheck {
+            status: if mode == crate::config::IngestMode::Continuous && unowned {
+                "unowned"
+            } else {
+                "ok"
+            },
+            mode,
+            workers: owners.len(),
+            caught_up_through,
+            partitions,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -381,9 +430,15 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
             let kafka = Check::of(started, kafka);
             crate::metrics::dependency_up("postgresql", database.up());
             crate::metrics::dependency_up("kafka", kafka.up());
+            let ingest = if database.up() {
+                IngestCheck::read(&config, &pool).await.ok()
+            } else {
+                None
+            };
             *health.write().await = Health {
                 database,
                 kafka,
+                ingest,
                 checked_at: Some(Utc::now()),
             };
             tokio::time::sleep(every).await;
@@ -406,6 +461,7 @@ impl ApiState {
             health: Arc::new(RwLock::new(Health {
                 database: Check::unknown(),
                 kafka: Check::unknown(),
+                ingest: None,
                 checked_at: None,
             })),
             live,

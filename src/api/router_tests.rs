@@ -42,6 +42,7 @@ fn state(host: &str, token: Option<&str>) -> ApiState {
         health: Arc::new(RwLock::new(Health {
             database: Check::unknown(),
             kafka: Check::unknown(),
+            ingest: None,
             checked_at: None,
         })),
         live: None,

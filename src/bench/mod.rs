@@ -461,11 +461,14 @@ async fn replay(
             partition: 0,
             next: 0,
             end: i64::MAX,
+            epoch: 1,
         })
         .collect();
     for p in &parts {
+        // Leased to the replay under epoch 1.
         sqlx::query(
-            "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, 0)",
+            "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, owner, epoch)
+             VALUES ($1, $2, 0, 0, $1, 1)",
         )
         .bind(group)
         .bind(&p.topic)
@@ -483,8 +486,7 @@ async fn replay(
         .collect();
     let batch_size = config.ingest.batch_size;
     let max_bytes = config.ingest.max_event_bytes;
-    let shared_parts = parts.clone();
-    let mut writer = Writer::new(pool.acquire().await?, group).await?;
+    let mut writer = Writer::new(pool.acquire().await?, group, group);
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let builder = std::thread::spawn(move || {
@@ -504,7 +506,7 @@ async fn replay(
         }
     });
     let mut summary = crate::ingest::Summary::default();
-    crate::ingest::write_batches(&mut writer, &mut rx, &shared_parts, &mut summary).await?;
+    crate::ingest::write_batches(&mut writer, &mut rx, &mut summary).await?;
     let elapsed = started.elapsed();
     builder
         .join()

@@ -69,8 +69,10 @@ pub enum Command {
     /// up to the high watermark seen at start, exactly once.
     Run(run::RunArgs),
     /// The scheduler: enqueue due runs (catching up per policy), claim and
-    /// run them, requeue runs of lost workers. Any number of daemons may
-    /// share one database. Ctrl-C / SIGTERM stops cleanly.
+    /// run them, requeue runs of lost workers; with `ingest.mode =
+    /// "continuous"` also ingest continuously, sharing the partitions with
+    /// the other daemons. Any number of daemons may share one database.
+    /// Ctrl-C / SIGTERM stops cleanly.
     Daemon(schedule::DaemonArgs),
     /// Run a job for every interval in [--from, --to), N runs at a time;
     /// interrupt and run again to resume.

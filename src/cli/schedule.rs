@@ -114,9 +114,21 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
             stop.clone(),
         )?)
     };
+    let ingest = (config.ingest.mode == crate::config::IngestMode::Continuous).then(|| {
+        tokio::spawn(crate::ingest::worker::run(
+            scheduler.config.clone(),
+            scheduler.pools.data.clone(),
+            scheduler.worker.clone(),
+            stop.clone(),
+        ))
+    });
     let outcome = daemon::run(scheduler, wake, stop.clone()).await;
     crate::tasklog::flushed().await;
     stop.cancel();
+    if let Some(ingest) = ingest {
+        // Its last batch commits and its partitions are given back.
+        let _ = ingest.await;
+    }
     if let Some(api) = api {
         super::serve::finish(api).await?;
     }

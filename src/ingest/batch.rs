@@ -18,8 +18,11 @@ pub struct PartitionState {
     pub partition: i32,
     /// The next offset to store; what PostgreSQL holds after the last written batch.
     pub next: i64,
-    /// The high watermark seen at the start: the drain ends here.
+    /// The broker's end as last read: a drain ends here; a continuous
+    /// worker expects data while it is ahead of `next`.
     pub end: i64,
+    /// The lease epoch this partition is read under.
+    pub epoch: i64,
 }
 
 impl PartitionState {
@@ -43,6 +46,21 @@ pub struct Gap {
     pub from: i64,
     /// The first offset received after the gap (exclusive end).
     pub to: i64,
+}
+
+impl Batch {
+    /// The partition index `idx` stands for in this batch.
+    pub fn part(&self, idx: usize) -> Option<&PartRef> {
+        self.parts.get(&idx)
+    }
+}
+
+/// Which partition (and lease epoch) a batch's partition index stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRef {
+    pub topic: String,
+    pub partition: i32,
+    pub epoch: i64,
 }
 
 /// Per-topic counts of one batch or a whole drain, by topic name.
@@ -79,6 +97,8 @@ pub struct Batch {
     pub dead: Vec<DeadLetter>,
     /// partition index → (offset before this batch, offset after it).
     pub advances: BTreeMap<usize, (i64, i64)>,
+    /// partition index → the partition it stands for.
+    pub parts: BTreeMap<usize, PartRef>,
     pub gaps: Vec<Gap>,
     pub messages: u64,
 }
@@ -100,6 +120,7 @@ impl Batch {
             keys: HashSet::new(),
             dead: Vec::new(),
             advances: BTreeMap::new(),
+            parts: BTreeMap::new(),
             gaps: Vec::new(),
             messages: 0,
         }
@@ -150,7 +171,17 @@ impl Batch {
             }),
         }
         let prev = state.next;
-        self.advances.entry(idx).or_insert((prev, prev)).1 = offset + 1;
+        self.advances.entry(idx).or_insert_with(|| {
+            self.parts.insert(
+                idx,
+                PartRef {
+                    topic: state.topic.clone(),
+                    partition: state.partition,
+                    epoch: state.epoch,
+                },
+            );
+            (prev, prev)
+        }).1 = offset + 1;
         state.next = offset + 1;
         true
     }
@@ -170,6 +201,7 @@ mod tests {
             partition: 0,
             next: 5,
             end: 10,
+            epoch: 1,
         }
     }
 

@@ -1,16 +1,23 @@
-//! Exactly-once drain of the event topics into PostgreSQL.
+//! Exactly-once ingest of the event topics into PostgreSQL.
 //!
-//! A drain reads the high watermark of every partition when it starts and
-//! consumes up to there, from the offsets stored in `consumer_offsets`
-//! (partitions are assigned by hand: no consumer-group join). A consumer
-//! thread parses and encodes batches while the writer commits the previous
-//! one; each batch's events, dead letters, gaps and new offsets go in one
-//! transaction ([`writer`]). Kafka-side committed offsets are not used.
+//! Partitions are leased in PostgreSQL ([`lease`]) and assigned to a
+//! consumer by hand at the offsets stored in `consumer_offsets` (no
+//! consumer-group join; Kafka-side committed offsets are not used). A
+//! consumer thread parses and encodes batches while the writer commits the
+//! previous one; each batch's events, dead letters, gaps and new offsets go
+//! in one transaction ([`writer`]), only under the leases' epochs.
+//!
+//! [`drain`] takes the free partitions up to the high watermarks read at its
+//! start and exits; [`worker`] runs in the daemon, shares the partitions with
+//! the other daemons and commits a batch when it is full or
+//! `ingest.max_batch_delay_ms` old.
 
 pub mod batch;
 pub mod copy;
 pub mod dead_letters;
+pub mod lease;
 pub mod outbox;
+pub mod worker;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,9 +42,7 @@ pub enum Error {
     Kafka(#[from] kafka::Error),
     #[error("database: {}", crate::db::describe(.0))]
     Database(#[from] sqlx::Error),
-    #[error("another ingest for consumer group {0} is still running after 15 s (PostgreSQL advisory lock held)")]
-    Busy(String),
-    #[error("the stored offsets of consumer group {0} were moved by another writer; nothing of this batch was stored")]
+    #[error("consumer group {0}: a partition of this batch was taken over by another worker (or its offset moved); nothing of this batch was stored")]
     OffsetConflict(String),
     #[error("no message from {topic}/{partition} for {secs} s while offset {next} is below the high watermark {end}")]
     Stalled {
@@ -67,6 +72,9 @@ pub struct Summary {
     /// and those still waiting (the topic did not take them yet).
     pub dead_letters_published: u64,
     pub dead_letters_pending: i64,
+    /// Partitions another worker held, so this drain left them: (topic,
+    /// partition, owner).
+    pub held_elsewhere: Vec<(String, i32, String)>,
 }
 
 impl Summary {
@@ -110,6 +118,17 @@ impl fmt::Display for Summary {
                 c.stored, c.duplicates, c.dead_letters, c.gaps
             )?;
         }
+        if !self.held_elsewhere.is_empty() {
+            let mut owners: Vec<&str> = self.held_elsewhere.iter().map(|h| h.2.as_str()).collect();
+            owners.sort_unstable();
+            owners.dedup();
+            write!(
+                f,
+                " | {} partitions left to the workers that hold them ({})",
+                self.held_elsewhere.len(),
+                owners.join(", ")
+            )?;
+        }
         if self.dead_letters_published > 0 || self.dead_letters_pending > 0 {
             write!(
                 f,
@@ -121,54 +140,122 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Drains every event topic up to its high watermark at the start.
+/// Drains every free partition of the event topics up to its high
+/// watermark at the start; partitions another worker holds are left to it.
 /// `stop` ends the drain early after the batch in hand is committed.
 pub async fn drain(config: &Config, pool: &PgPool, stop: CancellationToken) -> Result<Summary> {
     let started = Instant::now();
     kafka::ensure_topics(config).await?;
 
     let group = config.kafka.group_id.clone();
-    let mut writer = Writer::new(pool.acquire().await?, &group).await?;
+    let worker = format!("drain:{}", crate::ledger::worker_id());
+    let topics = config.topics.event_topic_names();
 
     // Everything in the topics at this moment is stored once the drain ends.
     let ends_read_at = Utc::now();
-    let marks = {
-        let (kafka_config, group) = (config.kafka.clone(), group.clone());
-        let topics: Vec<String> = config
-            .topics
-            .event_topics()
-            .into_iter()
-            .map(|(t, _)| t.to_string())
-            .collect();
-        // Broker round trips (and their retry pauses) off the async threads.
-        tokio::task::spawn_blocking(move || broker_marks(&kafka_config, &group, &topics))
-            .await
-            .map_err(|_| Error::ConsumerLost)??
-    };
-    let parts = plan(config, pool, marks).await?;
+    let marks = read_marks(config, &topics).await?;
+    register_partitions(config, pool, &marks).await?;
+    let mut member = lease::Member::join(
+        pool,
+        &group,
+        &worker,
+        lease::Mode::Drain,
+        topics.clone(),
+        config.ingest.stale_after(),
+    )
+    .await?;
+    let claimed = member.claim(usize::MAX).await?;
+    let outcome = drain_claimed(config, pool, &worker, &marks, &claimed, ends_read_at, &stop).await;
+    let left = member.leave().await;
+    let mut summary = outcome?;
+    left?;
+    summary.held_elsewhere = held_elsewhere(pool, &group, &topics, &worker).await?;
+    publish_dead_letters(config, pool, &mut summary).await;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Partitions of `topics` held by a worker other than `me`.
+async fn held_elsewhere(
+    pool: &PgPool,
+    group: &str,
+    topics: &[String],
+    me: &str,
+) -> Result<Vec<(String, i32, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT topic, partition, owner FROM consumer_offsets
+         WHERE consumer_group = $1 AND topic = ANY($2) AND owner IS NOT NULL AND owner <> $3
+         ORDER BY topic, partition",
+    )
+    .bind(group)
+    .bind(topics)
+    .bind(me)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Drains the partitions claimed, renewing their leases meanwhile.
+async fn drain_claimed(
+    config: &Config,
+    pool: &PgPool,
+    worker: &str,
+    marks: &[(String, i32, i64, i64)],
+    claimed: &[lease::Owned],
+    ends_read_at: DateTime<Utc>,
+    stop: &CancellationToken,
+) -> Result<Summary> {
+    let group = config.kafka.group_id.clone();
+    let ends: HashMap<(&str, i32), i64> = marks
+        .iter()
+        .map(|(t, p, _, high)| ((t.as_str(), *p), *high))
+        .collect();
+    let parts: Vec<PartitionState> = claimed
+        .iter()
+        .map(|o| {
+            let end = ends
+                .get(&(o.topic.as_str(), o.partition))
+                .copied()
+                .unwrap_or(o.next);
+            if o.next > end {
+                tracing::warn!(
+                    topic = %o.topic, partition = o.partition, stored = o.next, high = end,
+                    "the stored offset is past the broker's end (topic re-created or data lost); \
+                     this partition waits until the broker passes it"
+                );
+            }
+            PartitionState {
+                topic: o.topic.clone(),
+                partition: o.partition,
+                next: o.next,
+                end,
+                epoch: o.epoch,
+            }
+        })
+        .collect();
 
     let mut summary = Summary::default();
     for p in &parts {
         summary.topics.entry(p.topic.clone()).or_default();
     }
     if parts.iter().all(PartitionState::done) {
-        record_progress(pool, &group, ends_read_at).await?;
-        publish_dead_letters(config, pool, &mut summary).await;
-        summary.elapsed = started.elapsed();
+        record_caught_up(pool, &group, &parts, ends_read_at).await?;
         return Ok(summary);
     }
 
+    let renewal = spawn_renewal(pool.clone(), &group, worker, config, claimed);
+    let mut writer = Writer::new(pool.acquire().await?, &group, worker);
     let (tx, mut rx) = mpsc::channel::<Batch>(2);
     let consumer_parts = parts.clone();
     let ingest = config.ingest.clone();
     let consumer_stop = stop.clone();
     let kafka_config = config.kafka.clone();
+    let consumer_group = group.clone();
     let consumer_thread = std::thread::Builder::new()
         .name("hxjobs-consume".into())
         .spawn(move || {
             consume(
                 &kafka_config,
-                &group,
+                &consumer_group,
                 consumer_parts,
                 &ingest,
                 tx,
@@ -177,23 +264,93 @@ pub async fn drain(config: &Config, pool: &PgPool, stop: CancellationToken) -> R
         })
         .map_err(|_| Error::ConsumerLost)?;
 
-    let written = write_batches(&mut writer, &mut rx, &parts, &mut summary).await;
+    let written = write_batches(&mut writer, &mut rx, &mut summary).await;
     // Dropping the receiver makes the consumer thread stop at its next send.
     drop(rx);
     let consumed = tokio::task::spawn_blocking(move || consumer_thread.join())
         .await
         .map_err(|_| Error::ConsumerLost)?
         .map_err(|_| Error::ConsumerLost)?;
+    renewal.abort();
     written?;
     consumed?;
     summary.interrupted = stop.is_cancelled();
     if !summary.interrupted {
-        record_progress(pool, &config.kafka.group_id, ends_read_at).await?;
+        record_caught_up(pool, &group, &parts, ends_read_at).await?;
     }
-    drop(writer);
-    publish_dead_letters(config, pool, &mut summary).await;
-    summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Keeps a drain's leases from expiring while it runs.
+fn spawn_renewal(
+    pool: PgPool,
+    group: &str,
+    worker: &str,
+    config: &Config,
+    claimed: &[lease::Owned],
+) -> tokio::task::JoinHandle<()> {
+    let (group, worker) = (group.to_string(), worker.to_string());
+    let lease = config.ingest.stale_after();
+    let every = config.ingest.beat_every();
+    let keys: Vec<(String, i32)> = claimed.iter().map(|o| (o.topic.clone(), o.partition)).collect();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let renewed = sqlx::query(
+                "UPDATE consumer_offsets SET lease_expires_at = now() + make_interval(secs => $3)
+                 WHERE consumer_group = $1 AND owner = $2",
+            )
+            .bind(&group)
+            .bind(&worker)
+            .bind(lease.as_secs_f64())
+            .execute(&pool)
+            .await;
+            match renewed {
+                Ok(r) if (r.rows_affected() as usize) < keys.len() => tracing::warn!(
+                    held = r.rows_affected(),
+                    claimed = keys.len(),
+                    "the drain lost partitions to another worker; their batches will be refused"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "renewing the drain's leases failed"),
+            }
+        }
+    })
+}
+
+/// `(topic, partition, low, high)` of every partition of `topics`, off the
+/// async threads (broker round trips and their retry pauses).
+pub async fn read_marks(
+    config: &Config,
+    topics: &[String],
+) -> Result<Vec<(String, i32, i64, i64)>> {
+    let (kafka_config, group, topics) = (
+        config.kafka.clone(),
+        config.kafka.group_id.clone(),
+        topics.to_vec(),
+    );
+    tokio::task::spawn_blocking(move || broker_marks(&kafka_config, &group, &topics))
+        .await
+        .map_err(|_| Error::ConsumerLost)?
+}
+
+/// Gives every partition its row, starting per `auto_offset_reset` when new.
+pub async fn register_partitions(
+    config: &Config,
+    pool: &PgPool,
+    marks: &[(String, i32, i64, i64)],
+) -> Result<()> {
+    let starts: Vec<(String, i32, i64)> = marks
+        .iter()
+        .map(|(t, p, low, high)| {
+            let start = match config.kafka.auto_offset_reset {
+                OffsetReset::Earliest => *low,
+                OffsetReset::Latest => *high,
+            };
+            (t.clone(), *p, start)
+        })
+        .collect();
+    lease::register(pool, &config.kafka.group_id, &starts).await
 }
 
 /// After the drain's commits: publishes the dead letters due (this drain's
@@ -212,18 +369,19 @@ async fn publish_dead_letters(config: &Config, pool: &PgPool, summary: &mut Summ
     }
 }
 
-/// Notes that `group` stored every message the broker held at `through`.
-async fn record_progress(pool: &PgPool, group: &str, through: DateTime<Utc>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO ingest_progress (consumer_group, drained_through) VALUES ($1, $2)
-         ON CONFLICT (consumer_group) DO UPDATE
-         SET drained_through = GREATEST(ingest_progress.drained_through, EXCLUDED.drained_through),
-             updated_at = now()",
-    )
-    .bind(group)
-    .bind(through)
-    .execute(pool)
-    .await?;
+/// Notes that `parts`, drained to the ends read at `through`, hold every
+/// message the broker held then.
+async fn record_caught_up(
+    pool: &PgPool,
+    group: &str,
+    parts: &[PartitionState],
+    through: DateTime<Utc>,
+) -> Result<()> {
+    let marks: Vec<(String, i32, i64, DateTime<Utc>)> = parts
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition, p.end, through))
+        .collect();
+    lease::record_marks(pool, group, &marks).await?;
     Ok(())
 }
 
@@ -232,35 +390,40 @@ async fn record_progress(pool: &PgPool, group: &str, through: DateTime<Utc>) -> 
 pub async fn write_batches(
     writer: &mut Writer,
     rx: &mut mpsc::Receiver<Batch>,
-    parts: &[PartitionState],
     summary: &mut Summary,
 ) -> Result<()> {
     while let Some(batch) = rx.recv().await {
-        let messages = batch.messages;
-        let write_started = Instant::now();
-        let outcome = writer.write(batch, parts).await?;
-        tracing::debug!(
-            messages,
-            write_ms = write_started.elapsed().as_millis() as u64,
-            "batch committed"
-        );
-        summary.messages += messages;
-        let seconds = write_started.elapsed().as_secs_f64();
-        metrics::histogram!("event_processing_duration_seconds", "stage" => "batch_write")
-            .record(seconds);
-        for (topic, counts) in outcome {
-            for (outcome, n) in [
-                ("stored", counts.stored),
-                ("duplicate", counts.duplicates),
-                ("dead_letter", counts.dead_letters),
-            ] {
-                if n > 0 {
-                    metrics::counter!("event_processing_total", "topic" => topic.clone(), "outcome" => outcome)
-                        .increment(n);
-                }
+        write_one(writer, batch, summary).await?;
+    }
+    Ok(())
+}
+
+/// Commits one batch and counts it in `summary` and the metrics.
+pub async fn write_one(writer: &mut Writer, batch: Batch, summary: &mut Summary) -> Result<()> {
+    let messages = batch.messages;
+    let write_started = Instant::now();
+    let outcome = writer.write(batch).await?;
+    tracing::debug!(
+        messages,
+        write_ms = write_started.elapsed().as_millis() as u64,
+        "batch committed"
+    );
+    summary.messages += messages;
+    let seconds = write_started.elapsed().as_secs_f64();
+    metrics::histogram!("event_processing_duration_seconds", "stage" => "batch_write")
+        .record(seconds);
+    for (topic, counts) in outcome {
+        for (outcome, n) in [
+            ("stored", counts.stored),
+            ("duplicate", counts.duplicates),
+            ("dead_letter", counts.dead_letters),
+        ] {
+            if n > 0 {
+                metrics::counter!("event_processing_total", "topic" => topic.clone(), "outcome" => outcome)
+                    .increment(n);
             }
-            summary.topics.entry(topic).or_default().add(&counts);
         }
+        summary.topics.entry(topic).or_default().add(&counts);
     }
     Ok(())
 }
@@ -280,68 +443,6 @@ fn broker_marks(
         }
     }
     Ok(out)
-}
-
-/// Every event topic's partitions with their stored offsets and current ends.
-/// Partitions seen for the first time get a stored offset per `auto_offset_reset`.
-async fn plan(
-    config: &Config,
-    pool: &PgPool,
-    marks: Vec<(String, i32, i64, i64)>,
-) -> Result<Vec<PartitionState>> {
-    let group = &config.kafka.group_id;
-    let stored: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1",
-    )
-    .bind(group)
-    .fetch_all(pool)
-    .await?;
-    let stored: HashMap<(String, i32), i64> =
-        stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
-
-    let mut parts = Vec::new();
-    {
-        for (topic, partition, low, high) in marks {
-            let topic = topic.as_str();
-            let next = match stored.get(&(topic.to_string(), partition)) {
-                Some(&next) => next,
-                None => {
-                    let start = match config.kafka.auto_offset_reset {
-                        OffsetReset::Earliest => low,
-                        OffsetReset::Latest => high,
-                    };
-                    sqlx::query(
-                        "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(group)
-                    .bind(topic)
-                    .bind(partition)
-                    .bind(start)
-                    .execute(pool)
-                    .await?;
-                    start
-                }
-            };
-            if next > high {
-                tracing::warn!(
-                    topic,
-                    partition,
-                    stored = next,
-                    high,
-                    "the stored offset is past the broker's end (topic re-created or data lost); \
-                     this partition waits until the broker passes it"
-                );
-            }
-            parts.push(PartitionState {
-                topic: topic.to_string(),
-                partition,
-                next,
-                end: high,
-            });
-        }
-    }
-    Ok(parts)
 }
 
 /// A consumer assigned to every unfinished partition at its next offset.
@@ -374,7 +475,7 @@ fn assigned_consumer(
 /// [`kafka::LARGE_FETCH_BYTES`]). Some brokers (Nisshi) never return a
 /// message larger than the fetch size, and now and then stop serving a
 /// fetch session that a new connection resumes.
-const RECONNECT_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const RECONNECT_AFTER: Duration = Duration::from_secs(10);
 
 /// The consumer thread: poll, parse, encode, hand over full batches.
 fn consume(

@@ -43,6 +43,16 @@ struct Row {
     payload: Option<Vec<u8>>,
 }
 
+/// Whether a dead letter is waiting to be published now.
+pub async fn due(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE published_at IS NULL
+                        AND (publish_after IS NULL OR publish_after <= now()))",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Publishes every dead letter that is due, round after round, until none
 /// is left or a round published nothing.
 pub async fn publish_pending(config: &Config, pool: &PgPool) -> Result<Published, sqlx::Error> {

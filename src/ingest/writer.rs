@@ -1,5 +1,6 @@
 //! Writes one [`Batch`] in one PostgreSQL transaction: the consumer offsets
-//! (compare-and-set), the events (binary COPY), dead letters and gaps.
+//! (compare-and-set under the worker's lease epochs, logged in
+//! `ingest_commits`), the events (binary COPY), dead letters and gaps.
 //! Either all of it is committed or none of it, so a crash at any instant
 //! neither loses nor duplicates an event. Nothing here waits on the broker:
 //! dead letters reach their topic afterwards through [`super::outbox`].
@@ -10,17 +11,16 @@ use chrono::NaiveDate;
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, PgConnection, Postgres};
 
-use super::batch::{Batch, PartitionState, TopicCounts};
+use super::batch::{Batch, TopicCounts};
 use super::copy::EVENT_COLUMNS;
 use super::Error;
 use crate::rollup;
 
-/// Classes of advisory locks hxjobs takes; the second key is the group's hash.
-const INGEST_LOCK_CLASS: i32 = 0x4858_4a01;
-
 pub struct Writer {
     conn: PgConnection,
     group: String,
+    /// The worker whose leases this writer commits under.
+    worker: String,
     known_days: HashSet<NaiveDate>,
     staging_ready: bool,
 }
@@ -29,36 +29,16 @@ pub struct Writer {
 pub type BatchOutcome = BTreeMap<String, TopicCounts>;
 
 impl Writer {
-    /// Takes the group's ingest lock on `conn`. The connection leaves the
-    /// pool and closes when the writer is dropped, which releases the lock.
-    pub async fn new(conn: PoolConnection<Postgres>, group: &str) -> Result<Writer, Error> {
-        let mut conn = conn.detach();
-        // Waits a little: the lock of a crashed run is released as soon as
-        // the server notices its connection is gone.
-        sqlx::query("SET lock_timeout = '15s'")
-            .execute(&mut conn)
-            .await?;
-        let locked = sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
-            .bind(INGEST_LOCK_CLASS)
-            .bind(group)
-            .execute(&mut conn)
-            .await;
-        match locked {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
-                return Err(Error::Busy(group.to_string()))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        sqlx::query("SET lock_timeout = 0")
-            .execute(&mut conn)
-            .await?;
-        Ok(Writer {
-            conn,
+    /// A writer for `worker` of `group` on a connection of its own (it
+    /// leaves the pool and closes when the writer is dropped).
+    pub fn new(conn: PoolConnection<Postgres>, group: &str, worker: &str) -> Writer {
+        Writer {
+            conn: conn.detach(),
             group: group.to_string(),
+            worker: worker.to_string(),
             known_days: HashSet::new(),
             staging_ready: false,
-        })
+        }
     }
 
     /// Makes sure each day of the batch has its partition. Runs outside the
@@ -77,43 +57,55 @@ impl Writer {
         Ok(())
     }
 
-    pub async fn write(
-        &mut self,
-        batch: Batch,
-        parts: &[PartitionState],
-    ) -> Result<BatchOutcome, Error> {
+    pub async fn write(&mut self, batch: Batch) -> Result<BatchOutcome, Error> {
         self.ensure_partitions(&batch).await?;
         let mut outcome: BatchOutcome = BTreeMap::new();
-        let topic_of = |idx: usize| parts.get(idx).map(|p| p.topic.clone()).unwrap_or_default();
+        let parts = batch.parts.clone();
+        let topic_of = |idx: usize| parts.get(&idx).map(|p| p.topic.clone()).unwrap_or_default();
+        let partition_of = |idx: usize| parts.get(&idx).map(|p| p.partition).unwrap_or_default();
 
         let mut tx = self.conn.begin().await?;
 
-        // Offsets first: if another writer moved them, stop before any work.
+        // Offsets first, each only under the lease epoch this worker still
+        // owns; every move is logged in ingest_commits. If another worker
+        // took a partition or moved its offset, stop before any work.
         let mut topics = Vec::new();
         let mut partitions = Vec::new();
+        let mut epochs = Vec::new();
         let mut prevs = Vec::new();
         let mut nexts = Vec::new();
         for (&idx, &(prev, next)) in &batch.advances {
             topics.push(topic_of(idx));
-            partitions.push(parts.get(idx).map(|p| p.partition).unwrap_or_default());
+            partitions.push(partition_of(idx));
+            epochs.push(parts.get(&idx).map(|p| p.epoch).unwrap_or(-1));
             prevs.push(prev);
             nexts.push(next);
         }
-        let moved = sqlx::query(
-            "UPDATE consumer_offsets o SET next_offset = u.next, updated_at = now()
-             FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS u(topic, partition, prev, next)
-             WHERE o.consumer_group = $1 AND o.topic = u.topic AND o.partition = u.partition
-               AND o.next_offset = u.prev",
+        let moved: i64 = sqlx::query_scalar(
+            "WITH moved AS (
+                 UPDATE consumer_offsets o
+                 SET next_offset = u.next, updated_at = now(), last_commit_at = now()
+                 FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::bigint[])
+                      AS u(topic, partition, epoch, prev, next)
+                 WHERE o.consumer_group = $1 AND o.topic = u.topic AND o.partition = u.partition
+                   AND o.owner = $2 AND o.epoch = u.epoch AND o.next_offset = u.prev
+                 RETURNING o.topic, o.partition, u.epoch, u.prev, u.next),
+             logged AS (
+                 INSERT INTO ingest_commits
+                     (consumer_group, topic, partition, epoch, worker, from_offset, to_offset)
+                 SELECT $1, topic, partition, epoch, $2, prev, next FROM moved)
+             SELECT count(*) FROM moved",
         )
         .bind(&self.group)
+        .bind(&self.worker)
         .bind(&topics)
         .bind(&partitions)
+        .bind(&epochs)
         .bind(&prevs)
         .bind(&nexts)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved != batch.advances.len() as u64 {
+        .fetch_one(&mut *tx)
+        .await?;
+        if moved != batch.advances.len() as i64 {
             return Err(Error::OffsetConflict(self.group.clone()));
         }
 
@@ -203,12 +195,7 @@ impl Writer {
             let mut payload: Vec<Option<Vec<u8>>> = Vec::new();
             for d in &dead {
                 t.push(topic_of(d.partition_idx));
-                p.push(
-                    parts
-                        .get(d.partition_idx)
-                        .map(|s| s.partition)
-                        .unwrap_or_default(),
-                );
+                p.push(partition_of(d.partition_idx));
                 o.push(d.offset);
                 reason.push(d.rejection.reason.code());
                 detail.push(d.rejection.detail.clone());
@@ -239,10 +226,7 @@ impl Writer {
             let mut to = Vec::new();
             for g in &gaps {
                 let topic = topic_of(g.partition_idx);
-                let partition = parts
-                    .get(g.partition_idx)
-                    .map(|s| s.partition)
-                    .unwrap_or_default();
+                let partition = partition_of(g.partition_idx);
                 tracing::warn!(
                     topic = %topic, partition, from = g.from, to = g.to,
                     "the broker skipped offsets; the gap is recorded in ingest_gaps"

@@ -387,11 +387,10 @@ async fn freshness(
     )
     .fetch_one(pool)
     .await?;
-    let drained: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT drained_through FROM ingest_progress WHERE consumer_group = $1")
-            .bind(&config.kafka.group_id)
-            .fetch_optional(pool)
-            .await?;
+    let topics = config.topics.event_topic_names();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let drained =
+        crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &topics).await?;
     let stored: Vec<(String, i64)> = sqlx::query_as(
         "SELECT topic, sum(next_offset)::int8 FROM consumer_offsets
          WHERE consumer_group = $1 GROUP BY topic",

@@ -80,11 +80,13 @@ pub const LOW_RATING: f64 = 3.0;
 /// Whether an hour's events are all stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
-    /// A drain that read the topics' ends after the hour ended completed.
+    /// Every partition's stored position passed the broker's end as read
+    /// after the hour ended.
     Ready,
     /// Not yet, but the grace period after the hour's end is over.
     GraceOver(Option<DateTime<Utc>>),
-    /// Not yet: the latest complete drain read the ends at this time (or never).
+    /// Not yet: every partition is stored up to the broker's ends read at
+    /// this time (or some partition never caught up).
     NotYet(Option<DateTime<Utc>>),
 }
 
@@ -92,15 +94,12 @@ pub enum Readiness {
 pub async fn readiness(
     pool: &PgPool,
     group: &str,
+    topics: &[&str],
     end: DateTime<Utc>,
     grace: chrono::TimeDelta,
     now: DateTime<Utc>,
 ) -> Result<Readiness, Error> {
-    let through: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT drained_through FROM ingest_progress WHERE consumer_group = $1")
-            .bind(group)
-            .fetch_optional(pool)
-            .await?;
+    let through = crate::ingest::lease::caught_up_through(pool, group, topics).await?;
     Ok(match through {
         Some(t) if t >= end => Readiness::Ready,
         _ if now >= end + grace => Readiness::GraceOver(through),

@@ -97,7 +97,9 @@ async fn ready(ctx: &TaskContext<'_>, grain: Grain) -> Result<String, Failure> {
         TimeDelta::seconds(i64::try_from(ctx.config.rollups.ready_grace_secs).unwrap_or(i64::MAX));
     let group = &ctx.config.kafka.group_id;
     let shown = |t: Option<DateTime<Utc>>| t.map_or_else(|| "never".into(), |t| t.to_rfc3339());
-    match rollup::readiness(ctx.pool, group, end, grace, Utc::now())
+    let topics = ctx.config.topics.event_topic_names();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    match rollup::readiness(ctx.pool, group, &topics, end, grace, Utc::now())
         .await
         .map_err(failure)?
     {

@@ -407,7 +407,8 @@ async fn offsets_the_broker_skipped_are_recorded_as_a_gap() {
     let env = TestEnv::new("gap").await;
     let topic = env.config.topics.llm_requests.clone();
     let group = env.config.kafka.group_id.clone();
-    sqlx::query("INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, 10)")
+    // Leased to this test's writer ("test") under epoch 1.
+    sqlx::query("INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, owner, epoch) VALUES ($1, $2, 0, 10, 'test', 1)")
         .bind(&group)
         .bind(&topic)
         .execute(&env.pool)
@@ -418,6 +419,7 @@ async fn offsets_the_broker_skipped_are_recorded_as_a_gap() {
         partition: 0,
         next: 10,
         end: 100,
+        epoch: 1,
     }];
     let records: Vec<DemoRecord> = Generator::new(spec(3, 0.0, 0.0, 8))
         .expect("spec")
@@ -427,10 +429,8 @@ async fn offsets_the_broker_skipped_are_recorded_as_a_gap() {
     for (record, offset) in records.iter().zip([10, 11, 17]) {
         assert!(batch.take(&mut parts[0], 0, offset, record.payload.as_deref(), 1 << 20));
     }
-    let mut writer = Writer::new(env.pool.acquire().await.expect("conn"), &group)
-        .await
-        .expect("writer");
-    let outcome = writer.write(batch, &parts).await.expect("write");
+    let mut writer = Writer::new(env.pool.acquire().await.expect("conn"), &group, "test");
+    let outcome = writer.write(batch).await.expect("write");
     let counts = outcome.get(&topic).expect("topic counts");
     assert_eq!(
         (counts.stored, counts.gaps, counts.skipped_offsets),

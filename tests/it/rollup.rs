@@ -354,14 +354,16 @@ grain = "hour"
     // grace period runs anyway, a recent one waits.
     let grace = chrono::TimeDelta::hours(1);
     let old_end = ts("2026-01-01T01:00:00Z");
+    let topics = env.config.topics.event_topic_names();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     assert_eq!(
-        rollup::readiness(&env.pool, "elsewhere", old_end, grace, Utc::now())
+        rollup::readiness(&env.pool, "elsewhere", &topics, old_end, grace, Utc::now())
             .await
             .expect("readiness"),
         Readiness::GraceOver(None)
     );
     assert_eq!(
-        rollup::readiness(&env.pool, "elsewhere", hour.end, grace, hour.end)
+        rollup::readiness(&env.pool, "elsewhere", &topics, hour.end, grace, hour.end)
             .await
             .expect("readiness"),
         Readiness::NotYet(None)
