@@ -108,10 +108,15 @@ impl fmt::Display for Status {
         writeln!(
             f,
             "stored everything the broker held at: {}",
-            self.caught_up_through
-                .map_or_else(|| "n/a (a partition never caught up)".into(), |t| t.to_rfc3339())
+            self.caught_up_through.map_or_else(
+                || "n/a (a partition never caught up)".into(),
+                |t| t.to_rfc3339()
+            )
         )?;
-        writeln!(f, "partitions (owner / epoch / position / lag / last commit):")?;
+        writeln!(
+            f,
+            "partitions (owner / epoch / position / lag / last commit):"
+        )?;
         for p in &self.partitions {
             let na = || "n/a".to_string();
             writeln!(

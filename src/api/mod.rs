@@ -183,7 +183,10 @@ impl IngestCheck {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let caught_up_through =
             crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &names).await?;
-        let mut owners: Vec<&str> = partitions.iter().filter_map(|p| p.owner.as_deref()).collect();
+        let mut owners: Vec<&str> = partitions
+            .iter()
+            .filter_map(|p| p.owner.as_deref())
+            .collect();
         owners.sort_unstable();
         owners.dedup();
         let mode = config.ingest.mode;

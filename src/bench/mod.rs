@@ -12,6 +12,7 @@ mod live;
 mod logs;
 mod reports;
 mod rollup;
+pub mod scaleout;
 mod scheduler;
 mod ui;
 
@@ -269,7 +270,7 @@ async fn run_ingest(
 }
 
 /// Reads every message of the event topics from the start and stores nothing.
-fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Duration> {
+pub(crate) fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Duration> {
     let consumer = kafka::build_consumer(&config.kafka, &config.kafka.group_id)?;
     let mut tpl = TopicPartitionList::new();
     for (topic, _) in config.topics.event_topics() {

@@ -19,6 +19,33 @@ pub enum BenchCommand {
         /// Only the pipeline fed from memory, next to a plain COPY of its rows.
         #[arg(long)]
         without_broker: bool,
+        /// Continuous workers instead of the drain: one run per count
+        /// (e.g. `--workers 1,2,3`), each next to a bare consume.
+        #[arg(long, value_delimiter = ',', conflicts_with = "without_broker")]
+        workers: Vec<usize>,
+    },
+    /// How long a first and a second member take to get their partitions
+    /// with Kafka's consumer-group protocol and with hxjobs's PostgreSQL leases.
+    Membership {
+        /// Keep the bench database instead of removing it.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Produce at a steady rate with continuous workers running; print the
+    /// time from produce to visible in PostgreSQL (p50, p95, p99).
+    Latency {
+        /// Events per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of production.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Continuous workers (in this process).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Keep the bench database instead of removing it.
+        #[arg(long)]
+        keep: bool,
     },
     /// Roll one hour of N events up with hxjobs and with one SQL statement.
     Rollup {
@@ -98,14 +125,55 @@ pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
             events,
             keep,
             without_broker,
+            workers,
         } => {
-            if without_broker {
+            if workers.contains(&0) {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--workers takes counts of at least 1".into(),
+                });
+            }
+            if !workers.is_empty() {
+                let report =
+                    crate::bench::scaleout::ingest_workers(config, events, &workers, keep).await?;
+                println!("{report}");
+            } else if without_broker {
                 let report = crate::bench::ingest_without_broker(config, events, keep).await?;
                 println!("{report}");
             } else {
                 let report = crate::bench::ingest(config, events, keep).await?;
                 println!("{report}");
             }
+            Ok(())
+        }
+        BenchCommand::Membership { keep } => {
+            let report = crate::bench::scaleout::membership(config, keep).await?;
+            println!("{report}");
+            Ok(())
+        }
+        BenchCommand::Latency {
+            rate,
+            secs,
+            workers,
+            keep,
+        } => {
+            if rate == 0 || secs == 0 || workers == 0 {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--rate, --secs and --workers must be at least 1".into(),
+                });
+            }
+            let report = crate::bench::scaleout::latency(config, rate, secs, workers, keep).await?;
+            println!("{report}");
+            let p99 = report.percentile(99.0);
+            println!(
+                "  target (p99 <= 2 s, every event visible): {}",
+                if report.visible == report.produced && p99.is_some_and(|ms| ms <= 2000.0) {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            );
             Ok(())
         }
         BenchCommand::Rollup { events, keep } => {

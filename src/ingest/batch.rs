@@ -171,17 +171,20 @@ impl Batch {
             }),
         }
         let prev = state.next;
-        self.advances.entry(idx).or_insert_with(|| {
-            self.parts.insert(
-                idx,
-                PartRef {
-                    topic: state.topic.clone(),
-                    partition: state.partition,
-                    epoch: state.epoch,
-                },
-            );
-            (prev, prev)
-        }).1 = offset + 1;
+        self.advances
+            .entry(idx)
+            .or_insert_with(|| {
+                self.parts.insert(
+                    idx,
+                    PartRef {
+                        topic: state.topic.clone(),
+                        partition: state.partition,
+                        epoch: state.epoch,
+                    },
+                );
+                (prev, prev)
+            })
+            .1 = offset + 1;
         state.next = offset + 1;
         true
     }

@@ -292,7 +292,10 @@ fn spawn_renewal(
     let (group, worker) = (group.to_string(), worker.to_string());
     let lease = config.ingest.stale_after();
     let every = config.ingest.beat_every();
-    let keys: Vec<(String, i32)> = claimed.iter().map(|o| (o.topic.clone(), o.partition)).collect();
+    let keys: Vec<(String, i32)> = claimed
+        .iter()
+        .map(|o| (o.topic.clone(), o.partition))
+        .collect();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;

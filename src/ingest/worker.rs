@@ -269,8 +269,7 @@ impl Coordinator {
                     "ingest partitions claimed"
                 );
                 for o in &claimed {
-                    self.owned
-                        .insert((o.topic.clone(), o.partition), o.clone());
+                    self.owned.insert((o.topic.clone(), o.partition), o.clone());
                 }
                 self.send(Control::Add(claimed))?;
             }
@@ -368,7 +367,7 @@ fn consume(
     let mut index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
     let delay = ingest.max_batch_delay();
     let mut fetch_bytes = kafka::FETCH_BYTES.max(ingest.max_event_bytes + 4096);
-    let wait_ms = ingest.max_batch_delay_ms.clamp(10, 2000);
+    let wait_ms = (ingest.max_batch_delay_ms / 5).clamp(10, 2000);
     let mut consumer = kafka::build_consumer_tuned(kafka_config, group, fetch_bytes, wait_ms)?;
     let mut batch = Batch::new();
     let mut batch_started = Instant::now();

@@ -124,6 +124,9 @@ impl TestEnv {
             ("KAFKA_TOPIC_BUSINESS_EVENTS", t.business_events.clone()),
             ("KAFKA_TOPIC_ERROR_EVENTS", t.error_events.clone()),
             ("KAFKA_TOPIC_DEAD_LETTER", t.dead_letter.clone()),
+            // Daemons store events only through the `ingest` job's drains,
+            // unless a test asks for continuous ingest.
+            ("HXJOBS_INGEST_MODE", "drain".to_string()),
         ]
     }
 
