@@ -19,5 +19,6 @@ mod proxy;
 mod reports;
 mod retention;
 mod rollup;
+mod scaleout;
 mod scheduler;
 mod ui;

@@ -1,0 +1,300 @@
+//! Continuous ingest by several daemons sharing the partitions: workers
+//! killed, stopped, started and added while events are produced.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hxjobs::demo::{DemoRecord, DemoSpec, Generator, RecordKind};
+use serde_json::Value;
+
+use crate::common::{ts, TestEnv};
+
+/// A daemon ingesting continuously (no API, no jobs), its log in `dir`.
+fn worker(env: &TestEnv, config: &std::path::Path, name: &str) -> Child {
+    let log = env.dir.path().join(format!("{name}.log"));
+    let mut cmd: Command = env.hxjobs(config, &["daemon", "--no-api"]);
+    cmd.env("HXJOBS_INGEST_MODE", "continuous")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"));
+    cmd.spawn().expect("spawn hxjobs daemon")
+}
+
+fn log_of(env: &TestEnv, name: &str) -> String {
+    std::fs::read_to_string(env.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+}
+
+/// SIGTERM, then wait for a clean exit.
+fn stop(child: &mut Child) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "daemon exited with {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("daemon did not stop within 30 s of SIGTERM");
+}
+
+async fn distinct_owners(env: &TestEnv) -> i64 {
+    env.count(&format!(
+        "SELECT count(DISTINCT owner) FROM consumer_offsets
+         WHERE consumer_group = '{}' AND owner IS NOT NULL",
+        env.config.kafka.group_id
+    ))
+    .await
+}
+
+async fn wait_for(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ok().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_that_come_and_go_store_every_event_once() {
+    let env = TestEnv::new("scaleout").await;
+    assert_eq!(
+        env.config.topics.partitions, 3,
+        "5 topics × 3 = 15 partitions"
+    );
+    let config = env.config_with_jobs(
+        "workers",
+        &[],
+        "[ingest]\nbatch_size = 500\nstale_after_secs = 4\nmax_batch_delay_ms = 200\n\
+         [live_stats]\nenabled = false\n",
+    );
+
+    // What will be produced, in 30 rounds: good events, duplicates, bad ones.
+    let mut rounds: Vec<Vec<DemoRecord>> = Vec::new();
+    let mut good: HashSet<String> = HashSet::new();
+    let mut bad = 0i64;
+    for seed in 0..30u64 {
+        let records: Vec<DemoRecord> = Generator::new(DemoSpec {
+            events: 400,
+            from: ts("2026-03-01"),
+            to: ts("2026-03-02"),
+            bad_ratio: 0.03,
+            duplicate_ratio: 0.03,
+            seed: 1000 + seed,
+            max_event_bytes: 1 << 20,
+        })
+        .expect("spec")
+        .collect();
+        for r in &records {
+            match r.kind {
+                RecordKind::Event => {
+                    let v: Value = serde_json::from_slice(r.payload.as_deref().expect("payload"))
+                        .expect("json");
+                    good.insert(v["event_id"].as_str().expect("id").to_string());
+                }
+                RecordKind::Duplicate => {}
+                RecordKind::Bad(_) => bad += 1,
+            }
+        }
+        rounds.push(records);
+    }
+    assert!(bad > 0);
+
+    let producer = {
+        let config = env.config.clone();
+        tokio::spawn(async move {
+            for records in rounds {
+                let config = config.clone();
+                tokio::task::spawn_blocking(move || {
+                    hxjobs::demo::produce(&config, records.into_iter(), |_| {})
+                })
+                .await
+                .expect("join")
+                .expect("produce");
+                tokio::time::sleep(Duration::from_millis(600)).await;
+            }
+        })
+    };
+
+    let mut w1 = worker(&env, &config, "w1");
+    let mut w2 = worker(&env, &config, "w2");
+    let mut w3 = worker(&env, &config, "w3");
+    wait_for(
+        "three workers share the partitions",
+        Duration::from_secs(60),
+        async || distinct_owners(&env).await == 3,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // One dies without a word; its partitions move to the others.
+    w1.kill().expect("SIGKILL");
+    let _ = w1.wait();
+    wait_for(
+        "the killed worker's partitions move",
+        Duration::from_secs(30),
+        async || {
+            env.count(&format!(
+                "SELECT count(*) FROM consumer_offsets WHERE consumer_group = '{}'
+             AND owner IN (SELECT worker FROM ingest_workers WHERE mode = 'continuous')",
+                env.config.kafka.group_id
+            ))
+            .await
+                == 15
+                && distinct_owners(&env).await == 2
+        },
+    )
+    .await;
+
+    // One is stopped and started again.
+    stop(&mut w2);
+    let mut w2 = worker(&env, &config, "w2b");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A fourth joins and gets a share.
+    let mut w4 = worker(&env, &config, "w4");
+    wait_for(
+        "three workers share the partitions again",
+        Duration::from_secs(60),
+        async || distinct_owners(&env).await == 3,
+    )
+    .await;
+
+    producer.await.expect("producer");
+    // Everything the broker holds is stored.
+    let mut ends = 0;
+    for t in env.config.topics.event_topic_names() {
+        ends += env.high_watermarks(&t);
+    }
+    wait_for(
+        "the workers catch up",
+        Duration::from_secs(120),
+        async || {
+            env.count("SELECT COALESCE(sum(next_offset), 0)::int8 FROM consumer_offsets")
+                .await
+                == ends
+        },
+    )
+    .await;
+    for w in [&mut w2, &mut w3, &mut w4] {
+        stop(w);
+    }
+    // Clean stops gave every partition back and left the group.
+    assert_eq!(
+        env.count("SELECT count(*) FROM consumer_offsets WHERE owner IS NOT NULL")
+            .await,
+        0,
+        "{}",
+        log_of(&env, "w4")
+    );
+    assert_eq!(env.count("SELECT count(*) FROM ingest_workers").await, 0);
+
+    // Every good event once, every bad one a dead letter once, no gap.
+    assert_eq!(
+        env.count("SELECT count(*) FROM events").await,
+        good.len() as i64
+    );
+    assert_eq!(
+        env.count("SELECT count(DISTINCT event_id) FROM events")
+            .await,
+        good.len() as i64
+    );
+    let ids: Vec<String> = sqlx::query_scalar("SELECT event_id::text FROM events")
+        .fetch_all(&env.pool)
+        .await
+        .expect("ids");
+    assert_eq!(ids.into_iter().collect::<HashSet<_>>(), good);
+    assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, bad);
+    assert_eq!(env.count("SELECT count(*) FROM ingest_gaps").await, 0);
+
+    // The commit log: per partition, the committed ranges follow each other
+    // from 0 to the end with no overlap and no hole; epochs only rise along
+    // the offsets; each epoch belongs to one worker. So at any offset, one
+    // owner committed it.
+    let commits: Vec<(String, i32, i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT topic, partition, epoch, worker, from_offset, to_offset FROM ingest_commits
+         ORDER BY topic, partition, from_offset",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .expect("commits");
+    let mut by_partition: HashMap<(String, i32), Vec<(i64, String, i64, i64)>> = HashMap::new();
+    for (t, p, e, w, from, to) in commits {
+        by_partition
+            .entry((t, p))
+            .or_default()
+            .push((e, w, from, to));
+    }
+    assert_eq!(by_partition.len(), 15, "every partition had commits");
+    let mut moved = 0;
+    let mut workers_seen: HashSet<String> = HashSet::new();
+    for ((topic, partition), list) in &by_partition {
+        let mut next = 0;
+        let mut epoch = 0;
+        let mut owner_of: HashMap<i64, &str> = HashMap::new();
+        for (e, w, from, to) in list {
+            assert_eq!(
+                *from, next,
+                "{topic}/{partition}: a hole or an overlap at {from}"
+            );
+            assert!(to > from);
+            assert!(*e >= epoch, "{topic}/{partition}: epoch {e} after {epoch}");
+            assert_eq!(
+                *owner_of.entry(*e).or_insert(w.as_str()),
+                w.as_str(),
+                "{topic}/{partition}: epoch {e} committed by two workers"
+            );
+            next = *to;
+            epoch = *e;
+            workers_seen.insert(w.clone());
+        }
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2",
+        )
+        .bind(topic)
+        .bind(partition)
+        .fetch_one(&env.pool)
+        .await
+        .expect("offset");
+        assert_eq!(next, stored, "{topic}/{partition}");
+        if owner_of.len() > 1 {
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "some partition changed hands");
+    assert_eq!(
+        workers_seen.len(),
+        5,
+        "all five worker processes committed: {workers_seen:?}"
+    );
+    env.cleanup().await;
+}
+
+/// A steady load while two workers ingest continuously: every event
+/// reaches PostgreSQL and the time each took is measured (the target, p99
+/// <= 2 s over 60 s, is checked by `hxjobs bench latency`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_load_is_stored_as_it_arrives() {
+    let env = TestEnv::new("latency").await;
+    let config = env.config_with_jobs("workers", &[], "[live_stats]\nenabled = false\n");
+    let mut w1 = worker(&env, &config, "w1");
+    let mut w2 = worker(&env, &config, "w2");
+    hxjobs::bench::scaleout::wait_owned(&env.pool, &env.config, 2, Duration::from_secs(60))
+        .await
+        .expect("two workers share the partitions");
+    let latency = hxjobs::bench::scaleout::measure_latency(&env.config, &env.pool, 1000, 10)
+        .await
+        .expect("measured");
+    println!("{latency}");
+    assert_eq!(latency.produced, 10_000);
+    assert_eq!(latency.visible, latency.produced, "{latency}");
+    assert_eq!(env.count("SELECT count(*) FROM events").await, 10_000);
+    stop(&mut w1);
+    stop(&mut w2);
+    env.cleanup().await;
+}
