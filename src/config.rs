@@ -296,6 +296,8 @@ pub struct RetentionConfig {
     pub weekly_rollups_days: u32,
     pub monthly_rollups_days: u32,
     pub run_ledger_days: u32,
+    /// `ingest_commits`: which worker moved which partition's offset.
+    pub ingest_commits_days: u32,
     pub reports_days: u32,
 }
 

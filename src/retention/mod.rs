@@ -111,6 +111,12 @@ fn classes(config: &RetentionConfig) -> Vec<(&'static str, u32, &'static str, bo
             crate::ledger::RETENTION_SKIPS,
             false,
         ),
+        (
+            "ingest commit log",
+            config.ingest_commits_days,
+            "FROM ingest_commits WHERE committed_at < $1",
+            false,
+        ),
     ]
 }
 
