@@ -518,6 +518,8 @@ pub struct IngestConfig {
     pub mode: IngestMode,
     /// A continuous worker commits a batch when it is full or this old.
     pub max_batch_delay_ms: u64,
+    /// How long a continuous worker's fetch may wait at the broker for data.
+    pub fetch_wait_ms: u64,
     /// A worker that stops renewing its partition leases loses them after
     /// this long (at once when its process dies).
     pub stale_after_secs: u64,
@@ -769,6 +771,9 @@ impl Config {
         }
         if self.ingest.stale_after_secs < 2 {
             return Err(("ingest.stale_after_secs", "must be at least 2".into()));
+        }
+        if !(1..=10_000).contains(&self.ingest.fetch_wait_ms) {
+            return Err(("ingest.fetch_wait_ms", "must be 1 to 10000".into()));
         }
         if self.ingest.max_batch_delay_ms == 0 {
             return Err(("ingest.max_batch_delay_ms", "must be at least 1".into()));

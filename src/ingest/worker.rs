@@ -48,7 +48,7 @@ enum Control {
 
 /// What the consumer thread hands to the writer, in order.
 enum Item {
-    Batch(Batch),
+    Batch(Box<Batch>),
     /// Everything read of these partitions was handed over before this.
     Released(Vec<(String, i32, i64)>),
 }
@@ -197,7 +197,7 @@ async fn handle(
     summary: &mut Summary,
 ) -> Result<()> {
     match item {
-        Item::Batch(batch) => super::write_one(writer, batch, summary).await,
+        Item::Batch(batch) => super::write_one(writer, *batch, summary).await,
         Item::Released(parts) => member.release(&parts).await,
     }
 }
@@ -367,7 +367,7 @@ fn consume(
     let mut index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
     let delay = ingest.max_batch_delay();
     let mut fetch_bytes = kafka::FETCH_BYTES.max(ingest.max_event_bytes + 4096);
-    let wait_ms = (ingest.max_batch_delay_ms / 5).clamp(10, 2000);
+    let wait_ms = ingest.fetch_wait_ms;
     let mut consumer = kafka::build_consumer_tuned(kafka_config, group, fetch_bytes, wait_ms)?;
     let mut batch = Batch::new();
     let mut batch_started = Instant::now();
@@ -409,7 +409,8 @@ fn consume(
                             m.remove(&o.partition);
                         }
                     }
-                    if !batch.is_empty() && !send(Item::Batch(std::mem::take(&mut batch))) {
+                    if !batch.is_empty() && !send(Item::Batch(Box::new(std::mem::take(&mut batch))))
+                    {
                         return Ok(());
                     }
                     let released = owned
@@ -432,7 +433,7 @@ fn consume(
                 }
                 Ok(Control::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     if !batch.is_empty() {
-                        send(Item::Batch(batch));
+                        send(Item::Batch(Box::new(batch)));
                     }
                     return Ok(());
                 }
@@ -490,7 +491,7 @@ fn consume(
         let full = batch.len() >= ingest.batch_size;
         if !batch.is_empty()
             && (full || batch_started.elapsed() >= delay)
-            && !send(Item::Batch(std::mem::take(&mut batch)))
+            && !send(Item::Batch(Box::new(std::mem::take(&mut batch))))
         {
             return Ok(()); // the writer stopped; it reports why
         }

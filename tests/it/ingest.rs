@@ -414,20 +414,20 @@ async fn offsets_the_broker_skipped_are_recorded_as_a_gap() {
         .execute(&env.pool)
         .await
         .expect("offset row");
-    let mut parts = vec![PartitionState {
+    let mut part = PartitionState {
         topic: topic.clone(),
         partition: 0,
         next: 10,
         end: 100,
         epoch: 1,
-    }];
+    };
     let records: Vec<DemoRecord> = Generator::new(spec(3, 0.0, 0.0, 8))
         .expect("spec")
         .collect();
     let mut batch = Batch::new();
     // Offsets 10 and 11 arrive, then 17: 12..17 were never delivered.
     for (record, offset) in records.iter().zip([10, 11, 17]) {
-        assert!(batch.take(&mut parts[0], 0, offset, record.payload.as_deref(), 1 << 20));
+        assert!(batch.take(&mut part, 0, offset, record.payload.as_deref(), 1 << 20));
     }
     let mut writer = Writer::new(env.pool.acquire().await.expect("conn"), &group, "test");
     let outcome = writer.write(batch).await.expect("write");

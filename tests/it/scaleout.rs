@@ -166,6 +166,7 @@ async fn workers_that_come_and_go_store_every_event_once() {
     .await;
 
     producer.await.expect("producer");
+    let produced_by = chrono::Utc::now();
     // Everything the broker holds is stored.
     let mut ends = 0;
     for t in env.config.topics.event_topic_names() {
@@ -181,6 +182,35 @@ async fn workers_that_come_and_go_store_every_event_once() {
         },
     )
     .await;
+    // Hourly readiness across workers: every partition's stored position
+    // passed the broker's end read after production stopped.
+    let topics = env.config.topics.event_topic_names();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let group = env.config.kafka.group_id.clone();
+    wait_for(
+        "every partition caught up",
+        Duration::from_secs(30),
+        async || {
+            hxjobs::ingest::lease::caught_up_through(&env.pool, &group, &names)
+                .await
+                .expect("caught up")
+                .is_some_and(|t| t >= produced_by)
+        },
+    )
+    .await;
+    assert_eq!(
+        hxjobs::rollup::readiness(
+            &env.pool,
+            &group,
+            &names,
+            produced_by,
+            chrono::TimeDelta::hours(1),
+            produced_by
+        )
+        .await
+        .expect("readiness"),
+        hxjobs::rollup::Readiness::Ready
+    );
     for w in [&mut w2, &mut w3, &mut w4] {
         stop(w);
     }
@@ -223,7 +253,9 @@ async fn workers_that_come_and_go_store_every_event_once() {
     .fetch_all(&env.pool)
     .await
     .expect("commits");
-    let mut by_partition: HashMap<(String, i32), Vec<(i64, String, i64, i64)>> = HashMap::new();
+    // (topic, partition) → [(epoch, worker, from, to)] in offset order.
+    type Commits = Vec<(i64, String, i64, i64)>;
+    let mut by_partition: HashMap<(String, i32), Commits> = HashMap::new();
     for (t, p, e, w, from, to) in commits {
         by_partition
             .entry((t, p))
