@@ -518,7 +518,8 @@ pub struct IngestConfig {
     pub mode: IngestMode,
     /// A continuous worker commits a batch when it is full or this old.
     pub max_batch_delay_ms: u64,
-    /// How long a continuous worker's fetch may wait at the broker for data.
+    /// How long a caught-up continuous worker's fetch may wait at the
+    /// broker for data (one far behind waits longer).
     pub fetch_wait_ms: u64,
     /// A worker that stops renewing its partition leases loses them after
     /// this long (at once when its process dies).

@@ -354,6 +354,11 @@ fn spawn_dead_letter_publisher(
     })
 }
 
+/// The fetch wait while a worker is more than a batch behind: Nisshi
+/// answers a fetch whose wait budget is spent one record per storage read,
+/// so a backlog is read fastest with a generous budget (BENCHMARKS.md).
+const CATCH_UP_FETCH_WAIT_MS: u64 = 2000;
+
 /// The consumer thread: follows the partitions it is told to, parses and
 /// encodes, hands over a batch when full or `max_batch_delay_ms` old.
 fn consume(
@@ -367,7 +372,7 @@ fn consume(
     let mut index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
     let delay = ingest.max_batch_delay();
     let mut fetch_bytes = kafka::FETCH_BYTES.max(ingest.max_event_bytes + 4096);
-    let wait_ms = ingest.fetch_wait_ms;
+    let mut wait_ms = ingest.fetch_wait_ms;
     let mut consumer = kafka::build_consumer_tuned(kafka_config, group, fetch_bytes, wait_ms)?;
     let mut batch = Batch::new();
     let mut batch_started = Instant::now();
@@ -429,6 +434,29 @@ fn consume(
                                 p.end = high;
                             }
                         }
+                    }
+                    // Far behind: long fetches (the broker then answers
+                    // with large reads); caught up: short ones (latency).
+                    let behind: i64 = index
+                        .values()
+                        .flat_map(|m| m.values())
+                        .filter_map(|&i| parts.get(i))
+                        .map(|p| (p.end - p.next).max(0))
+                        .sum();
+                    let catch_up = ingest.batch_size as i64;
+                    let wanted = if behind > catch_up {
+                        CATCH_UP_FETCH_WAIT_MS
+                    } else if behind < catch_up / 4 {
+                        ingest.fetch_wait_ms
+                    } else {
+                        wait_ms
+                    };
+                    if wanted != wait_ms {
+                        wait_ms = wanted;
+                        tracing::debug!(behind, fetch_wait_ms = wait_ms, "fetch wait changed");
+                        consumer =
+                            kafka::build_consumer_tuned(kafka_config, group, fetch_bytes, wait_ms)?;
+                        changed = true;
                     }
                 }
                 Ok(Control::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
