@@ -372,7 +372,8 @@ fn consume(
     let mut index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
     let delay = ingest.max_batch_delay();
     let mut fetch_bytes = kafka::FETCH_BYTES.max(ingest.max_event_bytes + 4096);
-    let mut wait_ms = ingest.fetch_wait_ms;
+    // Until the first reading of the broker's ends, assume a backlog.
+    let mut wait_ms = CATCH_UP_FETCH_WAIT_MS;
     let mut consumer = kafka::build_consumer_tuned(kafka_config, group, fetch_bytes, wait_ms)?;
     let mut batch = Batch::new();
     let mut batch_started = Instant::now();

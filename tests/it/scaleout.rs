@@ -313,9 +313,9 @@ async fn workers_that_come_and_go_store_every_event_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_load_is_stored_as_it_arrives() {
     let env = TestEnv::new("latency").await;
-    let config = env.config_with_jobs("workers", &[], "[live_stats]\nenabled = false\n");
-    let mut w1 = worker(&env, &config, "w1");
-    let mut w2 = worker(&env, &config, "w2");
+    let config_path = env.config_with_jobs("workers", &[], "[live_stats]\nenabled = false\n");
+    let mut w1 = worker(&env, &config_path, "w1");
+    let mut w2 = worker(&env, &config_path, "w2");
     hxjobs::bench::scaleout::wait_owned(&env.pool, &env.config, 2, Duration::from_secs(60))
         .await
         .expect("two workers share the partitions");
@@ -326,6 +326,34 @@ async fn a_steady_load_is_stored_as_it_arrives() {
     assert_eq!(latency.produced, 10_000);
     assert_eq!(latency.visible, latency.produced, "{latency}");
     assert_eq!(env.count("SELECT count(*) FROM events").await, 10_000);
+
+    // What /health and `hxjobs status` say about the partitions.
+    let mut config = env.config.clone();
+    config.ingest.mode = hxjobs::config::IngestMode::Continuous;
+    let check = hxjobs::api::IngestCheck::read(&config, &env.pool)
+        .await
+        .expect("ingest check");
+    assert_eq!((check.status, check.workers), ("ok", 2));
+    assert_eq!(check.partitions.len(), 15);
+    let owners: HashSet<String> = [w1.id(), w2.id()]
+        .iter()
+        .map(|pid| format!(":{pid}"))
+        .collect();
+    for p in &check.partitions {
+        let owner = p.owner.as_deref().expect("owned");
+        assert!(owners.iter().any(|o| owner.ends_with(o)), "{owner}");
+        assert!(p.epoch >= 1 && p.lag.is_some() && p.last_commit_age_secs.is_some());
+    }
+    let out = env
+        .hxjobs(&config_path, &["status"])
+        .output()
+        .expect("hxjobs status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for owner in &owners {
+        assert!(text.contains(owner.as_str()), "{text}");
+    }
+    assert!(!text.contains("(none)"), "{text}");
     stop(&mut w1);
     stop(&mut w2);
     env.cleanup().await;
