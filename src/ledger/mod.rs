@@ -525,7 +525,8 @@ pub async fn heartbeat(pool: &PgPool, fence: Fence) -> Result<bool, sqlx::Error>
 
 /// Writes a started attempt (and its task as running); its
 /// `task_attempts` id. An attempt its seal already recorded keeps its
-/// success. `None`: the claim is gone.
+/// success, and its id is found even once the run has finished (its log's
+/// last lines are written after the seal). `None`: the claim is gone.
 async fn start_attempt(pool: &PgPool, attempt: &Attempt) -> Result<Option<i64>, sqlx::Error> {
     let fence = attempt.fence;
     sqlx::query_scalar(
@@ -544,7 +545,7 @@ async fn start_attempt(pool: &PgPool, attempt: &Attempt) -> Result<Option<i64>, 
          UNION ALL
          SELECT x.id FROM task_attempts x
          WHERE x.run_id = $1 AND x.task = $2 AND x.claim = $4 AND x.try = $3
-           AND x.outcome = 'success' AND EXISTS (SELECT 1 FROM r)",
+           AND x.outcome = 'success'",
     )
     .bind(fence.run_id)
     .bind(&attempt.task)
