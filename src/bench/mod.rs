@@ -304,7 +304,7 @@ pub(crate) fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Dur
 /// Feeds the demo messages from memory through the same batch building and
 /// transactional writer the drain uses, into `db`.
 /// The ingest benchmarks' messages: clean demo events over the last 7 days.
-fn ingest_spec(config: &Config, events: u64) -> DemoSpec {
+pub(crate) fn ingest_spec(config: &Config, events: u64) -> DemoSpec {
     let to = Utc::now();
     DemoSpec {
         events,

@@ -124,16 +124,7 @@ pub async fn ingest_workers(
     let mut config = base.clone();
     config.topics.prefix_names(&format!("bench-{suffix}-"));
     kafka::ensure_topics(&config).await?;
-    let to = Utc::now();
-    let spec = DemoSpec {
-        events,
-        from: to - TimeDelta::days(7),
-        to,
-        bad_ratio: 0.0,
-        duplicate_ratio: 0.0,
-        seed: 1,
-        max_event_bytes: config.ingest.max_event_bytes,
-    };
+    let spec = super::ingest_spec(&config, events);
     eprintln!("producing {events} demo events …");
     let cfg = config.clone();
     tokio::task::spawn_blocking(move || demo::produce(&cfg, demo::Generator::new(spec)?, |_| {}))

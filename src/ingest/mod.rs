@@ -456,8 +456,18 @@ fn assigned_consumer(
     fetch_bytes: usize,
 ) -> Result<BaseConsumer> {
     let consumer = kafka::build_consumer_with(kafka_config, group, fetch_bytes)?;
+    assign_at_next(&consumer, kafka_config, parts.iter().filter(|p| !p.done()))?;
+    Ok(consumer)
+}
+
+/// Assigns `parts` to `consumer`, each at its next offset to store.
+pub(crate) fn assign_at_next<'a>(
+    consumer: &BaseConsumer,
+    kafka_config: &crate::config::KafkaConfig,
+    parts: impl Iterator<Item = &'a PartitionState>,
+) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
-    for p in parts.iter().filter(|p| !p.done()) {
+    for p in parts {
         tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
             .map_err(|e| {
                 kafka::Error::from_kafka(
@@ -470,7 +480,7 @@ fn assigned_consumer(
     consumer
         .assign(&tpl)
         .map_err(|e| kafka::Error::from_kafka(kafka_config, "assigning partitions", e))?;
-    Ok(consumer)
+    Ok(())
 }
 
 /// No message for this long while data is expected: the consumer is

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::Message;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -534,20 +534,9 @@ fn assign(
     parts: &[PartitionState],
     index: &HashMap<String, HashMap<i32, usize>>,
 ) -> Result<()> {
-    let mut tpl = TopicPartitionList::new();
-    for &i in index.values().flat_map(|m| m.values()) {
-        let Some(p) = parts.get(i) else { continue };
-        tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
-            .map_err(|e| {
-                kafka::Error::from_kafka(
-                    kafka_config,
-                    &format!("assigning {}/{}", p.topic, p.partition),
-                    e,
-                )
-            })?;
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| kafka::Error::from_kafka(kafka_config, "assigning partitions", e))?;
-    Ok(())
+    let followed = index
+        .values()
+        .flat_map(|m| m.values())
+        .filter_map(|&i| parts.get(i));
+    super::assign_at_next(consumer, kafka_config, followed)
 }
