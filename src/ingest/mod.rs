@@ -490,6 +490,69 @@ pub(crate) fn assign_at_next<'a>(
 /// fetch session that a new connection resumes.
 pub(crate) const RECONNECT_AFTER: Duration = Duration::from_secs(10);
 
+/// Rebuilds a consumer that expects data but receives none for
+/// [`RECONNECT_AFTER`], each time with twice the fetch size (up to
+/// [`kafka::LARGE_FETCH_BYTES`]).
+pub(crate) struct Refetch {
+    pub fetch_bytes: usize,
+    last_message: Instant,
+    last_reconnect: Instant,
+}
+
+impl Refetch {
+    pub(crate) fn new(ingest: &crate::config::IngestConfig) -> Refetch {
+        Refetch {
+            fetch_bytes: kafka::FETCH_BYTES.max(ingest.max_event_bytes + 4096),
+            last_message: Instant::now(),
+            last_reconnect: Instant::now(),
+        }
+    }
+
+    pub(crate) fn received(&mut self) {
+        self.last_message = Instant::now();
+    }
+
+    /// How long since the last message.
+    pub(crate) fn idle(&self) -> Duration {
+        self.last_message.elapsed()
+    }
+
+    /// Whether to rebuild the consumer now, with `fetch_bytes` raised.
+    pub(crate) fn due(&mut self) -> bool {
+        let idle = self.idle();
+        if idle < RECONNECT_AFTER || self.last_reconnect.elapsed() < RECONNECT_AFTER {
+            return false;
+        }
+        self.fetch_bytes = (self.fetch_bytes * 2).min(kafka::LARGE_FETCH_BYTES);
+        self.last_reconnect = Instant::now();
+        tracing::warn!(
+            fetch_bytes = self.fetch_bytes,
+            idle_secs = idle.as_secs(),
+            "no message while data is expected; reconnecting with larger fetches"
+        );
+        true
+    }
+}
+
+/// Adds `msg` to `batch` if it is of a followed partition (`index`: topic →
+/// partition → position in `parts`). Whether it was.
+pub(crate) fn take_message(
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    index: &HashMap<String, HashMap<i32, usize>>,
+    parts: &mut [PartitionState],
+    batch: &mut Batch,
+    max_event_bytes: usize,
+) -> bool {
+    let Some(&idx) = index.get(msg.topic()).and_then(|m| m.get(&msg.partition())) else {
+        return false;
+    };
+    let Some(state) = parts.get_mut(idx) else {
+        return false;
+    };
+    batch.take(state, idx, msg.offset(), msg.payload(), max_event_bytes);
+    true
+}
+
 /// The consumer thread: poll, parse, encode, hand over full batches.
 fn consume(
     kafka_config: &crate::config::KafkaConfig,
@@ -507,10 +570,8 @@ fn consume(
             .insert(p.partition, i);
     }
     let stall = Duration::from_secs(ingest.stall_timeout_secs);
-    let mut fetch_bytes = kafka::FETCH_BYTES.max(ingest.max_event_bytes + 4096);
-    let mut consumer = assigned_consumer(kafka_config, group, &parts, fetch_bytes)?;
-    let mut last_message = Instant::now();
-    let mut last_reconnect = Instant::now();
+    let mut refetch = Refetch::new(ingest);
+    let mut consumer = assigned_consumer(kafka_config, group, &parts, refetch.fetch_bytes)?;
     let mut batch = Batch::new();
     loop {
         let all_done = parts.iter().all(PartitionState::done);
@@ -523,21 +584,10 @@ fn consume(
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
-                last_message = Instant::now();
-                let Some(&idx) = index.get(msg.topic()).and_then(|m| m.get(&msg.partition()))
-                else {
+                refetch.received();
+                if !take_message(&msg, &index, &mut parts, &mut batch, ingest.max_event_bytes) {
                     continue;
-                };
-                let Some(state) = parts.get_mut(idx) else {
-                    continue;
-                };
-                batch.take(
-                    state,
-                    idx,
-                    msg.offset(),
-                    msg.payload(),
-                    ingest.max_event_bytes,
-                );
+                }
                 if batch.len() >= ingest.batch_size {
                     let full = std::mem::take(&mut batch);
                     if tx.blocking_send(full).is_err() {
@@ -555,18 +605,10 @@ fn consume(
                         return Ok(());
                     }
                 }
-                let idle = last_message.elapsed();
-                if idle >= RECONNECT_AFTER && last_reconnect.elapsed() >= RECONNECT_AFTER {
-                    fetch_bytes = (fetch_bytes * 2).min(kafka::LARGE_FETCH_BYTES);
-                    last_reconnect = Instant::now();
-                    tracing::warn!(
-                        fetch_bytes,
-                        idle_secs = idle.as_secs(),
-                        "no message while data is expected; reconnecting with larger fetches"
-                    );
-                    consumer = assigned_consumer(kafka_config, group, &parts, fetch_bytes)?;
+                if refetch.due() {
+                    consumer = assigned_consumer(kafka_config, group, &parts, refetch.fetch_bytes)?;
                 }
-                if idle >= stall {
+                if refetch.idle() >= stall {
                     if let Some(p) = parts.iter().find(|p| !p.done()) {
                         return Err(Error::Stalled {
                             topic: p.topic.clone(),

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::Message;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{Batch, PartitionState};
 use super::lease::{self, Member, Owned};
 use super::writer::Writer;
-use super::{Error, Result, Summary};
+use super::{take_message, Error, Result, Summary};
 use crate::config::{Config, IngestConfig, KafkaConfig};
 use crate::kafka;
 
@@ -371,14 +370,13 @@ fn consume(
     let mut parts: Vec<PartitionState> = Vec::new();
     let mut index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
     let delay = ingest.max_batch_delay();
-    let mut fetch_bytes = kafka::FETCH_BYTES.max(ingest.max_event_bytes + 4096);
+    let mut refetch = super::Refetch::new(ingest);
     // Until the first reading of the broker's ends, assume a backlog.
     let mut wait_ms = CATCH_UP_FETCH_WAIT_MS;
-    let mut consumer = kafka::build_consumer_tuned(kafka_config, group, fetch_bytes, wait_ms)?;
+    let mut consumer =
+        kafka::build_consumer_tuned(kafka_config, group, refetch.fetch_bytes, wait_ms)?;
     let mut batch = Batch::new();
     let mut batch_started = Instant::now();
-    let mut last_message = Instant::now();
-    let mut last_reconnect = Instant::now();
     let send = |item: Item| tx.blocking_send(item).is_ok();
     loop {
         let mut changed = false;
@@ -455,8 +453,12 @@ fn consume(
                     if wanted != wait_ms {
                         wait_ms = wanted;
                         tracing::debug!(behind, fetch_wait_ms = wait_ms, "fetch wait changed");
-                        consumer =
-                            kafka::build_consumer_tuned(kafka_config, group, fetch_bytes, wait_ms)?;
+                        consumer = kafka::build_consumer_tuned(
+                            kafka_config,
+                            group,
+                            refetch.fetch_bytes,
+                            wait_ms,
+                        )?;
                         changed = true;
                     }
                 }
@@ -474,45 +476,27 @@ fn consume(
         }
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(msg)) => {
-                last_message = Instant::now();
-                let Some(&idx) = index.get(msg.topic()).and_then(|m| m.get(&msg.partition()))
-                else {
-                    continue;
-                };
-                let Some(state) = parts.get_mut(idx) else {
-                    continue;
-                };
-                if batch.is_empty() {
+                refetch.received();
+                let was_empty = batch.is_empty();
+                if take_message(&msg, &index, &mut parts, &mut batch, ingest.max_event_bytes)
+                    && was_empty
+                {
                     batch_started = Instant::now();
                 }
-                batch.take(
-                    state,
-                    idx,
-                    msg.offset(),
-                    msg.payload(),
-                    ingest.max_event_bytes,
-                );
             }
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None => {
-                let idle = last_message.elapsed();
                 let expected = index
                     .values()
                     .flat_map(|m| m.values())
                     .any(|&i| parts.get(i).is_some_and(|p| !p.done()));
-                if expected
-                    && idle >= super::RECONNECT_AFTER
-                    && last_reconnect.elapsed() >= super::RECONNECT_AFTER
-                {
-                    fetch_bytes = (fetch_bytes * 2).min(kafka::LARGE_FETCH_BYTES);
-                    last_reconnect = Instant::now();
-                    tracing::warn!(
-                        fetch_bytes,
-                        idle_secs = idle.as_secs(),
-                        "no message while data is expected; reconnecting with larger fetches"
-                    );
-                    consumer =
-                        kafka::build_consumer_tuned(kafka_config, group, fetch_bytes, wait_ms)?;
+                if expected && refetch.due() {
+                    consumer = kafka::build_consumer_tuned(
+                        kafka_config,
+                        group,
+                        refetch.fetch_bytes,
+                        wait_ms,
+                    )?;
                     assign(&consumer, kafka_config, &parts, &index)?;
                 }
             }
