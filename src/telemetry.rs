@@ -6,7 +6,6 @@ use std::io::IsTerminal;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,8 +59,12 @@ pub fn init(format: LogFormat, color: Color, filter: &str) {
             .boxed(),
     };
     let captured = Targets::new().with_target("hxjobs", Level::INFO);
-    let _ = tracing_subscriber::registry()
+    let subscriber = tracing_subscriber::registry()
         .with(stderr.with_filter(filter))
-        .with(crate::tasklog::CaptureLayer.with_filter(captured))
-        .try_init();
+        .with(crate::tasklog::CaptureLayer.with_filter(captured));
+    // Not `try_init`: that also bridges the `log` crate, and a `log_enabled!`
+    // check no record follows (librdkafka's, whenever a Kafka client is made)
+    // leaves the per-layer filters' state set, so the next event on that
+    // thread was lost to both stderr and the task log.
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }

@@ -223,6 +223,18 @@ async fn workers_that_come_and_go_store_every_event_once() {
         log_of(&env, "w4")
     );
     assert_eq!(env.count("SELECT count(*) FROM ingest_workers").await, 0);
+    // Each daemon said it started, and so did its worker (these lines follow
+    // the making of Kafka clients, which once swallowed them).
+    for name in ["w2", "w3", "w4"] {
+        let log = log_of(&env, name);
+        for line in [
+            "daemon started",
+            "ingest worker started",
+            "ingest worker stopped",
+        ] {
+            assert!(log.contains(line), "{name} did not log {line:?}:\n{log}");
+        }
+    }
 
     // Every good event once, every bad one a dead letter once, no gap.
     assert_eq!(
