@@ -28,6 +28,21 @@ pub struct WorkersRun {
     pub bare: Duration,
     /// From the workers' start until every message is stored.
     pub stored: Duration,
+    /// Where that time went.
+    pub phases: Phases,
+}
+
+/// Moments of a workers run, from its start.
+#[derive(Debug, Clone, Default)]
+pub struct Phases {
+    /// The first commit.
+    pub first_commit: Option<Duration>,
+    /// Every worker owned partitions and none more than its share.
+    pub spread: Option<Duration>,
+    /// Half of the messages stored.
+    pub half: Option<Duration>,
+    /// Nine tenths stored.
+    pub ninety: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +70,20 @@ impl fmt::Display for WorkersBench {
                 rate(r.stored),
                 r.stored.as_secs_f64(),
                 rate(r.stored) / rate(r.bare)
+            )?;
+            let at = |d: Option<Duration>| {
+                d.map_or_else(
+                    || "n/a".to_string(),
+                    |d| format!("{:.1} s", d.as_secs_f64()),
+                )
+            };
+            writeln!(
+                f,
+                "    first commit {}, shared out {}, half stored {}, 90% {}",
+                at(r.phases.first_commit),
+                at(r.phases.spread),
+                at(r.phases.half),
+                at(r.phases.ninety)
             )?;
         }
         if let Some(r) = self.runs.iter().find(|r| r.workers == 3) {
@@ -89,23 +118,48 @@ pub fn start_workers(
         .collect()
 }
 
-/// Waits until the stored positions of `group` sum to `total`.
+/// Waits until the stored positions of `group` sum to `total`, noting
+/// when the run passed its phases.
 async fn wait_stored(
     pool: &PgPool,
     group: &str,
     total: i64,
+    workers: usize,
     limit: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Phases> {
     let started = Instant::now();
+    let mut phases = Phases::default();
     loop {
-        let stored: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(sum(next_offset), 0)::int8 FROM consumer_offsets WHERE consumer_group = $1",
+        let (stored, partitions, owners, most): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(sum(next_offset), 0)::int8,
+                    count(*),
+                    count(DISTINCT owner),
+                    COALESCE(max(owned), 0)::int8
+               FROM consumer_offsets
+               LEFT JOIN (SELECT owner AS o, count(*) AS owned FROM consumer_offsets
+                           WHERE consumer_group = $1 AND owner IS NOT NULL GROUP BY owner) c
+                 ON c.o = owner
+              WHERE consumer_group = $1",
         )
         .bind(group)
         .fetch_one(pool)
         .await?;
+        let now = Some(started.elapsed());
+        let share = (partitions as usize).div_ceil(workers.max(1)) as i64;
+        if phases.first_commit.is_none() && stored > 0 {
+            phases.first_commit = now;
+        }
+        if phases.spread.is_none() && owners as usize == workers && most <= share {
+            phases.spread = now;
+        }
+        if phases.half.is_none() && stored * 2 >= total {
+            phases.half = now;
+        }
+        if phases.ninety.is_none() && stored * 10 >= total * 9 {
+            phases.ninety = now;
+        }
         if stored >= total {
-            return Ok(());
+            return Ok(phases);
         }
         if started.elapsed() > limit {
             anyhow::bail!("workers stored {stored} of {total} messages in {limit:?}");
@@ -149,6 +203,7 @@ pub async fn ingest_workers(
                 &pool,
                 &run_config.kafka.group_id,
                 events as i64,
+                n,
                 Duration::from_secs(3600),
             )
             .await;
@@ -157,7 +212,7 @@ pub async fn ingest_workers(
             for h in handles {
                 let _ = h.await;
             }
-            waited?;
+            let phases = waited?;
             let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
                 .fetch_one(&pool)
                 .await?;
@@ -165,14 +220,16 @@ pub async fn ingest_workers(
             if rows != events as i64 {
                 anyhow::bail!("{n} workers stored {rows} of {events} events");
             }
-            Ok::<_, anyhow::Error>(stored)
+            Ok::<_, anyhow::Error>((stored, phases))
         }
         .await;
         scratch.finish(keep).await;
+        let (stored, phases) = outcome?;
         runs.push(WorkersRun {
             workers: n,
             bare,
-            stored: outcome?,
+            stored,
+            phases,
         });
     }
     Ok(WorkersBench {

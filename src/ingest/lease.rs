@@ -56,9 +56,30 @@ pub struct Beat {
 impl Beat {
     /// The most partitions one continuous worker should hold.
     pub fn share(&self) -> usize {
-        let workers = self.workers.max(1);
-        ((self.partitions + workers - 1) / workers).max(0) as usize
+        share(self.partitions, self.workers)
     }
+}
+
+/// What a pulse saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Pulse {
+    pub workers: i64,
+    pub partitions: i64,
+    pub claimable: i64,
+}
+
+impl Pulse {
+    /// Whether a worker holding `owned` partitions should beat now: it holds
+    /// more than its share, or less while some are claimable.
+    pub fn unsettled(&self, owned: usize) -> bool {
+        let share = share(self.partitions, self.workers);
+        owned > share || (owned < share && self.claimable > 0)
+    }
+}
+
+fn share(partitions: i64, workers: i64) -> usize {
+    let workers = workers.max(1);
+    ((partitions + workers - 1) / workers).max(0) as usize
 }
 
 /// A lease is claimable when nobody holds it, it expired, or its owner's
@@ -158,6 +179,31 @@ impl Member {
             workers,
             partitions,
             owned,
+        })
+    }
+
+    /// A cheap look between beats: the continuous workers present, the
+    /// partitions, and how many of them are claimable now.
+    pub async fn pulse(&mut self) -> Result<Pulse, Error> {
+        let (workers, partitions, claimable): (i64, i64, i64) = sqlx::query_as(&format!(
+            "SELECT (SELECT count(*) FROM ingest_workers w
+                     JOIN pg_stat_activity a ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
+                     WHERE w.consumer_group = $1 AND w.mode = 'continuous'
+                       AND w.beat_at > now() - make_interval(secs => $2)),
+                    (SELECT count(*) FROM consumer_offsets
+                     WHERE consumer_group = $1 AND topic = ANY($3)),
+                    (SELECT count(*) FROM consumer_offsets c
+                     WHERE c.consumer_group = $1 AND c.topic = ANY($3) AND {CLAIMABLE})"
+        ))
+        .bind(&self.group)
+        .bind(self.lease_secs)
+        .bind(&self.topics)
+        .fetch_one(&mut self.conn)
+        .await?;
+        Ok(Pulse {
+            workers,
+            partitions,
+            claimable,
         })
     }
 

@@ -135,6 +135,8 @@ async fn session(
     let mut reported = Instant::now();
     let mut beat = tokio::time::interval(config.ingest.beat_every());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pulse = tokio::time::interval(PULSE_EVERY);
+    pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome: Result<()> = loop {
         tokio::select! {
             item = rx.recv() => match item {
@@ -153,6 +155,20 @@ async fn session(
                     report(&summary, &coordinator, reported.elapsed());
                     summary = Summary::default();
                     reported = Instant::now();
+                }
+            }
+            _ = pulse.tick() => {
+                // Between beats: a worker that joined or left, or partitions
+                // given back, are acted on at once rather than at the next beat.
+                match coordinator.member.pulse().await {
+                    Ok(p) if p.unsettled(coordinator.owned.len()) => {
+                        if let Err(e) = coordinator.beat().await {
+                            break Err(e);
+                        }
+                        beat.reset();
+                    }
+                    Ok(_) => {}
+                    Err(e) => break Err(e),
                 }
             }
             _ = stop.cancelled() => break Ok(()),
@@ -352,6 +368,10 @@ fn spawn_dead_letter_publisher(
         }
     })
 }
+
+/// How often a worker looks between beats whether the partitions need
+/// sharing out again.
+const PULSE_EVERY: Duration = Duration::from_millis(250);
 
 /// The fetch wait while a worker is more than a batch behind: Nisshi
 /// answers a fetch whose wait budget is spent one record per storage read,
