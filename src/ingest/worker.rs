@@ -95,20 +95,23 @@ async fn session(
     worker: &str,
     stop: &CancellationToken,
 ) -> Result<()> {
-    kafka::ensure_topics(config).await?;
     let group = config.kafka.group_id.clone();
     let topics = config.topics.event_topic_names();
-    let marks = super::read_marks(config, &topics).await?;
-    super::register_partitions(config, pool, &marks).await?;
+    // Join before the broker set-up, so that workers started together count
+    // each other at their first claim instead of one taking every partition
+    // and giving most back (its reads of those would be wasted).
     let member = Member::join(
         pool,
         &group,
         worker,
         lease::Mode::Continuous,
-        topics,
+        topics.clone(),
         config.ingest.stale_after(),
     )
     .await?;
+    kafka::ensure_topics(config).await?;
+    let marks = super::read_marks(config, &topics).await?;
+    super::register_partitions(config, pool, &marks).await?;
     let mut writer = Writer::new(pool.acquire().await?, &group, worker);
     let metadata = Arc::new(kafka::build_consumer(&config.kafka, &group)?);
 
