@@ -76,16 +76,27 @@ impl Error {
 
 /// Fails with [`Error::Unreachable`] unless a broker answers a metadata request.
 pub fn check_reachable(kafka: &KafkaConfig) -> Result<()> {
+    topic_names(kafka).map(|_| ())
+}
+
+/// The topics the broker lists without an error, from one metadata
+/// request; [`Error::Unreachable`] when no broker answers. Blocking.
+fn topic_names(kafka: &KafkaConfig) -> Result<std::collections::HashSet<String>> {
     let client: BaseConsumer = client_config(kafka)
         .create()
         .map_err(|e| Error::from_kafka(kafka, "creating a client", e))?;
-    client
+    let metadata = client
         .fetch_metadata(None, timeout(kafka))
-        .map(|_| ())
         .map_err(|e| Error::Unreachable {
             servers: kafka.bootstrap_servers.clone(),
             reason: e.to_string(),
-        })
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name().to_string())
+        .collect())
 }
 
 /// Bytes per fetch request in normal operation: measured fastest against
@@ -239,6 +250,36 @@ pub fn partitions_of(
     }
 }
 
+/// The partitions of each of `topics`, from one metadata request; a topic
+/// missing from it is asked for alone ([`partitions_of`], with its retries).
+pub fn partitions_of_all(
+    consumer: &BaseConsumer,
+    kafka: &KafkaConfig,
+    topics: &[String],
+) -> Result<Vec<(String, Vec<i32>)>> {
+    let metadata = consumer
+        .fetch_metadata(None, timeout(kafka))
+        .map_err(|e| Error::from_kafka(kafka, "metadata", e))?;
+    topics
+        .iter()
+        .map(|topic| {
+            let listed = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            let partitions = match listed {
+                Some(t) => {
+                    let mut parts: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                    parts.sort_unstable();
+                    parts
+                }
+                None => partitions_of(consumer, kafka, topic)?,
+            };
+            Ok((topic.clone(), partitions))
+        })
+        .collect()
+}
+
 fn partitions_once(consumer: &BaseConsumer, kafka: &KafkaConfig, topic: &str) -> Result<Vec<i32>> {
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout(kafka))
@@ -299,21 +340,26 @@ pub fn watermarks(
         .map_err(|e| Error::from_kafka(kafka, &format!("watermarks of {topic}/{partition}"), e))
 }
 
-/// Creates every configured topic that is missing; existing topics are left as they are.
+/// Creates every configured topic that is missing; existing topics are left
+/// as they are. One metadata request when none is missing.
 pub async fn ensure_topics(config: &Config) -> Result<()> {
     let kafka = &config.kafka;
-    ensure_reachable(kafka).await?;
     let t = &config.topics;
-    let admin: AdminClient<DefaultClientContext> = client_config(kafka)
-        .create()
-        .map_err(|e| Error::from_kafka(kafka, "creating an admin client", e))?;
-    let retention = t.retention_ms.to_string();
     let mut wanted: Vec<(String, i32)> = t
         .event_topics()
         .iter()
         .map(|(name, _)| (name.to_string(), t.partitions))
         .collect();
     wanted.push((t.dead_letter.clone(), t.dead_letter_partitions));
+    let existing = existing_topics(kafka).await?;
+    wanted.retain(|(name, _)| !existing.contains(name));
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka)
+        .create()
+        .map_err(|e| Error::from_kafka(kafka, "creating an admin client", e))?;
+    let retention = t.retention_ms.to_string();
     let new_topics: Vec<NewTopic<'_>> = wanted
         .iter()
         .map(|(name, partitions)| {
@@ -344,4 +390,15 @@ pub async fn ensure_topics(config: &Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`topic_names`] off the async runtime.
+async fn existing_topics(kafka: &KafkaConfig) -> Result<std::collections::HashSet<String>> {
+    let probe = kafka.clone();
+    tokio::task::spawn_blocking(move || topic_names(&probe))
+        .await
+        .map_err(|e| Error::Unreachable {
+            servers: kafka.bootstrap_servers.clone(),
+            reason: e.to_string(),
+        })?
 }

@@ -356,6 +356,45 @@ pub async fn register_partitions(
     lease::register(pool, &config.kafka.group_id, &starts).await
 }
 
+/// Gives each partition of `topics` without a row its row. Partitions
+/// already known cost one metadata request in all, no watermark reads: a
+/// continuous worker's start, while other workers keep the broker busy.
+pub async fn register_new_partitions(
+    config: &Config,
+    pool: &PgPool,
+    consumer: std::sync::Arc<BaseConsumer>,
+    topics: &[String],
+) -> Result<()> {
+    let known: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT topic, partition FROM consumer_offsets WHERE consumer_group = $1 AND topic = ANY($2)",
+    )
+    .bind(&config.kafka.group_id)
+    .bind(topics)
+    .fetch_all(pool)
+    .await?;
+    let known: std::collections::HashSet<(String, i32)> = known.into_iter().collect();
+    let (kafka_config, topics) = (config.kafka.clone(), topics.to_vec());
+    let marks = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for (topic, partitions) in kafka::partitions_of_all(&consumer, &kafka_config, &topics)? {
+            for partition in partitions {
+                if known.contains(&(topic.clone(), partition)) {
+                    continue;
+                }
+                let (low, high) = kafka::watermarks(&consumer, &kafka_config, &topic, partition)?;
+                out.push((topic.clone(), partition, low, high));
+            }
+        }
+        Ok::<_, Error>(out)
+    })
+    .await
+    .map_err(|_| Error::ConsumerLost)??;
+    if marks.is_empty() {
+        return Ok(());
+    }
+    register_partitions(config, pool, &marks).await
+}
+
 /// After the drain's commits: publishes the dead letters due (this drain's
 /// and any an earlier one could not). A broker that does not take them
 /// fails nothing; they stay queued for the next drain.

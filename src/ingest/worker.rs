@@ -97,6 +97,7 @@ async fn session(
 ) -> Result<()> {
     let group = config.kafka.group_id.clone();
     let topics = config.topics.event_topic_names();
+    let setup = Instant::now();
     // Join before the broker set-up, so that workers started together count
     // each other at their first claim instead of one taking every partition
     // and giving most back (its reads of those would be wasted).
@@ -110,10 +111,9 @@ async fn session(
     )
     .await?;
     kafka::ensure_topics(config).await?;
-    let marks = super::read_marks(config, &topics).await?;
-    super::register_partitions(config, pool, &marks).await?;
-    let mut writer = Writer::new(pool.acquire().await?, &group, worker);
     let metadata = Arc::new(kafka::build_consumer(&config.kafka, &group)?);
+    super::register_new_partitions(config, pool, metadata.clone(), &topics).await?;
+    let mut writer = Writer::new(pool.acquire().await?, &group, worker);
 
     let (control, control_rx) = std::sync::mpsc::channel::<Control>();
     let (tx, mut rx) = mpsc::channel::<Item>(2);
@@ -133,7 +133,12 @@ async fn session(
         kafka: config.kafka.clone(),
         pool: pool.clone(),
     };
-    tracing::info!(worker, group = %group, "ingest worker started");
+    tracing::info!(
+        worker,
+        group = %group,
+        setup_ms = setup.elapsed().as_millis() as u64,
+        "ingest worker started"
+    );
     let mut summary = Summary::default();
     let mut reported = Instant::now();
     let mut beat = tokio::time::interval(config.ingest.beat_every());
