@@ -516,7 +516,8 @@ pub struct IngestConfig {
     pub stall_timeout_secs: u64,
     /// How the daemon ingests (HXJOBS_INGEST_MODE).
     pub mode: IngestMode,
-    /// A continuous worker commits a batch when it is full or this old.
+    /// A continuous worker commits a batch when it is full, this old, or at
+    /// the broker's ends as last read.
     pub max_batch_delay_ms: u64,
     /// How long a caught-up continuous worker's fetch may wait at the
     /// broker for data (one far behind waits longer).

@@ -9,8 +9,8 @@
 //!
 //! [`drain`] takes the free partitions up to the high watermarks read at its
 //! start and exits; [`worker`] runs in the daemon, shares the partitions with
-//! the other daemons and commits a batch when it is full or
-//! `ingest.max_batch_delay_ms` old.
+//! the other daemons and commits a batch when it is full,
+//! `ingest.max_batch_delay_ms` old, or at the broker's ends as last read.
 
 pub mod batch;
 pub mod copy;

@@ -5,9 +5,9 @@
 //! its leases, gives back what exceeds its share (the partitions divided by
 //! the continuous workers present, rounded up) and claims free or lost
 //! partitions up to it. Its consumer thread reads the owned partitions from
-//! their stored offsets and hands over a batch when it is full or
-//! `ingest.max_batch_delay_ms` old; the writer commits it under the leases'
-//! epochs. A partition given back is first flushed: its last batch commits
+//! their stored offsets and hands over a batch when it is full,
+//! `ingest.max_batch_delay_ms` old, or has reached the broker's ends as
+//! last read; the writer commits it under the leases' epochs. A partition given back is first flushed: its last batch commits
 //! before the lease is released. Any failure ends the session (nothing
 //! half-written survives a transaction) and a new one starts from the
 //! stored offsets.
@@ -401,6 +401,11 @@ fn consume(
     let mut refetch = super::Refetch::new(ingest);
     // Until the first reading of the broker's ends, assume a backlog.
     let mut wait_ms = CATCH_UP_FETCH_WAIT_MS;
+    let mut wanted_wait_ms = wait_ms;
+    // The last poll found nothing: nothing read ahead is waiting.
+    let mut idle = false;
+    // Ends were read and the batch has not yet reached them.
+    let mut flush_at_ends = false;
     let mut consumer =
         kafka::build_consumer_tuned(kafka_config, group, refetch.fetch_bytes, wait_ms)?;
     let mut batch = Batch::new();
@@ -470,24 +475,12 @@ fn consume(
                         .filter_map(|&i| parts.get(i))
                         .map(|p| (p.end - p.next).max(0))
                         .sum();
+                    flush_at_ends = true;
                     let catch_up = ingest.batch_size as i64;
-                    let wanted = if behind > catch_up {
-                        CATCH_UP_FETCH_WAIT_MS
+                    if behind > catch_up {
+                        wanted_wait_ms = CATCH_UP_FETCH_WAIT_MS;
                     } else if behind < catch_up / 4 {
-                        ingest.fetch_wait_ms
-                    } else {
-                        wait_ms
-                    };
-                    if wanted != wait_ms {
-                        wait_ms = wanted;
-                        tracing::debug!(behind, fetch_wait_ms = wait_ms, "fetch wait changed");
-                        consumer = kafka::build_consumer_tuned(
-                            kafka_config,
-                            group,
-                            refetch.fetch_bytes,
-                            wait_ms,
-                        )?;
-                        changed = true;
+                        wanted_wait_ms = ingest.fetch_wait_ms;
                     }
                 }
                 Ok(Control::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
@@ -499,10 +492,21 @@ fn consume(
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
             }
         }
+        // A longer wait at once (a backlog); a shorter one once what was
+        // read ahead is taken, since a new consumer reads it all again.
+        if wanted_wait_ms != wait_ms && (wanted_wait_ms > wait_ms || idle) {
+            wait_ms = wanted_wait_ms;
+            tracing::debug!(fetch_wait_ms = wait_ms, "fetch wait changed");
+            consumer =
+                kafka::build_consumer_tuned(kafka_config, group, refetch.fetch_bytes, wait_ms)?;
+            changed = true;
+        }
         if changed {
             assign(&consumer, kafka_config, &parts, &index)?;
         }
-        match consumer.poll(Duration::from_millis(50)) {
+        let polled = consumer.poll(Duration::from_millis(50));
+        idle = polled.is_none();
+        match polled {
             Some(Ok(msg)) => {
                 refetch.received();
                 let was_empty = batch.is_empty();
@@ -530,8 +534,22 @@ fn consume(
             }
         }
         let full = batch.len() >= ingest.batch_size;
+        // Once per reading of the ends: everything the broker held then is
+        // read, so it commits now rather than after the batch delay (the
+        // end of a backlog; readiness passes that reading sooner).
+        let reached_ends = flush_at_ends && {
+            let caught_up = index
+                .values()
+                .flat_map(|m| m.values())
+                .filter_map(|&i| parts.get(i))
+                .all(PartitionState::done);
+            if caught_up {
+                flush_at_ends = false;
+            }
+            caught_up
+        };
         if !batch.is_empty()
-            && (full || batch_started.elapsed() >= delay)
+            && (full || reached_ends || batch_started.elapsed() >= delay)
             && !send(Item::Batch(Box::new(std::mem::take(&mut batch))))
         {
             return Ok(()); // the writer stopped; it reports why

@@ -370,3 +370,49 @@ async fn a_steady_load_is_stored_as_it_arrives() {
     stop(&mut w2);
     env.cleanup().await;
 }
+
+/// The end of a backlog commits as soon as a worker has read up to the
+/// broker's ends, not when its batch delay runs out (here ten minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_backlog_commits_without_waiting_for_the_batch_delay() {
+    let env = TestEnv::new("backlog_end").await;
+    let spec = DemoSpec {
+        events: 700,
+        from: ts("2026-03-01"),
+        to: ts("2026-03-02"),
+        bad_ratio: 0.0,
+        duplicate_ratio: 0.0,
+        seed: 11,
+        max_event_bytes: 1 << 20,
+    };
+    env.produce(Generator::new(spec).expect("spec").collect())
+        .await;
+    let mut config = env.config.clone();
+    config.ingest.batch_size = 100_000;
+    config.ingest.max_batch_delay_ms = 600_000;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(hxjobs::ingest::worker::run(
+        std::sync::Arc::new(config),
+        env.pool.clone(),
+        "backlog-end".into(),
+        stop.clone(),
+    ));
+    wait_for("every event stored", Duration::from_secs(60), async || {
+        env.count("SELECT count(*) FROM events").await == 700
+    })
+    .await;
+    // In one transaction: nothing was handed over before the ends were reached.
+    assert_eq!(
+        env.count("SELECT sum(to_offset - from_offset)::int8 FROM ingest_commits")
+            .await,
+        700
+    );
+    assert_eq!(
+        env.count("SELECT count(DISTINCT committed_at) FROM ingest_commits")
+            .await,
+        1
+    );
+    stop.cancel();
+    worker.await.expect("worker stops");
+    env.cleanup().await;
+}
