@@ -505,3 +505,73 @@ async fn dead_letters_wait_in_the_outbox_while_their_topic_is_unavailable() {
     assert_eq!(again.dead_letters_published, 0);
     env.cleanup().await;
 }
+
+/// A new day's partition is made and attached while another ingest
+/// transaction is writing to `events` (CREATE TABLE ... PARTITION OF would
+/// wait for it, and hold up every other writer meanwhile); it carries the
+/// table's indexes and no statistics for the JSON documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_day_is_attached_while_ingest_writes() {
+    let env = TestEnv::new("attach").await;
+    env.ingest_demo(20, ts("2026-03-01"), ts("2026-03-02"), 3)
+        .await;
+    let mut writing = env.pool.begin().await.expect("begin");
+    sqlx::query("UPDATE events SET ingested_at = now() WHERE event_day = '2026-03-01'")
+        .execute(&mut *writing)
+        .await
+        .expect("a writer holds events");
+
+    let mut other = env.pool.acquire().await.expect("connection");
+    sqlx::query("SET lock_timeout = '5s'")
+        .execute(&mut *other)
+        .await
+        .expect("lock timeout");
+    sqlx::query("SELECT hxjobs_ensure_event_partition('2026-03-05')")
+        .execute(&mut *other)
+        .await
+        .expect("the partition is made without waiting for the writer");
+    // Twice is harmless.
+    sqlx::query("SELECT hxjobs_ensure_event_partition('2026-03-05')")
+        .execute(&mut *other)
+        .await
+        .expect("again");
+    writing.commit().await.expect("commit");
+
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM pg_inherits
+             WHERE inhparent = 'events'::regclass AND inhrelid = 'events_p20260305'::regclass"
+        )
+        .await,
+        1
+    );
+    let targets: Vec<(String, i16)> = sqlx::query_as(
+        "SELECT c.relname::text, a.attstattarget FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+         WHERE c.relname IN ('events_p20260301', 'events_p20260305') AND a.attname IN ('data', 'metadata')
+         ORDER BY 1, a.attname",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .expect("statistics targets");
+    assert_eq!(targets.len(), 4, "{targets:?}");
+    assert!(targets.iter().all(|(_, t)| *t == 0), "{targets:?}");
+    // The primary key and the BRIN index, as on every partition.
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'events_p20260305'
+             AND (indexdef LIKE '%UNIQUE%(event_day, event_id)%' OR indexdef LIKE '%brin (event_time)%')"
+        )
+        .await,
+        2
+    );
+    // Events of that day are stored in it, once.
+    env.ingest_demo(30, ts("2026-03-05"), ts("2026-03-06"), 4)
+        .await;
+    assert_eq!(env.count("SELECT count(*) FROM events_p20260305").await, 30);
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE event_day = '2026-03-05'")
+            .await,
+        30
+    );
+    env.cleanup().await;
+}
