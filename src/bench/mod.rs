@@ -271,6 +271,21 @@ async fn run_ingest(
 
 /// Reads every message of the event topics from the start and stores nothing.
 pub(crate) fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Duration> {
+    Ok(bare_consume_marked(config, expected)?.total)
+}
+
+/// A bare consume's time, and when it had read its first message, half
+/// and nine tenths of them.
+#[derive(Debug, Clone, Copy)]
+pub struct BareConsume {
+    pub total: Duration,
+    pub first: Option<Duration>,
+    pub half: Option<Duration>,
+    pub ninety: Option<Duration>,
+}
+
+/// [`bare_consume`] with its marks.
+pub(crate) fn bare_consume_marked(config: &Config, expected: u64) -> anyhow::Result<BareConsume> {
     let consumer = kafka::build_consumer(&config.kafka, &config.kafka.group_id)?;
     let mut tpl = TopicPartitionList::new();
     for (topic, _) in config.topics.event_topics() {
@@ -283,12 +298,22 @@ pub(crate) fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Dur
     let mut seen = 0u64;
     let mut bytes = 0usize;
     let mut last = Instant::now();
+    let (mut first, mut half, mut ninety) = (None, None, None);
     while seen < expected {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 seen += 1;
                 bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
                 last = Instant::now();
+                if first.is_none() {
+                    first = Some(started.elapsed());
+                }
+                if half.is_none() && seen * 2 >= expected {
+                    half = Some(started.elapsed());
+                }
+                if ninety.is_none() && seen * 10 >= expected * 9 {
+                    ninety = Some(started.elapsed());
+                }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None if last.elapsed() > Duration::from_secs(60) => {
@@ -298,7 +323,12 @@ pub(crate) fn bare_consume(config: &Config, expected: u64) -> anyhow::Result<Dur
         }
     }
     tracing::debug!(bytes, "bare consume done");
-    Ok(started.elapsed())
+    Ok(BareConsume {
+        total: started.elapsed(),
+        first,
+        half,
+        ninety,
+    })
 }
 
 /// Feeds the demo messages from memory through the same batch building and

@@ -24,8 +24,10 @@ use crate::{db, kafka};
 pub struct WorkersRun {
     pub workers: usize,
     /// Reading the same messages with one consumer, storing nothing, just
-    /// before the workers ran.
-    pub bare: Duration,
+    /// before the workers ran and just after (the baseline is their mean,
+    /// so a broker that drifts faster or slower meanwhile is accounted for).
+    pub bare_before: super::BareConsume,
+    pub bare_after: super::BareConsume,
     /// From the workers' start until every message is stored.
     pub stored: Duration,
     /// Where that time went.
@@ -60,41 +62,68 @@ impl fmt::Display for WorkersBench {
             self.events, self.partitions
         )?;
         let rate = |d: Duration| self.events as f64 / d.as_secs_f64().max(1e-9);
+        let at = |d: Option<Duration>| {
+            d.map_or_else(
+                || "n/a".to_string(),
+                |d| format!("{:.1} s", d.as_secs_f64()),
+            )
+        };
         for r in &self.runs {
             writeln!(
                 f,
-                "  {} worker(s): bare consume {:>7.0} events/s ({:.1} s), workers → PostgreSQL {:>7.0} events/s ({:.1} s), ratio {:.2}",
+                "  {} worker(s): bare consume {:>7.0} events/s (before {:.1} s, after {:.1} s), workers → PostgreSQL {:>7.0} events/s ({:.1} s), ratio {:.2}",
                 r.workers,
-                rate(r.bare),
-                r.bare.as_secs_f64(),
+                r.bare_rate(self.events),
+                r.bare_before.total.as_secs_f64(),
+                r.bare_after.total.as_secs_f64(),
                 rate(r.stored),
                 r.stored.as_secs_f64(),
-                rate(r.stored) / rate(r.bare)
+                r.ratio(self.events)
             )?;
-            let at = |d: Option<Duration>| {
-                d.map_or_else(
-                    || "n/a".to_string(),
-                    |d| format!("{:.1} s", d.as_secs_f64()),
-                )
-            };
             writeln!(
                 f,
-                "    first commit {}, shared out {}, half stored {}, 90% {}",
-                at(r.phases.first_commit),
+                "    bare before: first message {}, half read {}, 90% {}",
+                at(r.bare_before.first),
+                at(r.bare_before.half),
+                at(r.bare_before.ninety)
+            )?;
+            writeln!(
+                f,
+                "    workers: shared out {}, first commit {}, half stored {}, 90% {}",
                 at(r.phases.spread),
+                at(r.phases.first_commit),
                 at(r.phases.half),
                 at(r.phases.ninety)
             )?;
         }
-        if let Some(r) = self.runs.iter().find(|r| r.workers == 3) {
-            let ratio = rate(r.stored) / rate(r.bare);
+        let threes: Vec<f64> = self
+            .runs
+            .iter()
+            .filter(|r| r.workers == 3)
+            .map(|r| r.ratio(self.events))
+            .collect();
+        if let Some(worst) = threes.iter().copied().reduce(f64::min) {
             write!(
                 f,
-                "  target (3 workers >= 0.80 of the bare consume): {}",
-                if ratio >= 0.8 { "met" } else { "NOT met" }
+                "  target (3 workers >= 0.80 of the bare consume, every run): {} (lowest of {} run(s): {worst:.2})",
+                if worst >= 0.8 { "met" } else { "NOT met" },
+                threes.len()
             )?;
         }
         Ok(())
+    }
+}
+
+impl WorkersRun {
+    /// The bare consume's rate: the mean of the one before and the one after.
+    pub fn bare_rate(&self, events: u64) -> f64 {
+        let rate = |d: Duration| events as f64 / d.as_secs_f64().max(1e-9);
+        (rate(self.bare_before.total) + rate(self.bare_after.total)) / 2.0
+    }
+
+    /// The workers' rate over the bare consume's.
+    pub fn ratio(&self, events: u64) -> f64 {
+        events as f64 / self.stored.as_secs_f64().max(1e-9) / self.bare_rate(events)
     }
 }
 
@@ -185,11 +214,16 @@ pub async fn ingest_workers(
         .await??;
     let partitions = config.topics.event_topics().len() * config.topics.partitions.max(1) as usize;
 
-    let mut runs = Vec::new();
-    for &n in counts {
+    let bare = || {
         eprintln!("bare consume …");
         let cfg = config.clone();
-        let bare = tokio::task::spawn_blocking(move || super::bare_consume(&cfg, events)).await??;
+        async move {
+            tokio::task::spawn_blocking(move || super::bare_consume_marked(&cfg, events)).await?
+        }
+    };
+    let mut runs = Vec::new();
+    let mut bare_before = bare().await?;
+    for &n in counts {
         eprintln!("{n} worker(s) …");
         let scratch = Scratch::create(&config, &format!("workers{n}")).await?;
         let mut run_config = scratch.config.clone();
@@ -225,12 +259,15 @@ pub async fn ingest_workers(
         .await;
         scratch.finish(keep).await;
         let (stored, phases) = outcome?;
+        let bare_after = bare().await?;
         runs.push(WorkersRun {
             workers: n,
-            bare,
+            bare_before,
+            bare_after,
             stored,
             phases,
         });
+        bare_before = bare_after;
     }
     Ok(WorkersBench {
         events,
