@@ -545,8 +545,8 @@ async fn a_new_day_is_attached_while_ingest_writes() {
         .await,
         1
     );
-    let targets: Vec<(String, i16)> = sqlx::query_as(
-        "SELECT c.relname::text, a.attstattarget FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    let targets: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT c.relname::text, coalesce(a.attstattarget::int4, -1) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
          WHERE c.relname IN ('events_p20260301', 'events_p20260305') AND a.attname IN ('data', 'metadata')
          ORDER BY 1, a.attname",
     )
