@@ -365,12 +365,20 @@ pub async fn register_new_partitions(
     consumer: std::sync::Arc<BaseConsumer>,
     topics: &[String],
 ) -> Result<()> {
+    // One worker of a group registers at a time; workers started together
+    // wait for the first and then find its rows, instead of all reading the
+    // watermarks while the first ones' fetches keep the broker busy.
+    let mut turn = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("hxjobs.register:{}", config.kafka.group_id))
+        .execute(&mut *turn)
+        .await?;
     let known: Vec<(String, i32)> = sqlx::query_as(
         "SELECT topic, partition FROM consumer_offsets WHERE consumer_group = $1 AND topic = ANY($2)",
     )
     .bind(&config.kafka.group_id)
     .bind(topics)
-    .fetch_all(pool)
+    .fetch_all(&mut *turn)
     .await?;
     let known: std::collections::HashSet<(String, i32)> = known.into_iter().collect();
     let (kafka_config, topics) = (config.kafka.clone(), topics.to_vec());
@@ -389,10 +397,11 @@ pub async fn register_new_partitions(
     })
     .await
     .map_err(|_| Error::ConsumerLost)??;
-    if marks.is_empty() {
-        return Ok(());
+    if !marks.is_empty() {
+        register_partitions(config, pool, &marks).await?;
     }
-    register_partitions(config, pool, &marks).await
+    turn.commit().await?;
+    Ok(())
 }
 
 /// After the drain's commits: publishes the dead letters due (this drain's
