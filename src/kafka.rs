@@ -74,11 +74,6 @@ impl Error {
     }
 }
 
-/// Fails with [`Error::Unreachable`] unless a broker answers a metadata request.
-pub fn check_reachable(kafka: &KafkaConfig) -> Result<()> {
-    topic_names(kafka).map(|_| ())
-}
-
 /// The topics the broker lists without an error, from one metadata
 /// request; [`Error::Unreachable`] when no broker answers. Blocking.
 fn topic_names(kafka: &KafkaConfig) -> Result<std::collections::HashSet<String>> {
@@ -147,10 +142,15 @@ impl Probe {
     }
 }
 
-/// [`check_reachable`] off the async runtime.
+/// Fails with [`Error::Unreachable`] unless a broker answers a metadata request.
 pub async fn ensure_reachable(kafka: &KafkaConfig) -> Result<()> {
+    existing_topics(kafka).await.map(|_| ())
+}
+
+/// [`topic_names`] off the async runtime.
+async fn existing_topics(kafka: &KafkaConfig) -> Result<std::collections::HashSet<String>> {
     let probe = kafka.clone();
-    tokio::task::spawn_blocking(move || check_reachable(&probe))
+    tokio::task::spawn_blocking(move || topic_names(&probe))
         .await
         .map_err(|e| Error::Unreachable {
             servers: kafka.bootstrap_servers.clone(),
@@ -268,11 +268,7 @@ pub fn partitions_of_all(
                 .iter()
                 .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
             let partitions = match listed {
-                Some(t) => {
-                    let mut parts: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-                    parts.sort_unstable();
-                    parts
-                }
+                Some(t) => partition_ids(t),
                 None => partitions_of(consumer, kafka, topic)?,
             };
             Ok((topic.clone(), partitions))
@@ -298,9 +294,14 @@ fn partitions_once(consumer: &BaseConsumer, kafka: &KafkaConfig, topic: &str) ->
             reason: format!("{:?}", RDKafkaErrorCode::from(err)),
         });
     }
-    let mut parts: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    Ok(partition_ids(t))
+}
+
+/// A listed topic's partition ids, in order.
+fn partition_ids(topic: &rdkafka::metadata::MetadataTopic) -> Vec<i32> {
+    let mut parts: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
     parts.sort_unstable();
-    Ok(parts)
+    parts
 }
 
 /// The broker's end offset (high watermark) summed over each topic's
@@ -390,15 +391,4 @@ pub async fn ensure_topics(config: &Config) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// [`topic_names`] off the async runtime.
-async fn existing_topics(kafka: &KafkaConfig) -> Result<std::collections::HashSet<String>> {
-    let probe = kafka.clone();
-    tokio::task::spawn_blocking(move || topic_names(&probe))
-        .await
-        .map_err(|e| Error::Unreachable {
-            servers: kafka.bootstrap_servers.clone(),
-            reason: e.to_string(),
-        })?
 }

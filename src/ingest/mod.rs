@@ -20,7 +20,7 @@ pub mod outbox;
 pub mod worker;
 pub mod writer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -332,9 +332,12 @@ pub async fn read_marks(
         config.kafka.group_id.clone(),
         topics.to_vec(),
     );
-    tokio::task::spawn_blocking(move || broker_marks(&kafka_config, &group, &topics))
-        .await
-        .map_err(|_| Error::ConsumerLost)?
+    tokio::task::spawn_blocking(move || {
+        let consumer = kafka::build_consumer(&kafka_config, &group)?;
+        broker_marks(&consumer, &kafka_config, &topics, &HashSet::new())
+    })
+    .await
+    .map_err(|_| Error::ConsumerLost)?
 }
 
 /// Gives every partition its row, starting per `auto_offset_reset` when new.
@@ -380,20 +383,10 @@ pub async fn register_new_partitions(
     .bind(topics)
     .fetch_all(&mut *turn)
     .await?;
-    let known: std::collections::HashSet<(String, i32)> = known.into_iter().collect();
+    let known: HashSet<(String, i32)> = known.into_iter().collect();
     let (kafka_config, topics) = (config.kafka.clone(), topics.to_vec());
     let marks = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for (topic, partitions) in kafka::partitions_of_all(&consumer, &kafka_config, &topics)? {
-            for partition in partitions {
-                if known.contains(&(topic.clone(), partition)) {
-                    continue;
-                }
-                let (low, high) = kafka::watermarks(&consumer, &kafka_config, &topic, partition)?;
-                out.push((topic.clone(), partition, low, high));
-            }
-        }
-        Ok::<_, Error>(out)
+        broker_marks(&consumer, &kafka_config, &topics, &known)
     })
     .await
     .map_err(|_| Error::ConsumerLost)??;
@@ -479,17 +472,21 @@ pub async fn write_one(writer: &mut Writer, batch: Batch, summary: &mut Summary)
     Ok(())
 }
 
-/// `(topic, partition, low, high)` of every partition of `topics`. Blocking.
+/// `(topic, partition, low, high)` of every partition of `topics` but the
+/// `known` ones (one metadata request for all). Blocking.
 fn broker_marks(
+    consumer: &BaseConsumer,
     kafka_config: &crate::config::KafkaConfig,
-    group: &str,
     topics: &[String],
+    known: &HashSet<(String, i32)>,
 ) -> Result<Vec<(String, i32, i64, i64)>> {
-    let consumer = kafka::build_consumer(kafka_config, group)?;
     let mut out = Vec::new();
-    for topic in topics {
-        for partition in kafka::partitions_of(&consumer, kafka_config, topic)? {
-            let (low, high) = kafka::watermarks(&consumer, kafka_config, topic, partition)?;
+    for (topic, partitions) in kafka::partitions_of_all(consumer, kafka_config, topics)? {
+        for partition in partitions {
+            if known.contains(&(topic.clone(), partition)) {
+                continue;
+            }
+            let (low, high) = kafka::watermarks(consumer, kafka_config, &topic, partition)?;
             out.push((topic.clone(), partition, low, high));
         }
     }

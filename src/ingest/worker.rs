@@ -7,10 +7,10 @@
 //! partitions up to it. Its consumer thread reads the owned partitions from
 //! their stored offsets and hands over a batch when it is full,
 //! `ingest.max_batch_delay_ms` old, or has reached the broker's ends as
-//! last read; the writer commits it under the leases' epochs. A partition given back is first flushed: its last batch commits
-//! before the lease is released. Any failure ends the session (nothing
-//! half-written survives a transaction) and a new one starts from the
-//! stored offsets.
+//! last read; the writer commits it under the leases' epochs. A partition
+//! given back is first flushed: its last batch commits before the lease is
+//! released. Any failure ends the session (nothing half-written survives a
+//! transaction) and a new one starts from the stored offsets.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -469,10 +469,7 @@ fn consume(
                     }
                     // Far behind: long fetches (the broker then answers
                     // with large reads); caught up: short ones (latency).
-                    let behind: i64 = index
-                        .values()
-                        .flat_map(|m| m.values())
-                        .filter_map(|&i| parts.get(i))
+                    let behind: i64 = followed(&index, &parts)
                         .map(|p| (p.end - p.next).max(0))
                         .sum();
                     flush_at_ends = true;
@@ -506,6 +503,7 @@ fn consume(
         }
         let polled = consumer.poll(Duration::from_millis(50));
         idle = polled.is_none();
+        let mut reached_ends = false;
         match polled {
             Some(Ok(msg)) => {
                 refetch.received();
@@ -518,10 +516,15 @@ fn consume(
             }
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None => {
-                let expected = index
-                    .values()
-                    .flat_map(|m| m.values())
-                    .any(|&i| parts.get(i).is_some_and(|p| !p.done()));
+                let expected = followed(&index, &parts).any(|p| !p.done());
+                // Once per reading of the ends, at the first poll that finds
+                // nothing after it: everything the broker held then is read,
+                // so it commits now rather than after the batch delay (the
+                // end of a backlog; readiness passes that reading sooner).
+                reached_ends = flush_at_ends && !expected;
+                if reached_ends {
+                    flush_at_ends = false;
+                }
                 if expected && refetch.due() {
                     consumer = kafka::build_consumer_tuned(
                         kafka_config,
@@ -534,20 +537,6 @@ fn consume(
             }
         }
         let full = batch.len() >= ingest.batch_size;
-        // Once per reading of the ends: everything the broker held then is
-        // read, so it commits now rather than after the batch delay (the
-        // end of a backlog; readiness passes that reading sooner).
-        let reached_ends = flush_at_ends && {
-            let caught_up = index
-                .values()
-                .flat_map(|m| m.values())
-                .filter_map(|&i| parts.get(i))
-                .all(PartitionState::done);
-            if caught_up {
-                flush_at_ends = false;
-            }
-            caught_up
-        };
         if !batch.is_empty()
             && (full || reached_ends || batch_started.elapsed() >= delay)
             && !send(Item::Batch(Box::new(std::mem::take(&mut batch))))
@@ -564,9 +553,16 @@ fn assign(
     parts: &[PartitionState],
     index: &HashMap<String, HashMap<i32, usize>>,
 ) -> Result<()> {
-    let followed = index
+    super::assign_at_next(consumer, kafka_config, followed(index, parts))
+}
+
+/// The states of the partitions followed now.
+fn followed<'a>(
+    index: &'a HashMap<String, HashMap<i32, usize>>,
+    parts: &'a [PartitionState],
+) -> impl Iterator<Item = &'a PartitionState> + 'a {
+    index
         .values()
         .flat_map(|m| m.values())
-        .filter_map(|&i| parts.get(i));
-    super::assign_at_next(consumer, kafka_config, followed)
+        .filter_map(move |&i| parts.get(i))
 }
