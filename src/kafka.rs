@@ -8,7 +8,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::{Config, KafkaConfig};
 
@@ -305,8 +305,8 @@ fn partition_ids(topic: &rdkafka::metadata::MetadataTopic) -> Vec<i32> {
 }
 
 /// The broker's end offset (high watermark) summed over each topic's
-/// partitions, from one metadata request; topics the broker does not have
-/// are left out. Blocking.
+/// partitions, from one metadata request and one offsets request; topics
+/// the broker does not have are left out. Blocking.
 pub fn end_offsets(
     consumer: &BaseConsumer,
     kafka: &KafkaConfig,
@@ -315,18 +315,61 @@ pub fn end_offsets(
     let metadata = consumer
         .fetch_metadata(None, timeout(kafka))
         .map_err(|e| Error::from_kafka(kafka, "metadata", e))?;
-    let mut out = std::collections::HashMap::new();
+    let mut parts = Vec::new();
     for t in metadata.topics() {
-        if !topics.contains(&t.name()) || t.error().is_some() {
-            continue;
+        if topics.contains(&t.name()) && t.error().is_none() {
+            parts.extend(
+                partition_ids(t)
+                    .into_iter()
+                    .map(|p| (t.name().to_string(), p)),
+            );
         }
-        let mut sum = 0;
-        for p in t.partitions() {
-            sum += watermarks(consumer, kafka, t.name(), p.id())?.1;
-        }
-        out.insert(t.name().to_string(), sum);
+    }
+    let mut out = std::collections::HashMap::new();
+    for ((topic, _), high) in high_watermarks(consumer, kafka, &parts)? {
+        *out.entry(topic).or_insert(0) += high;
     }
     Ok(out)
+}
+
+/// The high watermark (the next offset to be written) of each of `parts`,
+/// asked in one ListOffsets request per broker rather than one round trip
+/// per partition. Blocking.
+pub fn high_watermarks(
+    consumer: &BaseConsumer,
+    kafka: &KafkaConfig,
+    parts: &[(String, i32)],
+) -> Result<Vec<((String, i32), i64)>> {
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut asked = TopicPartitionList::new();
+    for (topic, partition) in parts {
+        asked
+            .add_partition_offset(topic, *partition, Offset::End)
+            .map_err(|e| Error::from_kafka(kafka, "end offsets", e))?;
+    }
+    // Timestamp -1 (`Offset::End`) asks for the latest offset.
+    let answered = consumer
+        .offsets_for_times(asked, timeout(kafka))
+        .map_err(|e| Error::from_kafka(kafka, "end offsets", e))?;
+    answered
+        .elements()
+        .iter()
+        .map(|e| {
+            let what = || format!("end offset of {}/{}", e.topic(), e.partition());
+            e.error()
+                .map_err(|err| Error::from_kafka(kafka, &what(), err))?;
+            match e.offset() {
+                Offset::Offset(high) => Ok(((e.topic().to_string(), e.partition()), high)),
+                other => Err(Error::Broker {
+                    servers: kafka.bootstrap_servers.clone(),
+                    what: what(),
+                    reason: format!("answered {other:?}"),
+                }),
+            }
+        })
+        .collect()
 }
 
 /// `(low, high)`: the first offset still held and the next offset to be written.

@@ -1,5 +1,6 @@
 //! What is stored and how far behind the broker it is: `hxjobs status`.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use sqlx::PgPool;
@@ -54,12 +55,31 @@ pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Erro
         config.ingest.stale_after(),
     )
     .await?;
-    if let Some(c) = &consumer {
-        for p in &mut partitions {
-            if let Ok((_, high)) = kafka::watermarks(c, &config.kafka, &p.topic, p.partition) {
-                p.lag = Some((high - p.position).max(0));
-                p.lag_read_at = Some(chrono::Utc::now());
-            }
+    // Each topic's partitions, then every end in one request.
+    let listed: Vec<(String, Option<Vec<i32>>)> = topics
+        .iter()
+        .map(|t| {
+            let parts = consumer
+                .as_ref()
+                .and_then(|c| kafka::partitions_of(c, &config.kafka, t).ok());
+            (t.clone(), parts)
+        })
+        .collect();
+    let wanted: Vec<(String, i32)> = listed
+        .iter()
+        .filter_map(|(t, parts)| Some(parts.as_ref()?.iter().map(move |p| (t.clone(), *p))))
+        .flatten()
+        .collect();
+    let highs: HashMap<(String, i32), i64> = consumer
+        .as_ref()
+        .and_then(|c| kafka::high_watermarks(c, &config.kafka, &wanted).ok())
+        .map(|h| h.into_iter().collect())
+        .unwrap_or_default();
+    let read_at = chrono::Utc::now();
+    for p in &mut partitions {
+        if let Some(high) = highs.get(&(p.topic.clone(), p.partition)) {
+            p.lag = Some((high - p.position).max(0));
+            p.lag_read_at = Some(read_at);
         }
     }
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -72,14 +92,16 @@ pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Erro
             .filter(|(t, _, _)| t == topic)
             .map(|(_, _, o)| o)
             .sum();
-        let high = consumer.as_ref().and_then(|c| {
-            let parts = kafka::partitions_of(c, &config.kafka, topic).ok()?;
-            let mut sum = 0;
-            for p in parts {
-                sum += kafka::watermarks(c, &config.kafka, topic, p).ok()?.1;
-            }
-            Some(sum)
-        });
+        let high = listed
+            .iter()
+            .find(|(t, _)| t == topic)
+            .and_then(|(_, parts)| parts.as_ref())
+            .and_then(|parts| {
+                parts
+                    .iter()
+                    .map(|p| highs.get(&(topic.to_string(), *p)))
+                    .sum::<Option<i64>>()
+            });
         lag.push((topic.to_string(), next, high));
     }
     Ok(Status {

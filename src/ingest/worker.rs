@@ -310,16 +310,10 @@ impl Coordinator {
         let keys: Vec<Key> = self.owned.keys().cloned().collect();
         let (metadata, kafka) = (self.metadata.clone(), self.kafka.clone());
         let read_at = Utc::now();
-        let highs = tokio::task::spawn_blocking(move || {
-            keys.into_iter()
-                .map(|k| {
-                    let high = kafka::watermarks(&metadata, &kafka, &k.0, k.1)?.1;
-                    Ok((k, high))
-                })
-                .collect::<Result<Vec<(Key, i64)>>>()
-        })
-        .await
-        .map_err(|_| Error::ConsumerLost)??;
+        let highs =
+            tokio::task::spawn_blocking(move || kafka::high_watermarks(&metadata, &kafka, &keys))
+                .await
+                .map_err(|_| Error::ConsumerLost)??;
         let mut all = Vec::new();
         for (k, high) in &highs {
             let pending = self.marks.entry(k.clone()).or_default();

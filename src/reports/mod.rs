@@ -372,7 +372,7 @@ fn broker_ends(config: &Config) -> tokio::task::JoinHandle<Option<HashMap<String
 }
 
 /// How long a report waits for the broker's answer before it says "unknown".
-const BROKER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const BROKER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn freshness(
     config: &Config,
