@@ -114,6 +114,20 @@ async fn reload_until(c: &Client, url: &str, css: &str, limit: Duration) -> bool
     }
 }
 
+/// The page's address once it contains `part` (a click's form submission
+/// may still be loading when the click returns), up to `limit`; the last
+/// address seen otherwise.
+async fn url_containing(c: &Client, part: &str, limit: Duration) -> String {
+    let until = Instant::now() + limit;
+    loop {
+        let url = c.current_url().await.expect("url").to_string();
+        if url.contains(part) || Instant::now() > until {
+            return url;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_finds_a_failed_task_reads_its_log_clears_it_and_sees_it_succeed() {
     let env = TestEnv::new("ui_browser").await;
@@ -351,7 +365,7 @@ command = "echo done"
     .click()
     .await
     .expect("click");
-    let progress = c.current_url().await.expect("url").to_string();
+    let progress = url_containing(&c, "/ui/backfills/", Duration::from_secs(30)).await;
     assert!(progress.contains("/ui/backfills/"), "{progress}");
     let until = Instant::now() + Duration::from_secs(60);
     loop {
