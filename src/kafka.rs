@@ -1,6 +1,7 @@
 //! Kafka clients built from [`KafkaConfig`], topic creation, metadata and
 //! watermarks, with errors that name the broker address.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -305,13 +306,27 @@ fn partition_ids(topic: &rdkafka::metadata::MetadataTopic) -> Vec<i32> {
 }
 
 /// The broker's end offset (high watermark) summed over each topic's
-/// partitions, from one metadata request and one offsets request; topics
-/// the broker does not have are left out. Blocking.
+/// partitions ([`partition_ends`]). Blocking.
 pub fn end_offsets(
     consumer: &BaseConsumer,
     kafka: &KafkaConfig,
     topics: &[&str],
-) -> Result<std::collections::HashMap<String, i64>> {
+) -> Result<HashMap<String, i64>> {
+    let mut out = HashMap::new();
+    for ((topic, _), high) in partition_ends(consumer, kafka, topics)? {
+        *out.entry(topic).or_insert(0) += high;
+    }
+    Ok(out)
+}
+
+/// The high watermark of every partition of `topics`, from one metadata
+/// request and one offsets request; topics the broker does not have are
+/// left out. Blocking.
+pub fn partition_ends(
+    consumer: &BaseConsumer,
+    kafka: &KafkaConfig,
+    topics: &[&str],
+) -> Result<HashMap<(String, i32), i64>> {
     let metadata = consumer
         .fetch_metadata(None, timeout(kafka))
         .map_err(|e| Error::from_kafka(kafka, "metadata", e))?;
@@ -325,11 +340,9 @@ pub fn end_offsets(
             );
         }
     }
-    let mut out = std::collections::HashMap::new();
-    for ((topic, _), high) in high_watermarks(consumer, kafka, &parts)? {
-        *out.entry(topic).or_insert(0) += high;
-    }
-    Ok(out)
+    Ok(high_watermarks(consumer, kafka, &parts)?
+        .into_iter()
+        .collect())
 }
 
 /// The high watermark (the next offset to be written) of each of `parts`,

@@ -55,34 +55,18 @@ pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Erro
         config.ingest.stale_after(),
     )
     .await?;
-    // Each topic's partitions, then every end in one request.
-    let listed: Vec<(String, Option<Vec<i32>>)> = topics
-        .iter()
-        .map(|t| {
-            let parts = consumer
-                .as_ref()
-                .and_then(|c| kafka::partitions_of(c, &config.kafka, t).ok());
-            (t.clone(), parts)
-        })
-        .collect();
-    let wanted: Vec<(String, i32)> = listed
-        .iter()
-        .filter_map(|(t, parts)| Some(parts.as_ref()?.iter().map(move |p| (t.clone(), *p))))
-        .flatten()
-        .collect();
-    let highs: HashMap<(String, i32), i64> = consumer
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let ends: HashMap<(String, i32), i64> = consumer
         .as_ref()
-        .and_then(|c| kafka::high_watermarks(c, &config.kafka, &wanted).ok())
-        .map(|h| h.into_iter().collect())
+        .and_then(|c| kafka::partition_ends(c, &config.kafka, &names).ok())
         .unwrap_or_default();
     let read_at = chrono::Utc::now();
     for p in &mut partitions {
-        if let Some(high) = highs.get(&(p.topic.clone(), p.partition)) {
+        if let Some(high) = ends.get(&(p.topic.clone(), p.partition)) {
             p.lag = Some((high - p.position).max(0));
             p.lag_read_at = Some(read_at);
         }
     }
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let caught_up_through =
         crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &names).await?;
     let mut lag = Vec::new();
@@ -92,16 +76,12 @@ pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Erro
             .filter(|(t, _, _)| t == topic)
             .map(|(_, _, o)| o)
             .sum();
-        let high = listed
+        // None when the broker did not answer or lists no such topic.
+        let high = ends
             .iter()
-            .find(|(t, _)| t == topic)
-            .and_then(|(_, parts)| parts.as_ref())
-            .and_then(|parts| {
-                parts
-                    .iter()
-                    .map(|p| highs.get(&(topic.to_string(), *p)))
-                    .sum::<Option<i64>>()
-            });
+            .filter(|((t, _), _)| t == topic)
+            .map(|(_, high)| *high)
+            .reduce(|a, b| a + b);
         lag.push((topic.to_string(), next, high));
     }
     Ok(Status {
