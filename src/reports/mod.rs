@@ -106,6 +106,9 @@ pub struct Report {
     /// Set when the period has not ended: the figures cover up to here.
     pub partial_through: Option<DateTime<Utc>>,
     pub previous_start: DateTime<Utc>,
+    /// A period under way is compared to date: (the end of its whole hours
+    /// compared, the end of the same span in the previous period).
+    pub compared_to_date: Option<(DateTime<Utc>, DateTime<Utc>)>,
     pub generated_at: DateTime<Utc>,
     /// E.g. that the period start asked for was snapped.
     pub notes: Vec<String>,
@@ -133,6 +136,9 @@ pub enum Section {
         labels: Vec<String>,
         /// `None` where the point has no data: a gap, never 0.
         values: Vec<Option<f64>>,
+        /// The point whose bucket has not ended yet: drawn as partial.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partial: Option<usize>,
     },
 }
 
@@ -528,6 +534,33 @@ pub async fn build(
         .max()
         .unwrap_or(0);
 
+    // A period under way is compared to date: its whole hours so far with
+    // the same span at the start of the previous period.
+    let through = Grain::Hour.floor(now);
+    let to_date_spans =
+        (period.end > now && grain != Grain::Hour && through > period.start).then(|| {
+            (
+                Interval {
+                    start: period.start,
+                    end: through,
+                },
+                Interval {
+                    start: previous.start,
+                    end: previous.start + (through - period.start),
+                },
+            )
+        });
+    let (mut current_to_date, mut previous_to_date) = (Vec::new(), Vec::new());
+    if let Some((c, p)) = to_date_spans {
+        let cb = complete::ensure(pool, Grain::Hour, c.start, c.end, now).await?;
+        let pb = complete::ensure(pool, Grain::Hour, p.start, p.end, now).await?;
+        if with_data(&cb) {
+            current_to_date = data::rows(pool, Grain::Hour, c.start, c.end).await?;
+        }
+        if with_data(&pb) {
+            previous_to_date = data::rows(pool, Grain::Hour, p.start, p.end).await?;
+        }
+    }
     let inputs = sections::Inputs {
         grain,
         period,
@@ -537,6 +570,13 @@ pub async fn build(
         series: &series,
         series_buckets: &series_buckets,
         slo_pct: config.reports.availability_slo_pct,
+        to_date: to_date_spans.map(|(_, p)| sections::ToDate {
+            through,
+            previous: p,
+            current_rows: &current_to_date,
+            previous_rows: &previous_to_date,
+        }),
+        now,
     };
     let mut out = Vec::new();
     let mut capacity: Option<capacity::Analysis> = None;
@@ -581,6 +621,7 @@ pub async fn build(
         period_end: period.end,
         partial_through: (period.end > now).then_some(now),
         previous_start: previous.start,
+        compared_to_date: to_date_spans.map(|(c, p)| (c.end, p.end)),
         generated_at: now,
         notes: resolved.note.iter().cloned().collect(),
         sources,
@@ -621,10 +662,19 @@ impl Report {
                 w(t)
             ));
         }
-        out.push(format!(
-            "Compared with the previous period from {} UTC",
-            w(self.previous_start)
-        ));
+        out.push(match self.compared_to_date {
+            Some((through, previous_end)) => format!(
+                "Compared to date: {} to {} UTC against the same span of the previous period, {} to {} UTC",
+                w(self.period_start),
+                w(through),
+                w(self.previous_start),
+                w(previous_end)
+            ),
+            None => format!(
+                "Compared with the previous period from {} UTC",
+                w(self.previous_start)
+            ),
+        });
         for s in &self.sources {
             let mut line = format!("Data, {}: {}", s.figures, s.from);
             if !s.missing.is_empty() && s.buckets > 1 {
@@ -766,10 +816,16 @@ fn csv(report: &Report) -> String {
                 title,
                 labels,
                 values,
+                partial,
                 ..
             } => {
-                for (l, v) in labels.iter().zip(values) {
-                    line(title, l, "value", &opt(v.map(|v| v.to_string())));
+                for (n, (l, v)) in labels.iter().zip(values).enumerate() {
+                    let col = if *partial == Some(n) {
+                        "value so far"
+                    } else {
+                        "value"
+                    };
+                    line(title, l, col, &opt(v.map(|v| v.to_string())));
                 }
             }
         }

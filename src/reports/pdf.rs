@@ -39,7 +39,8 @@ pub fn render(report: &Report) -> Result<Vec<u8>, Error> {
                 style,
                 labels,
                 values,
-            } => w.chart(title, *style, labels, values),
+                partial,
+            } => w.chart(title, *style, labels, values, *partial),
         }
     }
     let pages = w.finish();
@@ -306,7 +307,14 @@ impl Writer {
     }
 
     /// A `None` value is a gap: no point, no bar.
-    fn chart(&mut self, title: &str, style: ChartStyle, labels: &[String], values: &[Option<f64>]) {
+    fn chart(
+        &mut self,
+        title: &str,
+        style: ChartStyle,
+        labels: &[String],
+        values: &[Option<f64>],
+        partial: Option<usize>,
+    ) {
         // Heading, axis labels and the space below the chart.
         const AROUND: f32 = 2.0 * ROW_H + 4.0 + 4.0 + 30.0;
         // A chart drawn a little lower where the page has room for that,
@@ -376,12 +384,19 @@ impl Writer {
             }
         }
         let blue = rgb(0.16, 0.38, 0.71);
+        // The bucket still under way: pale, apart from the line.
+        let pale = rgb(0.70, 0.78, 0.90);
         match style {
             ChartStyle::Line => {
                 // One polyline per run of points with data.
                 let mut runs: Vec<Vec<LinePoint>> = vec![Vec::new()];
                 for (i, v) in values.iter().enumerate() {
                     match v {
+                        Some(v) if partial == Some(i) => {
+                            let (x, y) = (left + step * (i as f32 + 0.5), y_of(*v));
+                            self.bar(x - 2.0, y - 2.0, 4.0, 4.0, pale.clone());
+                            runs.push(Vec::new());
+                        }
                         Some(v) => {
                             if let Some(run) = runs.last_mut() {
                                 run.push(point(left + step * (i as f32 + 0.5), y_of(*v)));
@@ -403,7 +418,12 @@ impl Writer {
                     let Some(v) = v else { continue };
                     let x = left + step * i as f32 + step * 0.15;
                     let h = (y_of(*v) - bottom).max(0.0);
-                    self.bar(x, bottom, step * 0.7, h, blue.clone());
+                    let fill = if partial == Some(i) {
+                        pale.clone()
+                    } else {
+                        blue.clone()
+                    };
+                    self.bar(x, bottom, step * 0.7, h, fill);
                     // The value above its bar, where the bar is wide enough.
                     let s = tick_label(*v);
                     if width(&s, 7.0) <= step * 0.95 {
@@ -411,6 +431,10 @@ impl Writer {
                     }
                 }
             }
+        }
+        if let Some(l) = partial.and_then(|i| labels.get(i)) {
+            let note = format!("pale: {l}, still under way (so far)");
+            self.text(left, bottom - 22.0, 7.0, false, &note);
         }
         if values.iter().all(Option::is_none) {
             self.text(

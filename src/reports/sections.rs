@@ -23,6 +23,22 @@ pub struct Inputs<'a> {
     pub series: &'a [Row],
     pub series_buckets: &'a [Bucket],
     pub slo_pct: f64,
+    /// A period still under way: its comparison covers whole hours up to
+    /// `through`, against the same span at the start of the previous
+    /// period (hourly rows of both), not the whole previous period.
+    pub to_date: Option<ToDate<'a>>,
+    /// Now: a series bucket that has not ended is drawn as partial.
+    pub now: DateTime<Utc>,
+}
+
+/// The like-for-like comparison of a period still under way.
+pub struct ToDate<'a> {
+    /// The end of the last whole hour compared.
+    pub through: DateTime<Utc>,
+    /// The same span in the previous period: its start and end.
+    pub previous: Interval,
+    pub current_rows: &'a [Row],
+    pub previous_rows: &'a [Row],
 }
 
 fn label(subject: &str) -> String {
@@ -41,13 +57,23 @@ fn change(now: Option<f64>, before: Option<f64>) -> Cell {
 }
 
 /// The comparison columns, named for the period: "WoW %" for a week.
-fn comparison_columns(grain: Grain) -> Vec<String> {
+fn comparison_columns(grain: Grain, to_date: bool) -> Vec<String> {
     let (this, prev, delta) = match grain {
         Grain::Day => ("This day", "Previous day", "DoD %"),
         Grain::Week => ("This week", "Previous week", "WoW %"),
         Grain::Month => ("This month", "Previous month", "MoM %"),
         _ => ("This period", "Previous period", "Change %"),
     };
+    if to_date {
+        // Like for like: the same elapsed span of each.
+        return [
+            "Metric".to_string(),
+            format!("{this} to date"),
+            format!("{prev}, same span"),
+            format!("{delta} to date"),
+        ]
+        .to_vec();
+    }
     ["Metric", this, prev, delta].map(String::from).to_vec()
 }
 
@@ -79,12 +105,12 @@ fn figure(v: Option<f64>, kind: Kind) -> Figure {
 /// A table of measures for this and the previous period, with the change.
 fn comparison(
     title: String,
-    grain: Grain,
+    i: &Inputs,
     measures: Vec<(&str, Kind, Option<f64>, Option<f64>)>,
 ) -> Section {
     Section::Table {
         title,
-        columns: comparison_columns(grain),
+        columns: comparison_columns(i.grain, i.to_date.is_some()),
         rows: measures
             .into_iter()
             .map(|(name, kind, now, before)| {
@@ -96,10 +122,15 @@ fn comparison(
     }
 }
 
-/// Totals of both periods, `None` for a period without data.
+/// Totals of both periods (to date, for a period under way), `None` for a
+/// period without data.
 fn both(i: &Inputs) -> Result<(Option<Totals>, Option<Totals>), Error> {
-    let c = Totals::of(i.current)?;
-    let b = Totals::of(i.previous)?;
+    let (current, previous) = match &i.to_date {
+        Some(t) => (t.current_rows, t.previous_rows),
+        None => (i.current, i.previous),
+    };
+    let c = Totals::of(current)?;
+    let b = Totals::of(previous)?;
     Ok((c.has_data().then_some(c), b.has_data().then_some(b)))
 }
 
@@ -132,7 +163,7 @@ pub fn kpis(title: String, i: &Inputs) -> Result<Section, Error> {
     });
     row("Distinct users", Kind::Int, &|t| int(t.users()));
     row("Error events", Kind::Int, &|t| int(t.error_events));
-    Ok(comparison(title, i.grain, m))
+    Ok(comparison(title, i, m))
 }
 
 /// Business KPIs of the period against the previous one (docs/measures.md).
@@ -161,7 +192,7 @@ pub fn business_kpis(title: String, i: &Inputs) -> Result<Section, Error> {
         t.low_rating_pct()
     });
     row("Availability %", Kind::Num(3), &|t| t.availability_pct());
-    Ok(comparison(title, i.grain, m))
+    Ok(comparison(title, i, m))
 }
 
 /// ISO weeks overlapping the period, each cut to the period.
@@ -559,6 +590,7 @@ pub fn category_chart(title: String, metric: Metric, current: &[Row]) -> Section
         style: ChartStyle::Bar,
         labels,
         values,
+        partial: None,
     }
 }
 
@@ -566,7 +598,11 @@ pub fn category_chart(title: String, metric: Metric, current: &[Row]) -> Section
 pub fn series_chart(title: String, metric: Metric, i: &Inputs) -> Result<Section, Error> {
     let mut labels = Vec::new();
     let mut values = Vec::new();
-    for b in i.series_buckets {
+    let mut partial = None;
+    for (n, b) in i.series_buckets.iter().enumerate() {
+        if i.series_grain.next(b.start) > i.now {
+            partial = Some(n);
+        }
         let rows = i.series.iter().filter(|r| r.bucket_start == b.start);
         labels.push(match i.series_grain {
             Grain::Hour => b.start.format("%Hh").to_string(),
@@ -591,6 +627,7 @@ pub fn series_chart(title: String, metric: Metric, i: &Inputs) -> Result<Section
         },
         labels,
         values,
+        partial,
     })
 }
 
@@ -605,6 +642,7 @@ pub fn peak_chart(title: String, a: &capacity::Analysis) -> Section {
             .map(|d| d.day.format("%m-%d").to_string())
             .collect(),
         values: a.days.iter().map(|d| Some(d.peak_events_per_sec)).collect(),
+        partial: None,
     }
 }
 

@@ -471,3 +471,86 @@ async fn every_report_type_carries_the_rollup_numbers() {
     assert_eq!(std::fs::read_to_string(&copy).expect("copy"), csv);
     env.cleanup().await;
 }
+
+/// A week under way is compared with the same elapsed span of the week
+/// before ("to date"), not with the whole of it, and the day under way is
+/// drawn as partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_week_under_way_is_compared_to_date() {
+    let env = TestEnv::new("to_date").await;
+    // The same traffic, 1,000 events a day, in the week before and this one
+    // up to Thursday 10:00 (3 days 10 hours in).
+    env.ingest_demo(7_000, ts("2026-02-23"), ts("2026-03-02"), 51)
+        .await;
+    env.ingest_demo(3_417, ts("2026-03-02"), ts("2026-03-05T10:00:00Z"), 52)
+        .await;
+    let mut config = env.config.clone();
+    config.reports.output_dir = env.dir.path().join("out");
+    let now = ts("2026-03-05T10:30:00Z");
+    let record = reports::generate(
+        &config,
+        &env.pool,
+        "weekly_summary",
+        Format::Json,
+        Some(ts("2026-03-02")),
+        now,
+    )
+    .await
+    .expect("weekly report");
+    let file = config
+        .reports
+        .output_dir
+        .join(record.path.as_deref().expect("path"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("file")).expect("json");
+    assert_eq!(
+        json["compared_to_date"],
+        serde_json::json!(["2026-03-05T10:00:00Z", "2026-02-26T10:00:00Z"]),
+        "{}",
+        json["compared_to_date"]
+    );
+    let kpis = json["sections"]
+        .as_array()
+        .expect("sections")
+        .iter()
+        .find(|s| s["columns"][1] == "This week to date")
+        .expect("a comparison to date");
+    assert_eq!(kpis["columns"][2], "Previous week, same span");
+    let events = kpis["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r[0] == "Events")
+        .expect("events row");
+    let stored = |from: &str, to: &str| {
+        let (from, to) = (from.to_string(), to.to_string());
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM events WHERE event_time >= $1::timestamptz AND event_time < $2::timestamptz",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+        }
+    };
+    let this = stored("2026-03-02", "2026-03-05T10:00:00Z").await;
+    let before = stored("2026-02-23", "2026-02-26T10:00:00Z").await;
+    assert_eq!(events[1], serde_json::json!(this), "{events}");
+    assert_eq!(events[2], serde_json::json!(before), "{events}");
+    // Like for like: within a few percent, not the -51 % of a whole week.
+    let change = events[3].as_f64().expect("change");
+    assert!(change.abs() < 10.0, "{events}");
+    // The chart's Thursday is partial.
+    let chart = json["sections"]
+        .as_array()
+        .expect("sections")
+        .iter()
+        .find(|s| s["style"].is_string() && s["partial"].is_number())
+        .expect("a chart with a partial bucket");
+    let at = chart["partial"].as_u64().expect("index") as usize;
+    assert_eq!(chart["labels"][at], "03-05", "{chart}");
+    env.cleanup().await;
+}
