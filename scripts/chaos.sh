@@ -7,6 +7,8 @@
 #   d  CPU starvation: heavy rollups and reports at once, stale_after_secs = 5
 #   e  a worker whose claim was taken over (moved in SQL)
 #   f  a 720-hour backfill SIGKILLed twice and PostgreSQL restarted, then finished
+#   g  continuous ingest by two daemons while PostgreSQL restarts, then
+#      while every session of theirs is terminated (pg_terminate_backend)
 # Run by scripts/test.sh after the tests (services already up); alone:
 #   scripts/chaos.sh [a b c d e f]
 # It restarts the local PostgreSQL cluster (cases a and f): do not run it
@@ -416,10 +418,50 @@ EOF
   check "no row written twice" 0 "$(twice_or_more chaos_f)"
 }
 
+case_g() {
+  fresh_db g
+  cfg=$(config g 5)
+  hx migrate >/dev/null
+  hx topics create >/dev/null
+  sed -i 's/^\[rollups\]/[ingest]\nstale_after_secs = 4\nmax_batch_delay_ms = 200\nstalled_after_secs = 5\n[rollups]/' "$cfg"
+  local d1 d2 api port
+  port=$((19300 + $(printf '%d' "'g")))
+  export HXJOBS_INGEST_MODE=continuous
+  d1=$(start daemon1 daemon --no-api)
+  d2=$(start daemon2 daemon)
+  unset HXJOBS_INGEST_MODE
+  hx produce-demo --events 20000 --seed 21 >/dev/null 2>&1
+  wait_for 120 "SELECT count(*) > 0 FROM events"
+  restart_postgres
+  hx produce-demo --events 20000 --seed 22 >/dev/null 2>&1
+  wait_for 120 "SELECT count(*) >= 30000 FROM events" || true
+  q "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+     WHERE datname = current_database() AND pid <> pg_backend_pid()) t" >/dev/null
+  say "case g: every session of the daemons terminated"
+  hx produce-demo --events 20000 --seed 23 >/dev/null 2>&1
+  # Three seeds: 60,000 distinct events, none malformed.
+  wait_for 180 "SELECT count(*) >= 60000 FROM events" || true
+  check "every event stored" 60000 "$(q "SELECT count(*) FROM events")"
+  check "every event stored once" 60000 "$(q "SELECT count(DISTINCT event_id) FROM events")"
+  check "no gap recorded" 0 "$(q "SELECT count(*) FROM ingest_gaps")"
+  check "every partition owned by a live daemon" 0 \
+    "$(q "SELECT count(*) FROM consumer_offsets WHERE owner IS NULL OR lease_expires_at < now()")"
+  local health=""
+  for _ in $(seq 1 40); do
+    health=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" || true)
+    [ "$health" = 200 ] && break
+    sleep 0.5
+  done
+  check "/health is healthy with ingest moving" 200 "$health"
+  check "both daemons survived" alive "$(kill -0 "$d1" && kill -0 "$d2" && echo alive)"
+  kill "$d1" "$d2"
+  wait "$d1" "$d2" 2>/dev/null || true
+}
+
 # --- main --------------------------------------------------------------------
 
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(a b c d e f)
+[ ${#cases[@]} -gt 0 ] || cases=(a b c d e f g)
 for case in "${cases[@]}"; do
   say "case $case"
   started=$SECONDS

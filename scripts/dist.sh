@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/hxjobs-target}
-cargo build --locked --profile dist --quiet
+# Cargo's own progress goes to standard error (the first build takes
+# minutes); standard output carries only the path.
+cargo build --locked --profile dist >&2
 objcopy --compress-debug-sections=zlib "$CARGO_TARGET_DIR/dist/hxjobs" "$CARGO_TARGET_DIR/dist/hxjobs-lean"
 echo "$CARGO_TARGET_DIR/dist/hxjobs-lean"

@@ -30,12 +30,14 @@ echo "$out"
 echo "Weekly summary PDF: $(realpath "$(echo "$out" | tail -1)")"
 # The daemon: schedules, API and console on 127.0.0.1:9101 (left running).
 if ! (exec 3<>/dev/tcp/127.0.0.1/9101) 2>/dev/null; then
-  nohup "$hxjobs" daemon > var/hxjobs-daemon.log 2>&1 &
+  # Its own session: closing this terminal does not reach it (SIGHUP, sent
+  # on purpose, makes it reload its job files).
+  setsid "$hxjobs" daemon > var/hxjobs-daemon.log 2>&1 < /dev/null &
   echo $! > var/hxjobs-daemon.pid
   for _ in $(seq 1 60); do
     (exec 3<>/dev/tcp/127.0.0.1/9101) 2>/dev/null && break
     sleep 0.5
   done
-  echo "Daemon: pid $(cat var/hxjobs-daemon.pid), log $(realpath var/hxjobs-daemon.log) (stop it: kill \$(cat var/hxjobs-daemon.pid))"
+  echo "Daemon: pid $(cat var/hxjobs-daemon.pid), log $(realpath var/hxjobs-daemon.log) (stop it: kill \$(cat var/hxjobs-daemon.pid); reload jobs/: kill -HUP \$(cat var/hxjobs-daemon.pid))"
 fi
 echo "Web console: http://127.0.0.1:9101/ui/"

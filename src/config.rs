@@ -333,6 +333,9 @@ pub struct SchedulerConfig {
 pub struct JobsConfig {
     /// Directory of job definitions (`*.toml`).
     pub dir: PathBuf,
+    /// How often daemons and `hxjobs serve` look for added, changed and
+    /// removed job files (SIGHUP: at once).
+    pub reload_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -525,6 +528,10 @@ pub struct IngestConfig {
     /// A worker that stops renewing its partition leases loses them after
     /// this long (at once when its process dies).
     pub stale_after_secs: u64,
+    /// A partition with data on the broker past its stored position whose
+    /// position has not moved for this long is stalled: `/health` answers
+    /// 503 and `hxjobs_ingest_partitions_stalled` counts it.
+    pub stalled_after_secs: u64,
 }
 
 /// How a daemon ingests.
@@ -774,6 +781,12 @@ impl Config {
         if self.ingest.stale_after_secs < 2 {
             return Err(("ingest.stale_after_secs", "must be at least 2".into()));
         }
+        if self.jobs.reload_secs == 0 {
+            return Err(("jobs.reload_secs", "must be at least 1".into()));
+        }
+        if self.ingest.stalled_after_secs < 2 {
+            return Err(("ingest.stalled_after_secs", "must be at least 2".into()));
+        }
         if !(1..=10_000).contains(&self.ingest.fetch_wait_ms) {
             return Err(("ingest.fetch_wait_ms", "must be 1 to 10000".into()));
         }
@@ -880,10 +893,39 @@ pub fn cli_actor() -> String {
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()
         .filter(|u| !u.trim().is_empty());
-    match user {
+    match user.or_else(os_account) {
         Some(u) => format!("cli:{}", u.trim()),
-        None => "cli:unknown user".to_string(),
+        None => format!("cli:uid {}", current_uid()),
     }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// The name of the process's OS account (the password database's entry).
+fn os_account() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: an all-zero passwd is a valid value for getpwuid_r to fill in.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf's length is passed.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            current_uid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string in buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]

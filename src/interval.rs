@@ -98,6 +98,29 @@ impl Grain {
         }
     }
 
+    /// Finer grains first: minute 0 … month 4.
+    pub fn rank(self) -> u8 {
+        match self {
+            Grain::Minute => 0,
+            Grain::Hour => 1,
+            Grain::Day => 2,
+            Grain::Week => 3,
+            Grain::Month => 4,
+        }
+    }
+
+    /// Whether intervals of `self` tile intervals of `coarser` exactly (a
+    /// grain tiles itself; a week does not tile a month).
+    pub fn tiles(self, coarser: Grain) -> bool {
+        self.rank() <= coarser.rank() && !(self == Grain::Week && coarser == Grain::Month)
+    }
+
+    /// Whether every interval of `finer` lies inside one interval of `self`
+    /// (a month does not cover a week).
+    pub fn covers(self, finer: Grain) -> bool {
+        finer.tiles(self)
+    }
+
     /// Every interval start in `[from, to)`, aligned to the grain.
     pub fn starts(self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
         let mut out = Vec::new();

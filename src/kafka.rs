@@ -143,6 +143,23 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// [`partition_ends`] of `topics` through the probe's client.
+    pub async fn partition_ends(&self, topics: &[String]) -> Result<HashMap<(String, i32), i64>> {
+        let probe = self.clone();
+        let topics = topics.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            partition_ends(&probe.client, &probe.kafka, &names)
+        })
+        .await
+        .map_err(|e| Error::Unreachable {
+            servers: self.kafka.bootstrap_servers.clone(),
+            reason: e.to_string(),
+        })?
+    }
+}
+
 /// Fails with [`Error::Unreachable`] unless a broker answers a metadata request.
 pub async fn ensure_reachable(kafka: &KafkaConfig) -> Result<()> {
     existing_topics(kafka).await.map(|_| ())

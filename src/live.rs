@@ -351,7 +351,15 @@ impl LiveStats {
                 .map(|(k, s)| (k.as_str(), windows(s)))
                 .collect(),
         };
-        for (scope, map) in [("topic", &snapshot.topics), ("model", &snapshot.models)] {
+        // `scope="all"` is there from the start: 0 events/s while nothing
+        // arrives (rates); error rate and latency stay absent without requests.
+        let all: HashMap<&str, HashMap<&'static str, WindowStats>> =
+            [("all", snapshot.total.clone())].into_iter().collect();
+        for (scope, map) in [
+            ("all", &all),
+            ("topic", &snapshot.topics),
+            ("model", &snapshot.models),
+        ] {
             for (name, ws) in map {
                 for (window, stats) in ws {
                     let labels = [

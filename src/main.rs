@@ -4,6 +4,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = hxjobs::cli::Cli::parse();
-    hxjobs::telemetry::init(cli.log_format, cli.color, &cli.log_level);
+    if !cli.is_service() {
+        // A command whose output goes to a closed pipe (`hxjobs runs | head`)
+        // ends quietly, as Unix tools do. Services keep Rust's default
+        // (ignored, so a write to a closed socket is an error, not a kill).
+        // SAFETY: setting a signal's disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    hxjobs::telemetry::init(cli.log_format, cli.color, &cli.log_filter());
     hxjobs::cli::main(cli)
 }

@@ -103,6 +103,10 @@ fn describe() {
         "1 when the dependency (postgresql, kafka) answered its last check, else 0."
     );
     describe_gauge!(
+        "hxjobs_ingest_partitions_stalled",
+        "Event partitions with data on the broker past their stored position whose position has not moved for ingest.stalled_after_secs (0 when ingest keeps up)."
+    );
+    describe_gauge!(
         "live_events_per_second",
         "Live stats: events per second over the window, per topic or model."
     );
@@ -154,6 +158,11 @@ pub fn render() -> String {
 pub fn dependency_up(dependency: &'static str, up: bool) {
     metrics::gauge!("hxjobs_dependency_up", "dependency" => dependency)
         .set(f64::from(u8::from(up)));
+}
+
+/// Sets `hxjobs_ingest_partitions_stalled`.
+pub fn ingest_stalled(partitions: usize) {
+    metrics::gauge!("hxjobs_ingest_partitions_stalled").set(partitions as f64);
 }
 
 /// Refreshes the gauges read from PostgreSQL and the broker every `every`

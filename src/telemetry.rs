@@ -39,6 +39,33 @@ impl Color {
 /// lines ("Uninited", "Job creator created") are debug detail.
 const BASE_FILTER: &str = "librdkafka=off,rdkafka=off,sqlx=warn,tokio_cron_scheduler=warn";
 
+/// The progress bar log lines are printed above, when one is shown.
+static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Shows human log lines above `bar` while it is drawn (`None`: it is gone).
+pub fn logs_above(bar: Option<&indicatif::ProgressBar>) {
+    if let Ok(mut b) = BAR.lock() {
+        *b = bar.cloned();
+    }
+}
+
+/// Standard error, suspending the progress bar (if any) for each line.
+struct AboveBar;
+
+impl std::io::Write for AboveBar {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf).map(|()| buf.len())),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Installs the global subscriber: log lines to standard error as
 /// `--log-level` filters them, and every hxjobs event at info and above
 /// inside a task attempt to that attempt's log ([`crate::tasklog`]),
@@ -48,7 +75,7 @@ pub fn init(format: LogFormat, color: Color, filter: &str) {
         .unwrap_or_else(|_| EnvFilter::new(format!("{BASE_FILTER},info")));
     let stderr = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| AboveBar)
             .with_target(false)
             .with_ansi(color.enabled())
             .boxed(),

@@ -49,6 +49,53 @@ pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T>
     }
 }
 
+/// A JSON body that may be left out: no body at all is `T::default()`. A
+/// body that is not `Content-Type: application/json` is refused (415) and
+/// one that does not parse is a 400: never read as the default.
+pub(super) struct OptionalJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is larger than api.max_body_bytes",
+                    )
+                } else {
+                    ApiError::bad_request("invalid_body", "the request body could not be read")
+                }
+            })?;
+        if bytes.is_empty() {
+            return Ok(OptionalJson(T::default()));
+        }
+        if !json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json (or send no body)",
+            ));
+        }
+        json_body(Json::<T>::from_bytes(&bytes)).map(OptionalJson)
+    }
+}
+
 pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::bad_request("invalid_query", client_words(&e.body_text())))
@@ -98,18 +145,14 @@ pub(super) fn instant(field: &str, s: &str) -> ApiResult<DateTime<Utc>> {
 }
 
 pub(super) fn find_job(state: &ApiState, name: &str) -> ApiResult<Arc<Job>> {
-    state
-        .jobs
-        .iter()
-        .find(|j| j.name == name)
-        .cloned()
-        .ok_or_else(|| {
-            let known: Vec<&str> = state.jobs.iter().map(|j| j.name.as_str()).collect();
-            ApiError::not_found(
-                "unknown_job",
-                format!("no job {name:?} (known: {})", known.join(", ")),
-            )
-        })
+    let set = state.jobs.current();
+    set.find(name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = set.iter().map(|j| j.name.as_str()).collect();
+        ApiError::not_found(
+            "unknown_job",
+            format!("no job {name:?} (known: {})", known.join(", ")),
+        )
+    })
 }
 
 pub async fn not_found() -> ApiError {
@@ -126,7 +169,10 @@ pub async fn method_not_allowed() -> ApiError {
 
 pub async fn health(State(state): State<ApiState>) -> Response {
     let h = state.health.read().await.clone();
-    let healthy = h.database.up() && h.kafka.up();
+    let jobs = state.jobs.current();
+    // A stalled partition is data that stops reaching PostgreSQL: unhealthy.
+    let ingest_stalled = h.ingest.as_ref().is_some_and(|i| i.stalled());
+    let healthy = h.database.up() && h.kafka.up() && !ingest_stalled;
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "service": "batch-processing-api",
@@ -138,9 +184,9 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             "ingest": h.ingest,
             // Invalid job files do not stop the service: the valid jobs run.
             "jobs": {
-                "status": if state.invalid_job_files.is_empty() { "ok" } else { "invalid_files" },
-                "loaded": state.jobs.len(),
-                "invalid_files": state.invalid_job_files.as_slice(),
+                "status": if jobs.errors.is_empty() { "ok" } else { "invalid_files" },
+                "loaded": jobs.len(),
+                "invalid_files": jobs.errors.as_slice(),
             },
         },
         "checked_at": h.checked_at,
@@ -157,11 +203,19 @@ pub async fn health(State(state): State<ApiState>) -> Response {
 struct JobView<'a> {
     name: &'a str,
     description: &'a str,
+    /// The first 12 hex digits of the job file's SHA-256.
+    version: &'a str,
+    file: String,
+    /// When this process loaded this version.
+    loaded_at: Option<DateTime<Utc>>,
+    /// Live daemons with this job loaded, and which version each has.
+    daemons: Vec<&'a ledger::daemons::JobVersion>,
     schedule: &'a str,
     timezone: String,
     interval: &'a str,
     start_date: DateTime<Utc>,
     max_active_runs: u32,
+    wait_for: &'a [String],
     tasks: Vec<Value>,
     params: &'a [crate::dag::params::Param],
     /// `null` when the database could not say.
@@ -169,18 +223,28 @@ struct JobView<'a> {
 }
 
 pub async fn jobs(State(state): State<ApiState>) -> Json<Value> {
-    let paused = ledger::controls::paused_jobs(&state.pools.data).await.ok();
-    let jobs: Vec<JobView> = state
-        .jobs
+    let pool = &state.pools.data;
+    let paused = ledger::controls::paused_jobs(pool).await.ok();
+    let stale = state.config.scheduler.stale_after_secs;
+    let loaded_by = ledger::daemons::job_versions(pool, stale)
+        .await
+        .unwrap_or_default();
+    let set = state.jobs.current();
+    let jobs: Vec<JobView> = set
         .iter()
         .map(|j| JobView {
             name: &j.name,
             description: &j.description,
+            version: &j.version,
+            file: j.file.display().to_string(),
+            loaded_at: set.since.get(&j.name).copied(),
+            daemons: loaded_by.iter().filter(|v| v.job == j.name).collect(),
             schedule: &j.schedule_text,
             timezone: j.timezone.to_string(),
             interval: j.interval.as_str(),
             start_date: j.start_date,
             max_active_runs: j.max_active_runs,
+            wait_for: &j.wait_for,
             tasks: j
                 .tasks
                 .iter()
@@ -190,7 +254,7 @@ pub async fn jobs(State(state): State<ApiState>) -> Json<Value> {
             paused: paused.as_ref().map(|p| p.contains(&j.name)),
         })
         .collect();
-    Json(json!({ "jobs": jobs }))
+    Json(json!({ "jobs": jobs, "invalid_files": set.errors }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +351,9 @@ pub struct TriggerBody {
     /// Also run an interval before the job's `start_date`.
     #[serde(default)]
     ignore_start_date: bool,
+    /// Also run an interval that has not ended yet.
+    #[serde(default)]
+    allow_unfinished: bool,
     /// Values for parameters the job declares; the rest keep their defaults.
     #[serde(default)]
     params: serde_json::Map<String, Value>,
@@ -298,14 +365,9 @@ pub async fn trigger_run(
     State(state): State<ApiState>,
     axum::Extension(caller): axum::Extension<super::Caller>,
     Path(job): Path<String>,
-    body: Result<Json<TriggerBody>, JsonRejection>,
+    OptionalJson(body): OptionalJson<TriggerBody>,
 ) -> ApiResult<Response> {
     let job = find_job(&state, &job)?;
-    // An empty body is a trigger for the last complete interval.
-    let body = match body {
-        Err(JsonRejection::MissingJsonContentType(_)) => TriggerBody::default(),
-        other => json_body(other)?,
-    };
     let at = match &body.interval_start {
         Some(s) => Some(instant("interval_start", s)?),
         None => None,
@@ -314,7 +376,10 @@ pub async fn trigger_run(
         &state,
         &job,
         at,
-        body.ignore_start_date,
+        Allow {
+            before_start_date: body.ignore_start_date,
+            unfinished: body.allow_unfinished,
+        },
         &body.params,
         caller.0,
         body.reason,
@@ -334,6 +399,15 @@ pub async fn trigger_run(
         .into_response())
 }
 
+/// What a run or backfill may include beyond the usual.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Allow {
+    /// Intervals before the job's `start_date`.
+    pub before_start_date: bool,
+    /// Intervals that have not ended yet.
+    pub unfinished: bool,
+}
+
 /// Queues a manual run of the interval containing `at` (default: the
 /// last complete one) with `params` checked against the job's, recorded
 /// as `caller`'s action; wakes this process's daemon. Returns the run's id
@@ -342,7 +416,7 @@ pub(crate) async fn trigger(
     state: &ApiState,
     job: &Job,
     at: Option<DateTime<Utc>>,
-    ignore_start_date: bool,
+    allow: Allow,
     params: &serde_json::Map<String, Value>,
     caller: String,
     reason: Option<String>,
@@ -351,7 +425,17 @@ pub(crate) async fn trigger(
         Some(t) => job.interval.containing(t),
         None => job.interval.last_complete(Utc::now()),
     };
-    if interval.start < job.start_date && !ignore_start_date {
+    if interval.end > Utc::now() && !allow.unfinished {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "interval_not_ended",
+            format!(
+                "the interval {} → {} has not ended yet (set allow_unfinished to run it anyway)",
+                interval.start, interval.end
+            ),
+        ));
+    }
+    if interval.start < job.start_date && !allow.before_start_date {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "before_start_date",
@@ -421,6 +505,8 @@ pub struct BackfillBody {
     parallel: Option<usize>,
     #[serde(default)]
     ignore_start_date: bool,
+    #[serde(default)]
+    allow_unfinished: bool,
 }
 
 pub async fn backfill(
@@ -435,7 +521,10 @@ pub async fn backfill(
         to,
         body.reprocess.as_deref(),
         body.parallel,
-        body.ignore_start_date,
+        Allow {
+            before_start_date: body.ignore_start_date,
+            unfinished: body.allow_unfinished,
+        },
     )?;
     let plan = backfill_plan(&state, &job, &spec).await?;
     let id = start_backfill(&state, job, spec).await?;
@@ -463,7 +552,7 @@ pub(crate) fn backfill_spec(
     to: DateTime<Utc>,
     reprocess: Option<&str>,
     parallel: Option<usize>,
-    ignore_start_date: bool,
+    allow: Allow,
 ) -> ApiResult<Spec> {
     if from >= to {
         return Err(ApiError::bad_request(
@@ -494,7 +583,8 @@ pub(crate) fn backfill_spec(
         to,
         parallel,
         reprocess,
-        ignore_start_date,
+        ignore_start_date: allow.before_start_date,
+        allow_unfinished: allow.unfinished,
     })
 }
 
@@ -512,6 +602,12 @@ pub(crate) async fn backfill_plan(
                 "before_start_date",
                 e.to_string()
                     .replace("--ignore-start-date", "ignore_start_date"),
+            ),
+            backfill::Error::Unfinished { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "interval_not_ended",
+                e.to_string()
+                    .replace("--allow-unfinished", "allow_unfinished"),
             ),
             backfill::Error::Database(e) => ApiError::internal(e),
             other => ApiError::bad_request("invalid_range", other.to_string()),

@@ -5,7 +5,8 @@
 
 mod handlers;
 pub(crate) use handlers::{
-    backfill_plan, backfill_spec, generate, rollup_rows, start_backfill, trigger, RollupFilter,
+    backfill_plan, backfill_spec, generate, rollup_rows, start_backfill, trigger, Allow,
+    RollupFilter,
 };
 pub mod openapi;
 #[cfg(test)]
@@ -38,7 +39,8 @@ use crate::live::LiveStats;
 pub struct ApiState {
     pub config: Arc<Config>,
     pub pools: Pools,
-    pub jobs: Arc<Vec<Arc<Job>>>,
+    /// The loaded jobs, kept current with `jobs.dir` by daemons and `serve`.
+    pub jobs: Arc<crate::dag::catalog::Catalog>,
     pub health: Arc<RwLock<Health>>,
     pub live: Option<Arc<LiveStats>>,
     /// Set on shutdown: backfills started through the API stop.
@@ -46,8 +48,6 @@ pub struct ApiState {
     /// Wakes the scheduler of `hxjobs daemon` when a run was queued; `None`
     /// under `hxjobs serve` (a daemon elsewhere claims it at its next poll).
     pub wake: Option<Arc<tokio::sync::Notify>>,
-    /// Job files that did not load (file:line and message each); shown in `/health`.
-    pub invalid_job_files: Arc<Vec<String>>,
 }
 
 /// An error as every endpoint reports it.
@@ -158,8 +158,11 @@ pub struct Health {
 /// Who ingests which partition and how far behind it is.
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestCheck {
-    /// "ok", or "unowned" when continuous ingest leaves a partition without
-    /// a live owner.
+    /// "ok"; "stalled" when a partition has data on the broker past its
+    /// stored position and that position has not moved for
+    /// `ingest.stalled_after_secs` (the service is then unhealthy);
+    /// "unowned" when continuous ingest leaves a partition without a live
+    /// owner.
     pub status: &'static str,
     pub mode: crate::config::IngestMode,
     /// Workers holding partitions now.
@@ -167,19 +170,79 @@ pub struct IngestCheck {
     /// Everything the broker held then is stored (`null`: a partition never
     /// caught up).
     pub caught_up_through: Option<DateTime<Utc>>,
+    /// `topic/partition` of every stalled partition.
+    pub stalled: Vec<String>,
     pub partitions: Vec<crate::ingest::lease::PartitionView>,
 }
 
+/// Where each partition's stored position was last seen to move, so that
+/// one owned (or left) without moving while the broker has data for it is
+/// found, whatever its owner believes.
+#[derive(Debug, Default)]
+pub struct StallWatch {
+    seen: std::collections::HashMap<(String, i32), (i64, DateTime<Utc>)>,
+}
+
+impl StallWatch {
+    /// Marks `partitions` stalled where the broker's end (`ends`) is past
+    /// the position and the position has not moved for `after`; fills each
+    /// partition's lag from `ends`. Returns the stalled ones.
+    pub fn observe(
+        &mut self,
+        partitions: &mut [crate::ingest::lease::PartitionView],
+        ends: &std::collections::HashMap<(String, i32), i64>,
+        now: DateTime<Utc>,
+        after: Duration,
+    ) -> Vec<String> {
+        let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+        let mut stalled = Vec::new();
+        for p in partitions.iter_mut() {
+            let key = (p.topic.clone(), p.partition);
+            // Unmoved since its last commit, or since first seen here.
+            let since = p.last_commit_at.unwrap_or(now);
+            let entry = self.seen.entry(key.clone()).or_insert((p.position, since));
+            if entry.0 != p.position {
+                *entry = (p.position, now);
+            }
+            let Some(high) = ends.get(&key) else { continue };
+            let behind = (high - p.position).max(0);
+            p.lag = Some(behind);
+            p.lag_read_at = Some(now);
+            p.stalled = behind > 0 && now - entry.1 >= after;
+            if p.stalled {
+                stalled.push(format!("{}/{}", p.topic, p.partition));
+            }
+        }
+        stalled
+    }
+}
+
 impl IngestCheck {
-    pub async fn read(config: &Config, pool: &sqlx::PgPool) -> Result<IngestCheck, sqlx::Error> {
+    /// Reads the partitions' leases and positions; with the broker's ends,
+    /// also their true lag and which are stalled.
+    pub async fn read(
+        config: &Config,
+        pool: &sqlx::PgPool,
+        ends: Option<&std::collections::HashMap<(String, i32), i64>>,
+        watch: &mut StallWatch,
+    ) -> Result<IngestCheck, sqlx::Error> {
         let topics = config.topics.event_topic_names();
-        let partitions = crate::ingest::lease::partitions(
+        let mut partitions = crate::ingest::lease::partitions(
             pool,
             &config.kafka.group_id,
             &topics,
             config.ingest.stale_after(),
         )
         .await?;
+        let stalled = match ends {
+            Some(ends) => watch.observe(
+                &mut partitions,
+                ends,
+                Utc::now(),
+                Duration::from_secs(config.ingest.stalled_after_secs),
+            ),
+            None => Vec::new(),
+        };
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let caught_up_through =
             crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &names).await?;
@@ -191,8 +254,11 @@ impl IngestCheck {
         owners.dedup();
         let mode = config.ingest.mode;
         let unowned = partitions.iter().any(|p| p.owner.is_none());
+        crate::metrics::ingest_stalled(stalled.len());
         Ok(IngestCheck {
-            status: if mode == crate::config::IngestMode::Continuous && unowned {
+            status: if !stalled.is_empty() {
+                "stalled"
+            } else if mode == crate::config::IngestMode::Continuous && unowned {
                 "unowned"
             } else {
                 "ok"
@@ -200,8 +266,23 @@ impl IngestCheck {
             mode,
             workers: owners.len(),
             caught_up_through,
+            stalled,
             partitions,
         })
+    }
+
+    /// The ingest mode as configured.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            crate::config::IngestMode::Continuous => "continuous",
+            crate::config::IngestMode::Drain => "drain",
+            crate::config::IngestMode::Off => "off",
+        }
+    }
+
+    /// Whether ingest makes the service unhealthy.
+    pub fn stalled(&self) -> bool {
+        !self.stalled.is_empty()
     }
 }
 
@@ -415,6 +496,8 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
     );
     tokio::spawn(async move {
         let probe = crate::kafka::Probe::new(&config.kafka);
+        let mut watch = StallWatch::default();
+        let topics = config.topics.event_topic_names();
         while !stop.is_cancelled() {
             let started = Instant::now();
             let db = tokio::time::timeout(
@@ -433,8 +516,14 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
             let kafka = Check::of(started, kafka);
             crate::metrics::dependency_up("postgresql", database.up());
             crate::metrics::dependency_up("kafka", kafka.up());
+            let ends = match (&probe, kafka.up()) {
+                (Ok(p), true) => p.partition_ends(&topics).await.ok(),
+                _ => None,
+            };
             let ingest = if database.up() {
-                IngestCheck::read(&config, &pool).await.ok()
+                IngestCheck::read(&config, &pool, ends.as_ref(), &mut watch)
+                    .await
+                    .ok()
             } else {
                 None
             };
@@ -460,7 +549,7 @@ impl ApiState {
         ApiState {
             config,
             pools,
-            jobs: Arc::new(jobs),
+            jobs: Arc::new(crate::dag::catalog::Catalog::fixed(jobs)),
             health: Arc::new(RwLock::new(Health {
                 database: Check::unknown(),
                 kafka: Check::unknown(),
@@ -470,17 +559,26 @@ impl ApiState {
             live,
             stop,
             wake: None,
-            invalid_job_files: Arc::new(Vec::new()),
         }
     }
 }
 
-/// Serves the API on the configured address until `stop` turns true.
-pub async fn serve(state: ApiState) -> anyhow::Result<()> {
-    let addr = format!("{}:{}", state.config.api.host, state.config.api.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
+/// Listens on `api.host:api.port`; fails at once with the address and why.
+pub async fn bind(api: &crate::config::ApiConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = format!("{}:{}", api.host, api.port);
+    tokio::net::TcpListener::bind(&addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// Serves the API on `listener` until `stop` turns true; connections still
+/// open `grace` after that are closed.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    use std::future::IntoFuture;
     let local: SocketAddr = listener.local_addr()?;
     tracing::info!(address = %local, "API listening");
     if state.config.api.token.is_none() && !is_loopback(&state.config.api.host) {
@@ -498,12 +596,15 @@ pub async fn serve(state: ApiState) -> anyhow::Result<()> {
     );
     let stop = state.stop.clone();
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            while !stop.is_cancelled() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await?;
+    let graceful = stop.clone();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { graceful.cancelled().await })
+        .into_future();
+    tokio::select! {
+        served = server => served?,
+        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::info!(grace_secs = grace.as_secs(), "API connections still open after the grace; closed");
+        }
+    }
     Ok(())
 }

@@ -38,7 +38,7 @@ fn state(host: &str, token: Option<&str>) -> ApiState {
     ApiState {
         config: Arc::new(config),
         pools: Pools::new(pool),
-        jobs: Arc::new(jobs),
+        jobs: Arc::new(crate::dag::catalog::Catalog::fixed(jobs)),
         health: Arc::new(RwLock::new(Health {
             database: Check::unknown(),
             kafka: Check::unknown(),
@@ -48,7 +48,6 @@ fn state(host: &str, token: Option<&str>) -> ApiState {
         live: None,
         stop: CancellationToken::new(),
         wake: None,
-        invalid_job_files: Arc::new(Vec::new()),
     }
 }
 
@@ -315,4 +314,83 @@ async fn the_console_asks_for_a_login_off_loopback_and_keeps_the_token_in_a_stri
         .expect("type")
         .starts_with("text/javascript"));
     assert!(js.contains("EventSource"));
+}
+
+/// A body the endpoint cannot read (no JSON content type, a form, bad
+/// JSON) is refused; it is never taken for the default action.
+#[tokio::test]
+async fn a_body_that_is_not_json_is_refused_not_defaulted() {
+    let paths = [
+        "/runs/881/clear",
+        "/runs/881/cancel",
+        "/jobs/hxp_hourly_aggregation/runs",
+        "/jobs/hxp_hourly_aggregation/pause",
+        "/jobs/hxp_hourly_aggregation/unpause",
+    ];
+    for path in paths {
+        for content_type in [
+            None,
+            Some("application/x-www-form-urlencoded"),
+            Some("text/plain"),
+        ] {
+            let mut r = Request::builder().method("POST").uri(path);
+            if let Some(t) = content_type {
+                r = r.header(header::CONTENT_TYPE, t);
+            }
+            let request = r
+                .body(Body::from(r#"{"tasks":["export"]}"#))
+                .expect("request");
+            let (status, body) = call(state("127.0.0.1", None), request).await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{path} {content_type:?}: {body}"
+            );
+            is_error(&body, "unsupported_media_type");
+        }
+        let (status, body) =
+            call(state("127.0.0.1", None), post(path, None, "{\"tasks\": [")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        is_error(&body, "invalid_json");
+    }
+}
+
+/// A run or backfill of an interval that has not ended is refused (422)
+/// unless asked for, before anything is queued.
+#[tokio::test]
+async fn intervals_that_have_not_ended_are_refused() {
+    let ahead = (chrono::Utc::now() + chrono::TimeDelta::days(2))
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string();
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(3))
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string();
+    let (status, body) = call(
+        state("127.0.0.1", None),
+        post(
+            "/jobs/hxp_hourly_aggregation/runs",
+            None,
+            &format!(r#"{{"interval_start":"{ahead}"}}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    is_error(&body, "interval_not_ended");
+    let (status, body) = call(
+        state("127.0.0.1", None),
+        post(
+            "/backfill",
+            None,
+            &format!(r#"{{"job":"hxp_hourly_aggregation","from":"{ahead}","to":"{later}"}}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    is_error(&body, "interval_not_ended");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("allow_unfinished")),
+        "{body}"
+    );
 }

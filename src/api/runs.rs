@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::handlers::{find_job, instant, json_body, parse_id, query, ApiResult};
+use super::handlers::{find_job, instant, json_body, parse_id, query, ApiResult, OptionalJson};
 use super::{ApiError, ApiState, Caller};
 use crate::ledger::controls::{self, Actor, ControlError};
 use crate::ledger::{self, logs::AttemptRow, RunState};
@@ -193,14 +193,6 @@ fn run_path(p: Result<Path<String>, PathRejection>) -> ApiResult<i64> {
     parse_id(&raw)
 }
 
-/// A body that may be left out (`{}` then).
-fn optional<T: Default>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    match body {
-        Err(JsonRejection::MissingJsonContentType(_)) => Ok(T::default()),
-        other => json_body(other),
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearBody {
@@ -219,10 +211,9 @@ pub async fn clear(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
-    body: Result<Json<ClearBody>, JsonRejection>,
+    OptionalJson(body): OptionalJson<ClearBody>,
 ) -> ApiResult<Json<Value>> {
     let id = run_path(id)?;
-    let body = optional(body)?;
     let actor = actor(&caller, body.reason);
     let tasks = clear_run(&state, id, body.tasks, body.downstream, &actor).await?;
     Ok(Json(
@@ -317,10 +308,9 @@ pub async fn cancel(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
-    body: Result<Json<ReasonBody>, JsonRejection>,
+    OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let id = run_path(id)?;
-    let body = optional(body)?;
     controls::cancel(&state.pools.ledger, id, &actor(&caller, body.reason))
         .await
         .map_err(refused)?;
@@ -375,11 +365,10 @@ async fn set_paused(
     state: &ApiState,
     caller: &Caller,
     job: &str,
-    body: Result<Json<ReasonBody>, JsonRejection>,
+    body: ReasonBody,
     paused: bool,
 ) -> ApiResult<Json<Value>> {
     let job = find_job(state, job)?;
-    let body = optional(body)?;
     controls::set_paused(
         &state.pools.ledger,
         &job.name,
@@ -399,7 +388,7 @@ pub async fn pause(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(job): Path<String>,
-    body: Result<Json<ReasonBody>, JsonRejection>,
+    OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     set_paused(&state, &caller, &job, body, true).await
 }
@@ -409,7 +398,7 @@ pub async fn unpause(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(job): Path<String>,
-    body: Result<Json<ReasonBody>, JsonRejection>,
+    OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     set_paused(&state, &caller, &job, body, false).await
 }

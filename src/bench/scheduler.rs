@@ -129,6 +129,7 @@ async fn run(config: Config, runs: usize, parallel: usize) -> anyhow::Result<Sch
         parallel,
         reprocess: Reprocess::None,
         ignore_start_date: false,
+        allow_unfinished: false,
     };
     let summary = backfill::run(
         Arc::new(config),

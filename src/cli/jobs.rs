@@ -9,7 +9,8 @@ use crate::dag::job;
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
-    /// Every job with its schedule, interval, catch-up policy, next run and tasks in order.
+    /// Every job with its version (the file's SHA-256, first 12 hex digits),
+    /// schedule, interval, catch-up policy, next run and tasks in order.
     List,
     /// Validate every job file without running anything; print every
     /// error (file:line) and exit 1 when any file is invalid.
@@ -53,8 +54,9 @@ pub fn run(config: &Config, command: JobsCommand) -> CliResult {
                     .map(|t| format!("{}({})", t.id, t.kind.name()))
                     .collect();
                 println!(
-                    "{:<26} {:<14} {:<5} catchup={:<6} next={}  tasks: {}",
+                    "{:<26} {} {:<14} {:<5} catchup={:<6} next={}  tasks: {}",
                     j.name,
+                    j.version,
                     j.schedule_text,
                     j.interval.as_str(),
                     format!("{:?}", j.catchup.policy).to_lowercase(),

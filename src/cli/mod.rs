@@ -15,6 +15,7 @@ mod serve;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use clap::{Parser, Subcommand};
@@ -42,9 +43,15 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "auto")]
     pub color: crate::telemetry::Color,
 
-    /// Log filter, e.g. `info`, `debug`, `hxjobs=debug`.
-    #[arg(long, global = true, env = "HXJOBS_LOG", default_value = "info")]
-    pub log_level: String,
+    /// Log filter, e.g. `info`, `debug`, `hxjobs=debug`. Default: `info`
+    /// for `daemon` and `serve`; warnings only for other commands, which
+    /// print their own progress and summary (`-v`: info, `-vv`: debug).
+    #[arg(long, global = true, env = "HXJOBS_LOG")]
+    pub log_level: Option<String>,
+
+    /// More log lines from a command: `-v` info, `-vv` debug.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     #[command(subcommand)]
     pub command: Command,
@@ -134,6 +141,25 @@ pub enum Command {
     Config,
 }
 
+impl Cli {
+    /// The log filter in force: `--log-level`, else by command and `-v`.
+    pub fn log_filter(&self) -> String {
+        if let Some(level) = &self.log_level {
+            return level.clone();
+        }
+        match (self.is_service(), self.verbose) {
+            (true, 0) | (false, 1) => "info".into(),
+            (false, 0) => "warn".into(),
+            _ => "debug".into(),
+        }
+    }
+
+    /// Long-running services (their log is their output).
+    pub fn is_service(&self) -> bool {
+        matches!(self.command, Command::Daemon(_) | Command::Serve)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
     /// Create missing topics with the configured partitions and retention.
@@ -157,8 +183,8 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 pub type CliResult = Result<(), Failure>;
 
-/// The jobs in `jobs.dir`. Invalid files are logged (each with file:line)
-/// and counted in `hxjobs_job_files_invalid`; the valid jobs still load.
+/// The jobs in `jobs.dir` for one command. Invalid files are logged (each
+/// with file:line); the valid jobs still load.
 pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Failure> {
     let mut loaded = crate::dag::job::load(&config.jobs.dir).map_err(|e| Failure {
         code: 2,
@@ -178,16 +204,45 @@ pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Fail
     }
     loaded.jobs = ok;
     for e in &loaded.errors {
-        tracing::error!(file = %e.file.display(), line = e.line, "invalid job file, not loaded: {e}");
+        tracing::warn!(file = %e.file.display(), line = e.line, "invalid job file, not loaded: {e}");
+    }
+    Ok(loaded)
+}
+
+/// The jobs in `jobs.dir` as a reloadable catalog (daemons and the API).
+/// A job naming a notification target the configuration lacks is invalid.
+/// Invalid files are logged (each with file:line) and counted in
+/// `hxjobs_job_files_invalid`; the valid jobs still load.
+pub(crate) fn catalog(config: &Config) -> Result<crate::dag::catalog::Catalog, Failure> {
+    let targets = config.clone();
+    let check: crate::dag::catalog::Check = Box::new(move |job| {
+        let unknown = crate::notify::unknown_targets(&targets, job);
+        (!unknown.is_empty()).then(|| {
+            format!(
+                "names notification targets that [notify] does not define: {}",
+                unknown.join(", ")
+            )
+        })
+    });
+    let catalog =
+        crate::dag::catalog::Catalog::load(config.jobs.dir.clone(), check).map_err(|e| {
+            Failure {
+                code: 2,
+                message: e.to_string(),
+            }
+        })?;
+    let set = catalog.current();
+    for e in &set.errors {
+        tracing::error!("invalid job file, not loaded: {e}");
     }
     crate::metrics::install();
-    metrics::gauge!("hxjobs_job_files_invalid").set(loaded.errors.len() as f64);
+    metrics::gauge!("hxjobs_job_files_invalid").set(set.errors.len() as f64);
     // Report definitions are checked at start too, not first when a
     // report of that type is due.
     for e in crate::reports::definition::check_all(&config.reports.definitions_dir) {
         tracing::error!("invalid report definition: {e}");
     }
-    Ok(loaded)
+    Ok(catalog)
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
@@ -198,27 +253,74 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
 }
 
 /// A token cancelled on Ctrl-C, SIGTERM or SIGHUP (the terminal
-/// closed); a second signal exits at once.
+/// closed); a second signal exits at once. For commands a person runs.
 pub fn stop_on_signal() -> CancellationToken {
     let stop = CancellationToken::new();
     let flag = stop.clone();
     tokio::spawn(async move {
         let mut signals = 0;
         loop {
-            wait_for_signal().await;
+            let name = wait_for_signal(true).await;
             signals += 1;
             if signals > 1 {
-                eprintln!("hxjobs: second signal, exiting now");
+                eprintln!("hxjobs: second signal ({name}), exiting now");
                 std::process::exit(130);
             }
-            tracing::info!("stopping after the batch in hand; send the signal again to exit now");
+            tracing::warn!(
+                signal = name,
+                "stopping after the work in hand; send the signal again to exit now"
+            );
             flag.cancel();
         }
     });
     stop
 }
 
-async fn wait_for_signal() {
+/// A service's signals: Ctrl-C and SIGTERM stop it (a second one exits at
+/// once), SIGHUP reloads its job files, as daemons do.
+pub struct Signals {
+    pub stop: CancellationToken,
+    pub reload: Arc<tokio::sync::Notify>,
+    /// The signal that stopped it.
+    pub cause: Arc<std::sync::OnceLock<&'static str>>,
+}
+
+pub fn service_signals() -> Signals {
+    let signals = Signals {
+        stop: CancellationToken::new(),
+        reload: Arc::new(tokio::sync::Notify::new()),
+        cause: Arc::new(std::sync::OnceLock::new()),
+    };
+    let (stop, reload, cause) = (
+        signals.stop.clone(),
+        signals.reload.clone(),
+        signals.cause.clone(),
+    );
+    tokio::spawn(async move {
+        loop {
+            let name = wait_for_signal(false).await;
+            if name == "SIGHUP" {
+                tracing::info!(signal = name, "reloading job files");
+                reload.notify_one();
+                continue;
+            }
+            if stop.is_cancelled() {
+                eprintln!("hxjobs: second signal ({name}), exiting now");
+                std::process::exit(130);
+            }
+            let _ = cause.set(name);
+            tracing::info!(
+                signal = name,
+                "stopping: no new runs; send the signal again to exit now"
+            );
+            stop.cancel();
+        }
+    });
+    signals
+}
+
+/// Waits for Ctrl-C, SIGTERM or SIGHUP; the signal's name.
+async fn wait_for_signal(hangup: bool) -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -228,19 +330,21 @@ async fn wait_for_signal() {
         ) {
             (Ok(mut term), Ok(mut hup)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    _ = hup.recv() => {}
+                    _ = tokio::signal::ctrl_c() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                    _ = hup.recv() => if hangup { "SIGHUP (terminal closed)" } else { "SIGHUP" },
                 }
             }
             _ => {
                 let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     }
 }
 

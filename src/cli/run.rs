@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// Also run an interval before the job's `start_date` (refused otherwise).
     #[arg(long)]
     pub ignore_start_date: bool,
+    /// Also run an interval that has not ended yet (refused otherwise).
+    #[arg(long)]
+    pub allow_unfinished: bool,
     /// A run parameter the job declares, NAME=VALUE (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
@@ -73,6 +76,15 @@ fn interval_of(job: &Job, at: Option<DateTime<Utc>>, start: Option<DateTime<Utc>
 pub async fn run(config: &Config, args: RunArgs) -> CliResult {
     let job = find_job(config, &args.job)?;
     let interval = interval_of(&job, args.at, args.interval_start);
+    if interval.end > Utc::now() && !args.allow_unfinished {
+        return Err(Failure {
+            code: 2,
+            message: format!(
+                "the interval {} → {} has not ended yet; pass --allow-unfinished to run it anyway",
+                interval.start, interval.end
+            ),
+        });
+    }
     if interval.start < job.start_date && !args.ignore_start_date {
         return Err(Failure {
             code: 2,

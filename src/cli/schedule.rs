@@ -49,6 +49,9 @@ pub struct BackfillArgs {
     /// Also run intervals before the job's `start_date` (refused otherwise).
     #[arg(long)]
     pub ignore_start_date: bool,
+    /// Also run intervals that have not ended yet (refused otherwise).
+    #[arg(long)]
+    pub allow_unfinished: bool,
 }
 
 #[derive(Debug, Args)]
@@ -65,11 +68,10 @@ pub struct RunsArgs {
 }
 
 pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
-    let loaded = super::load_jobs(config)?;
-    let invalid: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
-    let jobs = loaded.jobs;
+    let catalog = Arc::new(super::catalog(config)?);
     let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
-    let scheduler = Scheduler::new(Arc::new(config.clone()), pools, jobs, worker_id());
+    let mut scheduler = Scheduler::new(Arc::new(config.clone()), pools, Vec::new(), worker_id());
+    scheduler.jobs = catalog.current().jobs.clone();
     if args.once {
         let ledger = &scheduler.pools.ledger;
         let jobs = scheduler.jobs.len();
@@ -94,26 +96,32 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
         }
         return Ok(());
     }
-    let stop = stop_on_signal();
-    crate::notify::spawn(
-        scheduler.config.clone(),
-        scheduler.pools.ledger.clone(),
-        scheduler.jobs.clone(),
-        stop.clone(),
-    );
+    let signals = super::service_signals();
+    let stop = signals.stop.clone();
     let wake = Arc::new(tokio::sync::Notify::new());
+    // The API first: a port already in use stops the daemon before it
+    // schedules anything.
     let api = if args.no_api {
         None
     } else {
-        Some(super::serve::start(
-            config,
-            scheduler.pools.clone(),
-            scheduler.jobs.clone(),
-            Some(wake.clone()),
-            invalid,
-            stop.clone(),
-        )?)
+        Some(
+            super::serve::start(
+                config,
+                scheduler.pools.clone(),
+                catalog.clone(),
+                Some(wake.clone()),
+                stop.clone(),
+            )
+            .await?,
+        )
     };
+    super::serve::watch_jobs(config, &catalog, signals.reload.clone(), stop.clone());
+    crate::notify::spawn(
+        scheduler.config.clone(),
+        scheduler.pools.ledger.clone(),
+        catalog.clone(),
+        stop.clone(),
+    );
     let ingest = (config.ingest.mode == crate::config::IngestMode::Continuous).then(|| {
         tokio::spawn(crate::ingest::worker::run(
             scheduler.config.clone(),
@@ -122,16 +130,22 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
             stop.clone(),
         ))
     });
-    let outcome = daemon::run(scheduler, wake, stop.clone()).await;
+    let outcome = daemon::run(scheduler, catalog, wake, stop.clone()).await;
     crate::tasklog::flushed().await;
     stop.cancel();
     if let Some(ingest) = ingest {
-        // Its last batch commits and its partitions are given back.
+        tracing::info!(
+            "waiting for the ingest worker to commit its last batch and give its partitions back"
+        );
         let _ = ingest.await;
     }
     if let Some(api) = api {
         super::serve::finish(api).await?;
     }
+    tracing::info!(
+        signal = signals.cause.get().copied().unwrap_or("none"),
+        "daemon stopped"
+    );
     outcome?;
     Ok(())
 }
@@ -144,6 +158,7 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
         parallel: args.parallel,
         reprocess: args.reprocess,
         ignore_start_date: args.ignore_start_date,
+        allow_unfinished: args.allow_unfinished,
     };
     let usage = |e: backfill::Error| match e {
         backfill::Error::Database(e) => Failure::from(e),
@@ -169,6 +184,8 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // Log lines print above the bar, never on its line.
+    crate::telemetry::logs_above(Some(&bar));
     let summary = backfill::run(
         Arc::new(config.clone()),
         &pools,
@@ -184,8 +201,14 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
     )
     .await;
     crate::tasklog::flushed().await;
+    crate::telemetry::logs_above(None);
+    // An interrupted backfill's bar stays where it stopped.
+    if stop.is_cancelled() {
+        bar.abandon_with_message("interrupted");
+    } else {
+        bar.finish();
+    }
     let summary = summary.map_err(usage)?;
-    bar.finish();
     // After a SIGHUP the terminal may be gone: a failed print must not
     // turn into a panic.
     let _ = writeln!(

@@ -2,16 +2,24 @@
 //! starts the same next to the scheduler.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use tokio::task::JoinHandle;
 
-use super::{stop_on_signal, CliResult, Failure};
+use super::{service_signals, CliResult, Failure};
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::dag::Job;
+use crate::dag::catalog::Catalog;
 use crate::db::Pools;
 use crate::live::LiveStats;
+
+/// How long a stopping API waits for open connections (a browser's
+/// live streams among them) before it closes them.
+const CONNECTIONS_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a stopping process waits for the live-stats consumer to close.
+const CONSUMER_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Running {
     api: JoinHandle<anyhow::Result<()>>,
@@ -19,14 +27,15 @@ pub struct Running {
 }
 
 /// Starts the API (and the live-stats consumer when enabled) until `stop`.
-pub fn start(
+/// Fails at once when the API's address cannot be listened on.
+pub async fn start(
     config: &Config,
     pools: Pools,
-    jobs: Vec<Arc<Job>>,
+    jobs: Arc<Catalog>,
     wake: Option<Arc<tokio::sync::Notify>>,
-    invalid_job_files: Vec<String>,
     stop: CancellationToken,
 ) -> Result<Running, Failure> {
+    let listener = api::bind(&config.api).await.map_err(Failure::from)?;
     crate::metrics::install();
     let (live, consumer) = if config.live_stats.enabled {
         let live = LiveStats::new(
@@ -43,41 +52,81 @@ pub fn start(
     } else {
         (None, None)
     };
-    let mut state = ApiState::new(Arc::new(config.clone()), pools, jobs, live, stop);
+    let mut state = ApiState::new(Arc::new(config.clone()), pools, Vec::new(), live, stop);
+    state.jobs = jobs;
     state.wake = wake;
-    state.invalid_job_files = Arc::new(invalid_job_files);
     Ok(Running {
-        api: tokio::spawn(api::serve(state)),
+        api: tokio::spawn(api::serve(listener, state, CONNECTIONS_GRACE)),
         consumer,
     })
 }
 
-/// Waits for a started API (after `stop` was set) and its consumer.
+/// Waits for a started API (after `stop` was set) and its consumer, saying
+/// what it waits for.
 pub async fn finish(running: Running) -> Result<(), Failure> {
+    let started = Instant::now();
+    tracing::info!(
+        grace_secs = CONNECTIONS_GRACE.as_secs(),
+        "waiting for open API connections to finish"
+    );
     let served = running
         .api
         .await
         .map_err(|e| Failure::from(format!("API task: {e}")))?;
     if let Some(c) = running.consumer {
-        let _ = tokio::task::spawn_blocking(move || c.join()).await;
+        tracing::info!("waiting for the live-stats consumer to close");
+        let joined = tokio::time::timeout(
+            CONSUMER_GRACE,
+            tokio::task::spawn_blocking(move || c.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::warn!(
+                grace_secs = CONSUMER_GRACE.as_secs(),
+                "the live-stats consumer did not close in time; leaving it"
+            );
+        }
     }
+    tracing::debug!(
+        secs = started.elapsed().as_secs_f64(),
+        "API and live stats stopped"
+    );
     served.map_err(Failure::from)
 }
 
+/// Reloads `catalog` from `jobs.dir` every `jobs.reload_secs` and on SIGHUP.
+pub fn watch_jobs(
+    config: &Config,
+    catalog: &Arc<Catalog>,
+    reload: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(config.jobs.reload_secs);
+    tokio::spawn(catalog.clone().watch(every, reload, stop));
+}
+
 pub async fn serve(config: &Config) -> CliResult {
-    let loaded = super::load_jobs(config)?;
-    let invalid = loaded.errors.iter().map(ToString::to_string).collect();
-    let jobs = loaded.jobs;
+    let catalog = Arc::new(super::catalog(config)?);
     let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
-    let stop = stop_on_signal();
-    let jobs: Vec<Arc<Job>> = jobs.into_iter().map(Arc::new).collect();
+    let signals = service_signals();
+    watch_jobs(
+        config,
+        &catalog,
+        signals.reload.clone(),
+        signals.stop.clone(),
+    );
     // Deadlines fire and notifications go out with no scheduler running.
     crate::notify::spawn(
         Arc::new(config.clone()),
         pools.ledger.clone(),
-        jobs.clone(),
-        stop.clone(),
+        catalog.clone(),
+        signals.stop.clone(),
     );
-    let running = start(config, pools, jobs, None, invalid, stop)?;
-    finish(running).await
+    let running = start(config, pools, catalog, None, signals.stop.clone()).await?;
+    let outcome = finish(running).await;
+    tracing::info!(
+        signal = signals.cause.get().copied().unwrap_or("none"),
+        "API stopped"
+    );
+    outcome
 }

@@ -36,6 +36,9 @@ pub struct Spec {
     pub reprocess: Reprocess,
     /// Also run intervals before the job's `start_date`.
     pub ignore_start_date: bool,
+    /// Also run intervals that have not ended yet (refused otherwise: their
+    /// data is not all there, and a run would count them as done).
+    pub allow_unfinished: bool,
 }
 
 /// What a backfill finds in the ledger before it starts (`--dry-run` shows it).
@@ -102,6 +105,15 @@ pub enum Error {
         start_date: DateTime<Utc>,
         first: DateTime<Utc>,
     },
+    #[error(
+        "the interval starting {first} ends at {end}, which is still to come: \
+         end the range at {latest} at the latest, or pass --allow-unfinished"
+    )]
+    Unfinished {
+        first: DateTime<Utc>,
+        end: DateTime<Utc>,
+        latest: DateTime<Utc>,
+    },
     #[error("--parallel must be at least 1")]
     Parallel,
     #[error(transparent)]
@@ -134,6 +146,16 @@ pub fn intervals(job: &Job, spec: &Spec) -> Result<Vec<Interval>, Error> {
                 job: job.name.clone(),
                 start_date: job.start_date,
                 first: first.start,
+            });
+        }
+    }
+    let now = Utc::now();
+    if let Some(open) = out.iter().find(|i| i.end > now) {
+        if !spec.allow_unfinished {
+            return Err(Error::Unfinished {
+                first: open.start,
+                end: open.end,
+                latest: grain.floor(now),
             });
         }
     }

@@ -4,6 +4,11 @@
 //! Each pass requeues runs of lost workers, enqueues due occurrences and
 //! claims runs up to `max_parallel_runs`; finished runs free their slot.
 //!
+//! The jobs come from a [`Catalog`]: when it reloads (a changed file in
+//! `jobs.dir`, or SIGHUP), the next pass schedules the new set, the cron
+//! wake-ups follow it, and the daemon records which versions it has loaded
+//! (`daemon_jobs`). Runs already running keep the version they started with.
+//!
 //! On Ctrl-C / SIGTERM nothing new is claimed, running runs stop before
 //! their next task and get `shutdown_grace_secs` to finish; what is left is
 //! stopped and handed back to the queue for the next daemon.
@@ -15,22 +20,25 @@ use tokio_util::sync::CancellationToken;
 use chrono::Utc;
 use tokio::sync::Notify;
 
+use super::catalog::Catalog;
 use super::scheduler::{reap_stale, Finished, Running, Scheduler};
 use super::Job;
 
-/// Runs until `stop` is cancelled. A pass also starts whenever `wake` is
-/// notified (schedules firing, a run queued through the API).
+/// Runs until `stop` is cancelled, scheduling `catalog`'s jobs as they are
+/// now. A pass also starts whenever `wake` is notified (schedules firing, a
+/// run queued through the API) or the catalog reloads.
 pub async fn run(
-    scheduler: Scheduler,
+    mut scheduler: Scheduler,
+    catalog: Arc<Catalog>,
     wake: Arc<Notify>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let settings = scheduler.config.scheduler.clone();
-    let mut cron = tokio_cron_scheduler::JobScheduler::new().await?;
-    for job in &scheduler.jobs {
-        add_wakeup(&cron, job, wake.clone()).await;
-    }
-    cron.start().await?;
+    let mut reloads = catalog.subscribe();
+    let mut seen = *reloads.borrow_and_update();
+    scheduler.jobs = catalog.current().jobs.clone();
+    let mut cron = wakeups(&scheduler.jobs, &wake).await?;
+    let mut recorded = false;
     tracing::info!(
         worker = %scheduler.worker, jobs = scheduler.jobs.len(),
         max_parallel_runs = settings.max_parallel_runs, "daemon started"
@@ -39,13 +47,27 @@ pub async fn run(
     let mut running = Running::default();
     let poll = Duration::from_secs(settings.poll_secs);
     while !stop.is_cancelled() {
+        let generation = *reloads.borrow_and_update();
+        if generation != seen {
+            seen = generation;
+            scheduler.jobs = catalog.current().jobs.clone();
+            if let Err(e) = cron.shutdown().await {
+                tracing::warn!(error = %e, "old cron wake-ups did not stop cleanly");
+            }
+            cron = wakeups(&scheduler.jobs, &wake).await?;
+            recorded = false;
+        }
         if let Err(e) = pass(&scheduler, &mut running, &stop).await {
             tracing::warn!(error = %e, "scheduler pass failed; trying again at the next poll");
+        } else if !recorded {
+            // After the heartbeat row exists: which versions this daemon runs.
+            recorded = record_loaded(&scheduler, &catalog).await;
         }
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(poll) => {}
             _ = stop.cancelled() => {}
+            _ = reloads.changed() => {}
             Some(done) = running.next(), if !running.is_empty() => log_finished(&done),
         }
     }
@@ -74,8 +96,45 @@ pub async fn run(
     {
         tracing::debug!(error = %e, "daemon's stop not recorded");
     }
-    tracing::info!("daemon stopped");
+    tracing::info!("scheduler stopped");
     Ok(())
+}
+
+/// The cron wake-ups of `jobs`, started.
+async fn wakeups(
+    jobs: &[Arc<Job>],
+    wake: &Arc<Notify>,
+) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+    let cron = tokio_cron_scheduler::JobScheduler::new().await?;
+    for job in jobs {
+        add_wakeup(&cron, job, wake.clone()).await;
+    }
+    cron.start().await?;
+    Ok(cron)
+}
+
+/// Records the versions this daemon has loaded; whether that worked.
+async fn record_loaded(scheduler: &Scheduler, catalog: &Catalog) -> bool {
+    let set = catalog.current();
+    let versions: Vec<crate::ledger::daemons::JobVersion> = set
+        .iter()
+        .map(|j| crate::ledger::daemons::JobVersion {
+            worker: scheduler.worker.clone(),
+            job: j.name.clone(),
+            version: j.version.clone(),
+            file: j.file.display().to_string(),
+            loaded_at: set.since.get(&j.name).copied().unwrap_or_else(Utc::now),
+        })
+        .collect();
+    match crate::ledger::daemons::record_jobs(&scheduler.pools.ledger, &scheduler.worker, &versions)
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "loaded job versions not recorded; trying again");
+            false
+        }
+    }
 }
 
 /// Requeue lost runs, enqueue what is due, claim into free slots.
@@ -94,6 +153,7 @@ async fn pass(
     )
     .await?;
     reap_stale(&scheduler.pools.ledger, s).await?;
+    crate::ledger::daemons::note_unloaded(&scheduler.pools.ledger, s.stale_after_secs).await?;
     scheduler.enqueue_due(Utc::now()).await?;
     for job in &scheduler.jobs {
         let free = s.max_parallel_runs.saturating_sub(running.len());

@@ -122,6 +122,9 @@ pub struct Job {
     pub name: String,
     pub description: String,
     pub file: PathBuf,
+    /// The first 12 hex digits of the file's SHA-256: which text of the
+    /// file this job was loaded from.
+    pub version: String,
     pub schedule: Cron,
     pub schedule_text: String,
     pub timezone: chrono_tz::Tz,
@@ -286,14 +289,24 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Parses and validates one job file's text.
+/// Parses and validates one job file's text; the first error only (see
+/// [`parse_all`]).
 pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
+    parse_all(file, text).map_err(|mut errors| errors.remove(0))
+}
+
+/// Parses and validates one job file's text, reporting every error it
+/// finds, each with its own line (a file that is not TOML at all has one).
+/// The error list is never empty.
+pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
     let err = |span: Option<std::ops::Range<usize>>, message: String| Error {
         file: file.to_path_buf(),
         line: span.map(|s| line_of(text, s.start)),
         message,
     };
-    let raw: RawJob = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
+    let raw: RawJob =
+        toml::from_str(text).map_err(|e| vec![err(e.span(), e.message().to_string())])?;
+    let mut errors: Vec<Error> = Vec::new();
 
     let name = raw.name.get_ref().clone();
     if name.is_empty()
@@ -301,29 +314,33 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(err(
+        errors.push(err(
             Some(raw.name.span()),
             format!("job name `{name}` must be letters, digits, _ or -"),
         ));
     }
     let schedule_text = raw.schedule.get_ref().trim().to_string();
-    let schedule = Cron::from_str(&schedule_text).map_err(|e| {
-        err(
-            Some(raw.schedule.span()),
-            format!("bad cron expression `{schedule_text}`: {e}"),
-        )
-    })?;
+    let schedule = Cron::from_str(&schedule_text)
+        .map_err(|e| {
+            errors.push(err(
+                Some(raw.schedule.span()),
+                format!("bad cron expression `{schedule_text}`: {e}"),
+            ))
+        })
+        .ok();
     let timezone = match &raw.timezone {
         None => chrono_tz::UTC,
-        Some(tz) => tz.get_ref().parse::<chrono_tz::Tz>().map_err(|_| {
-            err(
+        Some(tz) => tz.get_ref().parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+            errors.push(err(
                 Some(tz.span()),
                 format!("unknown timezone `{}`", tz.get_ref()),
-            )
-        })?,
+            ));
+            chrono_tz::UTC
+        }),
     };
     let start_date = crate::time::parse_instant(raw.start_date.get_ref())
-        .map_err(|e| err(Some(raw.start_date.span()), format!("start_date: {e}")))?;
+        .map_err(|e| errors.push(err(Some(raw.start_date.span()), format!("start_date: {e}"))))
+        .ok();
     let catchup = match raw.catchup {
         Some(c) => Catchup {
             policy: c.policy,
@@ -337,13 +354,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
         },
     };
     if catchup.max_intervals == 0 {
-        return Err(err(None, "catchup.max_intervals must be at least 1".into()));
+        errors.push(err(None, "catchup.max_intervals must be at least 1".into()));
     }
     if raw.max_active_runs == 0 {
-        return Err(err(None, "max_active_runs must be at least 1".into()));
+        errors.push(err(None, "max_active_runs must be at least 1".into()));
     }
     if raw.tasks.is_empty() {
-        return Err(err(None, "a job needs at least one task".into()));
+        errors.push(err(None, "a job needs at least one task".into()));
     }
     let wait_for = match raw.wait_for {
         None => Vec::new(),
@@ -354,7 +371,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
                 OneOrMany::Many(v) => v,
             };
             if names.iter().any(|n| n.trim().is_empty() || *n == name) {
-                return Err(err(
+                errors.push(err(
                     Some(span),
                     "wait_for names other jobs, not this one and not an empty name".into(),
                 ));
@@ -362,39 +379,112 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
             names
         }
     };
+    let params = super::params::declare(raw.params)
+        .map_err(|m| errors.push(err(None, m)))
+        .unwrap_or_default();
+    // What a template may name: hxjobs's own values and the declared parameters.
+    let mut known_vars: Vec<String> = tasks::TEMPLATE_VARS.iter().map(|v| v.to_string()).collect();
+    known_vars.extend(params.iter().map(|p| format!("params.{}", p.name)));
 
     let info = JobInfo {
         interval: raw.interval,
         dir: file.parent().unwrap_or(Path::new(".")),
     };
     let mut tasks: HashMap<String, (Task, std::ops::Range<usize>)> = HashMap::new();
+    let mut dangling = false;
     for (id, spanned) in &raw.tasks {
         let span = spanned.span();
         let fields = spanned.get_ref();
         let at = |key: &str| Some(fields.get(key).map_or(span.clone(), |v| v.span()));
+        // A key that is one or two letters off a common key is a typo of
+        // it, not a parameter of the kind.
+        let mut typos = false;
+        for key in fields.keys() {
+            if COMMON_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            if let Some(meant) = COMMON_KEYS.iter().find(|k| edit_distance(k, key) <= 2) {
+                typos = true;
+                errors.push(err(
+                    at(key),
+                    format!("task `{id}`: unknown key `{key}` (did you mean `{meant}`?)"),
+                ));
+            }
+        }
         let (common, params): (toml::Table, toml::Table) = fields
             .iter()
             .map(|(k, v)| (k.clone(), v.get_ref().clone()))
             .partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
-        let t: RawTask = toml::Value::Table(common)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                err(at("kind"), format!("task `{id}`: {}", e.message().trim()))
-            })?;
-        let kind = tasks::parse(&t.kind, params, &info)
-            .map_err(|m| err(at("kind"), format!("task `{id}`: {m}")))?;
+        let t: RawTask = match toml::Value::Table(common).try_into() {
+            Ok(t) => t,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                errors.push(err(
+                    at("kind"),
+                    format!("task `{id}`: {}", e.message().trim()),
+                ));
+                continue;
+            }
+        };
+        let kind = match tasks::parse(&t.kind, params, &info) {
+            Ok(kind) => Some(kind),
+            // Already reported as a typo of a common key.
+            Err(_) if typos => None,
+            Err(m) => {
+                // An unknown key is reported at its own line.
+                let line_key = unknown_field(&m).filter(|k| fields.contains_key(*k));
+                errors.push(err(
+                    line_key.map_or_else(|| at("kind"), at),
+                    format!("task `{id}`: {m}"),
+                ));
+                None
+            }
+        };
         if t.timeout_secs == 0 {
-            return Err(err(
+            errors.push(err(
                 at("timeout_secs"),
                 format!("task `{id}`: timeout_secs must be at least 1"),
             ));
         }
         for dep in &t.depends_on {
             if !raw.tasks.contains_key(dep) {
-                return Err(err(
+                dangling = true;
+                errors.push(err(
                     at("depends_on"),
                     format!("task `{id}` depends on `{dep}`, which is not a task of this job"),
                 ));
+            }
+        }
+        let Some(kind) = kind else { continue };
+        for (key, template) in kind.templates() {
+            for (var, offset) in tasks::template_vars(&template) {
+                if known_vars.contains(&var) {
+                    continue;
+                }
+                // The line inside the value when the template is the
+                // value itself (an inline `sql` or `command`).
+                let line = match fields.get(key) {
+                    Some(v) if v.get_ref().as_str() == Some(template.as_str()) => {
+                        let start = v.span().start;
+                        let opening = text.get(start..).unwrap_or_default();
+                        let multi_line =
+                            opening.starts_with("\"\"\"") || opening.starts_with("'''");
+                        let skipped = usize::from(
+                            multi_line && opening.get(3..).is_some_and(|r| r.starts_with('\n')),
+                        );
+                        let inside = template[..offset].matches('\n').count();
+                        Some(line_of(text, start) + skipped + inside)
+                    }
+                    _ => at(key).map(|s| line_of(text, s.start)),
+                };
+                errors.push(Error {
+                    file: file.to_path_buf(),
+                    line,
+                    message: format!(
+                        "task `{id}`: unknown template variable `{{{{ {var} }}}}` in `{key}` (known: {})",
+                        known_vars.join(", ")
+                    ),
+                });
             }
         }
         tasks.insert(
@@ -414,13 +504,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
             ),
         );
     }
-    let params = super::params::declare(raw.params).map_err(|m| err(None, m))?;
     let deadline = match &raw.deadline {
         None => None,
-        Some(d) => Some(
-            crate::time::parse_duration(d.get_ref())
-                .map_err(|e| err(Some(d.span()), format!("deadline: {e}")))?,
-        ),
+        Some(d) => crate::time::parse_duration(d.get_ref())
+            .map_err(|e| errors.push(err(Some(d.span()), format!("deadline: {e}"))))
+            .ok(),
     };
     let notify = JobNotify {
         on_failure: raw.on_failure,
@@ -428,27 +516,72 @@ pub fn parse(file: &Path, text: &str) -> Result<Job, Error> {
         on_recovered: raw.on_recovered,
         on_late: raw.on_late,
     };
-    let ordered = topological(&tasks)
-        .map_err(|(id, span)| err(Some(span), format!("dependency cycle through task `{id}`")))?;
+    // Only when every task parsed and every dependency exists: a missing
+    // one would look like a cycle.
+    let ordered = if tasks.len() == raw.tasks.len() && !dangling {
+        topological(&tasks)
+            .map_err(|(id, span)| {
+                errors.push(err(
+                    Some(span),
+                    format!("dependency cycle through task `{id}`"),
+                ))
+            })
+            .ok()
+    } else {
+        None
+    };
+    errors.sort_by_key(|e| e.line.unwrap_or(0));
+    match (schedule, start_date, ordered) {
+        (Some(schedule), Some(start_date), Some(ordered)) if errors.is_empty() => Ok(Job {
+            name,
+            description: raw.description,
+            file: file.to_path_buf(),
+            version: version_of(text),
+            schedule,
+            schedule_text,
+            timezone,
+            interval: raw.interval,
+            start_date,
+            catchup,
+            max_active_runs: raw.max_active_runs,
+            wait_for,
+            wait_timeout_secs: raw.wait_timeout_secs,
+            tasks: ordered,
+            params,
+            deadline,
+            notify,
+        }),
+        _ => Err(errors),
+    }
+}
 
-    Ok(Job {
-        name,
-        description: raw.description,
-        file: file.to_path_buf(),
-        schedule,
-        schedule_text,
-        timezone,
-        interval: raw.interval,
-        start_date,
-        catchup,
-        max_active_runs: raw.max_active_runs,
-        wait_for,
-        wait_timeout_secs: raw.wait_timeout_secs,
-        tasks: ordered,
-        params,
-        deadline,
-        notify,
-    })
+/// A job file's version: the first 12 hex digits of its text's SHA-256.
+pub fn version_of(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The field a deserializer's "unknown field `x`" message names.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = &message[message.find("unknown field `")? + "unknown field `".len()..];
+    rest.find('`').map(|end| &rest[..end])
+}
+
+/// Levenshtein distance, for "did you mean" (short ASCII keys).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Kahn's algorithm, ties broken by task id so the order is stable.
@@ -530,6 +663,12 @@ impl Loaded {
 /// error in [`Loaded::errors`]; the others load. Fails only when the
 /// directory itself cannot be read.
 pub fn load_dir(dir: &Path) -> Result<Loaded, Error> {
+    load_dir_preferring(dir, &HashMap::new())
+}
+
+/// [`load_dir`], where a job name two files define stays with the file in
+/// `prefer` (the one loaded before a reload).
+pub fn load_dir_preferring(dir: &Path, prefer: &HashMap<String, PathBuf>) -> Result<Loaded, Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error {
         file: dir.to_path_buf(),
         line: None,
@@ -544,11 +683,15 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Error> {
         let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
         (path, text)
     });
-    Ok(collect(files))
+    Ok(collect(files, prefer))
 }
 
-fn collect(files: impl Iterator<Item = (PathBuf, Result<String, String>)>) -> Loaded {
+fn collect(
+    files: impl Iterator<Item = (PathBuf, Result<String, String>)>,
+    prefer: &HashMap<String, PathBuf>,
+) -> Loaded {
     let mut loaded = Loaded::default();
+    let mut valid: Vec<Job> = Vec::new();
     for (path, text) in files {
         let parsed = text
             .map_err(|message| Error {
@@ -556,29 +699,53 @@ fn collect(files: impl Iterator<Item = (PathBuf, Result<String, String>)>) -> Lo
                 line: None,
                 message,
             })
-            .and_then(|text| parse(&path, &text));
-        let job = match parsed {
-            Ok(job) => job,
-            Err(e) => {
-                loaded.errors.push(e);
-                continue;
-            }
-        };
-        if let Some(other) = loaded.jobs.iter().find(|j| j.name == job.name) {
-            loaded.errors.push(Error {
-                file: path,
-                line: None,
-                message: format!(
-                    "job name `{}` is also used by {}",
-                    job.name,
-                    other.file.display()
-                ),
-            });
+            .map_err(|e| vec![e])
+            .and_then(|text| parse_all(&path, &text));
+        match parsed {
+            Ok(job) => valid.push(job),
+            Err(errors) => loaded.errors.extend(errors),
+        }
+    }
+    // Two files with one job name: the one already running keeps it, else
+    // the file named after the job, else the first by name. Both are named.
+    let mut names: Vec<String> = valid.iter().map(|j| j.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let claimants: Vec<usize> = (0..valid.len())
+            .filter(|&i| valid[i].name == name)
+            .collect();
+        if claimants.len() < 2 {
             continue;
         }
-        loaded.jobs.push(job);
+        let own_file = |i: &usize| {
+            valid[*i]
+                .file
+                .file_stem()
+                .is_some_and(|s| s == name.as_str())
+        };
+        let winner = claimants
+            .iter()
+            .copied()
+            .find(|&i| prefer.get(&name) == Some(&valid[i].file))
+            .or_else(|| claimants.iter().copied().find(own_file))
+            .unwrap_or(claimants[0]);
+        for &i in claimants.iter().filter(|&&i| i != winner) {
+            loaded.errors.push(Error {
+                file: valid[i].file.clone(),
+                line: None,
+                message: format!(
+                    "job name `{name}` is already defined by {}, which stays loaded; this file is not loaded",
+                    valid[winner].file.display()
+                ),
+            });
+        }
+        let winner_file = valid[winner].file.clone();
+        valid.retain(|j| j.name != name || j.file == winner_file);
     }
-    // wait_for must name a loaded job of a finer interval that divides this one.
+    loaded.jobs = valid;
+    // wait_for names a loaded job whose intervals tile this job's (the
+    // same grain or a finer one) or one whose interval covers it.
     let grains: HashMap<String, Grain> = loaded
         .jobs
         .iter()
@@ -588,8 +755,8 @@ fn collect(files: impl Iterator<Item = (PathBuf, Result<String, String>)>) -> Lo
     for job in std::mem::take(&mut loaded.jobs) {
         let bad = job.wait_for.iter().find_map(|w| match grains.get(w) {
             None => Some(format!("wait_for: no job named `{w}` is loaded")),
-            Some(g) if !divides(*g, job.interval) => Some(format!(
-                "wait_for: `{w}` runs per {}, which does not divide this job's {}",
+            Some(g) if !g.tiles(job.interval) && !g.covers(job.interval) => Some(format!(
+                "wait_for: `{w}` runs per {}, which neither tiles nor covers this job's {}",
                 g.as_str(),
                 job.interval.as_str()
             )),
@@ -604,20 +771,57 @@ fn collect(files: impl Iterator<Item = (PathBuf, Result<String, String>)>) -> Lo
             None => kept.push(job),
         }
     }
+    // Jobs that wait for each other in a circle would each wait out their
+    // timeout: none of them loads.
+    let waits: HashMap<&str, &[String]> = kept
+        .iter()
+        .map(|j| (j.name.as_str(), j.wait_for.as_slice()))
+        .collect();
+    let circular: Vec<String> = kept
+        .iter()
+        .filter(|j| waits_on_itself(&j.name, &waits))
+        .map(|j| j.name.clone())
+        .collect();
+    for job in std::mem::take(&mut kept) {
+        if circular.contains(&job.name) {
+            loaded.errors.push(Error {
+                file: job.file.clone(),
+                line: None,
+                message: format!(
+                    "wait_for: `{}` waits for itself through {}",
+                    job.name,
+                    circular.join(" → ")
+                ),
+            });
+        } else {
+            kept.push(job);
+        }
+    }
     loaded.jobs = kept;
     loaded
 }
 
-/// Whether intervals of `finer` tile intervals of `coarser` exactly.
-fn divides(finer: Grain, coarser: Grain) -> bool {
-    let rank = |g: Grain| match g {
-        Grain::Minute => 0,
-        Grain::Hour => 1,
-        Grain::Day => 2,
-        Grain::Week => 3,
-        Grain::Month => 4,
-    };
-    rank(finer) < rank(coarser) && !(finer == Grain::Week && coarser == Grain::Month)
+/// Whether following `wait_for` from `start` leads back to it.
+fn waits_on_itself(start: &str, waits: &HashMap<&str, &[String]>) -> bool {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut todo: Vec<&str> = waits
+        .get(start)
+        .into_iter()
+        .flat_map(|w| w.iter().map(String::as_str))
+        .collect();
+    while let Some(name) = todo.pop() {
+        if name == start {
+            return true;
+        }
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        if let Some(next) = waits.get(name) {
+            todo.extend(next.iter().map(String::as_str));
+        }
+    }
+    false
 }
 
 /// The job files shipped in `jobs/`, compiled in for when the configured
@@ -648,16 +852,24 @@ pub const SHIPPED: [(&str, &str); 6] = [
 
 /// The jobs in `dir`, or the shipped ones when `dir` does not exist.
 pub fn load(dir: &Path) -> Result<Loaded, Error> {
+    load_preferring(dir, &HashMap::new())
+}
+
+/// [`load`] with [`load_dir_preferring`]'s rule for a name two files define.
+pub fn load_preferring(dir: &Path, prefer: &HashMap<String, PathBuf>) -> Result<Loaded, Error> {
     if dir.exists() {
-        return load_dir(dir);
+        return load_dir_preferring(dir, prefer);
     }
     tracing::debug!(dir = %dir.display(), "no jobs directory; using the shipped jobs");
-    Ok(collect(SHIPPED.iter().map(|(name, text)| {
-        (
-            Path::new("(built in) jobs").join(name),
-            Ok(text.to_string()),
-        )
-    })))
+    Ok(collect(
+        SHIPPED.iter().map(|(name, text)| {
+            (
+                Path::new("(built in) jobs").join(name),
+                Ok(text.to_string()),
+            )
+        }),
+        prefer,
+    ))
 }
 
 /// Writes the shipped job files into `dir` (for tests and benchmarks that
@@ -802,7 +1014,7 @@ depends_on = ["a", "b"]
         assert_eq!(loaded.errors.len(), 3, "{lines}");
         assert!(lines.contains("mine.toml:"), "{lines}");
         assert!(lines.contains("zz_broken.toml"), "{lines}");
-        assert!(lines.contains("also used by"), "{lines}");
+        assert!(lines.contains("is already defined by"), "{lines}");
         assert!(loaded.error_for("mine").is_some());
         assert!(loaded.error_for("ingest").is_none());
         assert!(loaded.all_valid().is_err());
@@ -824,5 +1036,105 @@ depends_on = ["a", "b"]
         ] {
             assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
         }
+    }
+
+    #[test]
+    fn a_second_file_with_a_job_name_never_replaces_the_loaded_job() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_shipped(dir.path()).expect("shipped");
+        let ingest = SHIPPED
+            .iter()
+            .find(|(n, _)| *n == "ingest.toml")
+            .map(|(_, t)| *t)
+            .expect("shipped ingest");
+        // Sorts before ingest.toml: at first load the file named after the
+        // job keeps it anyway.
+        let impostor = ingest.replace("[tasks.ingest]", "[tasks.impostor]");
+        std::fs::write(dir.path().join("aaa_mine.toml"), &impostor).expect("write");
+        let loaded = load(dir.path()).expect("reads");
+        let job = loaded
+            .jobs
+            .iter()
+            .find(|j| j.name == "ingest")
+            .expect("ingest");
+        assert!(job.file.ends_with("ingest.toml"), "{}", job.file.display());
+        assert_eq!(job.tasks[0].id, "ingest");
+        let lines = loaded.error_lines();
+        assert!(lines.contains("aaa_mine.toml"), "{lines}");
+        assert!(lines.contains("ingest.toml, which stays loaded"), "{lines}");
+        // On a reload, the file loaded before keeps the name whatever its file name.
+        let mut prefer = HashMap::new();
+        prefer.insert("ingest".to_string(), dir.path().join("aaa_mine.toml"));
+        let reloaded = load_preferring(dir.path(), &prefer).expect("reads");
+        let job = reloaded
+            .jobs
+            .iter()
+            .find(|j| j.name == "ingest")
+            .expect("ingest");
+        assert!(job.file.ends_with("aaa_mine.toml"));
+        assert!(reloaded
+            .error_lines()
+            .contains("ingest.toml: job name `ingest`"));
+    }
+
+    #[test]
+    fn every_error_of_a_file_is_listed_on_its_own_line() {
+        let text = r#"name = "demo"
+schedule = "61 * * * *"
+interval = "hour"
+start_date = "2026-01-01"
+
+[tasks.a]
+kind = "sql"
+sql = "SELECT '{{ interval_begin }}'"
+
+[tasks.b]
+kind = "shell"
+command = "echo {{ job }}"
+depend_on = ["a"]
+
+[tasks.c]
+kind = "shell"
+command = """
+echo {{ run_id }}
+echo {{ params.nope }}
+"""
+"#;
+        let errors = parse_all(Path::new("jobs/demo.toml"), text).expect_err("invalid");
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let all = lines.join("\n");
+        assert_eq!(errors.len(), 4, "{all}");
+        assert!(all.contains("demo.toml:2: bad cron expression"), "{all}");
+        assert!(
+            all.contains(
+                "demo.toml:8: task `a`: unknown template variable `{{ interval_begin }}` in `sql`"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "demo.toml:13: task `b`: unknown key `depend_on` (did you mean `depends_on`?)"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("demo.toml:19: task `c`: unknown template variable `{{ params.nope }}`"),
+            "{all}"
+        );
+        // The valid ones pass, including a declared parameter.
+        let ok = GOOD.replace(
+            "command = \"true\"",
+            "command = \"echo {{ params.model }} {{interval_end}}\"",
+        ) + "\n[params.model]\ntype = \"string\"\ndefault = \"all\"\n";
+        parse_all(Path::new("jobs/demo.toml"), &ok).expect("valid");
+        // An unknown key of a kind points at its own line.
+        let unknown = GOOD.replace("sql = \"SELECT 1\"", "sql = \"SELECT 1\"\nbogus_key = 1");
+        let e = parse(Path::new("jobs/demo.toml"), &unknown).expect_err("unknown key");
+        let line = unknown
+            .lines()
+            .position(|l| l.starts_with("bogus_key"))
+            .expect("line")
+            + 1;
+        assert_eq!(e.line, Some(line), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Jobs as DAGs: job files, data intervals, the executor, the scheduler.
 
 pub mod backfill;
+pub mod catalog;
 pub mod daemon;
 pub mod executor;
 pub mod job;

@@ -247,9 +247,17 @@ impl Scheduler {
             let Some(upstream) = self.jobs.iter().find(|j| &j.name == name) else {
                 continue;
             };
-            let from = interval.start.max(upstream.start_date);
-            let expected = upstream.interval.starts(from, interval.end).len() as i64;
-            let done = lock.succeeded_intervals(name, from, interval.end).await?;
+            // Its runs inside this interval, or the one run whose interval
+            // covers this one.
+            let (from, to) = if upstream.interval.tiles(job.interval) {
+                (interval.start, interval.end)
+            } else {
+                let covering = upstream.interval.containing(interval.start);
+                (covering.start, covering.end)
+            };
+            let from = from.max(upstream.start_date);
+            let expected = upstream.interval.starts(from, to).len() as i64;
+            let done = lock.succeeded_intervals(name, from, to).await?;
             if done < expected {
                 pending.push(format!(
                     "{} of {} {} runs of {name}",

@@ -122,6 +122,19 @@ impl Member {
         .bind(mode.as_str())
         .execute(&mut conn)
         .await?;
+        // Leases still held under this name belong to an earlier session of
+        // this worker (one whose connection PostgreSQL dropped): that session
+        // is over and read nothing more, so they are given back and claimed
+        // again under new epochs. Kept, they would look live (this name has
+        // a session again) while nothing reads them.
+        sqlx::query(
+            "UPDATE consumer_offsets SET owner = NULL, lease_expires_at = NULL
+             WHERE consumer_group = $1 AND owner = $2",
+        )
+        .bind(group)
+        .bind(worker)
+        .execute(&mut conn)
+        .await?;
         Ok(Member {
             conn,
             group: group.to_string(),
@@ -376,6 +389,10 @@ pub struct PartitionView {
     /// Seconds since the last commit that moved this partition.
     pub last_commit_age_secs: Option<f64>,
     pub caught_up_through: Option<chrono::DateTime<chrono::Utc>>,
+    /// Data on the broker past the position, and the position unmoved for
+    /// `ingest.stalled_after_secs` (set by the API's health check).
+    #[sqlx(default)]
+    pub stalled: bool,
 }
 
 /// Every partition of `topics` with its owner, position, lag and last commit.

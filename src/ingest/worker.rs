@@ -254,7 +254,8 @@ impl Coordinator {
             .map(|(k, _)| k.clone())
             .collect();
         if !lost.is_empty() {
-            tracing::warn!(partitions = ?lost, "ingest partitions lost to another worker");
+            let names: Vec<String> = lost.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+            tracing::warn!(partitions = %names.join(","), "ingest partitions lost to another worker");
             for k in &lost {
                 self.owned.remove(k);
                 self.marks.remove(k);

@@ -154,8 +154,8 @@ async fn clear_in(
     tasks: Option<&[String]>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE task_instances SET state = 'queued', error = NULL, finished_at = NULL,
-                duration_ms = NULL, heartbeat_at = NULL
+        "UPDATE task_instances SET state = 'queued', error = NULL, started_at = NULL,
+                finished_at = NULL, duration_ms = NULL, heartbeat_at = NULL
          WHERE run_id = ANY($1)
            AND CASE WHEN $2::text[] IS NULL THEN state <> 'success' ELSE task = ANY($2) END",
     )

@@ -46,6 +46,85 @@ pub async fn stopped(pool: &PgPool, worker: &str) -> Result<(), sqlx::Error> {
         .bind(worker)
         .execute(pool)
         .await?;
+    sqlx::query("DELETE FROM daemon_jobs WHERE worker = $1")
+        .bind(worker)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A job as one live daemon has it loaded.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobVersion {
+    pub worker: String,
+    pub job: String,
+    pub version: String,
+    pub file: String,
+    pub loaded_at: DateTime<Utc>,
+}
+
+/// Replaces what `worker` has loaded (after its heartbeat row exists).
+pub async fn record_jobs(
+    pool: &PgPool,
+    worker: &str,
+    jobs: &[JobVersion],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM daemon_jobs WHERE worker = $1")
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
+    let names: Vec<&str> = jobs.iter().map(|j| j.job.as_str()).collect();
+    let versions: Vec<&str> = jobs.iter().map(|j| j.version.as_str()).collect();
+    let files: Vec<&str> = jobs.iter().map(|j| j.file.as_str()).collect();
+    let ats: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.loaded_at).collect();
+    sqlx::query(
+        "INSERT INTO daemon_jobs (worker, job, version, file, loaded_at)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[])",
+    )
+    .bind(worker)
+    .bind(&names)
+    .bind(&versions)
+    .bind(&files)
+    .bind(&ats)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// What every live daemon (heartbeat within `stale_secs`) has loaded.
+pub async fn job_versions(pool: &PgPool, stale_secs: u64) -> Result<Vec<JobVersion>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT j.worker, j.job, j.version, j.file, j.loaded_at
+         FROM daemon_jobs j JOIN daemons d ON d.worker = j.worker
+         WHERE d.stopped_at IS NULL AND d.heartbeat_at > now() - make_interval(secs => $1)
+         ORDER BY j.job, j.worker",
+    )
+    .bind(stale_secs as f64)
+    .fetch_all(pool)
+    .await
+}
+
+/// The note on a queued run whose job no live daemon has loaded.
+pub const NOT_LOADED: &str = "no live daemon has this job loaded";
+
+/// Notes queued runs whose job no live daemon has loaded (and takes the
+/// note back once one has).
+pub async fn note_unloaded(pool: &PgPool, stale_secs: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH live AS (SELECT DISTINCT j.job FROM daemon_jobs j JOIN daemons d ON d.worker = j.worker
+                       WHERE d.stopped_at IS NULL
+                         AND d.heartbeat_at > now() - make_interval(secs => $1))
+         UPDATE job_runs r
+         SET error = CASE WHEN r.job IN (SELECT job FROM live) THEN NULL ELSE $2 END
+         WHERE r.state = 'queued'
+           AND ((r.error IS NULL AND r.job NOT IN (SELECT job FROM live))
+                OR (r.error = $2 AND r.job IN (SELECT job FROM live)))",
+    )
+    .bind(stale_secs as f64)
+    .bind(NOT_LOADED)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -235,7 +235,12 @@ pub async fn of_run(pool: &PgPool, run_id: i64) -> Result<Vec<NotificationRow>, 
 /// The background work of a daemon or `hxjobs serve`: delivering due
 /// notifications every second, checking deadlines and ingest alerts every
 /// `scheduler.poll_secs`, until `stop`.
-pub fn spawn(config: Arc<Config>, pool: PgPool, jobs: Vec<Arc<Job>>, stop: CancellationToken) {
+pub fn spawn(
+    config: Arc<Config>,
+    pool: PgPool,
+    jobs: Arc<crate::dag::catalog::Catalog>,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
         let sender = match Sender::new(config.clone()) {
             Ok(s) => s,
@@ -250,7 +255,8 @@ pub fn spawn(config: Arc<Config>, pool: PgPool, jobs: Vec<Arc<Job>>, stop: Cance
         while !stop.is_cancelled() {
             if last_check.is_none_or(|t| t.elapsed() >= poll) {
                 last_check = Some(tokio::time::Instant::now());
-                if let Err(e) = check_deadlines(&pool, &config, &jobs, Utc::now()).await {
+                let current = jobs.current();
+                if let Err(e) = check_deadlines(&pool, &config, &current, Utc::now()).await {
                     tracing::warn!(error = %e, "deadlines not checked; trying again");
                 }
                 if let Err(e) = check_ingest(&pool, &config, Utc::now()).await {

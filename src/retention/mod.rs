@@ -52,7 +52,7 @@ impl fmt::Display for Plan {
                 "{}: {} rows before {}",
                 c.name,
                 c.rows,
-                c.cutoff.to_rfc3339()
+                c.cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )?;
         }
         Ok(())
@@ -120,8 +120,10 @@ fn classes(config: &RetentionConfig) -> Vec<(&'static str, u32, &'static str, bo
     ]
 }
 
+/// `days` before `now`, in whole seconds (as it is printed and stored).
 fn cutoff(now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
-    now - TimeDelta::days(i64::from(days))
+    use chrono::SubsecRound;
+    (now - TimeDelta::days(i64::from(days))).trunc_subsecs(0)
 }
 
 /// What retention would remove at `now`; reads only.

@@ -61,6 +61,35 @@ pub trait Kind: fmt::Debug + Send + Sync {
     fn seals(&self) -> bool {
         false
     }
+
+    /// The templates this task fills in, each with the key it came from
+    /// (checked when the job file loads: every `{{ name }}` must be known).
+    fn templates(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+/// The variables hxjobs fills into every template (`{{ params.NAME }}`
+/// adds the declared parameters).
+pub const TEMPLATE_VARS: [&str; 4] = ["interval_start", "interval_end", "job", "run_id"];
+
+/// Every `{{ name }}` in `template`, trimmed, with the byte offset of its
+/// opening braces.
+pub fn template_vars(template: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(open) = template[from..].find("{{") {
+        let start = from + open;
+        let Some(close) = template[start + 2..].find("}}") else {
+            break;
+        };
+        out.push((
+            template[start + 2..start + 2 + close].trim().to_string(),
+            start,
+        ));
+        from = start + 2 + close + 2;
+    }
+    out
 }
 
 /// Parses the task kind `name` from its parameters.
@@ -106,7 +135,29 @@ impl TaskContext<'_> {
     /// `{{ interval_start }}`, `{{ interval_end }}`, `{{ job }}`, `{{ run_id }}`
     /// and `{{ params.NAME }}` replaced by the run's values (RFC 3339
     /// times, UTC; a string parameter as it is, others as JSON).
-    pub fn render(&self, template: &str) -> String {
+    pub fn render(&self, template: &str) -> Result<String, Failure> {
+        // Job files are checked when they load; a `sql` file may have
+        // changed since.
+        let unknown: Vec<String> = template_vars(template)
+            .into_iter()
+            .map(|(v, _)| v)
+            .filter(|v| {
+                !TEMPLATE_VARS.contains(&v.as_str())
+                    && !v
+                        .strip_prefix("params.")
+                        .is_some_and(|p| self.params.contains_key(p))
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Failure::fatal(anyhow::anyhow!(
+                "unknown template variables: {}",
+                unknown.join(", ")
+            )));
+        }
+        Ok(self.render_known(template))
+    }
+
+    fn render_known(&self, template: &str) -> String {
         let mut vars = vec![
             (
                 "interval_start".to_string(),

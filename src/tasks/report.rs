@@ -59,7 +59,12 @@ impl Kind for Report {
             )
             .await
             .map_err(failure)?;
-            tracing::info!(id = record.id, bytes = record.size.unwrap_or(0), path = ?record.path, "report written");
+            tracing::info!(
+                id = record.id,
+                bytes = record.size.unwrap_or(0),
+                path = record.path.as_deref().unwrap_or("n/a"),
+                "report written"
+            );
             Ok(format!(
                 "report {} ({}, {} bytes): {}",
                 record.id,

@@ -19,6 +19,10 @@ use crate::tasklog::{AttemptLog, Stream};
 struct Shell {
     /// `{{ interval_start }}` etc. are replaced before it runs.
     command: String,
+    /// Give the command `DATABASE_URL` (hxjobs's own database, password
+    /// included) in its environment, so no job file holds credentials.
+    #[serde(default)]
+    pass_database_url: bool,
 }
 
 pub(super) fn parse(table: toml::Table, _: &JobInfo) -> Result<Arc<dyn Kind>, String> {
@@ -34,9 +38,13 @@ impl Kind for Shell {
         "shell"
     }
 
+    fn templates(&self) -> Vec<(&'static str, String)> {
+        vec![("command", self.command.clone())]
+    }
+
     fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
-            let command = ctx.render(&self.command);
+            let command = ctx.render(&self.command)?;
             // Its own process group, killed whole when the attempt is
             // dropped (timeout, shutdown, fenced out): no orphans left
             // from `a | b` or `a; b`.
@@ -51,6 +59,10 @@ impl Kind for Shell {
                 .env("HXJOBS_TRY", ctx.attempt.to_string())
                 .env("HXJOBS_INTERVAL_START", ctx.interval.start.to_rfc3339())
                 .env("HXJOBS_INTERVAL_END", ctx.interval.end.to_rfc3339())
+                .envs(
+                    self.pass_database_url
+                        .then(|| ("DATABASE_URL", ctx.config.database.url.expose())),
+                )
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .process_group(0)
@@ -115,9 +127,7 @@ async fn read_lines(
                     partial.extend_from_slice(&block[..=last]);
                     &partial[..]
                 };
-                if let Some(log) = log {
-                    log.lines(which, complete);
-                }
+                emit(log, which, complete);
                 remember_last(&mut output.last, complete);
                 let rest = block[last + 1..].to_vec();
                 partial.clear();
@@ -128,12 +138,25 @@ async fn read_lines(
         reader.consume(n);
     }
     if !partial.is_empty() {
-        if let Some(log) = log {
-            log.lines(which, &partial);
-        }
+        emit(log, which, &partial);
         remember_last(&mut output.last, &partial);
     }
     output
+}
+
+/// Lines to the attempt's log; outside the ledger (`hxjobs tasks test`),
+/// to this process's own stdout or stderr, as the command wrote them.
+fn emit(log: Option<&AttemptLog>, which: Stream, block: &[u8]) {
+    use std::io::Write;
+    match (log, which) {
+        (Some(log), _) => log.lines(which, block),
+        (None, Stream::Stdout) => {
+            let _ = std::io::stdout().write_all(block);
+        }
+        (None, _) => {
+            let _ = std::io::stderr().write_all(block);
+        }
+    }
 }
 
 /// Keeps the last non-empty line of `block` (for the error message).

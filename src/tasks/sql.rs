@@ -67,6 +67,16 @@ impl Kind for Sql {
     fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(self.execute(ctx))
     }
+
+    fn templates(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Sql::Inline(sql) => vec![("sql", sql.clone())],
+            // Checked as it is now; a missing file fails the attempt.
+            Sql::File(path) => std::fs::read_to_string(path)
+                .map(|text| vec![("file", text)])
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl Sql {
@@ -76,7 +86,7 @@ impl Sql {
             Sql::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| Failure::fatal(anyhow::anyhow!("reading {}: {e}", path.display())))?,
         };
-        let sql = ctx.render(&text);
+        let sql = ctx.render(&text)?;
         let conn = ctx.pool.acquire().await.map_err(Failure::of)?;
         let mut tx = OpenTransaction(Some(conn));
         // Two round trips: `BEGIN` with the statements, then the seal with

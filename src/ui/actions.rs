@@ -163,7 +163,7 @@ async fn set_paused(
 ) -> UiResult<Redirect> {
     let f = form(f)?;
     let actor = allowed(&session, &f.csrf, f.reason)?;
-    if !state.jobs.iter().any(|j| j.name == job) {
+    if state.jobs.current().find(&job).is_none() {
         return Err(UiError::not_found(format!("There is no job named {job}.")));
     }
     controls::set_paused(&state.pools.ledger, &job, paused, &actor)

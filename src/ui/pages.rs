@@ -27,12 +27,12 @@ pub async fn not_found() -> UiError {
     UiError::not_found("There is no console page here.")
 }
 
-fn find_job<'a>(state: &'a ApiState, name: &str) -> UiResult<&'a Job> {
+fn find_job(state: &ApiState, name: &str) -> UiResult<std::sync::Arc<Job>> {
     state
         .jobs
-        .iter()
-        .find(|j| j.name == name)
-        .map(|j| j.as_ref())
+        .current()
+        .find(name)
+        .cloned()
         .ok_or_else(|| UiError::not_found(format!("There is no job named {name}.")))
 }
 
@@ -76,6 +76,21 @@ pub async fn overview(
                 p { (state_badge(health.kafka.status)) }
                 p.muted { (latency(health.kafka.latency_ms)) }
                 @if let Some(d) = &health.kafka.detail { p.error { (d) } }
+            }
+            div.card {
+                h2 { "Ingest" }
+                @match &health.ingest {
+                    Some(i) => {
+                        p { (state_badge(i.status)) " " (i.mode_name()) }
+                        @if i.stalled() {
+                            p.error id="ingest-stalled" {
+                                "Not moving while the broker has data: "
+                                (i.stalled.join(", "))
+                            }
+                        }
+                    }
+                    None => p.muted { "n/a: not checked yet" },
+                }
             }
             div.card {
                 h2 { "Runs, last 24 h" }
@@ -208,7 +223,10 @@ pub async fn jobs(
     Extension(session): Extension<Session>,
 ) -> UiResult<Html<String>> {
     let pool = &state.pools.data;
-    let names: Vec<String> = state.jobs.iter().map(|j| j.name.clone()).collect();
+    let set = state.jobs.current();
+    let names: Vec<String> = set.iter().map(|j| j.name.clone()).collect();
+    let loaded_by =
+        ledger::daemons::job_versions(pool, state.config.scheduler.stale_after_secs).await?;
     let paused = ledger::controls::paused_jobs(pool).await?;
     let latest: HashMap<String, ledger::console::LatestRuns> =
         ledger::console::latest_runs(pool, &names, 25)
@@ -222,21 +240,36 @@ pub async fn jobs(
         .collect();
     let now = Utc::now();
     let body = html! {
-        @if !state.invalid_job_files.is_empty() {
+        @if !set.errors.is_empty() {
             div.notice.error {
                 p { "Job files that did not load:" }
-                ul { @for f in state.invalid_job_files.iter() { li { code { (f) } } } }
+                ul { @for f in set.errors.iter() { li { code { (f) } } } }
             }
         }
         table.jobs {
-            thead { tr { th { "Job" } th { "Schedule" } th { "Next run" } th { "Last 25 runs" } th { "Deadline" } th { "Paused" } } }
+            thead { tr { th { "Job" } th { "Version" } th { "Schedule" } th { "Next run" } th { "Last 25 runs" } th { "Deadline" } th { "Paused" } } }
             tbody {
-                @for job in state.jobs.iter() {
+                @for job in set.iter() {
                     @let is_paused = paused.contains(&job.name);
                     tr data-job=(job.name) {
                         td {
                             a href={ "/ui/jobs/" (segment(&job.name)) } { (job.name) }
                             @if !job.description.is_empty() { div.muted { (job.description) } }
+                        }
+                        td.version {
+                            code { (job.version) }
+                            @if let Some(at) = set.since.get(&job.name) { div.muted { "since " (time(*at)) } }
+                            @let daemons: Vec<&ledger::daemons::JobVersion> = loaded_by.iter().filter(|v| v.job == job.name).collect();
+                            @if daemons.is_empty() {
+                                div.muted { "no live daemon has it loaded" }
+                            } @else {
+                                @for d in daemons {
+                                    div.muted title={ "loaded " (d.loaded_at.format("%Y-%m-%d %H:%M:%S UTC")) } {
+                                        code { (d.worker) } " "
+                                        @if d.version == job.version { "same" } @else { code { (d.version) } }
+                                    }
+                                }
+                            }
                         }
                         td {
                             (job.schedule.describe())
@@ -509,7 +542,8 @@ pub async fn run(
     let tasks = ledger::tasks(pool, id).await?;
     let attempts = ledger::logs::attempts(pool, id, None).await?;
     let actions = ledger::controls::run_actions(pool, id).await?;
-    let job = state.jobs.iter().find(|j| j.name == run.job);
+    let set = state.jobs.current();
+    let job = set.find(&run.job);
     // Tasks in the job's order (a task no longer in the job file last).
     let mut ordered = tasks.clone();
     if let Some(job) = job {
@@ -602,7 +636,8 @@ pub async fn run(
                         td { a href={ (base) "?task=" (view::url_encode(&t.task)) "#log" } { (t.task) } }
                         td { (t.kind) }
                         td { (state_badge(t.state.as_str())) @if let Some(e) = &t.error { div.error.small { (e) } } }
-                        td.num { (t.attempt) }
+                        // Every try of every claim (a clear starts a claim's tries at 1 again).
+                        td.num { (attempts.iter().filter(|a| a.task == t.task).count().max(t.attempt as usize)) }
                         td { (time_or_na(t.started_at)) }
                         td.num { @match t.duration_ms { Some(ms) => (view::duration(ms as f64 / 1000.0)), None => (na()) } }
                         td.gantt { (gantt(t0, span, t.started_at, t.finished_at.or(t.started_at.map(|_| now)), t.state.as_str())) }

@@ -20,8 +20,8 @@ use crate::ledger::{self, RunState};
 fn find_job(state: &ApiState, name: &str) -> UiResult<std::sync::Arc<Job>> {
     state
         .jobs
-        .iter()
-        .find(|j| j.name == name)
+        .current()
+        .find(name)
         .cloned()
         .ok_or_else(|| UiError::not_found(format!("There is no job named {name}.")))
 }
@@ -144,7 +144,11 @@ pub async fn trigger(
         .map_err(|m| UiError::new(StatusCode::BAD_REQUEST, m))?;
     let reason = field(&f, "reason").map(str::to_string);
     let ignore = field(&f, "ignore_start_date") == Some("true");
-    let (id, _) = crate::api::trigger(&state, &job, at, ignore, &params, actor, reason).await?;
+    let allow = crate::api::Allow {
+        before_start_date: ignore,
+        unfinished: false,
+    };
+    let (id, _) = crate::api::trigger(&state, &job, at, allow, &params, actor, reason).await?;
     Ok(Redirect::to(&format!("/ui/runs/{id}")))
 }
 
@@ -237,7 +241,11 @@ pub async fn backfill(
     };
     let reprocess = field(&f, "reprocess");
     let ignore = field(&f, "ignore_start_date") == Some("true");
-    let spec = crate::api::backfill_spec(from, to, reprocess, parallel, ignore)?;
+    let allow = crate::api::Allow {
+        before_start_date: ignore,
+        unfinished: false,
+    };
+    let spec = crate::api::backfill_spec(from, to, reprocess, parallel, allow)?;
     if field(&f, "step") == Some("start") {
         checked_csrf(&session, &f)?;
         let id = crate::api::start_backfill(&state, job, spec).await?;

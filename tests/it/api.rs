@@ -438,6 +438,15 @@ async fn every_endpoint_with_its_errors_and_auth() {
         "{}",
         metrics.text()
     );
+    // Live rates are exported from the start, over all topics (0 without traffic).
+    assert!(
+        metrics
+            .text()
+            .lines()
+            .any(|l| l.starts_with("live_events_per_second{") && l.contains(r#"scope="all""#)),
+        "{}",
+        metrics.text()
+    );
     let api = get(port, "/openapi.json").json();
     for path in [
         "/health",

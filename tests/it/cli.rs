@@ -168,3 +168,221 @@ fn unknown_job_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown job `nope`"));
 }
+
+/// A sql job recording each interval it ran, in a jobs directory of its own.
+fn recording_config(env: &TestEnv, extra_task: &str) -> std::path::PathBuf {
+    env.config_with_jobs(
+        "cli_jobs",
+        &[(
+            "rec",
+            format!(
+                "name = \"rec\"\nschedule = \"0 0 1 1 *\"\ninterval = \"hour\"\n\
+                 start_date = \"2026-01-01\"\n[tasks.rec]\nkind = \"sql\"\n\
+                 sql = \"CREATE TABLE IF NOT EXISTS rec (at timestamptz); INSERT INTO rec VALUES ('{{{{ interval_start }}}}')\"\n{extra_task}"
+            ),
+        )],
+        "",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intervals_that_have_not_ended_are_refused_unless_asked_for() {
+    let env = TestEnv::new("unfinished").await;
+    let config = recording_config(&env, "");
+    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let after = (chrono::Utc::now() + chrono::TimeDelta::days(2))
+        .format("%Y-%m-%d")
+        .to_string();
+    let out = env
+        .hxjobs(
+            &config,
+            &["backfill", "rec", "--from", &tomorrow, "--to", &after],
+        )
+        .output()
+        .expect("backfill");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("still to come") && err.contains("--allow-unfinished"),
+        "{err}"
+    );
+    let this_hour = chrono::Utc::now().format("%Y-%m-%dT%H:00:00Z").to_string();
+    let out = env
+        .hxjobs(&config, &["run", "rec", "--interval-start", &this_hour])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has not ended yet"));
+    assert_eq!(env.count("SELECT count(*) FROM job_runs").await, 0);
+    // Asked for explicitly, it runs.
+    let out = env
+        .hxjobs(
+            &config,
+            &[
+                "run",
+                "rec",
+                "--interval-start",
+                &this_hour,
+                "--allow-unfinished",
+            ],
+        )
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(env.count("SELECT count(*) FROM rec").await, 1);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_logs_warnings_only_unless_asked() {
+    let env = TestEnv::new("quiet").await;
+    env.ingest_demo(
+        300,
+        crate::common::ts("2026-03-01"),
+        crate::common::ts("2026-03-01T03:00:00Z"),
+        61,
+    )
+    .await;
+    let args = [
+        "backfill",
+        "hxp_hourly_aggregation",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-01T03:00:00Z",
+    ];
+    let out = env.command().args(args).output().expect("backfill");
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(" INFO "), "no info lines by default: {err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 succeeded"),
+        "{out:?}"
+    );
+    // Asked for (-v), the rollups' own lines show.
+    let mut verbose = args.to_vec();
+    verbose.extend(["--reprocess", "all", "-v"]);
+    let out = env.command().args(verbose).output().expect("backfill");
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(" INFO ") && err.contains("rolling up"),
+        "{err}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    let env = TestEnv::new("pipe").await;
+    let mut child = env
+        .command()
+        .args(["runs"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(101), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_test_prints_a_shell_tasks_output_and_the_database_url_is_opt_in() {
+    let env = TestEnv::new("task_output").await;
+    let shell = |name: &str, pass: bool| {
+        format!(
+            "name = \"{name}\"\nschedule = \"0 0 1 1 *\"\ninterval = \"hour\"\n\
+             start_date = \"2026-01-01\"\n[tasks.say]\nkind = \"shell\"\n\
+             command = 'echo \"hello from {{{{ job }}}}\"; echo \"url=[$DATABASE_URL]\"; echo oops >&2'\n\
+             pass_database_url = {pass}\n"
+        )
+    };
+    let dir = env.dir.path().join("task-jobs");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("with.toml"), shell("with", true)).expect("write");
+    std::fs::write(dir.join("without.toml"), shell("without", false)).expect("write");
+    // The database URL comes from the configuration file, not the environment.
+    let url = env.config.database.url.expose().to_string();
+    let config = env.dir.path().join("task.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[jobs]\ndir = {:?}\n[database]\nurl = {url:?}\n",
+            dir.display().to_string()
+        ),
+    )
+    .expect("config");
+    let run = |job: &str| {
+        env.command()
+            .env_remove("DATABASE_URL")
+            .args(["--config"])
+            .arg(&config)
+            .args(["tasks", "test", job, "say"])
+            .output()
+            .expect("tasks test")
+    };
+    let out = run("without");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("hello from without"), "{stdout}");
+    assert!(stdout.contains("url=[]"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+    let out = run("with");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("url=[{url}]")), "{stdout}");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_user_variables_the_os_account_is_recorded() {
+    let env = TestEnv::new("os_account").await;
+    let config = recording_config(&env, "");
+    let out = env
+        .hxjobs(
+            &config,
+            &["run", "rec", "--interval-start", "2026-03-01T00:00:00Z"],
+        )
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let whoami = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id");
+    let account = String::from_utf8_lossy(&whoami.stdout).trim().to_string();
+    let by: Option<String> = sqlx::query_scalar("SELECT triggered_by FROM job_runs")
+        .fetch_one(&env.pool)
+        .await
+        .expect("run");
+    assert_eq!(by, Some(format!("cli:{account}")));
+    // Retention cut-offs are printed to the second.
+    let out = env
+        .hxjobs(&config, &["retention", "--dry-run"])
+        .output()
+        .expect("retention");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let befores: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" rows before "))
+        .collect();
+    assert!(!befores.is_empty(), "{text}");
+    for l in befores {
+        let at = l.rsplit(' ').next().unwrap_or_default();
+        assert_eq!(at.len(), "2026-03-01T00:00:00Z".len(), "{l}");
+        assert!(at.ends_with('Z') && !at.contains('.'), "{l}");
+    }
+    env.cleanup().await;
+}

@@ -1028,3 +1028,95 @@ async fn a_daily_run_waits_for_the_hours_beneath_it() {
     );
     env.cleanup().await;
 }
+
+/// A job can wait for a job of the same interval (an operator's daily job
+/// after the daily aggregation) or for one whose interval covers its own;
+/// one whose interval neither tiles nor covers it, or a circle, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waits_for_a_job_of_the_same_interval() {
+    let env = TestEnv::new("wait_same").await;
+    let dir = env.dir.path().join("own");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let job = |name: &str, interval: &str, wait: &str| {
+        format!(
+            "name = \"{name}\"\nschedule = \"30 0 * * *\"\ninterval = \"{interval}\"\n\
+             start_date = \"2026-03-01\"\n{wait}wait_timeout_secs = 999999999\n\
+             [tasks.a]\nkind = \"sql\"\nsql = \"SELECT 1\"\n"
+        )
+    };
+    for (file, text) in [
+        ("d.toml", job("d", "day", "")),
+        ("od.toml", job("od", "day", "wait_for = \"d\"\n")),
+        ("oh.toml", job("oh", "hour", "wait_for = \"d\"\n")),
+        ("m.toml", job("m", "month", "")),
+        ("w.toml", job("w", "week", "wait_for = \"m\"\n")),
+        ("x.toml", job("x", "day", "wait_for = \"y\"\n")),
+        ("y.toml", job("y", "day", "wait_for = \"x\"\n")),
+    ] {
+        std::fs::write(dir.join(file), text).expect("write");
+    }
+    let loaded = job::load_dir(&dir).expect("load");
+    let errors = loaded.error_lines();
+    let names: Vec<&str> = loaded.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["d", "m", "od", "oh"], "{errors}");
+    assert!(
+        errors.contains(
+            "w.toml: wait_for: `m` runs per month, which neither tiles nor covers this job's week"
+        ),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("x.toml: wait_for: `x` waits for itself"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("y.toml: wait_for: `y` waits for itself"),
+        "{errors}"
+    );
+
+    let s = Scheduler::new(
+        Arc::new(env.config.clone()),
+        hxjobs::db::Pools::new(env.pool.clone()),
+        loaded.jobs,
+        "w".into(),
+    );
+    for (job, start, end) in [
+        ("od", "2026-03-02", "2026-03-03"),
+        ("oh", "2026-03-02T05:00:00Z", "2026-03-02T06:00:00Z"),
+    ] {
+        sqlx::query(
+            "INSERT INTO job_runs (job, run_type, interval_start, interval_end)
+             VALUES ($1, 'manual', $2, $3)",
+        )
+        .bind(job)
+        .bind(ts(start))
+        .bind(ts(end))
+        .execute(&env.pool)
+        .await
+        .expect("queue");
+    }
+    let od = s.jobs.iter().find(|j| j.name == "od").expect("od").clone();
+    let oh = s.jobs.iter().find(|j| j.name == "oh").expect("oh").clone();
+    assert!(s.claim(&od, 1).await.expect("claim").is_empty());
+    assert!(s.claim(&oh, 1).await.expect("claim").is_empty());
+    let note: Option<String> = sqlx::query_scalar("SELECT error FROM job_runs WHERE job = 'od'")
+        .fetch_one(&env.pool)
+        .await
+        .expect("note");
+    assert!(
+        note.as_deref()
+            .is_some_and(|n| n.contains("waiting for 1 of 1 day runs of d")),
+        "{note:?}"
+    );
+    // The day of d succeeds: both start (the hour's covering day is that day).
+    sqlx::query(
+        "INSERT INTO job_runs (job, run_type, interval_start, interval_end, state)
+         VALUES ('d', 'manual', '2026-03-02', '2026-03-03', 'success')",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("day run");
+    assert_eq!(s.claim(&od, 1).await.expect("claim").len(), 1);
+    assert_eq!(s.claim(&oh, 1).await.expect("claim").len(), 1);
+    env.cleanup().await;
+}

@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod complete;
 mod controls;
+mod daemon;
 mod dag;
 mod http;
 mod ingest;

@@ -53,7 +53,7 @@ fn jobs_config(env: &TestEnv, files: &[(&str, &str)], extra: &str) -> std::path:
 }
 
 /// Starts `hxjobs <command>` with the API on a free port; waits until it answers.
-fn start_api(
+pub(crate) fn start_api(
     env: &TestEnv,
     config: &std::path::Path,
     command: &str,
@@ -83,7 +83,7 @@ fn start_api(
     daemon
 }
 
-fn read(path: &std::path::Path) -> String {
+pub(crate) fn read(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
 }
 

@@ -342,7 +342,8 @@ async fn a_steady_load_is_stored_as_it_arrives() {
     // What /health and `hxjobs status` say about the partitions.
     let mut config = env.config.clone();
     config.ingest.mode = hxjobs::config::IngestMode::Continuous;
-    let check = hxjobs::api::IngestCheck::read(&config, &env.pool)
+    let mut watch = hxjobs::api::StallWatch::default();
+    let check = hxjobs::api::IngestCheck::read(&config, &env.pool, None, &mut watch)
         .await
         .expect("ingest check");
     assert_eq!((check.status, check.workers), ("ok", 2));
@@ -414,5 +415,201 @@ async fn the_end_of_a_backlog_commits_without_waiting_for_the_batch_delay() {
     );
     stop.cancel();
     worker.await.expect("worker stops");
+    env.cleanup().await;
+}
+
+/// `n` clean demo events over one day.
+fn clean_events(n: u64, seed: u64) -> Vec<DemoRecord> {
+    Generator::new(DemoSpec {
+        events: n,
+        from: ts("2026-03-01"),
+        to: ts("2026-03-02"),
+        bad_ratio: 0.0,
+        duplicate_ratio: 0.0,
+        seed,
+        max_event_bytes: 1 << 20,
+    })
+    .expect("spec")
+    .collect()
+}
+
+/// Ends every PostgreSQL session of the test's database but the caller's,
+/// as a restart or a failover does.
+async fn terminate_sessions(env: &TestEnv) -> i64 {
+    let admin = hxjobs::config::Config::load(None).expect("config");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin.database.url.expose())
+        .await
+        .expect("admin connection");
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+    )
+    .bind(&env.name)
+    .fetch_one(&mut conn)
+    .await
+    .expect("terminate sessions")
+}
+
+/// A continuous worker whose PostgreSQL sessions are all terminated takes
+/// its partitions again and stores what arrives after, and `/health` stays
+/// healthy because ingest really moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_recovers_its_partitions_after_its_sessions_are_terminated() {
+    let env = TestEnv::new("session_lost").await;
+    let config_path = env.config_with_jobs(
+        "workers",
+        &[],
+        "[ingest]\nstale_after_secs = 4\nmax_batch_delay_ms = 200\nstalled_after_secs = 5\n\
+         [api]\nhost = \"127.0.0.1\"\n[live_stats]\nenabled = false\n",
+    );
+    let log = env.dir.path().join("daemon.log");
+    let port = crate::http::free_port();
+    let child = env
+        .hxjobs(&config_path, &["daemon"])
+        .env("HXJOBS_INGEST_MODE", "continuous")
+        .env("BATCH_PROCESSING_API_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("daemon");
+    let server = crate::api::Server { child, port };
+
+    env.produce(clean_events(300, 21)).await;
+    wait_for(
+        "the first events stored",
+        Duration::from_secs(60),
+        async || env.count("SELECT count(*) FROM events").await == 300,
+    )
+    .await;
+    let ended = terminate_sessions(&env).await;
+    assert!(ended > 0, "the daemon had sessions to end");
+
+    env.produce(clean_events(300, 22)).await;
+    wait_for(
+        "events produced after the sessions ended stored",
+        Duration::from_secs(60),
+        async || env.count("SELECT count(*) FROM events").await == 600,
+    )
+    .await;
+    let log_text = crate::operator::read(&log);
+    assert!(
+        log_text.contains("ingest worker stopped; starting again"),
+        "{log_text}"
+    );
+    // Every partition owned again, by the one live daemon.
+    assert_eq!(distinct_owners(&env).await, 1);
+    // Health agrees: nothing stalled.
+    let mut healthy = false;
+    for _ in 0..50 {
+        let reply = crate::http::request(port, "GET", "/health", None, None);
+        let body = reply.json();
+        if reply.status == 200 && body["checks"]["ingest"]["status"] == "ok" {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        healthy,
+        "/health: {}",
+        crate::http::request(port, "GET", "/health", None, None).text()
+    );
+    drop(server);
+    env.cleanup().await;
+}
+
+/// A partition whose lease a live session holds but which nobody reads
+/// turns `/health` unhealthy (`stalled`), the metric counts it and the
+/// console says so; once it is read again, health recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_owned_but_not_moving_turns_health_red() {
+    let env = TestEnv::new("stalled").await;
+    env.ingest_demo(200, ts("2026-03-01"), ts("2026-03-02"), 31)
+        .await;
+    let config_path = env.config_with_jobs(
+        "serve",
+        &[],
+        "[ingest]\nstalled_after_secs = 2\n[api]\nhost = \"127.0.0.1\"\n[live_stats]\nenabled = false\n",
+    );
+    let log = env.dir.path().join("serve.log");
+    let server = crate::operator::start_api(&env, &config_path, "serve", &log);
+    let port = server.port;
+
+    // A "worker" that holds every lease through a live session and reads nothing.
+    let mut holder = env.pool.acquire().await.expect("connection").detach();
+    sqlx::query(
+        "INSERT INTO ingest_workers (consumer_group, worker, mode, backend_pid, backend_start)
+         SELECT $1, 'hung-worker', 'continuous', pid, backend_start
+         FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+    )
+    .bind(&env.config.kafka.group_id)
+    .execute(&mut holder)
+    .await
+    .expect("join");
+    sqlx::query(
+        "UPDATE consumer_offsets SET owner = 'hung-worker', epoch = epoch + 1,
+         lease_expires_at = now() + interval '1 hour' WHERE consumer_group = $1",
+    )
+    .bind(&env.config.kafka.group_id)
+    .execute(&mut holder)
+    .await
+    .expect("hold the leases");
+    env.produce(clean_events(100, 32)).await;
+
+    let mut stalled = Value::Null;
+    for _ in 0..100 {
+        let reply = crate::http::request(port, "GET", "/health", None, None);
+        let body = reply.json();
+        if reply.status == 503 && body["checks"]["ingest"]["status"] == "stalled" {
+            stalled = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stalled["status"], "unhealthy", "{stalled}");
+    assert!(!stalled["checks"]["ingest"]["stalled"]
+        .as_array()
+        .expect("stalled list")
+        .is_empty());
+    let metrics = crate::http::request(port, "GET", "/metrics", None, None).text();
+    let gauge = metrics
+        .lines()
+        .find(|l| l.starts_with("hxjobs_ingest_partitions_stalled "))
+        .expect("the stalled gauge");
+    let count: f64 = gauge
+        .split_whitespace()
+        .nth(1)
+        .expect("value")
+        .parse()
+        .expect("number");
+    assert!(count >= 1.0, "{gauge}");
+    let page = crate::http::request(port, "GET", "/ui/", None, None).text();
+    assert!(page.contains("id=\"ingest-stalled\""), "{page}");
+
+    // The hung worker goes away; a drain stores the rest; health recovers.
+    drop(holder);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = env
+        .command()
+        .args(["run", "ingest"])
+        .output()
+        .expect("drain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.count("SELECT count(*) FROM events").await, 300);
+    let mut recovered = false;
+    for _ in 0..50 {
+        let reply = crate::http::request(port, "GET", "/health", None, None);
+        if reply.status == 200 && reply.json()["checks"]["ingest"]["status"] == "ok" {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered);
+    drop(server);
     env.cleanup().await;
 }

@@ -166,6 +166,32 @@ command = "echo done"
     assert!(once.status.success());
     let after = page(port, &format!("/ui/runs/{id}"));
     assert!(after.contains(r#"<span class="badge s-success">success</span>"#));
+    // After the clear, a task's start is its new try's, and its tries count
+    // every attempt of every claim.
+    let restarted: bool = sqlx::query_scalar(
+        "SELECT t.started_at >= r.cleared_at FROM task_instances t JOIN job_runs r ON r.id = t.run_id
+         WHERE t.run_id = $1 AND t.task = 'flaky'",
+    )
+    .bind(id)
+    .fetch_one(&env.pool)
+    .await
+    .expect("started");
+    assert!(restarted, "the cleared task shows its new start");
+    let tries = env
+        .count(&format!(
+            "SELECT count(*) FROM task_attempts WHERE run_id = {id} AND task = 'flaky'"
+        ))
+        .await;
+    assert!(tries >= 2);
+    let row_at = after.find(r#"<tr id="t-flaky">"#).expect("flaky row");
+    let row = &after[row_at
+        ..after[row_at..]
+            .find("</tr>")
+            .map_or(after.len(), |e| row_at + e)];
+    assert!(
+        row.contains(&format!(r#"<td class="num">{tries}</td>"#)),
+        "{tries} tries in {row}"
+    );
     let grid = page(port, "/ui/jobs/console");
     assert!(grid.contains(&format!(
         r#"class="c s-success" href="/ui/runs/{id}?task=last#log""#
