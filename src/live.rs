@@ -217,6 +217,9 @@ pub struct LiveStats {
     group: String,
     windows: Mutex<Windows>,
     snapshot: RwLock<Arc<Vec<u8>>>,
+    /// Why there are no figures yet (the consumer is starting, or could not
+    /// start); `None` once it reads the topics.
+    unavailable: RwLock<Option<String>>,
 }
 
 #[derive(Serialize)]
@@ -253,6 +256,7 @@ impl LiveStats {
                 behind_secs: 0.0,
             }),
             snapshot: RwLock::new(Arc::new(b"{}".to_vec())),
+            unavailable: RwLock::new(Some("the live-stats consumer is starting".to_string())),
         });
         live.refresh();
         live
@@ -390,6 +394,21 @@ impl LiveStats {
         }
     }
 
+    /// `Err(why)` while there are no true figures to show.
+    pub fn available(&self) -> Result<(), String> {
+        match self.unavailable.read() {
+            Ok(u) => u.clone().map_or(Ok(()), Err),
+            Err(_) => Err("live stats are not readable".into()),
+        }
+    }
+
+    /// Records why the consumer is not running.
+    pub fn set_unavailable(&self, why: String) {
+        if let Ok(mut u) = self.unavailable.write() {
+            *u = Some(why);
+        }
+    }
+
     /// The latest snapshot, as JSON.
     pub fn snapshot_json(&self) -> Arc<Vec<u8>> {
         self.snapshot
@@ -424,9 +443,13 @@ impl LiveStats {
             parts,
         };
         let live = self.clone();
-        Ok(std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("live-stats".into())
-            .spawn(move || reader.run(&live, max_bytes, &stop))?)
+            .spawn(move || reader.run(&live, max_bytes, &stop))?;
+        if let Ok(mut u) = self.unavailable.write() {
+            *u = None;
+        }
+        Ok(thread)
     }
 }
 

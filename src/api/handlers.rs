@@ -1165,13 +1165,21 @@ pub(crate) async fn rollup_rows(
 }
 
 fn live(state: &ApiState) -> ApiResult<&Arc<crate::live::LiveStats>> {
-    state.live.as_ref().ok_or_else(|| {
+    let live = state.live.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "live_stats_disabled",
             "live stats are off (live_stats.enabled = false)",
         )
-    })
+    })?;
+    live.available().map_err(|why| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "live_stats_unavailable",
+            format!("no live figures: {why}"),
+        )
+    })?;
+    Ok(live)
 }
 
 pub async fn stats(State(state): State<ApiState>) -> ApiResult<Response> {

@@ -23,7 +23,9 @@ const CONSUMER_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Running {
     api: JoinHandle<anyhow::Result<()>>,
-    consumer: Option<std::thread::JoinHandle<()>>,
+    /// The live-stats consumer's start (off the runtime: it asks the broker
+    /// for every partition first), then its thread.
+    consumer: Option<JoinHandle<Option<std::thread::JoinHandle<()>>>>,
 }
 
 /// Starts the API (and the live-stats consumer when enabled) until `stop`.
@@ -37,28 +39,35 @@ pub async fn start(
 ) -> Result<Running, Failure> {
     let listener = api::bind(&config.api).await.map_err(Failure::from)?;
     crate::metrics::install();
-    let (live, consumer) = if config.live_stats.enabled {
-        let live = LiveStats::new(
+    let live = config.live_stats.enabled.then(|| {
+        LiveStats::new(
             &config.live_stats.consumer_group,
             config.live_stats.max_models,
-        );
-        match live.spawn_consumer(config, stop.clone()) {
-            Ok(handle) => (Some(live), Some(handle)),
-            Err(e) => {
-                tracing::warn!(error = %e, "live stats not started; /stats answers 503");
-                (None, None)
-            }
-        }
-    } else {
-        (None, None)
-    };
-    let mut state = ApiState::new(Arc::new(config.clone()), pools, Vec::new(), live, stop);
+        )
+    });
+    let mut state = ApiState::new(
+        Arc::new(config.clone()),
+        pools,
+        Vec::new(),
+        live.clone(),
+        stop.clone(),
+    );
     state.jobs = jobs;
     state.wake = wake;
-    Ok(Running {
-        api: tokio::spawn(api::serve(listener, state, CONNECTIONS_GRACE)),
-        consumer,
-    })
+    // The API answers at once; /stats says 503 until the consumer reads.
+    let api = tokio::spawn(api::serve(listener, state, CONNECTIONS_GRACE));
+    let consumer = live.map(|live| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || match live.spawn_consumer(&config, stop) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "live stats not started; /stats answers 503");
+                live.set_unavailable(format!("the live-stats consumer did not start: {e}"));
+                None
+            }
+        })
+    });
+    Ok(Running { api, consumer })
 }
 
 /// Waits for a started API (after `stop` was set) and its consumer, saying
@@ -75,10 +84,11 @@ pub async fn finish(running: Running) -> Result<(), Failure> {
         .map_err(|e| Failure::from(format!("API task: {e}")))?;
     if let Some(c) = running.consumer {
         tracing::info!("waiting for the live-stats consumer to close");
-        let joined = tokio::time::timeout(
-            CONSUMER_GRACE,
-            tokio::task::spawn_blocking(move || c.join()),
-        )
+        let joined = tokio::time::timeout(CONSUMER_GRACE, async move {
+            if let Ok(Some(thread)) = c.await {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        })
         .await;
         if joined.is_err() {
             tracing::warn!(

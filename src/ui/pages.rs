@@ -61,6 +61,7 @@ pub async fn overview(
     let live: Option<serde_json::Value> = state
         .live
         .as_ref()
+        .filter(|l| l.available().is_ok())
         .and_then(|l| serde_json::from_slice(l.snapshot_json().as_ref()).ok());
     let count = |s: RunState| counts.get(&s).copied().unwrap_or(0);
     let body = html! {

@@ -657,7 +657,7 @@ async fn health_is_503_with_the_detail_when_the_broker_is_down() {
     // Live stats could not start without the broker: a JSON 503, the rest works.
     let stats = get(port, "/stats");
     assert_eq!(stats.status, 503);
-    assert_eq!(stats.json()["error"], "live_stats_disabled");
+    assert_eq!(stats.json()["error"], "live_stats_unavailable");
     assert_eq!(get(port, "/jobs").status, 200);
     env.cleanup().await;
 }
@@ -701,7 +701,7 @@ async fn one_api_backfill_per_job_and_each_can_be_cancelled() {
     let port = server.port;
     // A long backfill: two years of hours.
     let body = serde_json::json!({"job": "hxp_hourly_aggregation", "from": "2026-01-01",
-                                  "to": "2027-12-31", "parallel": 1});
+                                  "to": "2027-12-31", "parallel": 1, "allow_unfinished": true});
     let first = post(port, "/backfill", &body);
     assert_eq!(first.status, 202, "{}", first.text());
     let id = first.json()["backfill_id"].as_i64().expect("backfill id");
