@@ -58,18 +58,19 @@ fn change(now: Option<f64>, before: Option<f64>) -> Cell {
 
 /// The comparison columns, named for the period: "WoW %" for a week.
 fn comparison_columns(grain: Grain, to_date: bool) -> Vec<String> {
-    let (this, prev, delta) = match grain {
-        Grain::Day => ("This day", "Previous day", "DoD %"),
-        Grain::Week => ("This week", "Previous week", "WoW %"),
-        Grain::Month => ("This month", "Previous month", "MoM %"),
-        _ => ("This period", "Previous period", "Change %"),
+    let (this, prev, delta, unit) = match grain {
+        Grain::Day => ("This day", "Previous day", "DoD %", "Day"),
+        Grain::Week => ("This week", "Previous week", "WoW %", "Week"),
+        Grain::Month => ("This month", "Previous month", "MoM %", "Month"),
+        _ => ("This period", "Previous period", "Change %", "Period"),
     };
     if to_date {
-        // Like for like: the same elapsed span of each.
+        // Like for like: the same elapsed span of each (the header line
+        // names both spans).
         return [
             "Metric".to_string(),
-            format!("{this} to date"),
-            format!("{prev}, same span"),
+            format!("{unit} to date"),
+            "Same span before".to_string(),
             format!("{delta} to date"),
         ]
         .to_vec();

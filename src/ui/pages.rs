@@ -267,7 +267,7 @@ pub async fn jobs(
                                 @for d in daemons {
                                     div.muted title={ "loaded " (d.loaded_at.format("%Y-%m-%d %H:%M:%S UTC")) } {
                                         code { (d.worker) } " "
-                                        @if d.version == job.version { "same" } @else { code { (d.version) } }
+                                        @if d.version == job.version { "this version" } @else { "version " code { (d.version) } }
                                     }
                                 }
                             }

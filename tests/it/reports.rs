@@ -513,9 +513,10 @@ async fn a_week_under_way_is_compared_to_date() {
         .as_array()
         .expect("sections")
         .iter()
-        .find(|s| s["columns"][1] == "This week to date")
+        .find(|s| s["columns"][1] == "Week to date")
         .expect("a comparison to date");
-    assert_eq!(kpis["columns"][2], "Previous week, same span");
+    assert_eq!(kpis["columns"][2], "Same span before");
+    assert_eq!(kpis["columns"][3], "WoW % to date");
     let events = kpis["rows"]
         .as_array()
         .expect("rows")
