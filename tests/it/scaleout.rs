@@ -418,6 +418,21 @@ async fn the_end_of_a_backlog_commits_without_waiting_for_the_batch_delay() {
     env.cleanup().await;
 }
 
+/// Polls `/health` (every 200 ms, `tries` times) until it answers `status`
+/// with `checks.ingest.status` = `ingest`; its body.
+async fn health_until(port: u16, status: u16, ingest: &str, tries: u32) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..tries {
+        let reply = crate::http::request(port, "GET", "/health", None, None);
+        last = reply.json();
+        if reply.status == status && last["checks"]["ingest"]["status"] == ingest {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("/health never answered {status} with ingest {ingest}: {last}");
+}
+
 /// `n` clean demo events over one day.
 fn clean_events(n: u64, seed: u64) -> Vec<DemoRecord> {
     Generator::new(DemoSpec {
@@ -499,21 +514,7 @@ async fn a_worker_recovers_its_partitions_after_its_sessions_are_terminated() {
     // Every partition owned again, by the one live daemon.
     assert_eq!(distinct_owners(&env).await, 1);
     // Health agrees: nothing stalled.
-    let mut healthy = false;
-    for _ in 0..50 {
-        let reply = crate::http::request(port, "GET", "/health", None, None);
-        let body = reply.json();
-        if reply.status == 200 && body["checks"]["ingest"]["status"] == "ok" {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        healthy,
-        "/health: {}",
-        crate::http::request(port, "GET", "/health", None, None).text()
-    );
+    health_until(port, 200, "ok", 50).await;
     drop(server);
     env.cleanup().await;
 }
@@ -556,16 +557,7 @@ async fn a_partition_owned_but_not_moving_turns_health_red() {
     .expect("hold the leases");
     env.produce(clean_events(100, 32)).await;
 
-    let mut stalled = Value::Null;
-    for _ in 0..100 {
-        let reply = crate::http::request(port, "GET", "/health", None, None);
-        let body = reply.json();
-        if reply.status == 503 && body["checks"]["ingest"]["status"] == "stalled" {
-            stalled = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let stalled = health_until(port, 503, "stalled", 100).await;
     assert_eq!(stalled["status"], "unhealthy", "{stalled}");
     assert!(!stalled["checks"]["ingest"]["stalled"]
         .as_array()
@@ -600,16 +592,7 @@ async fn a_partition_owned_but_not_moving_turns_health_red() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(env.count("SELECT count(*) FROM events").await, 300);
-    let mut recovered = false;
-    for _ in 0..50 {
-        let reply = crate::http::request(port, "GET", "/health", None, None);
-        if reply.status == 200 && reply.json()["checks"]["ingest"]["status"] == "ok" {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(recovered);
+    health_until(port, 200, "ok", 50).await;
     drop(server);
     env.cleanup().await;
 }
