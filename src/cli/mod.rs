@@ -183,6 +183,18 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 pub type CliResult = Result<(), Failure>;
 
+/// Why a loaded job is still refused: it names notification targets the
+/// configuration lacks.
+fn missing_targets(config: &Config, job: &crate::dag::Job) -> Option<String> {
+    let unknown = crate::notify::unknown_targets(config, job);
+    (!unknown.is_empty()).then(|| {
+        format!(
+            "names notification targets that [notify] does not define: {}",
+            unknown.join(", ")
+        )
+    })
+}
+
 /// The jobs in `jobs.dir` for one command. Invalid files are logged (each
 /// with file:line); the valid jobs still load.
 pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Failure> {
@@ -190,16 +202,14 @@ pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Fail
         code: 2,
         message: e.to_string(),
     })?;
-    // A job naming a notification target the configuration lacks is invalid.
     let (ok, bad): (Vec<_>, Vec<_>) = std::mem::take(&mut loaded.jobs)
         .into_iter()
-        .partition(|j| crate::notify::unknown_targets(config, j).is_empty());
+        .partition(|j| missing_targets(config, j).is_none());
     for job in bad {
-        let unknown = crate::notify::unknown_targets(config, &job).join(", ");
         loaded.errors.push(crate::dag::job::Error {
             file: job.file.clone(),
             line: None,
-            message: format!("names notification targets that [notify] does not define: {unknown}"),
+            message: missing_targets(config, &job).unwrap_or_default(),
         });
     }
     loaded.jobs = ok;
@@ -209,21 +219,13 @@ pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Fail
     Ok(loaded)
 }
 
-/// The jobs in `jobs.dir` as a reloadable catalog (daemons and the API).
-/// A job naming a notification target the configuration lacks is invalid.
-/// Invalid files are logged (each with file:line) and counted in
+/// The jobs in `jobs.dir` as a reloadable catalog (daemons and the API),
+/// with [`missing_targets`] as its extra check. Invalid files are logged
+/// (each with file:line); the catalog counts them in
 /// `hxjobs_job_files_invalid`; the valid jobs still load.
 pub(crate) fn catalog(config: &Config) -> Result<crate::dag::catalog::Catalog, Failure> {
     let targets = config.clone();
-    let check: crate::dag::catalog::Check = Box::new(move |job| {
-        let unknown = crate::notify::unknown_targets(&targets, job);
-        (!unknown.is_empty()).then(|| {
-            format!(
-                "names notification targets that [notify] does not define: {}",
-                unknown.join(", ")
-            )
-        })
-    });
+    let check: crate::dag::catalog::Check = Box::new(move |job| missing_targets(&targets, job));
     let catalog =
         crate::dag::catalog::Catalog::load(config.jobs.dir.clone(), check).map_err(|e| {
             Failure {
@@ -231,12 +233,9 @@ pub(crate) fn catalog(config: &Config) -> Result<crate::dag::catalog::Catalog, F
                 message: e.to_string(),
             }
         })?;
-    let set = catalog.current();
-    for e in &set.errors {
+    for e in &catalog.current().errors {
         tracing::error!("invalid job file, not loaded: {e}");
     }
-    crate::metrics::install();
-    metrics::gauge!("hxjobs_job_files_invalid").set(set.errors.len() as f64);
     // Report definitions are checked at start too, not first when a
     // report of that type is due.
     for e in crate::reports::definition::check_all(&config.reports.definitions_dir) {

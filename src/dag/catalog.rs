@@ -197,6 +197,8 @@ impl Catalog {
             errors,
             since,
         });
+        crate::metrics::install();
+        metrics::gauge!("hxjobs_job_files_invalid").set(set.errors.len() as f64);
         match self.current.write() {
             Ok(mut c) => *c = set,
             Err(poisoned) => *poisoned.into_inner() = set,
@@ -251,8 +253,6 @@ fn log_changes(changes: &Changes, asked: bool, set: &JobSet) {
             tracing::error!("invalid job file: {e}");
         }
     }
-    crate::metrics::install();
-    metrics::gauge!("hxjobs_job_files_invalid").set(set.errors.len() as f64);
 }
 
 #[cfg(test)]
