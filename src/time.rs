@@ -2,8 +2,57 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
-/// `2026-01-31` (midnight UTC), `2026-01-31T12:00:00` (UTC) or RFC 3339.
+/// The first year hxjobs schedules, stores or reports.
+pub const EARLIEST: i32 = 1970;
+/// The last year hxjobs schedules, stores or reports (its intervals end by
+/// the start of the year after).
+pub const LATEST: i32 = 9999;
+
+/// `EARLIEST-01-01T00:00:00Z`.
+pub fn earliest() -> DateTime<Utc> {
+    year_start(EARLIEST)
+}
+
+/// The end of year `LATEST`: no interval ends later.
+pub fn latest() -> DateTime<Utc> {
+    year_start(LATEST + 1)
+}
+
+fn year_start(year: i32) -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(year, 1, 1)
+        .unwrap_or_default()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc()
+}
+
+/// `t`, if hxjobs can schedule and store it (years 1970 to 9999).
+pub fn in_range(t: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if t >= earliest() && t < latest() {
+        Ok(t)
+    } else {
+        Err(format!(
+            "{} is outside the years hxjobs schedules ({EARLIEST} to {LATEST})",
+            t.format("%Y-%m-%dT%H:%M:%SZ")
+        ))
+    }
+}
+
+/// `2026-01-31` (midnight UTC), `2026-01-31T12:00:00` (UTC) or RFC 3339,
+/// in the years hxjobs schedules ([`in_range`]).
 pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_any_instant(s).and_then(in_range)
+}
+
+/// A day, `2026-01-31`, in the years hxjobs schedules.
+pub fn parse_day(s: &str) -> Result<NaiveDate, String> {
+    let s = s.trim();
+    let day = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("`{s}` is not a day (use 2026-01-31)"))?;
+    in_range(day.and_time(chrono::NaiveTime::MIN).and_utc())?;
+    Ok(day)
+}
+
+fn parse_any_instant(s: &str) -> Result<DateTime<Utc>, String> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
@@ -86,5 +135,18 @@ mod tests {
             Ok("2026-01-31T12:30:00+00:00".into())
         );
         assert!(parse_instant("31/01/2026").is_err());
+        for far in [
+            "1969-12-31T23:59:59Z",
+            "+262142-12-31",
+            "10000-01-01T00:00:00Z",
+            "-0001-01-01",
+        ] {
+            let e = parse_instant(far).expect_err(far);
+            assert!(
+                e.contains("1970 to 9999") || e.contains("not a date"),
+                "{far}: {e}"
+            );
+        }
+        assert!(parse_instant("9999-12-31T23:59:59Z").is_ok());
     }
 }

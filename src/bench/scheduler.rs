@@ -130,6 +130,7 @@ async fn run(config: Config, runs: usize, parallel: usize) -> anyhow::Result<Sch
         reprocess: Reprocess::None,
         ignore_start_date: false,
         allow_unfinished: false,
+        max_intervals: runs,
     };
     let summary = backfill::run(
         Arc::new(config),

@@ -52,6 +52,9 @@ pub struct BackfillArgs {
     /// Also run intervals that have not ended yet (refused otherwise).
     #[arg(long)]
     pub allow_unfinished: bool,
+    /// Cover up to this many intervals (default: api.max_backfill_intervals).
+    #[arg(long)]
+    pub max_intervals: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +162,9 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
         reprocess: args.reprocess,
         ignore_start_date: args.ignore_start_date,
         allow_unfinished: args.allow_unfinished,
+        max_intervals: args
+            .max_intervals
+            .unwrap_or(config.api.max_backfill_intervals),
     };
     let usage = |e: backfill::Error| match e {
         backfill::Error::Database(e) => Failure::from(e),

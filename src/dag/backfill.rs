@@ -39,6 +39,9 @@ pub struct Spec {
     /// Also run intervals that have not ended yet (refused otherwise: their
     /// data is not all there, and a run would count them as done).
     pub allow_unfinished: bool,
+    /// The most intervals it may cover (`api.max_backfill_intervals`
+    /// unless the command line asks for more).
+    pub max_intervals: usize,
 }
 
 /// What a backfill finds in the ledger before it starts (`--dry-run` shows it).
@@ -114,6 +117,11 @@ pub enum Error {
         end: DateTime<Utc>,
         latest: DateTime<Utc>,
     },
+    #[error(
+        "the range holds more than {max} {grain} intervals, the most one backfill may cover \
+         (api.max_backfill_intervals): split it, or pass --max-intervals"
+    )]
+    TooMany { max: usize, grain: &'static str },
     #[error("--parallel must be at least 1")]
     Parallel,
     #[error(transparent)]
@@ -133,7 +141,11 @@ pub fn intervals(job: &Job, spec: &Spec) -> Result<Vec<Interval>, Error> {
     }
     let grain = job.interval;
     let out: Vec<Interval> = grain
-        .starts(spec.from, spec.to)
+        .starts_at_most(spec.from, spec.to, spec.max_intervals)
+        .map_err(|max| Error::TooMany {
+            max,
+            grain: grain.as_str(),
+        })?
         .into_iter()
         .map(|start| Interval {
             start,

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::Extension;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -194,12 +194,10 @@ pub async fn capacity(
 ) -> UiResult<Html<String>> {
     let q = super::pages::query(q)?;
     let to = match q.to.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(t) => Some(NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| {
-            UiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("to must be a date like 2026-03-01, not {t:?}"),
-            )
-        })?),
+        Some(t) => Some(
+            crate::time::parse_day(t)
+                .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, format!("to: {e}")))?,
+        ),
         None => None,
     };
     let a =

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::Extension;
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -345,19 +345,9 @@ fn day_or_instant(field: &str, text: &str) -> UiResult<Option<DateTime<Utc>>> {
     if text.is_empty() {
         return Ok(None);
     }
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(Some(Utc.from_utc_datetime(&t)));
-        }
-    }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| Some(t.with_timezone(&Utc)))
-        .map_err(|_| {
-            UiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("{field} must be a day (2026-11-23) or an RFC 3339 time, not {text:?}"),
-            )
-        })
+    crate::time::parse_instant(text)
+        .map(Some)
+        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, format!("{field}: {e}")))
 }
 
 /// Tasks × runs, newest run first, coloured by state; a cell opens the

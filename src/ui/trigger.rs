@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use maud::html;
 
 use super::view::{self, na, page, page_refreshed, segment, state_badge, time, Section};
@@ -40,24 +40,8 @@ fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
 /// A date (`2026-11-23`), a local-less date and time (`2026-11-23T14:00`,
 /// read as UTC) or an RFC 3339 instant.
 pub(super) fn instant(name: &str, text: &str) -> UiResult<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
-            return Ok(Utc.from_utc_datetime(&t));
-        }
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| Utc.from_utc_datetime(&t))
-        .ok_or_else(|| {
-            UiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("{name} must be a date (2026-11-23) or a time (2026-11-23T14:00, UTC), not {text:?}"),
-            )
-        })
+    crate::time::parse_instant(text)
+        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
 }
 
 fn checked_csrf(session: &Session, fields: &Fields) -> UiResult<String> {
@@ -227,6 +211,8 @@ pub async fn backfill(
     f: Result<Form<Fields>, FormRejection>,
 ) -> UiResult<Response> {
     let f = super::actions::form(f)?;
+    // The preview too: it reads the whole range from the ledger.
+    checked_csrf(&session, &f)?;
     let job = find_job(&state, &name)?;
     let from = instant("from", field(&f, "from").unwrap_or(""))?;
     let to = instant("to", field(&f, "to").unwrap_or(""))?;
@@ -245,9 +231,15 @@ pub async fn backfill(
         before_start_date: ignore,
         unfinished: false,
     };
-    let spec = crate::api::backfill_spec(from, to, reprocess, parallel, allow)?;
+    let spec = crate::api::backfill_spec(
+        from,
+        to,
+        reprocess,
+        parallel,
+        allow,
+        state.config.api.max_backfill_intervals,
+    )?;
     if field(&f, "step") == Some("start") {
-        checked_csrf(&session, &f)?;
         let id = crate::api::start_backfill(&state, job, spec).await?;
         return Ok(Redirect::to(&format!("/ui/backfills/{id}")).into_response());
     }

@@ -701,7 +701,7 @@ async fn one_api_backfill_per_job_and_each_can_be_cancelled() {
     let port = server.port;
     // A long backfill: two years of hours.
     let body = serde_json::json!({"job": "hxp_hourly_aggregation", "from": "2026-01-01",
-                                  "to": "2027-12-31", "parallel": 1, "allow_unfinished": true});
+                                  "to": "2027-01-01", "parallel": 1, "allow_unfinished": true});
     let first = post(port, "/backfill", &body);
     assert_eq!(first.status, 202, "{}", first.text());
     let id = first.json()["backfill_id"].as_i64().expect("backfill id");
