@@ -390,6 +390,7 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
         interval: raw.interval,
         dir: file.parent().unwrap_or(Path::new(".")),
     };
+    let job_params = params.clone();
     let mut tasks: HashMap<String, (Task, std::ops::Range<usize>)> = HashMap::new();
     let mut dangling = false;
     for (id, spanned) in &raw.tasks {
@@ -456,36 +457,60 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
             }
         }
         let Some(kind) = kind else { continue };
-        for (key, template) in kind.templates() {
-            for (var, offset) in tasks::template_vars(&template) {
-                if known_vars.contains(&var) {
+        let templates = kind.templates();
+        // The line inside the value when the template is the value itself
+        // (an inline `sql` or `command`).
+        let line_in = |key: &str, offset: usize| {
+            let template = templates
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or("", |(_, t)| t.as_str());
+            match fields.get(key) {
+                Some(v) if v.get_ref().as_str() == Some(template) => {
+                    let start = v.span().start;
+                    let opening = text.get(start..).unwrap_or_default();
+                    let multi_line = opening.starts_with("\"\"\"") || opening.starts_with("'''");
+                    let skipped = usize::from(
+                        multi_line && opening.get(3..).is_some_and(|r| r.starts_with('\n')),
+                    );
+                    let inside = template.get(..offset).unwrap_or("").matches('\n').count();
+                    Some(line_of(text, start) + skipped + inside)
+                }
+                _ => at(key).map(|s| line_of(text, s.start)),
+            }
+        };
+        for (key, template) in &templates {
+            for (var, offset) in tasks::template_vars(template) {
+                let (name, filter) = tasks::split_filter(&var);
+                let filter_ok = filter
+                    .is_none_or(|f| tasks::FILTERS.contains(&f) && name.starts_with("params."));
+                if known_vars.iter().any(|k| k == name) && filter_ok {
                     continue;
                 }
-                // The line inside the value when the template is the
-                // value itself (an inline `sql` or `command`).
-                let line = match fields.get(key) {
-                    Some(v) if v.get_ref().as_str() == Some(template.as_str()) => {
-                        let start = v.span().start;
-                        let opening = text.get(start..).unwrap_or_default();
-                        let multi_line =
-                            opening.starts_with("\"\"\"") || opening.starts_with("'''");
-                        let skipped = usize::from(
-                            multi_line && opening.get(3..).is_some_and(|r| r.starts_with('\n')),
-                        );
-                        let inside = template[..offset].matches('\n').count();
-                        Some(line_of(text, start) + skipped + inside)
-                    }
-                    _ => at(key).map(|s| line_of(text, s.start)),
+                let message = if known_vars.iter().any(|k| k == name) {
+                    format!(
+                        "task `{id}`: unknown filter in `{{{{ {var} }}}}` in `{key}` (a parameter may take: {})",
+                        tasks::FILTERS.join(", ")
+                    )
+                } else {
+                    format!(
+                        "task `{id}`: unknown template variable `{{{{ {var} }}}}` in `{key}` (known: {})",
+                        known_vars.join(", ")
+                    )
                 };
                 errors.push(Error {
                     file: file.to_path_buf(),
-                    line,
-                    message: format!(
-                        "task `{id}`: unknown template variable `{{{{ {var} }}}}` in `{key}` (known: {})",
-                        known_vars.join(", ")
-                    ),
+                    line: line_in(key, offset),
+                    message,
                 });
             }
+        }
+        for (key, offset, why) in kind.unsafe_params(&job_params) {
+            errors.push(Error {
+                file: file.to_path_buf(),
+                line: line_in(key, offset),
+                message: format!("task `{id}`: {why} (in `{key}`)"),
+            });
         }
         tasks.insert(
             id.clone(),
@@ -1124,7 +1149,7 @@ echo {{ params.nope }}
         // The valid ones pass, including a declared parameter.
         let ok = GOOD.replace(
             "command = \"true\"",
-            "command = \"echo {{ params.model }} {{interval_end}}\"",
+            "command = \"echo {{ params.model | quote }} {{interval_end}}\"",
         ) + "\n[params.model]\ntype = \"string\"\ndefault = \"all\"\n";
         parse_all(Path::new("jobs/demo.toml"), &ok).expect("valid");
         // An unknown key of a kind points at its own line.

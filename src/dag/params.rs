@@ -1,8 +1,11 @@
 //! Run parameters: declared in a job file (`[params.NAME]` with `type`,
-//! `default` and an optional `description`), given when a run is triggered
-//! (`hxjobs run JOB --param NAME=VALUE`, `POST /jobs/{job}/runs
-//! {"params": {…}}`), checked against the declarations, and templated into
-//! tasks as `{{ params.NAME }}`. Scheduled runs use the defaults.
+//! `default`, an optional `description` and optional rules: `choices`,
+//! `pattern` (a whole-value regular expression), `min`/`max` (numbers),
+//! `max_length` (strings, 1,024 unless set)), given when a run is
+//! triggered (`hxjobs run JOB --param NAME=VALUE`, `POST /jobs/{job}/runs
+//! {"params": {…}}`), checked against the declarations before anything is
+//! queued, and given to tasks as values (`sql`: bound; `shell`: in the
+//! environment). Scheduled runs use the defaults.
 
 use std::collections::BTreeMap;
 
@@ -65,6 +68,61 @@ pub struct Param {
     pub kind: ParamType,
     pub default: Value,
     pub description: String,
+    #[serde(flatten)]
+    pub rules: Rules,
+}
+
+/// What a value must also be, beyond its type.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rules {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(skip)]
+    regex: Option<regex::Regex>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+}
+
+/// A string parameter's longest value unless `max_length` says otherwise.
+pub const MAX_LENGTH: usize = 1024;
+
+impl Rules {
+    /// Why `value` (already of the parameter's type) breaks a rule.
+    fn broken_by(&self, kind: ParamType, value: &Value) -> Option<String> {
+        if let Some(choices) = &self.choices {
+            if !choices.contains(value) {
+                let list: Vec<String> = choices.iter().map(Value::to_string).collect();
+                return Some(format!("must be one of {}", list.join(", ")));
+            }
+        }
+        if let Some(s) = value.as_str() {
+            let max = self.max_length.unwrap_or(MAX_LENGTH);
+            if s.chars().count() > max {
+                return Some(format!("is longer than {max} characters"));
+            }
+            if let (Some(re), Some(p)) = (&self.regex, &self.pattern) {
+                if !re.is_match(s) {
+                    return Some(format!("must match the pattern {p:?}"));
+                }
+            }
+        }
+        if kind != ParamType::String && kind != ParamType::Bool {
+            let n = value.as_f64()?;
+            if self.min.is_some_and(|m| n < m) {
+                return self.min.map(|m| format!("must be at least {m}"));
+            }
+            if self.max.is_some_and(|m| n > m) {
+                return self.max.map(|m| format!("must be at most {m}"));
+            }
+        }
+        None
+    }
 }
 
 /// `[params.NAME]` as written.
@@ -76,6 +134,16 @@ pub(super) struct RawParam {
     default: toml::Value,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    choices: Option<Vec<toml::Value>>,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default)]
+    min: Option<f64>,
+    #[serde(default)]
+    max: Option<f64>,
+    #[serde(default)]
+    max_length: Option<usize>,
 }
 
 /// Checks the declarations: names of letters, digits and `_`, defaults of
@@ -98,11 +166,59 @@ pub(super) fn declare(raw: BTreeMap<String, RawParam>) -> Result<Vec<Param>, Str
                 p.kind.name()
             ));
         }
+        let choices = match p.choices {
+            None => None,
+            Some(list) => {
+                let mut values = Vec::new();
+                for c in list {
+                    let v = serde_json::to_value(&c)
+                        .map_err(|e| format!("params.{name}.choices: {e}"))?;
+                    if !p.kind.fits(&v) {
+                        return Err(format!(
+                            "params.{name}.choices: {v} is not a {}",
+                            p.kind.name()
+                        ));
+                    }
+                    values.push(v);
+                }
+                Some(values)
+            }
+        };
+        if p.pattern.is_some() && p.kind != ParamType::String {
+            return Err(format!(
+                "params.{name}.pattern: only a string has a pattern"
+            ));
+        }
+        let numeric = matches!(p.kind, ParamType::Int | ParamType::Float);
+        if (p.min.is_some() || p.max.is_some()) && !numeric {
+            return Err(format!("params.{name}: min and max are for int and float"));
+        }
+        let regex = match &p.pattern {
+            None => None,
+            Some(pattern) => Some(
+                regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| format!("params.{name}.pattern: {e}"))?,
+            ),
+        };
+        let rules = Rules {
+            choices,
+            pattern: p.pattern,
+            regex,
+            min: p.min,
+            max: p.max,
+            max_length: p.max_length,
+        };
+        if let Some(why) = rules.broken_by(p.kind, &default) {
+            return Err(format!("params.{name}.default: {default} {why}"));
+        }
         params.push(Param {
             name,
             kind: p.kind,
             default,
             description: p.description,
+            rules,
         });
     }
     Ok(params)
@@ -131,12 +247,25 @@ pub fn check(params: &[Param], given: &Map<String, Value>) -> Result<Map<String,
         let p = find(params, name)?;
         if !p.kind.fits(value) {
             return Err(format!(
-                "parameter `{name}` is a {}, not {value}",
-                p.kind.name()
+                "parameter `{name}` is a {}, not {}",
+                p.kind.name(),
+                shown(value)
             ));
+        }
+        if let Some(why) = p.rules.broken_by(p.kind, value) {
+            return Err(format!("parameter `{name}` {why}"));
         }
     }
     Ok(given.clone())
+}
+
+/// A value in a message: at most 80 characters of it.
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
 }
 
 /// Parameters given as `NAME=VALUE` (the command line).
@@ -149,11 +278,15 @@ pub fn parse_pairs(params: &[Param], pairs: &[String]) -> Result<Map<String, Val
         let p = find(params, name.trim())?;
         let value = p.kind.parse(text).ok_or_else(|| {
             format!(
-                "parameter `{}` is a {}, not {text:?}",
+                "parameter `{}` is a {}, not {}",
                 p.name,
-                p.kind.name()
+                p.kind.name(),
+                shown(&Value::String(text.to_string()))
             )
         })?;
+        if let Some(why) = p.rules.broken_by(p.kind, &value) {
+            return Err(format!("parameter `{}` {why}", p.name));
+        }
         given.insert(p.name.clone(), value);
     }
     Ok(given)
@@ -215,5 +348,35 @@ mod tests {
         assert!(declare(bad)
             .expect_err("bad default")
             .contains("is not a int"));
+    }
+
+    #[test]
+    fn rules_are_checked_before_anything_is_queued() {
+        let raw: BTreeMap<String, RawParam> = toml::from_str(
+            "[model]\ntype = \"string\"\ndefault = \"all\"\npattern = \"[a-z0-9.-]+\"\n\
+             [env]\ntype = \"string\"\ndefault = \"prod\"\nchoices = [\"prod\", \"staging\"]\n\
+             [limit]\ntype = \"int\"\ndefault = 10\nmin = 1\nmax = 100\n",
+        )
+        .expect("toml");
+        let p = declare(raw).expect("declared");
+        for (pair, says) in [
+            ("model=x; rm -rf /", "must match the pattern"),
+            ("env=dev", "must be one of \"prod\", \"staging\""),
+            ("limit=0", "at least 1"),
+            ("limit=101", "at most 100"),
+        ] {
+            let e = parse_pairs(&p, &[pair.to_string()]).expect_err(pair);
+            assert!(e.contains(says), "{pair}: {e}");
+        }
+        let long = format!("model={}", "a".repeat(MAX_LENGTH + 1));
+        assert!(parse_pairs(&p, &[long])
+            .expect_err("long")
+            .contains("longer than"));
+        assert!(parse_pairs(&p, &["model=gpt-4.1".into(), "limit=100".into()]).is_ok());
+        let bad: BTreeMap<String, RawParam> =
+            toml::from_str("[n]\ntype = \"int\"\ndefault = 0\nmin = 1\n").expect("toml");
+        assert!(declare(bad)
+            .expect_err("default breaks min")
+            .contains("at least 1"));
     }
 }

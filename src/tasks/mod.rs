@@ -67,11 +67,52 @@ pub trait Kind: fmt::Debug + Send + Sync {
     fn templates(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+
+    /// Where a template puts a parameter so that its value could become
+    /// code (checked when the job file loads): the template's key, the
+    /// placeholder's byte offset in it, and why.
+    fn unsafe_params(&self, _params: &[Param]) -> Vec<(&'static str, usize, String)> {
+        Vec::new()
+    }
+}
+
+use crate::dag::params::Param;
+
+/// A placeholder's variable and its filter: `params.x | quote` →
+/// (`params.x`, `Some("quote")`).
+pub fn split_filter(var: &str) -> (&str, Option<&str>) {
+    match var.split_once('|') {
+        Some((v, f)) => (v.trim(), Some(f.trim())),
+        None => (var.trim(), None),
+    }
+}
+
+/// The declared parameter a placeholder names, if it names one.
+pub fn param_of<'a>(params: &'a [Param], var: &str) -> Option<&'a Param> {
+    let name = split_filter(var).0.strip_prefix("params.")?;
+    params.iter().find(|p| p.name == name)
+}
+
+/// `value` as one shell word: single-quoted, a `'` inside written `'\''`.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// A parameter's value as text: a string as it is, others as JSON.
+pub fn param_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// The variables hxjobs fills into every template (`{{ params.NAME }}`
-/// adds the declared parameters).
+/// adds the declared parameters, as values: see [`Kind::unsafe_params`]).
 pub const TEMPLATE_VARS: [&str; 4] = ["interval_start", "interval_end", "job", "run_id"];
+
+/// The filters a placeholder may carry: `quote` makes a parameter one
+/// shell word (`shell` tasks).
+pub const FILTERS: [&str; 1] = ["quote"];
 
 /// Every `{{ name }}` in `template`, trimmed, with the byte offset of its
 /// opening braces.
@@ -132,55 +173,53 @@ pub struct TaskContext<'a> {
 }
 
 impl TaskContext<'_> {
-    /// `{{ interval_start }}`, `{{ interval_end }}`, `{{ job }}`, `{{ run_id }}`
-    /// and `{{ params.NAME }}` replaced by the run's values (RFC 3339
-    /// times, UTC; a string parameter as it is, others as JSON).
-    pub fn render(&self, template: &str) -> Result<String, Failure> {
+    /// `{{ interval_start }}`, `{{ interval_end }}`, `{{ job }}` and
+    /// `{{ run_id }}` replaced by the run's values (RFC 3339 times, UTC);
+    /// each `{{ params.NAME [| filter] }}` by what `param` makes of the
+    /// parameter's name, filter and value (the kind decides: a bound value
+    /// in SQL, a quoted word in a shell line).
+    pub fn render(
+        &self,
+        template: &str,
+        param: impl Fn(&str, Option<&str>, &serde_json::Value) -> String,
+    ) -> Result<String, Failure> {
+        let mut out = String::with_capacity(template.len());
+        let mut last = 0;
+        let mut unknown = Vec::new();
+        for (var, offset) in template_vars(template) {
+            let Some(close) = template[offset + 2..].find("}}") else {
+                break;
+            };
+            let end = offset + 2 + close + 2;
+            out.push_str(&template[last..offset]);
+            last = end;
+            let (name, filter) = split_filter(&var);
+            let builtin = match name {
+                "interval_start" => Some(self.interval.start.to_rfc3339()),
+                "interval_end" => Some(self.interval.end.to_rfc3339()),
+                "job" => Some(self.job.to_string()),
+                "run_id" => Some(self.run_id.to_string()),
+                _ => None,
+            };
+            let given = name
+                .strip_prefix("params.")
+                .and_then(|p| self.params.get_key_value(p));
+            match (builtin, given) {
+                (Some(text), _) if filter.is_none() => out.push_str(&text),
+                (None, Some((p, value))) => out.push_str(&param(p, filter, value)),
+                _ => unknown.push(var.clone()),
+            }
+        }
+        out.push_str(&template[last..]);
         // Job files are checked when they load; a `sql` file may have
         // changed since.
-        let unknown: Vec<String> = template_vars(template)
-            .into_iter()
-            .map(|(v, _)| v)
-            .filter(|v| {
-                !TEMPLATE_VARS.contains(&v.as_str())
-                    && !v
-                        .strip_prefix("params.")
-                        .is_some_and(|p| self.params.contains_key(p))
-            })
-            .collect();
         if !unknown.is_empty() {
             return Err(Failure::fatal(anyhow::anyhow!(
                 "unknown template variables: {}",
                 unknown.join(", ")
             )));
         }
-        Ok(self.render_known(template))
-    }
-
-    fn render_known(&self, template: &str) -> String {
-        let mut vars = vec![
-            (
-                "interval_start".to_string(),
-                self.interval.start.to_rfc3339(),
-            ),
-            ("interval_end".to_string(), self.interval.end.to_rfc3339()),
-            ("job".to_string(), self.job.to_string()),
-            ("run_id".to_string(), self.run_id.to_string()),
-        ];
-        for (name, value) in self.params {
-            let text = match value {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            vars.push((format!("params.{name}"), text));
-        }
-        let mut out = template.to_string();
-        for (name, value) in vars {
-            for pattern in [format!("{{{{ {name} }}}}"), format!("{{{{{name}}}}}")] {
-                out = out.replace(&pattern, &value);
-            }
-        }
-        out
+        Ok(out)
     }
 
     /// Seals the attempt's success into `conn`'s transaction (no-op

@@ -3,6 +3,11 @@
 //! success is recorded runs it again, so the command gets `HXJOBS_RUN_ID`
 //! and `HXJOBS_TRY` to make itself idempotent. Its stdout and stderr go,
 //! line by line, to the attempt's log.
+//!
+//! Parameters are values, never code: each is in the environment as
+//! `HXJOBS_PARAM_<NAME>`; in the command line a string parameter is
+//! allowed only as `{{ params.NAME | quote }}` outside any quotes (one
+//! shell word, quoted by hxjobs), checked when the job file loads.
 
 use std::sync::Arc;
 
@@ -12,6 +17,7 @@ use serde::Deserialize;
 use tokio::io::AsyncBufReadExt;
 
 use super::{Failure, JobInfo, Kind, TaskContext};
+use crate::dag::params::{Param, ParamType};
 use crate::tasklog::{AttemptLog, Stream};
 
 #[derive(Debug, Deserialize)]
@@ -42,9 +48,45 @@ impl Kind for Shell {
         vec![("command", self.command.clone())]
     }
 
+    fn unsafe_params(&self, params: &[Param]) -> Vec<(&'static str, usize, String)> {
+        let mut out = Vec::new();
+        for (var, offset) in super::template_vars(&self.command) {
+            let Some(p) = super::param_of(params, &var) else {
+                continue;
+            };
+            let quoted_by_hxjobs = super::split_filter(&var).1 == Some("quote");
+            let env = env_name(&p.name);
+            if p.kind == ParamType::String && !quoted_by_hxjobs {
+                out.push((
+                    "command",
+                    offset,
+                    format!(
+                        "`{{{{ {var} }}}}` would paste a string parameter into the command line; \
+                         use \"${env}\" (in the environment) or `{{{{ params.{} | quote }}}}`",
+                        p.name
+                    ),
+                ));
+            } else if quoted_by_hxjobs && quoted_at(&self.command, offset) {
+                out.push((
+                    "command",
+                    offset,
+                    format!(
+                        "`{{{{ {var} }}}}` is inside quotes; hxjobs quotes it itself: write it outside them"
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
     fn run<'a>(&'a self, ctx: &'a TaskContext<'a>) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
-            let command = ctx.render(&self.command)?;
+            // A string is one quoted word whatever the template says (the
+            // job file's check refuses anything else before it runs).
+            let command = ctx.render(&self.command, |_, _, value| match value {
+                serde_json::Value::String(s) => super::shell_quote(s),
+                other => super::param_text(other),
+            })?;
             // Its own process group, killed whole when the attempt is
             // dropped (timeout, shutdown, fenced out): no orphans left
             // from `a | b` or `a; b`.
@@ -59,6 +101,11 @@ impl Kind for Shell {
                 .env("HXJOBS_TRY", ctx.attempt.to_string())
                 .env("HXJOBS_INTERVAL_START", ctx.interval.start.to_rfc3339())
                 .env("HXJOBS_INTERVAL_END", ctx.interval.end.to_rfc3339())
+                .envs(
+                    ctx.params
+                        .iter()
+                        .map(|(name, value)| (env_name(name), super::param_text(value))),
+                )
                 .envs(
                     self.pass_database_url
                         .then(|| ("DATABASE_URL", ctx.config.database.url.expose())),
@@ -89,6 +136,29 @@ impl Kind for Shell {
             }
         })
     }
+}
+
+/// `HXJOBS_PARAM_<NAME>`: where a parameter is in a shell task's environment.
+pub fn env_name(param: &str) -> String {
+    format!("HXJOBS_PARAM_{}", param.to_ascii_uppercase())
+}
+
+/// Whether byte `at` of a shell command is inside quotes (`'…'`, `"…"`).
+fn quoted_at(command: &str, at: usize) -> bool {
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    for (i, c) in command.char_indices() {
+        if i >= at {
+            break;
+        }
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if !single => escaped = true,
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            _ => {}
+        }
+    }
+    single || double
 }
 
 /// What a stream carried: its size and its last line.

@@ -1,6 +1,12 @@
 //! `sql`: statements (inline or from a file next to the job file) run in
 //! one transaction that also records the task's success, so an interval's
 //! effect happens exactly once.
+//!
+//! Parameters are bound values, never SQL: before the statements run, each
+//! parameter is set for the transaction with a bound `set_config($1)`, and
+//! `{{ params.NAME }}` becomes `current_setting(…)` cast to its type, so no
+//! value can change a statement. A placeholder inside quotes is refused
+//! when the job file loads (it would be text, not the value).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +19,7 @@ use sqlx::postgres::PgQueryResult;
 use sqlx::Postgres;
 
 use super::{Failure, JobInfo, Kind, TaskContext};
+use crate::dag::params::{Param, ParamType};
 use crate::ledger::SealError;
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +75,17 @@ impl Kind for Sql {
         Box::pin(self.execute(ctx))
     }
 
+    fn unsafe_params(&self, params: &[Param]) -> Vec<(&'static str, usize, String)> {
+        self.templates()
+            .into_iter()
+            .flat_map(|(key, text)| {
+                misplaced(&text, params)
+                    .into_iter()
+                    .map(move |(at, why)| (key, at, why))
+            })
+            .collect()
+    }
+
     fn templates(&self) -> Vec<(&'static str, String)> {
         match self {
             Sql::Inline(sql) => vec![("sql", sql.clone())],
@@ -86,12 +104,41 @@ impl Sql {
             Sql::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| Failure::fatal(anyhow::anyhow!("reading {}: {e}", path.display())))?,
         };
-        let sql = ctx.render(&text)?;
+        // A file may have changed since the job file loaded.
+        if let Some((_, why)) = misplaced(&text, &declared_of(ctx)).first() {
+            return Err(Failure::fatal(anyhow::anyhow!("{why}")));
+        }
+        // Each parameter used: its setting's name and its value as text.
+        let used = std::sync::Mutex::new(Vec::<(String, String)>::new());
+        let sql = ctx.render(&text, |name, _, value| {
+            let setting = format!("hxjobs.param_{}", hex(name));
+            let cast = match value {
+                serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => "::bigint",
+                serde_json::Value::Number(_) => "::double precision",
+                serde_json::Value::Bool(_) => "::boolean",
+                _ => "",
+            };
+            if let Ok(mut used) = used.lock() {
+                used.push((setting.clone(), super::param_text(value)));
+            }
+            format!("(current_setting('{setting}'){cast})")
+        })?;
+        let used = used.into_inner().unwrap_or_default();
         let conn = ctx.pool.acquire().await.map_err(Failure::of)?;
         let mut tx = OpenTransaction(Some(conn));
-        // Two round trips: `BEGIN` with the statements, then the seal with
-        // `COMMIT` (simple protocol; the seal's ids are integers).
-        let done = tx.execute(&format!("BEGIN;\n{sql}")).await;
+        if let Err(e) = tx.execute("BEGIN").await {
+            tx.rollback().await;
+            return Err(failure(e));
+        }
+        for (setting, value) in &used {
+            if let Err(e) = tx.bind_setting(setting, value).await {
+                tx.rollback().await;
+                return Err(failure(e));
+            }
+        }
+        // The statements, then the seal with `COMMIT` (simple protocol;
+        // the seal's ids are integers).
+        let done = tx.execute(&sql).await;
         let done = match done {
             Ok(done) => done,
             Err(e) => {
@@ -127,6 +174,17 @@ impl OpenTransaction {
         sqlx::Executor::execute(&mut **conn, sqlx::raw_sql(sql)).await
     }
 
+    /// Sets `setting` to `value` for the transaction, the value bound.
+    async fn bind_setting(&mut self, setting: &str, value: &str) -> Result<(), sqlx::Error> {
+        let conn = self.0.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        sqlx::query("SELECT set_config($1, $2, true)")
+            .bind(setting)
+            .bind(value)
+            .execute(&mut **conn)
+            .await
+            .map(|_| ())
+    }
+
     /// Ends a failed transaction; the connection goes back to the pool
     /// only if that worked.
     async fn rollback(&mut self) {
@@ -140,6 +198,144 @@ impl Drop for OpenTransaction {
     fn drop(&mut self) {
         if let Some(mut conn) = self.0.take() {
             conn.close_on_drop();
+        }
+    }
+}
+
+/// A parameter name as hex: setting names are case-blind and dotted.
+fn hex(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The run's parameters as declarations (their types from their values),
+/// for checking a file read at run time.
+fn declared_of(ctx: &TaskContext<'_>) -> Vec<Param> {
+    ctx.params
+        .iter()
+        .map(|(name, value)| Param {
+            name: name.clone(),
+            kind: match value {
+                serde_json::Value::Bool(_) => ParamType::Bool,
+                serde_json::Value::Number(n) if n.is_i64() => ParamType::Int,
+                serde_json::Value::Number(_) => ParamType::Float,
+                _ => ParamType::String,
+            },
+            default: value.clone(),
+            description: String::new(),
+            rules: Default::default(),
+        })
+        .collect()
+}
+
+/// Placeholders of parameters that are not where a value goes: inside a
+/// string, a quoted name or a dollar-quoted body, or with a filter.
+/// Returns each one's byte offset and why.
+fn misplaced(sql: &str, params: &[Param]) -> Vec<(usize, String)> {
+    let quoted = quoted_spans(sql);
+    super::template_vars(sql)
+        .into_iter()
+        .filter_map(|(var, at)| {
+            let p = super::param_of(params, &var)?;
+            let (_, filter) = super::split_filter(&var);
+            if filter.is_some() {
+                return Some((
+                    at,
+                    format!("`{{{{ {var} }}}}`: a sql task binds parameters as values; write `{{{{ params.{} }}}}` with no filter", p.name),
+                ));
+            }
+            quoted.iter().any(|(s, e)| (*s..*e).contains(&at)).then(|| {
+                (
+                    at,
+                    format!(
+                        "`{{{{ {var} }}}}` is inside quotes: hxjobs binds it as a value, so write it bare (e.g. WHERE model = {{{{ params.{} }}}})",
+                        p.name
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Byte ranges of `'…'`, `"…"` and `$tag$…$tag$` in `sql` (comments are
+/// skipped so a quote in one opens nothing).
+fn quoted_spans(sql: &str) -> Vec<(usize, usize)> {
+    let b = sql.as_bytes();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |n| i + n);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..].find("*/").map_or(b.len(), |n| i + 2 + n + 2);
+            }
+            q @ (b'\'' | b'"') => {
+                let start = i;
+                i += 1;
+                while i < b.len() {
+                    if b[i] == q {
+                        if b.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                spans.push((start, (i + 1).min(b.len())));
+                i += 1;
+            }
+            b'$' => {
+                let tag_end = sql[i + 1..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map(|n| i + 1 + n);
+                match tag_end.filter(|&e| b.get(e) == Some(&b'$')) {
+                    Some(e) if !sql[i + 1..e].starts_with(|c: char| c.is_ascii_digit()) => {
+                        let tag = &sql[i..=e];
+                        let body = e + 1;
+                        let close = sql[body..]
+                            .find(tag)
+                            .map_or(b.len(), |n| body + n + tag.len());
+                        spans.push((i, close));
+                        i = close;
+                    }
+                    _ => i += 1,
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param(name: &str) -> Param {
+        Param {
+            name: name.into(),
+            kind: ParamType::String,
+            default: serde_json::Value::from(""),
+            description: String::new(),
+            rules: Default::default(),
+        }
+    }
+
+    #[test]
+    fn placeholders_in_quotes_are_found() {
+        let p = [param("m")];
+        assert!(misplaced("SELECT 1 WHERE model = {{ params.m }}", &p).is_empty());
+        assert!(misplaced("-- '{{ params.m }}'\nSELECT {{ params.m }}", &p).is_empty());
+        for bad in [
+            "SELECT '{{ params.m }}'",
+            "SELECT \"{{ params.m }}\"",
+            "DO $x$ BEGIN PERFORM {{ params.m }}; END $x$",
+            "SELECT 'it''s {{params.m}}'",
+            "SELECT {{ params.m | quote }}",
+        ] {
+            assert_eq!(misplaced(bad, &p).len(), 1, "{bad}");
         }
     }
 }

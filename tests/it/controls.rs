@@ -340,7 +340,7 @@ type = "int"
 default = 10
 [tasks.t]
 kind = "sql"
-sql = "INSERT INTO ran VALUES ('t', '{{ interval_start }}', '{{ params.note }}/{{ params.limit }}')"
+sql = "INSERT INTO ran VALUES ('t', '{{ interval_start }}', {{ params.note }} || '/' || {{ params.limit }})"
 "#
     .to_string();
     let port = crate::http::free_port();
