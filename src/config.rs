@@ -118,7 +118,8 @@ pub enum NotifyTarget {
     /// (`X-Hxjobs-Signature-256: sha256=<hex>`).
     Webhook {
         name: String,
-        url: String,
+        /// A secret: its userinfo, query and path tokens never print.
+        url: Secret,
         #[serde(default)]
         secret: Option<Secret>,
     },
@@ -177,13 +178,17 @@ impl NotifyConfig {
             }
             match t {
                 NotifyTarget::Webhook { url, secret, .. } => {
+                    let url = url.expose();
                     let ok = (url.starts_with("https://") || url.starts_with("http://"))
                         && url.split("://").nth(1).is_some_and(|rest| {
                             let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
                             !host.is_empty() && !host.contains(' ')
                         });
                     if !ok {
-                        return Err((key("url"), format!("`{url}` is not an http(s) URL")));
+                        return Err((
+                            key("url"),
+                            format!("`{}` is not an http(s) URL", crate::redact::url(url)),
+                        ));
                     }
                     if secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
                         return Err((
@@ -423,11 +428,56 @@ impl TopicsConfig {
 }
 
 /// A value that must not reach logs or output: its `Debug`, `Display` and
-/// `Serialize` show `***` (a URL shows only its password as `***`); the
-/// value itself only through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+/// `Serialize` show `***` (a URL shows itself without its credentials,
+/// [`crate::redact::url`]); the value itself only through
+/// [`Secret::expose`]. Written as the value, or as `{ env = "NAME" }` or
+/// `{ file = "/path" }` to keep it out of the configuration file.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Secret, D::Error> {
+        use serde::de::Error as _;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Value(String),
+            From(SecretSource),
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SecretSource {
+            env: Option<String>,
+            file: Option<PathBuf>,
+        }
+        let value = match Written::deserialize(d)? {
+            Written::Value(v) => v,
+            Written::From(SecretSource {
+                env: Some(name),
+                file: None,
+            }) => std::env::var(&name).map_err(|_| {
+                D::Error::custom(format!("the environment variable {name} is not set"))
+            })?,
+            Written::From(SecretSource {
+                env: None,
+                file: Some(path),
+            }) => std::fs::read_to_string(&path)
+                .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| {
+                    D::Error::custom(format!(
+                        "cannot read the secret file {}: {e}",
+                        path.display()
+                    ))
+                })?,
+            Written::From(_) => {
+                return Err(D::Error::custom(
+                    "a secret is a string, { env = \"NAME\" } or { file = \"/path\" }",
+                ))
+            }
+        };
+        Ok(Secret(value))
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
@@ -440,7 +490,7 @@ impl Secret {
 
     fn shown(&self) -> String {
         if self.0.contains("://") {
-            redact_url(&self.0)
+            crate::redact::url(&self.0)
         } else {
             "***".to_string()
         }
@@ -487,25 +537,10 @@ impl DatabaseConfig {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`
+/// ([`crate::redact::url`]).
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_string();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
-    }
+    crate::redact::url(url)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -588,8 +623,34 @@ pub struct ApiConfig {
     /// notifications link to runs under it. Unset: they name the run id.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// More names this API answers to (a leading dot: any name under it),
+    /// besides loopback names, `host` and the host of `public_url`. A
+    /// request naming another host is refused (421).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Open connections served in full; past this, only `/health` and
+    /// `/metrics` are answered (others 503) and past twice this, new ones
+    /// are closed unanswered.
+    pub max_connections: usize,
+    /// A client has this long to send a request's headers (idle
+    /// keep-alive connections close after it too).
+    pub header_timeout_secs: u64,
+    /// A request not answered within this is answered 503 (a stream, once
+    /// started, runs on).
+    pub request_timeout_secs: u64,
+    /// Server-sent event streams open at once (SSE_MAX_CONNECTIONS); past
+    /// it, 503.
+    pub max_sse_streams: usize,
+    /// A console login lasts this long (it ends sooner at logout).
+    pub session_hours: u64,
+    /// Failed console logins from one address within 5 minutes before it
+    /// is refused (429) until they age out.
+    pub max_failed_logins: u32,
+    /// The most intervals one backfill, or its preview, may cover through
+    /// the API or the console (`hxjobs backfill --max-intervals` may go past).
+    pub max_backfill_intervals: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -606,6 +667,7 @@ fn env_key(name: &str) -> Option<String> {
         "DATABASE_URL" => "database.url".to_string(),
         "BATCH_PROCESSING_API_PORT" => "api.port".to_string(),
         "HXJOBS_API_TOKEN" => "api.token".to_string(),
+        "SSE_MAX_CONNECTIONS" => "api.max_sse_streams".to_string(),
         "HXJOBS_INGEST_MODE" => "ingest.mode".to_string(),
         "KAFKA_BOOTSTRAP_SERVERS"
         | "KAFKA_CLIENT_ID"
@@ -704,7 +766,51 @@ impl Config {
                 source_name,
             }
         })?;
+        config.register_secrets();
         Ok(config)
+    }
+
+    /// Tells [`crate::redact`] every secret of this configuration, so no
+    /// error, log line or page prints one.
+    pub fn register_secrets(&self) {
+        use crate::redact::register;
+        let db = self.database.url.expose();
+        // A password equal to its user (a local default such as
+        // hxjobs:hxjobs) is shown with the user anyway: hiding that word
+        // everywhere would hide nothing.
+        if let Some((user, password)) = db
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split(['/', '?']).next())
+            .and_then(|authority| authority.rsplit_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        {
+            if password != user {
+                register(password);
+            }
+        }
+        for t in self
+            .api
+            .token
+            .iter()
+            .chain(self.api.tokens.iter().map(|t| &t.token))
+        {
+            register(t.expose());
+        }
+        for target in &self.notify.targets {
+            match target {
+                NotifyTarget::Webhook { url, secret, .. } => {
+                    register(url.expose());
+                    if let Some(s) = secret {
+                        register(s.expose());
+                    }
+                }
+                NotifyTarget::Email { password, .. } => {
+                    if let Some(p) = password {
+                        register(p.expose());
+                    }
+                }
+            }
+        }
     }
 
     /// Checks what serde cannot: ranges, names, consistency.
@@ -817,6 +923,24 @@ impl Config {
             ));
         }
         nonempty("api.host", &self.api.host)?;
+        for (key, value) in [
+            ("api.max_connections", self.api.max_connections as u64),
+            ("api.header_timeout_secs", self.api.header_timeout_secs),
+            ("api.request_timeout_secs", self.api.request_timeout_secs),
+            ("api.max_sse_streams", self.api.max_sse_streams as u64),
+            ("api.session_hours", self.api.session_hours),
+            (
+                "api.max_failed_logins",
+                u64::from(self.api.max_failed_logins),
+            ),
+        ] {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        if self.api.max_backfill_intervals == 0 {
+            return Err(("api.max_backfill_intervals", "must be at least 1".into()));
+        }
         if self.api.max_body_bytes == 0 {
             return Err(("api.max_body_bytes", "must be at least 1".into()));
         }

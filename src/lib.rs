@@ -54,6 +54,7 @@ pub mod ledger;
 pub mod live;
 pub mod metrics;
 pub mod notify;
+pub mod redact;
 pub mod reports;
 pub mod retention;
 pub mod rollup;

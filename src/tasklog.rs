@@ -147,7 +147,7 @@ impl AttemptLog {
     fn take(&self) -> (String, u64, u64) {
         match self.0.buffer.lock() {
             Ok(mut b) => (
-                std::mem::take(&mut b.pending),
+                crate::redact::text(&std::mem::take(&mut b.pending)),
                 b.dropped_bytes,
                 b.dropped_lines,
             ),

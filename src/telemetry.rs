@@ -54,11 +54,14 @@ struct AboveBar;
 
 impl std::io::Write for AboveBar {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // One formatted event per write: secrets and URL credentials go.
+        let text = crate::redact::text(&String::from_utf8_lossy(buf));
         let bar = BAR.lock().ok().and_then(|b| b.clone());
         match bar {
-            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf).map(|()| buf.len())),
-            None => std::io::stderr().write(buf),
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(text.as_bytes()))?,
+            None => std::io::stderr().write_all(text.as_bytes())?,
         }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -80,7 +83,7 @@ pub fn init(format: LogFormat, color: Color, filter: &str) {
             .with_ansi(color.enabled())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| AboveBar)
             .json()
             .flatten_event(true)
             .boxed(),

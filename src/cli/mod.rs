@@ -364,7 +364,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             // The terminal may be gone (SIGHUP): never panic on the last line.
-            let _ = writeln!(std::io::stderr(), "hxjobs: error: {}", f.message);
+            let _ = writeln!(
+                std::io::stderr(),
+                "hxjobs: error: {}",
+                crate::redact::text(&f.message)
+            );
             ExitCode::from(f.code)
         }
     }

@@ -159,8 +159,8 @@ pub async fn record(
     max_attempts: u32,
 ) -> Result<(), sqlx::Error> {
     let (ok, detail) = match outcome {
-        Ok(d) => (true, d.as_str()),
-        Err(e) => (false, e.as_str()),
+        Ok(d) => (true, crate::redact::text(d)),
+        Err(e) => (false, crate::redact::text(e)),
     };
     // 2 s, 4 s, 8 s … at most an hour.
     let backoff = 2f64.powi(due.attempts.clamp(1, 12)).min(3600.0);

@@ -62,6 +62,7 @@ impl Sender {
         let words = text(payload, public_url);
         match target {
             NotifyTarget::Webhook { url, secret, .. } => {
+                let url = url.expose();
                 // Slack takes `text`; other receivers read `hxjobs`.
                 let body = json!({ "text": words, "hxjobs": payload });
                 let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
@@ -75,11 +76,10 @@ impl Sender {
                     request =
                         request.header("x-hxjobs-signature-256", signature(secret.expose(), &body));
                 }
-                let response = request
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| format!("POST {}: {}", redact(url), describe(e)))?;
+                let response =
+                    request.body(body).send().await.map_err(|e| {
+                        format!("POST {}: {}", crate::redact::url(url), describe(e))
+                    })?;
                 let status = response.status();
                 if status.is_success() {
                     Ok(format!("HTTP {}", status.as_u16()))
@@ -162,11 +162,6 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
-}
-
-/// A URL without its query (tokens in webhook URLs stay out of the ledger).
-fn redact(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
 }
 
 /// The error and its causes, without the URL (which may carry a token).
