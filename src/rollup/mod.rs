@@ -13,6 +13,7 @@
 //! new `seq`, so a coarser bucket never reads finer ones half-written.
 
 pub mod complete;
+mod legacy;
 pub mod sketch;
 pub mod stage;
 

@@ -2,7 +2,9 @@
 //! percentiles (relative error 0.5%, under the contract's 1%) and
 //! HyperLogLog++ for distinct users (precision 16: standard error 0.4%,
 //! exact-ish while small thanks to its sparse form; the contract asks 2%).
-//! Both are stored as bincode bytes.
+//! Both are stored versioned: `HXS2` then MessagePack with field names
+//! ([`encode_latency`]); rows written before that (hxjobs 0.1's bincode 1
+//! layout, no marker) are still read ([`super::legacy`]).
 
 use std::hash::BuildHasher;
 
@@ -61,32 +63,46 @@ pub fn quantile(latency: &DDSketch, p: f64) -> Option<f64> {
     latency.quantile(p).ok().flatten()
 }
 
-pub fn encode_latency(s: &DDSketch) -> Result<Vec<u8>, Error> {
-    bincode::serialize(s).map_err(|e| Error::Encode {
-        what: "latency",
+/// The first bytes of every sketch written now: the format and its version.
+pub const MARKER: &[u8; 4] = b"HXS2";
+
+fn encode<T: Serialize>(what: &'static str, s: &T) -> Result<Vec<u8>, Error> {
+    let mut out = MARKER.to_vec();
+    rmp_serde::encode::write_named(&mut out, s).map_err(|e| Error::Encode {
+        what,
         reason: e.to_string(),
-    })
+    })?;
+    Ok(out)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
+    let reason = match bytes.strip_prefix(MARKER.as_slice()) {
+        Some(body) => match rmp_serde::from_slice(body) {
+            Ok(v) => return Ok(v),
+            Err(e) => e.to_string(),
+        },
+        None => match super::legacy::decode(bytes) {
+            Ok(v) => return Ok(v),
+            Err(e) => format!("neither {MARKER:?} nor the 0.1 layout: {e}"),
+        },
+    };
+    Err(Error::Decode { what, reason })
+}
+
+pub fn encode_latency(s: &DDSketch) -> Result<Vec<u8>, Error> {
+    encode("latency", s)
 }
 
 pub fn encode_users(s: &Users) -> Result<Vec<u8>, Error> {
-    bincode::serialize(s).map_err(|e| Error::Encode {
-        what: "users",
-        reason: e.to_string(),
-    })
+    encode("users", s)
 }
 
 pub fn decode_latency(bytes: &[u8]) -> Result<DDSketch, Error> {
-    bincode::deserialize(bytes).map_err(|e| Error::Decode {
-        what: "latency",
-        reason: e.to_string(),
-    })
+    decode("latency", bytes)
 }
 
 pub fn decode_users(bytes: &[u8]) -> Result<Users, Error> {
-    bincode::deserialize(bytes).map_err(|e| Error::Decode {
-        what: "users",
-        reason: e.to_string(),
-    })
+    decode("users", bytes)
 }
 
 pub fn merge_latency(into: &mut DDSketch, other: &DDSketch) -> Result<(), Error> {
@@ -126,5 +142,64 @@ mod tests {
         merge_users(&mut ua, &ub).expect("merge");
         let n = count_users(&mut ua);
         assert!((n - 700).abs() <= 14, "{n}");
+    }
+
+    /// The same sketches every time: latencies 1..=200 ms, users u0..u149.
+    fn fixed() -> (DDSketch, Users) {
+        let (mut l, mut u) = (new_latency(), new_users());
+        for i in 1..=200u32 {
+            l.add(f64::from(i));
+            add_user(&mut u, &format!("u{}", i % 150));
+        }
+        (l, u)
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        let text: String = text.split_whitespace().collect();
+        (0..text.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+            .collect()
+    }
+
+    fn same_latency(a: &DDSketch, b: &DDSketch) {
+        assert_eq!(a.count(), b.count());
+        for p in [0.0, 0.5, 0.95, 0.99, 1.0] {
+            assert_eq!(quantile(a, p), quantile(b, p), "p{p}");
+        }
+    }
+
+    /// Golden bytes: `fixed()` as hxjobs 0.1 stored it (bincode 1) and as
+    /// it is stored now. Both stay readable; the new bytes do not change.
+    #[test]
+    fn stored_sketches_of_every_version_are_read_and_the_encoding_is_stable() {
+        let (l, mut u) = fixed();
+        let users = count_users(&mut u);
+        assert_eq!(users, 150);
+        for (name, latency, users_bytes) in [
+            (
+                "0.1",
+                include_str!("golden/latency_v1.hex"),
+                include_str!("golden/users_v1.hex"),
+            ),
+            (
+                "HXS2",
+                include_str!("golden/latency_v2.hex"),
+                include_str!("golden/users_v2.hex"),
+            ),
+        ] {
+            let old = decode_latency(&unhex(latency)).expect(name);
+            same_latency(&old, &l);
+            let mut old = decode_users(&unhex(users_bytes)).expect(name);
+            assert_eq!(count_users(&mut old), users, "{name}");
+            merge_users(&mut old, &u).expect("merges with a new one");
+        }
+        let now = encode_latency(&l).expect("encode");
+        assert_eq!(now, unhex(include_str!("golden/latency_v2.hex")));
+        assert!(now.starts_with(MARKER));
+        // Damaged bytes are an error, never a panic.
+        for bad in [&now[..now.len() / 2], b"HXS2\xff", b"", &[1u8; 7][..]] {
+            assert!(decode_latency(bad).is_err());
+            assert!(decode_users(bad).is_err());
+        }
     }
 }
