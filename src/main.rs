@@ -14,5 +14,9 @@ fn main() -> ExitCode {
         }
     }
     hxjobs::telemetry::init(cli.log_format, cli.color, &cli.log_filter());
+    // A panic is logged like any error (with its place), not printed raw.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panicked");
+    }));
     hxjobs::cli::main(cli)
 }

@@ -46,6 +46,14 @@ pub fn install() {
 /// One description per metric, shown as `# HELP` in the exposition.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "hxjobs_api_connections",
+        "Connections open to the API now (past api.max_connections only /health and /metrics answer)."
+    );
+    describe_gauge!(
+        "hxjobs_api_streams",
+        "Server-sent event streams open now (at most api.max_sse_streams)."
+    );
     describe_counter!(
         "kafka_events_total",
         "Messages read by the live-stats consumer, per topic (rejected ones included)."
@@ -158,6 +166,16 @@ pub fn render() -> String {
 pub fn dependency_up(dependency: &'static str, up: bool) {
     metrics::gauge!("hxjobs_dependency_up", "dependency" => dependency)
         .set(f64::from(u8::from(up)));
+}
+
+/// Sets `hxjobs_api_connections` (open now).
+pub fn api_connections(open: usize) {
+    metrics::gauge!("hxjobs_api_connections").set(open as f64);
+}
+
+/// Sets `hxjobs_api_streams` (server-sent event streams open now).
+pub fn api_streams(open: usize) {
+    metrics::gauge!("hxjobs_api_streams").set(open as f64);
 }
 
 /// Sets `hxjobs_ingest_partitions_stalled`.

@@ -13,7 +13,7 @@ use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -425,6 +425,19 @@ pub(crate) async fn trigger(
         Some(t) => job.interval.containing(t),
         None => job.interval.last_complete(Utc::now()),
     };
+    if !interval.representable() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_interval",
+            format!(
+                "the {} interval at {} cannot be run: hxjobs schedules the years {} to {}",
+                job.interval.as_str(),
+                interval.start.format("%Y-%m-%dT%H:%M:%SZ"),
+                crate::time::EARLIEST,
+                crate::time::LATEST
+            ),
+        ));
+    }
     if interval.end > Utc::now() && !allow.unfinished {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -525,6 +538,7 @@ pub async fn backfill(
             before_start_date: body.ignore_start_date,
             unfinished: body.allow_unfinished,
         },
+        state.config.api.max_backfill_intervals,
     )?;
     let plan = backfill_plan(&state, &job, &spec).await?;
     let id = start_backfill(&state, job, spec).await?;
@@ -553,6 +567,7 @@ pub(crate) fn backfill_spec(
     reprocess: Option<&str>,
     parallel: Option<usize>,
     allow: Allow,
+    max_intervals: usize,
 ) -> ApiResult<Spec> {
     if from >= to {
         return Err(ApiError::bad_request(
@@ -585,6 +600,7 @@ pub(crate) fn backfill_spec(
         reprocess,
         ignore_start_date: allow.before_start_date,
         allow_unfinished: allow.unfinished,
+        max_intervals,
     })
 }
 
@@ -609,7 +625,15 @@ pub(crate) async fn backfill_plan(
                 e.to_string()
                     .replace("--allow-unfinished", "allow_unfinished"),
             ),
-            backfill::Error::Database(e) => ApiError::internal(e),
+            backfill::Error::TooMany { max, grain } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_many_intervals",
+                format!(
+                    "the range holds more than {max} {grain} intervals, the most one backfill may cover (api.max_backfill_intervals); split it"
+                ),
+            )
+            .with("max_intervals", json!(max)),
+            backfill::Error::Database(e) => e.into(),
             other => ApiError::bad_request("invalid_range", other.to_string()),
         })
 }
@@ -973,12 +997,8 @@ pub async fn capacity(
     let to =
         q.to.as_deref()
             .map(|s| {
-                NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_date",
-                        format!("to: {s:?} is not a date like 2026-03-01"),
-                    )
-                })
+                crate::time::parse_day(s)
+                    .map_err(|e| ApiError::bad_request("invalid_date", format!("to: {e}")))
             })
             .transpose()?;
     Ok(Json(
@@ -1196,13 +1216,14 @@ pub async fn stats_stream(
     State(state): State<ApiState>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let live = live(&state)?.clone();
-    let stream = futures::stream::unfold(live, |live| async move {
+    let permit = state.guards.stream()?;
+    let stream = futures::stream::unfold((live, permit), |(live, permit)| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let data = live.snapshot_json();
         let event = Event::default()
             .event("stats")
             .data(String::from_utf8_lossy(data.as_ref()));
-        Some((Ok(event), live))
+        Some((Ok(event), (live, permit)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

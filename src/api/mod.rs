@@ -3,6 +3,7 @@
 //! `Authorization: Bearer <api.token>`, or, without a token, an API that
 //! listens on loopback only.
 
+pub mod guard;
 mod handlers;
 pub(crate) use handlers::{
     backfill_plan, backfill_spec, generate, rollup_rows, start_backfill, trigger, Allow,
@@ -48,6 +49,96 @@ pub struct ApiState {
     /// Wakes the scheduler of `hxjobs daemon` when a run was queued; `None`
     /// under `hxjobs serve` (a daemon elsewhere claims it at its next poll).
     pub wake: Option<Arc<tokio::sync::Notify>>,
+    /// What bounds clients: open streams, failed logins.
+    pub guards: Arc<Guards>,
+}
+
+/// The API's bounds on what clients hold.
+#[derive(Debug)]
+pub struct Guards {
+    streams: Arc<tokio::sync::Semaphore>,
+    max_streams: usize,
+    /// Failed console logins per client address, within the window.
+    logins: std::sync::Mutex<std::collections::HashMap<IpAddr, Vec<Instant>>>,
+    /// The key anonymous console visitors' CSRF tokens are made with,
+    /// shared by every API process through PostgreSQL.
+    pub(crate) console_key: tokio::sync::OnceCell<Vec<u8>>,
+}
+
+/// How long a failed login counts against its address.
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(300);
+
+impl Guards {
+    fn new(api: &crate::config::ApiConfig) -> Guards {
+        Guards {
+            streams: Arc::new(tokio::sync::Semaphore::new(api.max_sse_streams)),
+            max_streams: api.max_sse_streams,
+            logins: Default::default(),
+            console_key: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// A place for one more event stream, held while it is open; 503 when
+    /// `api.max_sse_streams` are.
+    pub fn stream(&self) -> Result<StreamPermit, ApiError> {
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                "api.max_sse_streams event streams are open; try again later",
+            )
+        })?;
+        crate::metrics::api_streams(self.max_streams - self.streams.available_permits());
+        Ok(StreamPermit {
+            _permit: permit,
+            streams: self.streams.clone(),
+            max: self.max_streams,
+        })
+    }
+
+    /// Whether `client` may try to log in now; `Err(seconds)` to wait.
+    pub fn login_allowed(&self, client: IpAddr, max: u32) -> Result<(), u64> {
+        let Ok(mut map) = self.logins.lock() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let failures = map.entry(client).or_default();
+        failures.retain(|t| now.duration_since(*t) < LOGIN_WINDOW);
+        if failures.len() >= max as usize {
+            let oldest = failures.first().copied().unwrap_or(now);
+            let wait = LOGIN_WINDOW.saturating_sub(now.duration_since(oldest));
+            return Err(wait.as_secs().max(1));
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login of `client`.
+    pub fn login_failed(&self, client: IpAddr) {
+        if let Ok(mut map) = self.logins.lock() {
+            // Bounded: addresses whose failures all aged out go.
+            if map.len() > 10_000 {
+                let now = Instant::now();
+                map.retain(|_, f| f.iter().any(|t| now.duration_since(*t) < LOGIN_WINDOW));
+            }
+            map.entry(client).or_default().push(Instant::now());
+        }
+    }
+}
+
+/// One open event stream; dropping it frees its place.
+#[derive(Debug)]
+pub struct StreamPermit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    streams: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        // Its own place is freed just after this.
+        let open = self.max - self.streams.available_permits();
+        crate::metrics::api_streams(open.saturating_sub(1));
+    }
 }
 
 /// An error as every endpoint reports it.
@@ -126,22 +217,55 @@ impl IntoResponse for ApiError {
             #[serde(flatten, skip_serializing_if = "Option::is_none")]
             details: Option<serde_json::Map<String, serde_json::Value>>,
         }
+        let message = crate::redact::text(&self.message);
         let body = Json(Body {
             error: self.code,
-            message: &self.message,
+            message: &message,
             details: self.details,
         });
         (self.status, body).into_response()
     }
 }
 
+/// A client's value PostgreSQL cannot hold is the client's (422); a lost
+/// database is 503; anything else is a 500 with an error id. PostgreSQL's
+/// own text goes to the log only.
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            crate::db::describe(&e),
-        )
+        match crate::db::fault(&e) {
+            crate::db::Fault::Input(what) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", what)
+            }
+            crate::db::Fault::Unavailable => {
+                tracing::warn!(error = %crate::db::describe(&e), "database unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database cannot be reached; try again shortly",
+                )
+            }
+            crate::db::Fault::Internal => ApiError::internal_as("database_error", e),
+        }
+    }
+}
+
+/// A handler that panicked answers 500 with an error id (the panic goes to
+/// the log through the panic hook), never an empty reply.
+async fn catch_panics(request: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            ApiError::internal_as("internal", format!("handler panicked: {what}")).into_response()
+        }
     }
 }
 
@@ -434,8 +558,38 @@ async fn count_requests(request: Request, next: Next) -> Response {
     response
 }
 
+/// Every route, with the checks every request passes (where it comes from,
+/// how long it may take, a panic's answer) and authorization.
 pub fn router(state: ApiState) -> Router {
     let limit = state.config.api.max_body_bytes;
+    routes(state.clone())
+        .layer(axum::middleware::from_fn(catch_panics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check,
+        ))
+        .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The same routes without the per-request checks [`router`] adds: only
+/// `hxjobs bench api` serves it, as the baseline the checks are weighed
+/// against.
+#[doc(hidden)]
+pub fn router_without_checks(state: ApiState) -> Router {
+    let limit = state.config.api.max_body_bytes;
+    routes(state.clone())
+        .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn routes(state: ApiState) -> Router<ApiState> {
     Router::new()
         .route("/health", get(handlers::health))
         .route("/jobs", get(handlers::jobs))
@@ -477,13 +631,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::ui::router(state.clone()))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authorize,
-        ))
-        .layer(axum::middleware::from_fn(count_requests))
-        .layer(axum::extract::DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state, authorize))
 }
 
 /// Refreshes the dependency checks every `every` until `stop`.
@@ -546,6 +694,7 @@ impl ApiState {
         live: Option<Arc<LiveStats>>,
         stop: CancellationToken,
     ) -> ApiState {
+        let guards = Arc::new(Guards::new(&config.api));
         ApiState {
             config,
             pools,
@@ -559,6 +708,7 @@ impl ApiState {
             live,
             stop,
             wake: None,
+            guards,
         }
     }
 }
@@ -578,7 +728,6 @@ pub async fn serve(
     state: ApiState,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    use std::future::IntoFuture;
     let local: SocketAddr = listener.local_addr()?;
     tracing::info!(address = %local, "API listening");
     if state.config.api.token.is_none() && !is_loopback(&state.config.api.host) {
@@ -595,16 +744,129 @@ pub async fn serve(
         state.stop.clone(),
     );
     let stop = state.stop.clone();
+    let limits = Limits::of(&state.config.api);
     let app = router(state);
-    let graceful = stop.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { graceful.cancelled().await })
-        .into_future();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let watcher = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, never spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let counted = Counted::new(&open);
+        if counted.n > limits.max_connections * 2 {
+            // Far past the cap: closed unanswered.
+            continue;
+        }
+        let full = counted.n > limits.max_connections;
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let app = app.clone();
+                async move {
+                    let path = request.uri().path();
+                    if full && path != "/health" && path != "/metrics" {
+                        let mut r = ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too_many_connections",
+                            "the API holds api.max_connections connections; try again shortly",
+                        )
+                        .into_response();
+                        r.headers_mut().insert(
+                            header::CONNECTION,
+                            header::HeaderValue::from_static("close"),
+                        );
+                        return Ok::<_, std::convert::Infallible>(r);
+                    }
+                    tower::ServiceExt::oneshot(app, request.map(axum::body::Body::new)).await
+                }
+            },
+        );
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = watcher.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(counted);
+        });
+    }
     tokio::select! {
-        served = server => served?,
-        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+        _ = watcher.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
             tracing::info!(grace_secs = grace.as_secs(), "API connections still open after the grace; closed");
         }
     }
     Ok(())
+}
+
+/// How much one client, or all of them, may hold.
+struct Limits {
+    max_connections: usize,
+    header_timeout: Duration,
+}
+
+impl Limits {
+    fn of(api: &crate::config::ApiConfig) -> Limits {
+        Limits {
+            max_connections: api.max_connections,
+            header_timeout: Duration::from_secs(api.header_timeout_secs),
+        }
+    }
+}
+
+/// One open connection, counted while it lives.
+struct Counted {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    n: usize,
+}
+
+impl Counted {
+    fn new(open: &Arc<std::sync::atomic::AtomicUsize>) -> Counted {
+        let n = open.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        crate::metrics::api_connections(n);
+        Counted {
+            open: open.clone(),
+            n,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let n = self.open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        crate::metrics::api_connections(n.saturating_sub(1));
+    }
+}
+
+/// A request that takes longer than `api.request_timeout_secs` to answer
+/// (its body read included) is answered 503; a stream, once answered,
+/// runs on.
+async fn time_limit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let limit = Duration::from_secs(state.config.api.request_timeout_secs);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!(
+                "the request was not answered within api.request_timeout_secs ({} s)",
+                limit.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }

@@ -88,7 +88,9 @@ pub async fn task_log_stream(
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let attempt = find_attempt(&state, path, q).await?;
+    let permit = state.guards.stream()?;
     let follow = Follow {
+        _permit: permit,
         max_bytes: state.config.logs.max_bytes_per_attempt,
         pool: state.pools.data.clone(),
         attempt_id: attempt.id,
@@ -104,6 +106,8 @@ pub async fn task_log_stream(
 }
 
 struct Follow {
+    /// Its place among the open streams.
+    _permit: super::StreamPermit,
     max_bytes: u64,
     pool: PgPool,
     attempt_id: i64,

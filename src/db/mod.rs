@@ -23,6 +23,46 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A short reason for a connection failure, without library noise.
+/// Whose fault a failed statement was, as a client is told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// A value the client sent that PostgreSQL cannot store (SQLSTATE
+    /// class 22): hxjobs's own words for it.
+    Input(&'static str),
+    /// PostgreSQL could not be reached, or refused connections for now.
+    Unavailable,
+    /// Anything else: hxjobs's own failure.
+    Internal,
+}
+
+/// Reads a failure as [`Fault`], never passing PostgreSQL's text on.
+pub fn fault(error: &sqlx::Error) -> Fault {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Fault::Unavailable,
+        sqlx::Error::Database(e) => {
+            let code = e.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.as_str() {
+                "22021" => {
+                    Fault::Input("a text value holds a NUL byte or bytes that are not UTF-8")
+                }
+                "22008" | "22007" => Fault::Input("a date or time is outside what can be stored"),
+                "22003" => Fault::Input("a number is outside what can be stored"),
+                "22001" => Fault::Input("a text value is longer than can be stored"),
+                c if c.starts_with("22") => Fault::Input("a value sent cannot be stored as it is"),
+                c if c.starts_with("08") || c == "57P01" || c == "57P03" || c == "53300" => {
+                    Fault::Unavailable
+                }
+                _ => Fault::Internal,
+            }
+        }
+        _ => Fault::Internal,
+    }
+}
+
 pub fn describe(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::Io(e) => e.to_string(),

@@ -203,8 +203,22 @@ pub fn safe_next(next: Option<&str>) -> String {
 pub async fn login(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
+    client: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     f: Result<Form<LoginForm>, FormRejection>,
 ) -> UiResult<Response> {
+    let api = &state.config.api;
+    let address = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0.ip());
+    if let Err(wait) = state.guards.login_allowed(address, api.max_failed_logins) {
+        let mut response = UiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed logins from this address. Try again in {wait} s."),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(response);
+    }
     let f = form(f)?;
     if !crate::api::constant_time_eq(f.csrf.as_bytes(), session.csrf.as_bytes()) {
         return Err(UiError::new(
@@ -214,21 +228,23 @@ pub async fn login(
     }
     let next = safe_next(f.next.as_deref());
     let token = f.token.trim();
-    if crate::api::token_name(&state.config.api, token).is_none() {
-        tracing::warn!("console login refused: not an API token");
+    let Some(name) = crate::api::token_name(api, token) else {
+        state.guards.login_failed(address);
+        tracing::warn!(client = %address, "console login refused: not an API token");
         let to = format!("/ui/login?failed=1&next={}", super::view::url_encode(&next));
         return Ok(Redirect::to(&to).into_response());
-    }
-    let secure = state
-        .config
-        .api
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
+    };
+    let id = super::session::create(
+        &state.pools.ledger,
+        &name,
+        Some(address.to_string()),
+        api.session_hours,
+    )
+    .await?;
     let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{}",
-        super::view::url_encode(token),
-        if secure { "; Secure" } else { "" }
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        api.session_hours.saturating_mul(3600),
+        super::secure_attribute(api)
     );
     let mut response = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -243,6 +259,7 @@ pub struct LogoutForm {
 }
 
 pub async fn logout(
+    State(state): State<ApiState>,
     Extension(session): Extension<Session>,
     f: Result<Form<LogoutForm>, FormRejection>,
 ) -> UiResult<Response> {
@@ -252,6 +269,9 @@ pub async fn logout(
             StatusCode::FORBIDDEN,
             "This form has expired (CSRF token). Reload the page and try again.",
         ));
+    }
+    if let Some(id) = &session.id {
+        super::session::revoke(&state.pools.ledger, id).await?;
     }
     let mut response = Redirect::to("/ui/login").into_response();
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");

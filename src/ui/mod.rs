@@ -4,8 +4,9 @@
 //!
 //! Who may see and do what:
 //! - on an API that listens on loopback only, pages need no login; elsewhere
-//!   a login form takes an API token and keeps it in an HttpOnly,
-//!   SameSite=Strict cookie;
+//!   a login form takes an API token and starts a server-side session
+//!   ([`session`]: a random id in an HttpOnly, SameSite=Strict cookie,
+//!   `Secure` when `api.public_url` is https; revoked at logout);
 //! - a form that changes something needs what the API's mutating
 //!   endpoints need (a token, or a loopback API without one), and carries a
 //!   CSRF token tied to the session;
@@ -16,27 +17,22 @@ mod actions;
 mod data;
 mod insight;
 mod pages;
+pub mod session;
 mod trigger;
 mod view;
 
 pub use actions::safe_next;
 pub use view::url_encode;
 
-use std::sync::LazyLock;
-
+use crate::api::{is_loopback, ApiState};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
-use crate::api::{is_loopback, token_name, ApiState};
-
-/// The session cookie: the API token the person logged in with.
-pub const COOKIE: &str = "hxjobs_session";
+pub use session::COOKIE;
 
 /// The policy every console response carries.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -115,35 +111,102 @@ pub struct Session {
     pub logged_in: bool,
     /// The CSRF token its forms carry.
     pub csrf: String,
+    /// The login's session id (the cookie), to end it at logout.
+    pub id: Option<String>,
+}
+
+/// The key for visitors' CSRF tokens: the database's, shared by every API
+/// process; while the database cannot be read, this process's own (its
+/// forms then fail once on another process, and say so).
+async fn visitor_key(state: &ApiState) -> Vec<u8> {
+    static OWN: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(rand::random);
+    if let Some(key) = state.guards.console_key.get() {
+        return key.clone();
+    }
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        session::key(&state.pools.ledger),
+    )
+    .await;
+    match read {
+        Ok(Ok(key)) => {
+            let _ = state.guards.console_key.set(key.clone());
+            key
+        }
+        _ => OWN.to_vec(),
+    }
+}
+
+/// Whether the token a session was started with is still configured.
+fn token_still_configured(api: &crate::config::ApiConfig, name: &str) -> bool {
+    api.tokens.iter().any(|t| t.name == name) || (name == "token" && api.token.is_some())
+}
+
+/// The `; Secure` of a cookie when people reach the console over https.
+pub(crate) fn secure_attribute(api: &crate::config::ApiConfig) -> &'static str {
+    match api.public_url.as_deref() {
+        Some(u) if u.starts_with("https://") => "; Secure",
+        _ => "",
+    }
 }
 
 /// Reads the session cookie; a page (not the login form or the assets)
 /// on an API that is not loopback-only needs a valid one.
 async fn session(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
-    let api = &state.config.api;
-    let cookie = cookie(request.headers(), COOKIE).map(|c| view::url_decode(&c));
-    let named = cookie.as_deref().and_then(|c| token_name(api, c));
-    let loopback = is_loopback(&api.host);
-    let any_token = api.token.is_some() || !api.tokens.is_empty();
-    let (actor, may_write) = match &named {
-        Some(name) => (Some(format!("ui:{name}")), true),
-        None if loopback => ((!any_token).then(|| "ui:loopback".to_string()), !any_token),
-        None => (None, false),
-    };
     let path = request.uri().path().to_string();
-    let open = path == "/ui/login" || path.starts_with("/ui/static/");
-    if !loopback && named.is_none() && !open {
+    if path.starts_with("/ui/static/") {
+        return next.run(request).await;
+    }
+    let api = &state.config.api;
+    let pool = &state.pools.ledger;
+    let id = session::well_formed(cookie(request.headers(), COOKIE));
+    let login = match &id {
+        Some(id) => match session::find(pool, id).await {
+            Ok(login) => login.filter(|l| token_still_configured(api, &l.actor)),
+            Err(e) => return UiError::from(e).into_response(),
+        },
+        None => None,
+    };
+    let loopback = is_loopback(&api.host);
+    if !loopback && login.is_none() && path != "/ui/login" {
         let to = format!("/ui/login?next={}", view::url_encode(&path));
         return Redirect::to(&to).into_response();
     }
+    let any_token = api.token.is_some() || !api.tokens.is_empty();
+    let (visitor, new_visitor) =
+        match session::well_formed(cookie(request.headers(), session::VISITOR)) {
+            Some(v) => (v, false),
+            None => (session::random_id(), true),
+        };
+    let csrf = match &login {
+        Some(l) => l.csrf.clone(),
+        None => session::visitor_csrf(&visitor_key(&state).await, &visitor),
+    };
+    let (actor, may_write) = match &login {
+        Some(l) => (Some(format!("ui:{}", l.actor)), true),
+        None if loopback => ((!any_token).then(|| "ui:loopback".to_string()), !any_token),
+        None => (None, false),
+    };
     let session = Session {
         actor,
         may_write,
-        logged_in: named.is_some(),
-        csrf: csrf_token(named.is_some().then_some(cookie.as_deref()).flatten()),
+        logged_in: login.is_some(),
+        csrf,
+        id: login.and(id),
     };
     request.extensions_mut().insert(session);
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if new_visitor {
+        let cookie = format!(
+            "{}={visitor}; Path=/ui; HttpOnly; SameSite=Strict{}",
+            session::VISITOR,
+            secure_attribute(api)
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
 }
 
 /// A cookie's value from the request's `Cookie` headers.
@@ -156,25 +219,6 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
-}
-
-/// This process's key for CSRF tokens (forms of a restarted server are
-/// refused once, and say so).
-static CSRF_KEY: LazyLock<[u8; 32]> = LazyLock::new(rand::random);
-
-/// The CSRF token of a session: an HMAC of its cookie (or of nothing, for
-/// a loopback console without login) under this process's key.
-fn csrf_token(session: Option<&str>) -> String {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(CSRF_KEY.as_slice()) else {
-        return String::new();
-    };
-    mac.update(b"hxjobs-ui-csrf\0");
-    mac.update(session.unwrap_or("").as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Every console response: the policy, no sniffing, no framing, no referrer
@@ -225,7 +269,7 @@ impl UiError {
 
 impl From<sqlx::Error> for UiError {
     fn from(e: sqlx::Error) -> UiError {
-        UiError::new(StatusCode::SERVICE_UNAVAILABLE, crate::db::describe(&e))
+        crate::api::ApiError::from(e).into()
     }
 }
 
@@ -239,7 +283,7 @@ impl From<crate::api::ApiError> for UiError {
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");
-        let body = view::error_page(title, &self.message);
+        let body = view::error_page(title, &crate::redact::text(&self.message));
         (self.status, body).into_response()
     }
 }

@@ -96,6 +96,23 @@ pub fn post_form(port: u16, path: &str, cookie: Option<&str>, body: &str) -> Rep
     parse(&raw)
 }
 
+/// A console page as a visitor with `cookie` (none: a new visitor, whose
+/// cookie is in the reply's `Set-Cookie`).
+pub fn get_page(port: u16, path: &str, cookie: Option<&str>) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(c) = cookie {
+        head.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    parse(&raw)
+}
+
 /// Reads the first `n` bytes of a streamed response (for Server-Sent Events).
 pub fn read_prefix(port: u16, path: &str, n: usize) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");

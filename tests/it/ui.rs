@@ -6,7 +6,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::TestEnv;
-use crate::http::{free_port, post_form, request};
+use crate::http::{free_port, get_page, post_form, request};
 
 /// `hxjobs serve`, stopped when dropped.
 struct Server(Child);
@@ -118,13 +118,24 @@ command = "echo done"
     let run_page = page(port, &format!("/ui/runs/{id}?task=first"));
     assert!(run_page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!run_page.contains("<script>alert(1)"));
-    let flaky = page(port, &format!("/ui/runs/{id}?task=flaky"));
+    let flaky_page = get_page(port, &format!("/ui/runs/{id}?task=flaky"), None);
+    let visitor = flaky_page
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a visitor cookie")
+        .to_string();
+    let flaky = flaky_page.text();
     assert!(flaky.contains("trying"), "{flaky}");
 
     // Clearing needs the page's CSRF token; with it, flaky and what
     // follows run again.
     let form = |csrf: &str| format!("csrf={csrf}&task=flaky&downstream=true&reason=disk+fixed");
-    let forged = post_form(port, &format!("/ui/runs/{id}/clear"), None, &form("nope"));
+    let forged = post_form(
+        port,
+        &format!("/ui/runs/{id}/clear"),
+        Some(&visitor),
+        &form("nope"),
+    );
     assert_eq!(forged.status, 403, "{}", forged.text());
     assert_eq!(
         env.count(&format!(
@@ -137,7 +148,7 @@ command = "echo done"
     let cleared = post_form(
         port,
         &format!("/ui/runs/{id}/clear"),
-        None,
+        Some(&visitor),
         &form(&csrf_of(&flaky)),
     );
     assert_eq!(cleared.status, 303, "{}", cleared.text());
