@@ -1,0 +1,161 @@
+//! Finding 8: the console's cookie held the raw API token, logout did not
+//! revoke it, login had no CSRF protection, wrong tokens were never
+//! throttled.
+
+use crate::common::TestEnv;
+use crate::{config, note_job, raw, Server};
+
+const TOKEN: &str = "console-session-token-0123";
+
+fn csrf_of(r: &crate::http::Reply) -> String {
+    let t = r.text();
+    let at = t.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    t[at..at + 64].to_string()
+}
+
+fn cookie_of(r: &crate::http::Reply, name: &str) -> Option<String> {
+    r.headers
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with(&format!("{name}=")))
+        .map(|(_, v)| v.clone())
+}
+
+fn form(port: u16, path: &str, cookies: &str, body: &str) -> crate::http::Reply {
+    raw(
+        port,
+        "POST",
+        path,
+        &[
+            ("Cookie", cookies),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        body.as_bytes(),
+    )
+    .expect("an answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_are_server_side_revocable_and_throttled() {
+    let env = TestEnv::new("attack_sessions").await;
+    let port = crate::http::free_port();
+    let cfg = config(
+        &env,
+        &[("note", note_job(env.dir.path()))],
+        port,
+        &format!(
+            "public_url = \"https://hxjobs.example.com\"\nmax_failed_logins = 3\n\
+             [[api.tokens]]\nname = \"ops\"\ntoken = \"{TOKEN}\""
+        ),
+        "",
+    );
+    let server = Server::start(&env, &cfg, "serve", port);
+    let login_page = raw(port, "GET", "/ui/login", &[], b"").expect("login page");
+    assert_eq!(login_page.status, 200);
+    let visitor = cookie_of(&login_page, "hxjobs_visitor").expect("visitor cookie");
+    assert!(visitor.contains("Secure"), "{visitor}");
+    let visitor = visitor.split(';').next().unwrap_or("").to_string();
+    let csrf = csrf_of(&login_page);
+
+    // Login without the form's CSRF token (a page elsewhere posting it).
+    let r = form(
+        port,
+        "/ui/login",
+        &visitor,
+        &format!("csrf=&token={TOKEN}&next=/ui/"),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = form(
+        port,
+        "/ui/login",
+        "",
+        &format!("csrf={csrf}&token={TOKEN}&next=/ui/"),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // A login: the cookie is a random id, not the token; the session is a row.
+    let r = form(
+        port,
+        "/ui/login",
+        &visitor,
+        &format!("csrf={csrf}&token={TOKEN}&next=/ui/"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let set = cookie_of(&r, "hxjobs_session").expect("session cookie");
+    assert!(!set.contains(TOKEN), "the cookie holds the token: {set}");
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(set.contains(attr), "{attr}: {set}");
+    }
+    let session = set.split(';').next().unwrap_or("").to_string();
+    assert_eq!(session.len(), "hxjobs_session=".len() + 64, "{session}");
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM console_sessions WHERE actor = 'ops' AND revoked_at IS NULL"
+        )
+        .await,
+        1
+    );
+    let cookies = format!("{session}; {visitor}");
+    let page = raw(port, "GET", "/ui/jobs/note", &[("Cookie", &cookies)], b"").expect("page");
+    assert_eq!(page.status, 200);
+    let csrf = csrf_of(&page);
+    let r = form(
+        port,
+        "/ui/jobs/note/pause",
+        &cookies,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(
+        env.count("SELECT count(*) FROM job_schedule WHERE job = 'note' AND paused")
+            .await,
+        1
+    );
+
+    // Logout revokes it: the same cookie changes nothing afterwards.
+    let r = form(port, "/ui/logout", &cookies, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(
+        env.count("SELECT count(*) FROM console_sessions WHERE revoked_at IS NOT NULL")
+            .await,
+        1
+    );
+    let r = form(
+        port,
+        "/ui/jobs/note/unpause",
+        &cookies,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        env.count("SELECT count(*) FROM job_schedule WHERE job = 'note' AND paused")
+            .await,
+        1
+    );
+
+    // Wrong tokens: refused, then throttled (429 with Retry-After), the
+    // right token included, until they age out.
+    let page = raw(port, "GET", "/ui/login", &[("Cookie", &visitor)], b"").expect("login");
+    let csrf = csrf_of(&page);
+    for i in 0..3 {
+        let r = form(
+            port,
+            "/ui/login",
+            &visitor,
+            &format!("csrf={csrf}&token=wrong-{i}&next=/ui/"),
+        );
+        assert_eq!(r.status, 303, "{}", r.text());
+        assert!(cookie_of(&r, "hxjobs_session").is_none());
+    }
+    for token in ["wrong-again", TOKEN] {
+        let r = form(
+            port,
+            "/ui/login",
+            &visitor,
+            &format!("csrf={csrf}&token={token}&next=/ui/"),
+        );
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert!(r.header("retry-after").is_some());
+    }
+    drop(server);
+    env.cleanup().await;
+}
