@@ -402,6 +402,14 @@ impl LiveStats {
         }
     }
 
+    /// Says the figures are being fed (by the consumer, or by a benchmark
+    /// that records events itself).
+    pub fn set_available(&self) {
+        if let Ok(mut u) = self.unavailable.write() {
+            *u = None;
+        }
+    }
+
     /// Records why the consumer is not running.
     pub fn set_unavailable(&self, why: String) {
         if let Ok(mut u) = self.unavailable.write() {
@@ -446,9 +454,7 @@ impl LiveStats {
         let thread = std::thread::Builder::new()
             .name("live-stats".into())
             .spawn(move || reader.run(&live, max_bytes, &stop))?;
-        if let Ok(mut u) = self.unavailable.write() {
-            *u = None;
-        }
+        self.set_available();
         Ok(thread)
     }
 }

@@ -144,6 +144,8 @@ pub async fn api(config: &Config, connections: u32, secs: u32) -> anyhow::Result
         }
     }
     live.refresh();
+    // Fed here, not by a consumer.
+    live.set_available();
     let jobs = crate::dag::job::load(&config.jobs.dir)
         .and_then(crate::dag::job::Loaded::all_valid)
         .map_err(anyhow::Error::msg)?
