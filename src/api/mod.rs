@@ -852,10 +852,22 @@ impl Drop for Counted {
     }
 }
 
+/// Work a request may start that runs to its end however long it takes
+/// (stopping it halfway would only waste what was done): retention and
+/// report generation. Their bodies are small and capped.
+const RUN_TO_THE_END: [&str; 3] = [
+    "/retention/cleanup",
+    "/reports/generate",
+    "/ui/reports/generate",
+];
+
 /// A request that takes longer than `api.request_timeout_secs` to answer
 /// (its body read included) is answered 503; a stream, once answered,
 /// runs on.
 async fn time_limit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if RUN_TO_THE_END.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let limit = Duration::from_secs(state.config.api.request_timeout_secs);
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
