@@ -247,7 +247,7 @@ async fn connections_and_streams_are_bounded() {
         &env,
         &[("note", note_job(env.dir.path()))],
         port,
-        "max_connections = 4\nheader_timeout_secs = 2\nmax_sse_streams = 1",
+        "max_connections = 4\nheader_timeout_secs = 2\nrequest_timeout_secs = 2\nmax_sse_streams = 1",
         "",
     );
     let server = Server::start(&env, &cfg, "serve", port);
@@ -263,6 +263,30 @@ async fn connections_and_streams_are_bounded() {
     assert!(waited < Duration::from_secs(10), "held for {waited:?}");
     let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A client that sends its headers, then its body a byte at a time (or
+    // never): answered 503 within the request time limit.
+    let mut trickle = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    trickle
+        .write_all(
+            b"POST /backfill HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"job\": ",
+        )
+        .expect("write");
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let started = Instant::now();
+    let n = trickle.read(&mut buf).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "held for {:?}",
+        started.elapsed()
+    );
+    drop(trickle);
 
     // Past the cap: 503, while /health and /metrics still answer.
     let held: Vec<TcpStream> = (0..5).map(|_| slow_client(port)).collect();
