@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/hxjobs-target}
-cargo build --locked --quiet --bin hxjobs
+cargo build --locked --quiet --features services --bin hxjobs
 bin=$CARGO_TARGET_DIR/debug/hxjobs
 broker=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:19092}
 admin=postgres://hxjobs:hxjobs@127.0.0.1:5432/hxjobs

@@ -17,7 +17,7 @@ else
 fi
 # Chromium and ChromeDriver for the console's browser tests.
 scripts/services.sh browser
-cargo test --locked "$@"
+cargo test --locked --features services "$@"
 # The chaos suite (faults against real daemons) with the whole suite only.
 if [ $# -eq 0 ]; then
   scripts/chaos.sh
