@@ -102,7 +102,10 @@ impl Guards {
             return Ok(());
         };
         let now = Instant::now();
-        let failures = map.entry(client).or_default();
+        // Only addresses that failed have an entry.
+        let Some(failures) = map.get_mut(&client) else {
+            return Ok(());
+        };
         failures.retain(|t| now.duration_since(*t) < LOGIN_WINDOW);
         if failures.len() >= max as usize {
             let oldest = failures.first().copied().unwrap_or(now);
