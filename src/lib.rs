@@ -39,6 +39,7 @@ pub fn round(v: f64, decimals: u32) -> f64 {
 }
 
 pub mod api;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod capacity;
 pub mod cli;

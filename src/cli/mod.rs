@@ -1,5 +1,6 @@
 //! The command line: one subcommand per capability, each in its own file.
 
+#[cfg(feature = "bench")]
 mod bench;
 mod control;
 mod demo;
@@ -132,7 +133,9 @@ pub enum Command {
     ProduceDemo(demo::ProduceDemoArgs),
     /// Show what is stored: events per type, dead letters per reason, lag per topic.
     Status,
-    /// Measure throughput on this machine against baselines taken in the same run.
+    /// Measure throughput on this machine against baselines taken in the same run
+    /// (built with `scripts/dist.sh --bench`).
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
@@ -414,6 +417,7 @@ async fn dispatch(cli: Cli) -> CliResult {
             print!("{status}");
             Ok(())
         }
+        #[cfg(feature = "bench")]
         Command::Bench { command } => bench::run(&config, command).await,
         Command::Config => {
             // Secrets serialize as ***.
