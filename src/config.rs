@@ -533,14 +533,8 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     /// The URL with any password replaced, fit for logs and error messages.
     pub fn redacted_url(&self) -> String {
-        redact_url(self.url.expose())
+        crate::redact::url(self.url.expose())
     }
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`
-/// ([`crate::redact::url`]).
-pub fn redact_url(url: &str) -> String {
-    crate::redact::url(url)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1132,11 +1126,11 @@ mod tests {
     #[test]
     fn redacts_password() {
         assert_eq!(
-            redact_url("postgres://u:secret@127.0.0.1:5432/db"),
+            crate::redact::url("postgres://u:secret@127.0.0.1:5432/db"),
             "postgres://u:***@127.0.0.1:5432/db"
         );
         assert_eq!(
-            redact_url("postgres://127.0.0.1/db"),
+            crate::redact::url("postgres://127.0.0.1/db"),
             "postgres://127.0.0.1/db"
         );
     }

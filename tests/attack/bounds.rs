@@ -88,15 +88,7 @@ async fn one_request_cannot_exhaust_or_crash_the_server() {
     assert_eq!(env.count("SELECT count(*) FROM backfills").await, 0);
     // The console's preview, the same.
     let page = get(port, "/ui/jobs/tick/backfill");
-    let text = page.text();
-    let at = text.find("name=\"csrf\" value=\"").expect("csrf") + 19;
-    let csrf = &text[at..at + 64];
-    let cookie = page
-        .headers
-        .iter()
-        .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("hxjobs_visitor="))
-        .map(|(_, v)| v.split(';').next().unwrap_or("").to_string())
-        .expect("visitor cookie");
+    let (csrf, cookie) = (crate::csrf_of(&page), crate::visitor_of(&page));
     for (from, to, status) in [
         ("1026-01-01", "2026-01-01", 400),
         ("1990-01-01", "2990-01-01", 422),

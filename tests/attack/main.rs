@@ -128,45 +128,29 @@ pub fn raw(
     s.write_all(body).ok()?;
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    parse(&out)
+    http::try_parse(&out)
 }
 
-fn parse(raw: &[u8]) -> Option<http::Reply> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = raw[..split]
-        .windows(7)
-        .any(|w| w.eq_ignore_ascii_case(b"chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    Some(http::Reply {
-        status,
-        headers,
-        body,
-    })
+/// The CSRF token in a console page's form.
+pub fn csrf_of(r: &http::Reply) -> String {
+    let t = r.text();
+    let at = t.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    t[at..at + 64].to_string()
 }
 
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&body[..end]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = end + 2;
-        out.extend_from_slice(&body[start..(start + size).min(body.len())]);
-        body = &body[(start + size + 2).min(body.len())..];
-    }
-    out
+/// The whole `Set-Cookie` value that sets cookie `name`, if one does.
+pub fn cookie_of(r: &http::Reply, name: &str) -> Option<String> {
+    r.headers
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with(&format!("{name}=")))
+        .map(|(_, v)| v.clone())
+}
+
+/// `hxjobs_visitor=…` as a page set it, to send back.
+pub fn visitor_of(r: &http::Reply) -> String {
+    cookie_of(r, "hxjobs_visitor")
+        .and_then(|c| c.split(';').next().map(str::to_string))
+        .expect("a visitor cookie")
 }
 
 /// A daily job with a `sql` and a `shell` task that use a string

@@ -99,18 +99,7 @@ async fn a_web_page_cannot_change_anything_on_a_loopback_install() {
         raw(port, "GET", "/ui/jobs/note/run", &headers, b"").expect("page")
     };
     let (a, b) = (page(None), page(None));
-    let token = |r: &crate::http::Reply| {
-        let t = r.text();
-        let at = t.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-        t[at..at + 64].to_string()
-    };
-    let visitor = |r: &crate::http::Reply| {
-        r.headers
-            .iter()
-            .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("hxjobs_visitor="))
-            .map(|(_, v)| v.split(';').next().unwrap_or("").to_string())
-            .expect("a visitor cookie")
-    };
+    let (token, visitor) = (crate::csrf_of, crate::visitor_of);
     assert_ne!(token(&a), token(&b), "two visitors share a CSRF token");
     let a_cookie = visitor(&a);
     assert_eq!(

@@ -3,22 +3,9 @@
 //! throttled.
 
 use crate::common::TestEnv;
-use crate::{config, note_job, raw, Server};
+use crate::{config, cookie_of, csrf_of, note_job, raw, Server};
 
 const TOKEN: &str = "console-session-token-0123";
-
-fn csrf_of(r: &crate::http::Reply) -> String {
-    let t = r.text();
-    let at = t.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    t[at..at + 64].to_string()
-}
-
-fn cookie_of(r: &crate::http::Reply, name: &str) -> Option<String> {
-    r.headers
-        .iter()
-        .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with(&format!("{name}=")))
-        .map(|(_, v)| v.clone())
-}
 
 fn form(port: u16, path: &str, cookies: &str, body: &str) -> crate::http::Reply {
     raw(
