@@ -304,6 +304,8 @@ pub struct RetentionConfig {
     /// `ingest_commits`: which worker moved which partition's offset.
     pub ingest_commits_days: u32,
     pub reports_days: u32,
+    /// The audit log: logins, refusals and every state change.
+    pub audit_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -645,6 +647,10 @@ pub struct ApiConfig {
     /// The most intervals one backfill, or its preview, may cover through
     /// the API or the console (`hxjobs backfill --max-intervals` may go past).
     pub max_backfill_intervals: usize,
+    /// `/metrics` answers without credentials on an API that listens
+    /// beyond loopback (for scrapers on a private network).
+    #[serde(default)]
+    pub public_metrics: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -652,6 +658,52 @@ pub struct ApiConfig {
 pub struct NamedToken {
     pub name: String,
     pub token: Secret,
+    /// What it may do: `viewer` (reads; the default), `operator` (also
+    /// trigger, clear, mark, cancel, pause, backfill, generate reports) or
+    /// `admin` (also retention, notification tests, the audit log).
+    #[serde(default = "viewer")]
+    pub role: Role,
+    /// The jobs it may act on (globs: `hourly_*`); unset: every job.
+    #[serde(default)]
+    pub jobs: Option<Vec<String>>,
+}
+
+fn viewer() -> Role {
+    Role::Viewer
+}
+
+/// A role, in increasing order of what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Environment variables from the platform's specification and the keys they set.

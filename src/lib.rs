@@ -1,7 +1,9 @@
 //! hxjobs: the batch side of an LLM platform's event pipeline in one binary.
 //!
-//! Dependencies point inward: `cli` → `ingest`, `demo`, `bench` → `events`,
-//! `kafka`, `db`, `config`. Everything the CLI does is callable from tests.
+//! Dependencies point down: `cli` → `server` → `api`, `ui` → `web` → `ops`
+//! → `dag`, `reports`, `retention`, `rollup`, `ingest` → `ledger`, `kafka`,
+//! `db` → `config`. The CLI, the API and the console share the operations
+//! of `ops`; everything the CLI does is callable from tests.
 
 /// One field of every row, moved out of the rows, as a named Polars column.
 macro_rules! take_column {
@@ -55,13 +57,16 @@ pub mod ledger;
 pub mod live;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod redact;
 pub mod reports;
 pub mod retention;
 pub mod rollup;
+pub mod server;
 pub mod status;
 pub mod tasklog;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;
 pub mod ui;
+pub mod web;

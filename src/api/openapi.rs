@@ -161,6 +161,12 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     ),
     ("GET", "/metrics", "Prometheus metrics", &[]),
     ("GET", "/openapi.json", "This document", &[]),
+    (
+        "GET",
+        "/audit",
+        "The audit log, newest first: logins, refusals and every change (admins)",
+        &["actor", "action", "outcome", "since", "before", "limit"],
+    ),
 ];
 
 /// The OpenAPI document, built once.
@@ -179,12 +185,19 @@ fn build() -> String {
                 "4XX",
                 ResponseBuilder::new().description("{\"error\": code, \"message\": text}"),
             );
-        if *method != "GET" {
+        let need = match super::policy::access(method, path) {
+            Some(super::policy::Access::Public) => None,
+            Some(super::policy::Access::Metrics) => Some("viewer, unless api.public_metrics"),
+            Some(super::policy::Access::Needs(n)) => Some(n.role().as_str()),
+            None => Some("admin"),
+        };
+        if let Some(role) = need {
             op = op
-                .description(Some(
-                    "Needs Authorization: Bearer <HXJOBS_API_TOKEN> (or an API on loopback only without a token).",
-                ))
-                .response("401", ResponseBuilder::new().description("missing or wrong token"));
+                .description(Some(format!(
+                    "Needs Authorization: Bearer <token> of the role {role} or above (or an API on loopback only without tokens)."
+                )))
+                .response("401", ResponseBuilder::new().description("missing or wrong token"))
+                .response("403", ResponseBuilder::new().description("the token's role or jobs do not allow it"));
         }
         for segment in path.split('/') {
             if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {

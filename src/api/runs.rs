@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::handlers::{find_job, instant, json_body, parse_id, query, ApiResult, OptionalJson};
-use super::{ApiError, ApiState, Caller};
-use crate::ledger::controls::{self, Actor, ControlError};
-use crate::ledger::{self, logs::AttemptRow, RunState};
+use super::handlers::{instant, json_body, parse_id, query, ApiResult, OptionalJson};
+use super::{ApiError, ApiState};
+use crate::ledger::{self, logs::AttemptRow};
+use crate::ops::Actor;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,17 +31,19 @@ pub struct LogQuery {
 /// The attempt a log request names.
 async fn find_attempt(
     state: &ApiState,
+    actor: &Actor,
     path: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> ApiResult<AttemptRow> {
     let Path((id, task)) =
         path.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
     let id = parse_id(&id)?;
+    state.ops.read(actor, &format!("run:{id}")).await?;
     let q = query(q)?;
     if q.try_number.is_some_and(|n| n < 1) {
         return Err(ApiError::bad_request("invalid_try", "try counts from 1"));
     }
-    let pool = &state.pools.data;
+    let pool = &state.ops.pools.data;
     if ledger::run(pool, id).await?.is_none() {
         return Err(ApiError::not_found("unknown_run", format!("no run {id}")));
     }
@@ -62,13 +64,14 @@ async fn find_attempt(
 /// `GET /runs/{id}/tasks/{task}/logs?try=N`: the log as text.
 pub async fn task_log(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     path: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let attempt = find_attempt(&state, path, q).await?;
-    let chunks = ledger::logs::chunks(&state.pools.data, attempt.id, 0).await?;
+    let attempt = find_attempt(&state, &actor, path, q).await?;
+    let chunks = ledger::logs::chunks(&state.ops.pools.data, attempt.id, 0).await?;
     let mut body: String = chunks.into_iter().map(|(_, b)| b).collect();
-    let max = state.config.logs.max_bytes_per_attempt;
+    let max = state.ops.config.logs.max_bytes_per_attempt;
     body.push_str(&ledger::logs::closing_lines(&attempt, max));
     let mut response =
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
@@ -84,15 +87,16 @@ pub async fn task_log(
 /// lines while the attempt runs, then one `end` event with its outcome.
 pub async fn task_log_stream(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     path: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let attempt = find_attempt(&state, path, q).await?;
+    let attempt = find_attempt(&state, &actor, path, q).await?;
     let permit = state.guards.stream()?;
     let follow = Follow {
         _permit: permit,
-        max_bytes: state.config.logs.max_bytes_per_attempt,
-        pool: state.pools.data.clone(),
+        max_bytes: state.ops.config.logs.max_bytes_per_attempt,
+        pool: state.ops.pools.data.clone(),
         attempt_id: attempt.id,
         seq: 0,
         closing_sent: false,
@@ -107,7 +111,7 @@ pub async fn task_log_stream(
 
 struct Follow {
     /// Its place among the open streams.
-    _permit: super::StreamPermit,
+    _permit: crate::web::StreamPermit,
     max_bytes: u64,
     pool: PgPool,
     attempt_id: i64,
@@ -176,22 +180,6 @@ impl Follow {
     }
 }
 
-/// Who acts and why, for the ledger's record.
-fn actor(caller: &Caller, reason: Option<String>) -> Actor {
-    Actor {
-        name: caller.0.clone(),
-        reason,
-    }
-}
-
-fn refused(e: ControlError) -> ApiError {
-    match e {
-        ControlError::NotFound(m) => ApiError::not_found("not_found", m),
-        ControlError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-        ControlError::Database(e) => e.into(),
-    }
-}
-
 fn run_path(p: Result<Path<String>, PathRejection>) -> ApiResult<i64> {
     let Path(raw) = p.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
     parse_id(&raw)
@@ -213,52 +201,18 @@ pub struct ClearBody {
 /// tasks (and, with `downstream`, those after them) cleared.
 pub async fn clear(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    Extension(actor): Extension<Actor>,
     id: Result<Path<String>, PathRejection>,
     OptionalJson(body): OptionalJson<ClearBody>,
 ) -> ApiResult<Json<Value>> {
     let id = run_path(id)?;
-    let actor = actor(&caller, body.reason);
-    let tasks = clear_run(&state, id, body.tasks, body.downstream, &actor).await?;
+    let (_, tasks) = state
+        .ops
+        .clear(&actor, id, body.tasks, body.downstream, body.reason)
+        .await?;
     Ok(Json(
         json!({ "run_id": id, "state": "queued", "cleared": tasks }),
     ))
-}
-
-/// Queues a finished run again with `tasks` cleared (every task when
-/// none; with `downstream`, every task after them too) and wakes this
-/// process's daemon. Returns the tasks cleared.
-pub(crate) async fn clear_run(
-    state: &ApiState,
-    id: i64,
-    mut tasks: Vec<String>,
-    downstream: bool,
-    actor: &Actor,
-) -> ApiResult<Vec<String>> {
-    let pool = &state.pools.ledger;
-    let run = ledger::run(pool, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))?;
-    if downstream {
-        let job = find_job(state, &run.job)?;
-        tasks = job
-            .to_clear(&tasks, true)
-            .map_err(|m| ApiError::not_found("not_found", m))?;
-    }
-    if tasks.is_empty() {
-        tasks = ledger::tasks(pool, id)
-            .await?
-            .into_iter()
-            .map(|t| t.task)
-            .collect();
-    }
-    controls::clear(pool, id, &tasks, actor)
-        .await
-        .map_err(refused)?;
-    if let Some(wake) = &state.wake {
-        wake.notify_one();
-    }
-    Ok(tasks)
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,30 +226,16 @@ pub struct MarkBody {
 /// `POST /runs/{id}/mark {"state": "success"|"failed", "task"?}`.
 pub async fn mark(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    Extension(actor): Extension<Actor>,
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<MarkBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = run_path(id)?;
     let body = json_body(body)?;
-    let to = match RunState::parse(&body.state) {
-        Some(s @ (RunState::Success | RunState::Failed)) => s,
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_state",
-                "state must be success or failed",
-            ))
-        }
-    };
-    controls::mark(
-        &state.pools.ledger,
-        id,
-        body.task.as_deref(),
-        to,
-        &actor(&caller, body.reason),
-    )
-    .await
-    .map_err(refused)?;
+    let to = state
+        .ops
+        .mark(&actor, id, body.task.as_deref(), &body.state, body.reason)
+        .await?;
     Ok(Json(
         json!({ "run_id": id, "task": body.task, "state": to }),
     ))
@@ -310,18 +250,16 @@ pub struct ReasonBody {
 /// `POST /runs/{id}/cancel`.
 pub async fn cancel(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    Extension(actor): Extension<Actor>,
     id: Result<Path<String>, PathRejection>,
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let id = run_path(id)?;
-    controls::cancel(&state.pools.ledger, id, &actor(&caller, body.reason))
-        .await
-        .map_err(refused)?;
+    state.ops.cancel(&actor, id, body.reason).await?;
     Ok(Json(json!({
         "run_id": id,
         "state": "cancelled",
-        "note": format!("its worker stops it within scheduler.heartbeat_secs ({} s)", state.config.scheduler.heartbeat_secs),
+        "note": format!("its worker stops it within scheduler.heartbeat_secs ({} s)", state.ops.config.scheduler.heartbeat_secs),
     })))
 }
 
@@ -337,72 +275,49 @@ pub struct ClearFailedBody {
 /// whose interval starts in `[from, to)` queued again.
 pub async fn clear_failed(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    Extension(actor): Extension<Actor>,
     Path(job): Path<String>,
     body: Result<Json<ClearFailedBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let job = find_job(&state, &job)?;
     let body = json_body(body)?;
     let (from, to) = (instant("from", &body.from)?, instant("to", &body.to)?);
-    if from >= to {
-        return Err(ApiError::bad_request(
-            "invalid_range",
-            "from must be before to",
-        ));
-    }
-    let runs = controls::clear_failed(
-        &state.pools.ledger,
-        &job.name,
-        from,
-        to,
-        &actor(&caller, body.reason),
-    )
-    .await
-    .map_err(refused)?;
-    if let Some(wake) = &state.wake {
-        wake.notify_one();
-    }
-    Ok(Json(json!({ "job": job.name, "cleared_runs": runs })))
+    let runs = state
+        .ops
+        .clear_failed(&actor, &job, from, to, body.reason)
+        .await?;
+    Ok(Json(json!({ "job": job, "cleared_runs": runs })))
 }
 
 async fn set_paused(
     state: &ApiState,
-    caller: &Caller,
+    actor: &Actor,
     job: &str,
     body: ReasonBody,
     paused: bool,
 ) -> ApiResult<Json<Value>> {
-    let job = find_job(state, job)?;
-    controls::set_paused(
-        &state.pools.ledger,
-        &job.name,
-        paused,
-        &actor(caller, body.reason),
-    )
-    .await
-    .map_err(refused)?;
-    if let Some(wake) = &state.wake {
-        wake.notify_one();
-    }
-    Ok(Json(json!({ "job": job.name, "paused": paused })))
+    state
+        .ops
+        .set_paused(actor, job, paused, body.reason)
+        .await?;
+    Ok(Json(json!({ "job": job, "paused": paused })))
 }
 
 /// `POST /jobs/{job}/pause`.
 pub async fn pause(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    Extension(actor): Extension<Actor>,
     Path(job): Path<String>,
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    set_paused(&state, &caller, &job, body, true).await
+    set_paused(&state, &actor, &job, body, true).await
 }
 
 /// `POST /jobs/{job}/unpause`.
 pub async fn unpause(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    Extension(actor): Extension<Actor>,
     Path(job): Path<String>,
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    set_paused(&state, &caller, &job, body, false).await
+    set_paused(&state, &actor, &job, body, false).await
 }

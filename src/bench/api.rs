@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::db::{self, Pools};
 use crate::live::LiveStats;
+use crate::server;
+use crate::web::ApiState;
 
 #[derive(Debug, Clone)]
 pub struct ApiBench {
@@ -163,11 +164,11 @@ pub async fn api(config: &Config, connections: u32, secs: u32) -> anyhow::Result
         Some(live),
         stop.clone(),
     );
-    // `api::serve` starts the health checks both servers read.
-    let unchecked = api::router_without_checks(state.clone());
+    // `server::serve` starts the health checks both servers read.
+    let unchecked = server::router_without_checks(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let server = tokio::spawn(api::serve(listener, state, Duration::from_secs(1)));
+    let server = tokio::spawn(server::serve(listener, state, Duration::from_secs(1)));
     let unchecked_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let unchecked_port = unchecked_listener.local_addr()?.port();
     let unchecked_server =

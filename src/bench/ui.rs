@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::db::{self, Pools};
+use crate::server;
+use crate::web::ApiState;
 
 #[derive(Debug, Clone)]
 pub struct UiBench {
@@ -132,7 +133,7 @@ async fn run(config: Config, runs: usize, requests: usize) -> anyhow::Result<UiB
         None,
         stop.clone(),
     );
-    let app = api::router(state);
+    let app = server::router(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

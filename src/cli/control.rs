@@ -4,10 +4,9 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 
-use super::{CliResult, Failure};
+use super::{refused, CliResult, Failure};
 use crate::config::Config;
-use crate::ledger::controls::{self, Actor, ControlError};
-use crate::ledger::RunState;
+use crate::ops::Actor;
 
 #[derive(Debug, Args)]
 pub struct ClearArgs {
@@ -63,42 +62,15 @@ pub struct PauseArgs {
     pub reason: Option<String>,
 }
 
-fn actor(reason: Option<String>) -> Actor {
-    Actor {
-        name: crate::config::cli_actor(),
-        reason,
-    }
-}
-
-fn refused(e: ControlError) -> Failure {
-    match e {
-        ControlError::NotFound(m) | ControlError::Conflict(m) => Failure {
-            code: 2,
-            message: m,
-        },
-        ControlError::Database(e) => Failure::from(crate::db::describe(&e)),
-    }
-}
-
-fn usage(message: impl Into<String>) -> Failure {
-    Failure {
-        code: 2,
-        message: message.into(),
-    }
-}
-
 pub async fn clear(config: &Config, args: ClearArgs) -> CliResult {
-    let pool = crate::db::connect_and_migrate(&config.database).await?;
-    let who = actor(args.reason);
+    let ops = super::ops(config).await?;
+    let who = Actor::cli();
     if let Some(job) = args.job {
         let (Some(from), Some(to)) = (args.from, args.to) else {
             return Err(usage("--job needs --from and --to"));
         };
-        if from >= to {
-            return Err(usage("--from must be before --to"));
-        }
-        super::run::find_job(config, &job)?;
-        let runs = controls::clear_failed(&pool, &job, from, to, &who)
+        let runs = ops
+            .clear_failed(&who, &job, from, to, args.reason)
             .await
             .map_err(refused)?;
         println!(
@@ -117,23 +89,8 @@ pub async fn clear(config: &Config, args: ClearArgs) -> CliResult {
             "name a run (hxjobs clear RUN_ID) or a job with --job --from --to",
         ));
     };
-    let run = crate::ledger::run(&pool, run_id)
-        .await?
-        .ok_or_else(|| usage(format!("no run {run_id}")))?;
-    let mut tasks = args.task;
-    if args.downstream {
-        let job = super::run::find_job(config, &run.job)?;
-        tasks = job.to_clear(&tasks, true).map_err(usage)?;
-    }
-    if tasks.is_empty() {
-        // The whole run: every task runs again.
-        tasks = crate::ledger::tasks(&pool, run_id)
-            .await?
-            .into_iter()
-            .map(|t| t.task)
-            .collect();
-    }
-    controls::clear(&pool, run_id, &tasks, &who)
+    let (run, tasks) = ops
+        .clear(&who, run_id, args.task, args.downstream, args.reason)
         .await
         .map_err(refused)?;
     println!(
@@ -145,20 +102,21 @@ pub async fn clear(config: &Config, args: ClearArgs) -> CliResult {
 }
 
 pub async fn mark(config: &Config, args: MarkArgs) -> CliResult {
-    let pool = crate::db::connect_and_migrate(&config.database).await?;
+    let ops = super::ops(config).await?;
     let to = match args.state {
-        Mark::Success => RunState::Success,
-        Mark::Failed => RunState::Failed,
+        Mark::Success => "success",
+        Mark::Failed => "failed",
     };
-    controls::mark(
-        &pool,
-        args.run_id,
-        args.task.as_deref(),
-        to,
-        &actor(args.reason),
-    )
-    .await
-    .map_err(refused)?;
+    let to = ops
+        .mark(
+            &Actor::cli(),
+            args.run_id,
+            args.task.as_deref(),
+            to,
+            args.reason,
+        )
+        .await
+        .map_err(refused)?;
     match &args.task {
         Some(t) => println!("task {t} of run {} marked {to}", args.run_id),
         None => println!("run {} marked {to}", args.run_id),
@@ -167,8 +125,8 @@ pub async fn mark(config: &Config, args: MarkArgs) -> CliResult {
 }
 
 pub async fn cancel(config: &Config, args: CancelArgs) -> CliResult {
-    let pool = crate::db::connect_and_migrate(&config.database).await?;
-    controls::cancel(&pool, args.run_id, &actor(args.reason))
+    let ops = super::ops(config).await?;
+    ops.cancel(&Actor::cli(), args.run_id, args.reason)
         .await
         .map_err(refused)?;
     println!(
@@ -179,9 +137,8 @@ pub async fn cancel(config: &Config, args: CancelArgs) -> CliResult {
 }
 
 pub async fn pause(config: &Config, args: PauseArgs, paused: bool) -> CliResult {
-    super::run::find_job(config, &args.job)?;
-    let pool = crate::db::connect_and_migrate(&config.database).await?;
-    controls::set_paused(&pool, &args.job, paused, &actor(args.reason))
+    let ops = super::ops(config).await?;
+    ops.set_paused(&Actor::cli(), &args.job, paused, args.reason)
         .await
         .map_err(refused)?;
     if paused {
@@ -196,4 +153,11 @@ pub async fn pause(config: &Config, args: PauseArgs, paused: bool) -> CliResult 
         );
     }
     Ok(())
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
 }

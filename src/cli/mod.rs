@@ -186,6 +186,37 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 pub type CliResult = Result<(), Failure>;
 
+/// The operations for one command: the database (migrated) and the jobs.
+pub(crate) async fn ops(config: &Config) -> Result<crate::ops::Ops, Failure> {
+    let catalog = std::sync::Arc::new(catalog(config)?);
+    let pools = crate::db::Pools::new(crate::db::connect_and_migrate(&config.database).await?);
+    Ok(crate::ops::Ops::new(
+        std::sync::Arc::new(config.clone()),
+        pools,
+        catalog,
+    ))
+}
+
+/// An operation's refusal as the command line says it: exit 2 for what the
+/// command asked, naming the flag that would allow it; 1 for a failure.
+pub(crate) fn refused(e: crate::ops::Error) -> Failure {
+    use crate::ops::Kind;
+    let code = match e.kind {
+        Kind::NotFound | Kind::Conflict | Kind::Invalid | Kind::Forbidden => 2,
+        Kind::Unavailable | Kind::Internal => 1,
+    };
+    let mut message = e.message;
+    if let (Kind::Invalid, Some(field)) = (&e.kind, e.field) {
+        if matches!(
+            field,
+            "ignore_start_date" | "allow_unfinished" | "max_intervals" | "reprocess" | "parallel"
+        ) {
+            message.push_str(&format!(" (--{})", field.replace('_', "-")));
+        }
+    }
+    Failure { code, message }
+}
+
 /// Why a loaded job is still refused: it names notification targets the
 /// configuration lacks.
 fn missing_targets(config: &Config, job: &crate::dag::Job) -> Option<String> {

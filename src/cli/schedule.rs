@@ -8,14 +8,14 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 
-use super::run::find_job;
-use super::{stop_on_signal, CliResult, Failure};
+use super::{refused, stop_on_signal, CliResult, Failure};
 use crate::config::Config;
-use crate::dag::backfill::{self, Reprocess, Spec};
+use crate::dag::backfill::Reprocess;
 use crate::dag::daemon;
 use crate::dag::scheduler::Scheduler;
 use crate::db::Pools;
 use crate::ledger::{self, worker_id, RunState};
+use crate::ops::Actor;
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
@@ -154,29 +154,30 @@ pub async fn daemon(config: &Config, args: DaemonArgs) -> CliResult {
 }
 
 pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
-    let job = find_job(config, &args.job)?;
-    let spec = Spec {
-        from: args.from,
-        to: args.to,
-        parallel: args.parallel,
-        reprocess: args.reprocess,
-        ignore_start_date: args.ignore_start_date,
-        allow_unfinished: args.allow_unfinished,
-        max_intervals: args
-            .max_intervals
-            .unwrap_or(config.api.max_backfill_intervals),
-    };
-    let usage = |e: backfill::Error| match e {
-        backfill::Error::Database(e) => Failure::from(e),
-        other => Failure {
-            code: 2,
-            message: other.to_string(),
-        },
-    };
-    let pools = Pools::new(crate::db::connect_and_migrate(&config.database).await?);
-    let plan = backfill::plan(&pools.ledger, &job, &spec)
+    let ops = super::ops(config).await?;
+    let actor = Actor::cli();
+    let job = ops.job(&args.job).map_err(refused)?;
+    let spec = ops
+        .backfill_spec(&crate::ops::backfills::Request {
+            from: Some(args.from),
+            to: Some(args.to),
+            reprocess: Some(match args.reprocess {
+                Reprocess::None => "none",
+                Reprocess::Failed => "failed",
+                Reprocess::All => "all",
+            }),
+            parallel: Some(args.parallel),
+            allow: crate::ops::runs::Allow {
+                before_start_date: args.ignore_start_date,
+                unfinished: args.allow_unfinished,
+            },
+            max_intervals: args.max_intervals,
+        })
+        .map_err(refused)?;
+    let plan = ops
+        .backfill_plan(&actor, &job, &spec)
         .await
-        .map_err(usage)?;
+        .map_err(refused)?;
     println!("backfill {} [{}, {}): {plan}", job.name, spec.from, spec.to);
     if args.dry_run {
         println!("dry run: nothing changed");
@@ -192,20 +193,13 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
     );
     // Log lines print above the bar, never on its line.
     crate::telemetry::logs_above(Some(&bar));
-    let summary = backfill::run(
-        Arc::new(config.clone()),
-        &pools,
-        Arc::new(job.clone()),
-        spec,
-        &worker_id(),
-        stop.clone(),
-        |p| {
+    let outcome = ops
+        .run_backfill(&actor, job.clone(), spec, stop.clone(), |p| {
             bar.set_length(p.total as u64);
             bar.set_position((p.succeeded + p.failed) as u64);
             bar.set_message(format!("{} ok, {} failed", p.succeeded, p.failed));
-        },
-    )
-    .await;
+        })
+        .await;
     crate::tasklog::flushed().await;
     crate::telemetry::logs_above(None);
     // An interrupted backfill's bar stays where it stopped.
@@ -214,12 +208,12 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
     } else {
         bar.finish();
     }
-    let summary = summary.map_err(usage)?;
+    let (id, summary) = outcome.map_err(refused)?;
     // After a SIGHUP the terminal may be gone: a failed print must not
     // turn into a panic.
     let _ = writeln!(
         std::io::stdout(),
-        "backfill {}: {} succeeded, {} failed, {} handed back in {:.1} s",
+        "backfill {id} of {}: {} succeeded, {} failed, {} handed back in {:.1} s",
         job.name,
         summary.succeeded,
         summary.failed,
@@ -227,15 +221,27 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> CliResult {
         summary.elapsed.as_secs_f64()
     );
     if stop.is_cancelled() {
+        let cancelled = ops
+            .backfill(&actor, id)
+            .await
+            .ok()
+            .filter(|b| b.state == "cancelled");
         return Err(Failure {
             code: 130,
-            message: "interrupted; run the same command again to resume".into(),
+            message: match cancelled {
+                Some(b) => format!(
+                    "cancelled by {}; run the same command again to resume",
+                    b.cancelled_by.as_deref().unwrap_or("another process")
+                ),
+                None => "interrupted; run the same command again to resume".into(),
+            },
         });
     }
     // What the ledger holds for the range now, whoever ran it.
-    let after = backfill::plan(&pools.ledger, &job, &spec)
+    let after = ops
+        .backfill_plan(&actor, &job, &spec)
         .await
-        .map_err(usage)?;
+        .map_err(refused)?;
     let not_done = after.intervals.saturating_sub(after.succeeded);
     if not_done > 0 {
         let mut why = Vec::new();

@@ -8,11 +8,12 @@ use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
 
 use super::{service_signals, CliResult, Failure};
-use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::dag::catalog::Catalog;
 use crate::db::Pools;
 use crate::live::LiveStats;
+use crate::server;
+use crate::web::ApiState;
 
 /// How long a stopping API waits for open connections (a browser's
 /// live streams among them) before it closes them.
@@ -37,7 +38,7 @@ pub async fn start(
     wake: Option<Arc<tokio::sync::Notify>>,
     stop: CancellationToken,
 ) -> Result<Running, Failure> {
-    let listener = api::bind(&config.api).await.map_err(Failure::from)?;
+    let listener = server::bind(&config.api).await.map_err(Failure::from)?;
     crate::metrics::install();
     let live = config.live_stats.enabled.then(|| {
         LiveStats::new(
@@ -52,10 +53,10 @@ pub async fn start(
         live.clone(),
         stop.clone(),
     );
-    state.jobs = jobs;
-    state.wake = wake;
+    state.ops.jobs = jobs;
+    state.ops.wake = wake;
     // The API answers at once; /stats says 503 until the consumer reads.
-    let api = tokio::spawn(api::serve(listener, state, CONNECTIONS_GRACE));
+    let api = tokio::spawn(server::serve(listener, state, CONNECTIONS_GRACE));
     let consumer = live.map(|live| {
         let config = config.clone();
         tokio::task::spawn_blocking(move || match live.spawn_consumer(&config, stop) {

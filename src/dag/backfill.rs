@@ -87,7 +87,7 @@ impl std::fmt::Display for Plan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("--from ({from}) must be before --to ({to})")]
+    #[error("the range's start ({from}) must be before its end ({to})")]
     EmptyRange {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -101,7 +101,7 @@ pub enum Error {
     },
     #[error(
         "{job} starts on {start_date}: the range begins with intervals before it \
-         (first: {first}); start the range at {start_date}, or pass --ignore-start-date"
+         (first: {first}); start the range at {start_date}, or allow intervals before the start date"
     )]
     BeforeStartDate {
         job: String,
@@ -110,7 +110,7 @@ pub enum Error {
     },
     #[error(
         "the interval starting {first} ends at {end}, which is still to come: \
-         end the range at {latest} at the latest, or pass --allow-unfinished"
+         end the range at {latest} at the latest, or allow unfinished intervals"
     )]
     Unfinished {
         first: DateTime<Utc>,
@@ -119,10 +119,10 @@ pub enum Error {
     },
     #[error(
         "the range holds more than {max} {grain} intervals, the most one backfill may cover \
-         (api.max_backfill_intervals): split it, or pass --max-intervals"
+         (api.max_backfill_intervals): split it, or raise the limit"
     )]
     TooMany { max: usize, grain: &'static str },
-    #[error("--parallel must be at least 1")]
+    #[error("parallel must be at least 1")]
     Parallel,
     #[error(transparent)]
     Database(#[from] sqlx::Error),

@@ -1,5 +1,6 @@
-//! Backfills started through the API (`backfills`): at most one running per
-//! job, each with a heartbeat and cancellable from any API process.
+//! Backfills (`backfills`), whoever started them (API, console or CLI): at
+//! most one running per job, each with a heartbeat and cancellable from
+//! any process.
 
 use std::time::Duration;
 
@@ -24,10 +25,14 @@ pub struct BackfillRow {
     pub succeeded: Option<i32>,
     pub failed: Option<i32>,
     pub error: Option<String>,
+    /// Who started it (`cli:<user>`, `api:<token>`, …).
+    pub started_by: Option<String>,
+    pub cancelled_by: Option<String>,
 }
 
 const COLUMNS: &str = "id, job, range_from, range_to, reprocess, parallel, state, \
-     worker, heartbeat_at, created_at, finished_at, succeeded, failed, error";
+     worker, heartbeat_at, created_at, finished_at, succeeded, failed, error, started_by, \
+     cancelled_by";
 
 /// What a new backfill asks for.
 pub struct New<'a> {
@@ -37,6 +42,7 @@ pub struct New<'a> {
     pub reprocess: &'a str,
     pub parallel: i32,
     pub worker: &'a str,
+    pub started_by: &'a str,
 }
 
 /// Records a running backfill; `Err(id)` of the one already running for
@@ -50,7 +56,7 @@ pub async fn start(
     let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE backfills SET state = 'failed', finished_at = now(),
-                error = 'its API process stopped sending heartbeats'
+                error = 'its process stopped sending heartbeats'
          WHERE job = $1 AND state = 'running'
            AND heartbeat_at < now() - make_interval(secs => $2)",
     )
@@ -67,8 +73,8 @@ pub async fn start(
         return Ok(Err(id));
     }
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO backfills (job, range_from, range_to, reprocess, parallel, worker)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO backfills (job, range_from, range_to, reprocess, parallel, worker, started_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(new.job)
     .bind(new.from)
@@ -76,6 +82,7 @@ pub async fn start(
     .bind(new.reprocess)
     .bind(new.parallel)
     .bind(new.worker)
+    .bind(new.started_by)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -142,13 +149,15 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<Option<BackfillRow>, sqlx::Er
 pub async fn cancel(
     pool: &PgPool,
     id: i64,
+    by: &str,
 ) -> Result<Result<BackfillRow, Option<String>>, sqlx::Error> {
     let row: Option<BackfillRow> = sqlx::query_as(&format!(
-        "UPDATE backfills SET state = 'cancelled', finished_at = now(),
-                error = 'cancelled through the API'
+        "UPDATE backfills SET state = 'cancelled', finished_at = now(), cancelled_by = $2,
+                error = 'cancelled by ' || $2
          WHERE id = $1 AND state = 'running' RETURNING {COLUMNS}"
     ))
     .bind(id)
+    .bind(by)
     .fetch_optional(pool)
     .await?;
     if let Some(row) = row {

@@ -12,6 +12,7 @@
 //!   ([`Seal`]), so a fenced-out worker's work is rolled back;
 //! - a run whose heartbeat stopped is queued again ([`reap_stale`]).
 
+pub mod audit;
 pub mod backfills;
 pub mod console;
 pub mod controls;

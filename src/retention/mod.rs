@@ -112,6 +112,12 @@ fn classes(config: &RetentionConfig) -> Vec<(&'static str, u32, &'static str, bo
             false,
         ),
         (
+            "audit log",
+            config.audit_days,
+            crate::ledger::audit::RETENTION,
+            false,
+        ),
+        (
             "ingest commit log",
             config.ingest_commits_days,
             "FROM ingest_commits WHERE committed_at < $1",

@@ -14,6 +14,7 @@
 
 pub mod complete;
 mod legacy;
+pub mod read;
 pub mod sketch;
 pub mod stage;
 

@@ -1,6 +1,6 @@
 //! The console's forms: run controls, pause, login. Each checks the CSRF
-//! token and the right to change things, then does what the API's
-//! endpoint does (the same ledger calls, recorded as `ui:<token name>`).
+//! token, then calls the operation the API's endpoint calls, as the
+//! session's actor (`ui:<token name>`), whose role `ops` checks.
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
@@ -10,44 +10,29 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::{Session, UiError, UiResult, COOKIE};
-use crate::api::ApiState;
-use crate::ledger::controls::{self, Actor, ControlError};
-use crate::ledger::RunState;
+use crate::ops::Actor;
+use crate::web::{constant_time_eq, ApiState};
 
-/// A form's CSRF token is the session's and the caller may change things:
-/// who acts, and why (`reason`, when given).
-pub(super) fn allowed(session: &Session, csrf: &str, reason: Option<String>) -> UiResult<Actor> {
-    if !crate::api::constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
+/// A form's CSRF token is the session's and someone is logged in: who acts
+/// (what they may do is `ops`'s to check).
+pub(super) fn allowed(session: &Session, csrf: &str) -> UiResult<Actor> {
+    if !constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
         return Err(UiError::new(
             StatusCode::FORBIDDEN,
             "This form has expired or did not come from this console (CSRF token). Reload the page and try again.",
         ));
     }
-    match (&session.actor, session.may_write) {
-        (Some(actor), true) => Ok(Actor {
-            name: actor.clone(),
-            reason: reason
-                .map(|r| r.trim().to_string())
-                .filter(|r| !r.is_empty()),
-        }),
-        _ => Err(UiError::new(
+    session.actor.clone().ok_or_else(|| {
+        UiError::new(
             StatusCode::FORBIDDEN,
             "Changing runs and jobs needs a login with an API token.",
-        )),
-    }
+        )
+    })
 }
 
 pub(super) fn form<T>(f: Result<Form<T>, FormRejection>) -> UiResult<T> {
     f.map(|Form(t)| t)
         .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))
-}
-
-fn control(e: ControlError) -> UiError {
-    match e {
-        ControlError::NotFound(m) => UiError::not_found(m),
-        ControlError::Conflict(m) => UiError::new(StatusCode::CONFLICT, m),
-        ControlError::Database(e) => e.into(),
-    }
 }
 
 fn run_id(id: &str) -> UiResult<i64> {
@@ -72,10 +57,13 @@ pub async fn clear(
     f: Result<Form<ClearForm>, FormRejection>,
 ) -> UiResult<Redirect> {
     let f = form(f)?;
-    let actor = allowed(&session, &f.csrf, f.reason)?;
+    let actor = allowed(&session, &f.csrf)?;
     let id = run_id(&id)?;
     let downstream = f.downstream.as_deref() == Some("true");
-    crate::api::clear_run(&state, id, vec![f.task], downstream, &actor).await?;
+    state
+        .ops
+        .clear(&actor, id, vec![f.task], downstream, f.reason)
+        .await?;
     Ok(Redirect::to(&format!("/ui/runs/{id}")))
 }
 
@@ -95,22 +83,10 @@ pub async fn mark(
     f: Result<Form<MarkForm>, FormRejection>,
 ) -> UiResult<Redirect> {
     let f = form(f)?;
-    let actor = allowed(&session, &f.csrf, f.reason)?;
+    let actor = allowed(&session, &f.csrf)?;
     let id = run_id(&id)?;
-    let to = match f.state.as_str() {
-        "success" => RunState::Success,
-        "failed" => RunState::Failed,
-        other => {
-            return Err(UiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("a run is marked success or failed, not {other:?}"),
-            ))
-        }
-    };
     let task = f.task.as_deref().filter(|t| !t.is_empty());
-    controls::mark(&state.pools.ledger, id, task, to, &actor)
-        .await
-        .map_err(control)?;
+    state.ops.mark(&actor, id, task, &f.state, f.reason).await?;
     Ok(Redirect::to(&format!("/ui/runs/{id}")))
 }
 
@@ -128,11 +104,9 @@ pub async fn cancel(
     f: Result<Form<ReasonForm>, FormRejection>,
 ) -> UiResult<Redirect> {
     let f = form(f)?;
-    let actor = allowed(&session, &f.csrf, f.reason)?;
+    let actor = allowed(&session, &f.csrf)?;
     let id = run_id(&id)?;
-    controls::cancel(&state.pools.ledger, id, &actor)
-        .await
-        .map_err(control)?;
+    state.ops.cancel(&actor, id, f.reason).await?;
     Ok(Redirect::to(&format!("/ui/runs/{id}")))
 }
 
@@ -162,24 +136,9 @@ async fn set_paused(
     paused: bool,
 ) -> UiResult<Redirect> {
     let f = form(f)?;
-    let actor = allowed(&session, &f.csrf, f.reason)?;
-    if state.jobs.current().find(&job).is_none() {
-        return Err(UiError::not_found(format!("There is no job named {job}.")));
-    }
-    controls::set_paused(&state.pools.ledger, &job, paused, &actor)
-        .await
-        .map_err(control)?;
-    if !paused {
-        wake(&state);
-    }
+    let actor = allowed(&session, &f.csrf)?;
+    state.ops.set_paused(&actor, &job, paused, f.reason).await?;
     Ok(Redirect::to("/ui/jobs"))
-}
-
-/// Wakes the daemon's scheduler in this process, if there is one.
-fn wake(state: &ApiState) {
-    if let Some(wake) = &state.wake {
-        wake.notify_one();
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,7 +165,7 @@ pub async fn login(
     client: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     f: Result<Form<LoginForm>, FormRejection>,
 ) -> UiResult<Response> {
-    let api = &state.config.api;
+    let api = &state.ops.config.api;
     let address = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0.ip());
     if let Err(wait) = state.guards.login_allowed(address, api.max_failed_logins) {
         let mut response = UiError::new(
@@ -220,7 +179,7 @@ pub async fn login(
         return Ok(response);
     }
     let f = form(f)?;
-    if !crate::api::constant_time_eq(f.csrf.as_bytes(), session.csrf.as_bytes()) {
+    if !constant_time_eq(f.csrf.as_bytes(), session.csrf.as_bytes()) {
         return Err(UiError::new(
             StatusCode::FORBIDDEN,
             "This form has expired (CSRF token). Reload the page and try again.",
@@ -228,14 +187,41 @@ pub async fn login(
     }
     let next = safe_next(f.next.as_deref());
     let token = f.token.trim();
-    let Some(name) = crate::api::token_name(api, token) else {
+    let Some(actor) = crate::web::token_actor(api, token, "ui", crate::ops::Means::Session) else {
         state.guards.login_failed(address);
         tracing::warn!(client = %address, "console login refused: not an API token");
+        let who = Actor::new(
+            "ui:unknown",
+            crate::ops::Means::Session,
+            crate::ops::Role::Viewer,
+        )
+        .from(Some(address));
+        state
+            .ops
+            .audit(
+                &who,
+                "login",
+                None,
+                "refused",
+                Some(serde_json::json!({"error": "wrong_token"})),
+            )
+            .await;
         let to = format!("/ui/login?failed=1&next={}", super::view::url_encode(&next));
         return Ok(Redirect::to(&to).into_response());
     };
+    let name = actor.name.trim_start_matches("ui:").to_string();
+    state
+        .ops
+        .audit(
+            &actor.clone().from(Some(address)),
+            "login",
+            None,
+            "ok",
+            None,
+        )
+        .await;
     let id = super::session::create(
-        &state.pools.ledger,
+        &state.ops.pools.ledger,
         &name,
         Some(address.to_string()),
         api.session_hours,
@@ -264,14 +250,17 @@ pub async fn logout(
     f: Result<Form<LogoutForm>, FormRejection>,
 ) -> UiResult<Response> {
     let f = form(f)?;
-    if !crate::api::constant_time_eq(f.csrf.as_bytes(), session.csrf.as_bytes()) {
+    if !constant_time_eq(f.csrf.as_bytes(), session.csrf.as_bytes()) {
         return Err(UiError::new(
             StatusCode::FORBIDDEN,
             "This form has expired (CSRF token). Reload the page and try again.",
         ));
     }
     if let Some(id) = &session.id {
-        super::session::revoke(&state.pools.ledger, id).await?;
+        super::session::revoke(&state.ops.pools.ledger, id).await?;
+        if let Some(actor) = &session.actor {
+            state.ops.audit(actor, "logout", None, "ok", None).await;
+        }
     }
     let mut response = Redirect::to("/ui/login").into_response();
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");

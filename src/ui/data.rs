@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::view::{self, na, page, state_badge, time, Section};
 use super::{Session, UiError, UiResult};
-use crate::api::ApiState;
 use crate::ingest::dead_letters;
-use crate::reports::{self, Format};
+use crate::reports;
+use crate::web::ApiState;
 
 fn bytes(n: i64) -> String {
     match n {
@@ -27,10 +27,10 @@ pub async fn reports(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
 ) -> UiResult<Html<String>> {
-    let list = reports::list(&state.pools.data, None, 100)
+    let list = reports::list(&state.ops.pools.data, None, 100)
         .await
         .map_err(|e| UiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let types = reports::definition::types(&state.config.reports.definitions_dir);
+    let types = reports::definition::types(&state.ops.config.reports.definitions_dir);
     let body = html! {
         form.filters method="post" action="/ui/reports/generate" {
             (view::csrf_field(&session))
@@ -93,9 +93,7 @@ pub async fn generate(
     f: Result<Form<GenerateForm>, FormRejection>,
 ) -> UiResult<Redirect> {
     let f = super::actions::form(f)?;
-    super::actions::allowed(&session, &f.csrf, None)?;
-    let format = Format::parse(&f.format)
-        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let actor = super::actions::allowed(&session, &f.csrf)?;
     let period = match f
         .period_start
         .as_deref()
@@ -105,7 +103,18 @@ pub async fn generate(
         Some(t) => Some(super::trigger::instant("period", t)?),
         None => None,
     };
-    let record = crate::api::generate(&state, &f.report_type, format, period, false).await?;
+    let record = state
+        .ops
+        .generate_report(
+            &actor,
+            &crate::ops::reports::Generate {
+                report_type: &f.report_type,
+                format: &f.format,
+                period_start: period,
+                require_complete: false,
+            },
+        )
+        .await?;
     Ok(Redirect::to(&format!("/ui/reports#report-{}", record.id)))
 }
 
@@ -124,8 +133,8 @@ pub async fn dead_letters(
     let q = super::pages::query(q)?;
     const PAGE: i64 = 100;
     let reason = q.reason.as_deref().filter(|r| !r.is_empty());
-    let rows = dead_letters::recent(&state.pools.data, reason, q.before, PAGE).await?;
-    let reasons = dead_letters::reasons(&state.pools.data).await?;
+    let rows = dead_letters::recent(&state.ops.pools.data, reason, q.before, PAGE).await?;
+    let reasons = dead_letters::reasons(&state.ops.pools.data).await?;
     let body = html! {
         p.lead {
             "By reason: "

@@ -12,8 +12,9 @@ use serde::Deserialize;
 
 use super::view::{self, na, page, time, Section};
 use super::{Session, UiError, UiResult};
-use crate::api::{ApiState, RollupFilter};
 use crate::capacity::Forecast;
+use crate::rollup::read::RollupFilter;
+use crate::web::ApiState;
 
 const WIDTH: f64 = 900.0;
 const HEIGHT: f64 = 220.0;
@@ -112,7 +113,7 @@ pub async fn rollups(
         subject: subject.as_deref(),
         limit: LIMIT,
     };
-    let rows = crate::api::rollup_rows(&state.pools.data, &filter).await?;
+    let rows = state.ops.rollups(session.reader()?, &filter).await?;
     // Events per bucket, every row of the bucket summed.
     let mut buckets: Vec<(DateTime<Utc>, i64)> = Vec::new();
     for r in &rows {
@@ -200,8 +201,13 @@ pub async fn capacity(
         ),
         None => None,
     };
-    let a =
-        crate::capacity::analyse(&state.pools.data, &state.config.capacity, to, Utc::now()).await?;
+    let a = crate::capacity::analyse(
+        &state.ops.pools.data,
+        &state.ops.config.capacity,
+        to,
+        Utc::now(),
+    )
+    .await?;
     let days = a.days.len().max(1);
     // The chart spans the window and, when the trend reaches capacity
     // within a year, up to that day.
@@ -303,10 +309,8 @@ pub async fn retention(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
 ) -> UiResult<Html<String>> {
-    let plan = crate::retention::plan(&state.pools.data, &state.config.retention, Utc::now())
-        .await
-        .map_err(|e| UiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let archives = crate::retention::archives(&state.pools.data, 200).await?;
+    let plan = state.ops.retention_plan(session.reader()?).await?;
+    let archives = crate::retention::archives(&state.ops.pools.data, 200).await?;
     let body = html! {
         p.lead { "A dry run: nothing below has been removed. The " code { "hxp_retention" } " job (or " code { "hxjobs retention" } ") archives and removes it." }
         h2 { "Raw event days to archive and drop" }
@@ -331,4 +335,74 @@ pub async fn retention(
         }
     };
     Ok(page("Retention", Section::Data, &session, body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    actor: Option<String>,
+    outcome: Option<String>,
+    before: Option<i64>,
+}
+
+/// The audit log: logins, refusals and every change, newest first (admins).
+pub async fn audit(
+    State(state): State<ApiState>,
+    Extension(session): Extension<Session>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> UiResult<Html<String>> {
+    let q = super::pages::query(q)?;
+    const PAGE: i64 = 100;
+    let opt = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let filter = crate::ledger::audit::Filter {
+        actor: opt(&q.actor),
+        outcome: opt(&q.outcome),
+        before: q.before,
+        limit: PAGE,
+        ..Default::default()
+    };
+    let rows = state.ops.audit_log(session.reader()?, &filter).await?;
+    let next = (rows.len() as i64 == PAGE)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    let body = html! {
+        form.filters method="get" action="/ui/audit" {
+            label { "Who " input type="text" name="actor" value=(q.actor.as_deref().unwrap_or("")) placeholder="api:ci, ui:alice"; }
+            label { "Outcome " select name="outcome" {
+                option value="" { "any" }
+                @for o in ["ok", "refused", "failed"] {
+                    option value=(o) selected[q.outcome.as_deref() == Some(o)] { (o) }
+                }
+            } }
+            button type="submit" { "Show" }
+        }
+        @if rows.is_empty() {
+            p.muted { "Nothing recorded." }
+        } @else {
+            table.audit {
+                thead { tr { th { "When" } th { "Who" } th { "Role" } th { "By" } th { "From" } th { "Did" } th { "On" } th { "Outcome" } th { "Detail" } } }
+                tbody { @for r in &rows { tr {
+                    td { (time(r.at)) } td { (r.actor) } td { (or_na(r.role.as_deref())) } td { (r.means) }
+                    td { (or_na(r.client.as_deref())) } td { (r.action) } td { (or_na(r.target.as_deref())) }
+                    td { span class={ "badge " (r.outcome) } { (r.outcome) } }
+                    td { @if let Some(d) = &r.detail { code { (d.get("message").and_then(|m| m.as_str()).unwrap_or("")) } } }
+                } } }
+            }
+            @if let Some(before) = next {
+                p { a href={ "/ui/audit?before=" (before) } { "Older" } }
+            }
+        }
+    };
+    Ok(page("Audit log", Section::Data, &session, body))
+}
+
+fn or_na(v: Option<&str>) -> Markup {
+    match v {
+        Some(v) => html! { (v) },
+        None => na(),
+    }
 }

@@ -3,13 +3,13 @@
 //! (server-sent events) and one style sheet, both compiled into the binary.
 //!
 //! Who may see and do what:
-//! - on an API that listens on loopback only, pages need no login; elsewhere
-//!   a login form takes an API token and starts a server-side session
-//!   ([`session`]: a random id in an HttpOnly, SameSite=Strict cookie,
-//!   `Secure` when `api.public_url` is https; revoked at logout);
-//! - a form that changes something needs what the API's mutating
-//!   endpoints need (a token, or a loopback API without one), and carries a
-//!   CSRF token tied to the session;
+//! - on an API that listens on loopback only without tokens, pages need no
+//!   login; elsewhere a login form takes an API token and starts a
+//!   server-side session ([`session`]: a random id in an HttpOnly,
+//!   SameSite=Strict cookie, `Secure` when `api.public_url` is https;
+//!   revoked at logout);
+//! - what a form may change is its actor's role's (checked by `ops`), and
+//!   every form carries a CSRF token tied to the session;
 //! - every page is sent with a Content-Security-Policy that allows only the
 //!   console's own script and style sheet (no inline script or style).
 
@@ -24,7 +24,9 @@ mod view;
 pub use actions::safe_next;
 pub use view::url_encode;
 
-use crate::api::{is_loopback, ApiState};
+use crate::ops::{Actor, Means, Need};
+use crate::web::Access;
+use crate::web::{is_loopback, ApiState};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -42,9 +44,59 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 const APP_JS: &str = include_str!("static/app.js");
 const APP_CSS: &str = include_str!("static/app.css");
 
-/// The console's routes (under `/ui/`), to merge into the API's router.
+/// What every console route needs (pages are reads; what a form changes
+/// is `ops`'s to check, and is what this says). A test holds it against
+/// [`router`] and the roles.
+pub const POLICY: &[(&str, &str, Access)] = &[
+    ("GET", "/", Access::Public),
+    ("GET", "/ui", Access::Public),
+    ("GET", "/ui/", Access::Needs(Need::Read)),
+    ("GET", "/ui/jobs", Access::Needs(Need::Read)),
+    ("GET", "/ui/jobs/{job}", Access::Needs(Need::Read)),
+    ("GET", "/ui/runs/{id}", Access::Needs(Need::Read)),
+    ("POST", "/ui/runs/{id}/clear", Access::Needs(Need::Operate)),
+    ("POST", "/ui/runs/{id}/mark", Access::Needs(Need::Operate)),
+    ("POST", "/ui/runs/{id}/cancel", Access::Needs(Need::Operate)),
+    ("POST", "/ui/jobs/{job}/pause", Access::Needs(Need::Operate)),
+    (
+        "POST",
+        "/ui/jobs/{job}/unpause",
+        Access::Needs(Need::Operate),
+    ),
+    ("GET", "/ui/jobs/{job}/run", Access::Needs(Need::Read)),
+    ("POST", "/ui/jobs/{job}/run", Access::Needs(Need::Operate)),
+    ("GET", "/ui/jobs/{job}/backfill", Access::Needs(Need::Read)),
+    (
+        "POST",
+        "/ui/jobs/{job}/backfill",
+        Access::Needs(Need::Operate),
+    ),
+    ("GET", "/ui/backfills/{id}", Access::Needs(Need::Read)),
+    (
+        "POST",
+        "/ui/backfills/{id}/cancel",
+        Access::Needs(Need::Operate),
+    ),
+    ("GET", "/ui/reports", Access::Needs(Need::Read)),
+    ("POST", "/ui/reports/generate", Access::Needs(Need::Operate)),
+    ("GET", "/ui/dead-letters", Access::Needs(Need::Read)),
+    ("GET", "/ui/rollups", Access::Needs(Need::Read)),
+    ("GET", "/ui/capacity", Access::Needs(Need::Read)),
+    ("GET", "/ui/retention", Access::Needs(Need::Read)),
+    ("GET", "/ui/audit", Access::Needs(Need::Admin)),
+    ("GET", "/ui/login", Access::Public),
+    ("POST", "/ui/login", Access::Public),
+    ("POST", "/ui/logout", Access::Public),
+    ("GET", "/ui/static/app.js", Access::Public),
+    ("GET", "/ui/static/app.css", Access::Public),
+    ("GET", "/ui/{*rest}", Access::Needs(Need::Read)),
+    ("POST", "/ui/{*rest}", Access::Needs(Need::Read)),
+];
+
+/// The console's routes (`/` and under `/ui/`), to merge with the API's.
 pub fn router(state: ApiState) -> Router<ApiState> {
     Router::new()
+        .route("/", get(root))
         .route("/ui", get(root))
         .route("/ui/", get(pages::overview))
         .route("/ui/jobs", get(pages::jobs))
@@ -71,6 +123,7 @@ pub fn router(state: ApiState) -> Router<ApiState> {
         .route("/ui/rollups", get(insight::rollups))
         .route("/ui/capacity", get(insight::capacity))
         .route("/ui/retention", get(insight::retention))
+        .route("/ui/audit", get(insight::audit))
         .route("/ui/login", get(pages::login).post(actions::login))
         .route("/ui/logout", post(actions::logout))
         .route("/ui/static/app.js", get(app_js))
@@ -102,10 +155,11 @@ fn static_asset(kind: &'static str, body: &'static str) -> Response {
 /// Who is looking at the console, as its handlers see it.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// `ui:<token name>`, `ui:token`, or `ui:loopback`; `None`: nobody
-    /// logged in.
-    pub actor: Option<String>,
-    /// May change things (clear, mark, cancel, pause, trigger).
+    /// `ui:<token name>`, `ui:token`, or `ui:loopback`, with its role;
+    /// `None`: nobody logged in.
+    pub actor: Option<Actor>,
+    /// May change things (clear, mark, cancel, pause, trigger): the
+    /// buttons it is shown. `ops` checks each change.
     pub may_write: bool,
     /// Shown a logout button.
     pub logged_in: bool,
@@ -113,6 +167,15 @@ pub struct Session {
     pub csrf: String,
     /// The login's session id (the cookie), to end it at logout.
     pub id: Option<String>,
+}
+
+impl Session {
+    /// Who reads a page: every page but the login form has one.
+    pub fn reader(&self) -> UiResult<&Actor> {
+        self.actor
+            .as_ref()
+            .ok_or_else(|| UiError::new(StatusCode::UNAUTHORIZED, "Log in to see this page."))
+    }
 }
 
 /// The key for visitors' CSRF tokens: the database's, shared by every API
@@ -125,7 +188,7 @@ async fn visitor_key(state: &ApiState) -> Vec<u8> {
     }
     let read = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        session::key(&state.pools.ledger),
+        session::key(&state.ops.pools.ledger),
     )
     .await;
     match read {
@@ -135,11 +198,6 @@ async fn visitor_key(state: &ApiState) -> Vec<u8> {
         }
         _ => OWN.to_vec(),
     }
-}
-
-/// Whether the token a session was started with is still configured.
-fn token_still_configured(api: &crate::config::ApiConfig, name: &str) -> bool {
-    api.tokens.iter().any(|t| t.name == name) || (name == "token" && api.token.is_some())
 }
 
 /// The `; Secure` of a cookie when people reach the console over https.
@@ -157,39 +215,54 @@ async fn session(State(state): State<ApiState>, mut request: Request, next: Next
     if path.starts_with("/ui/static/") {
         return next.run(request).await;
     }
-    let api = &state.config.api;
-    let pool = &state.pools.ledger;
+    let api = &state.ops.config.api;
+    let pool = &state.ops.pools.ledger;
     let id = session::well_formed(cookie(request.headers(), COOKIE));
     let login = match &id {
         Some(id) => match session::find(pool, id).await {
-            Ok(login) => login.filter(|l| token_still_configured(api, &l.actor)),
+            // The token it started with is still configured: its role now.
+            Ok(login) => login.and_then(|l| {
+                crate::web::token_role(api, &l.actor).map(|(role, jobs)| (l, role, jobs))
+            }),
             Err(e) => return UiError::from(e).into_response(),
         },
         None => None,
     };
-    let loopback = is_loopback(&api.host);
+    let any_token = crate::web::any_token(api);
+    let loopback = is_loopback(&api.host) && !any_token;
     if !loopback && login.is_none() && path != "/ui/login" {
         let to = format!("/ui/login?next={}", view::url_encode(&path));
         return Redirect::to(&to).into_response();
     }
-    let any_token = api.token.is_some() || !api.tokens.is_empty();
     let (visitor, new_visitor) =
         match session::well_formed(cookie(request.headers(), session::VISITOR)) {
             Some(v) => (v, false),
             None => (session::random_id(), true),
         };
     let csrf = match &login {
-        Some(l) => l.csrf.clone(),
+        Some((l, _, _)) => l.csrf.clone(),
         None => session::visitor_csrf(&visitor_key(&state).await, &visitor),
     };
-    let (actor, may_write) = match &login {
-        Some(l) => (Some(format!("ui:{}", l.actor)), true),
-        None if loopback => ((!any_token).then(|| "ui:loopback".to_string()), !any_token),
-        None => (None, false),
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let actor = match &login {
+        Some((l, role, jobs)) => Some(
+            Actor::new(format!("ui:{}", l.actor), Means::Session, *role)
+                .only_jobs(jobs.clone())
+                .from(client),
+        ),
+        None if loopback => {
+            Some(Actor::new("ui:loopback", Means::Loopback, crate::ops::Role::Admin).from(client))
+        }
+        None => None,
     };
     let session = Session {
+        may_write: actor
+            .as_ref()
+            .is_some_and(|a| a.may(crate::ops::Need::Operate, None)),
         actor,
-        may_write,
         logged_in: login.is_some(),
         csrf,
         id: login.and(id),
@@ -269,14 +342,31 @@ impl UiError {
 
 impl From<sqlx::Error> for UiError {
     fn from(e: sqlx::Error) -> UiError {
-        crate::api::ApiError::from(e).into()
+        crate::ops::Error::from(e).into()
     }
 }
 
-/// An API function's refusal, as a page (its message is for people).
-impl From<crate::api::ApiError> for UiError {
-    fn from(e: crate::api::ApiError) -> UiError {
-        UiError::new(e.status, e.message)
+/// An operation's refusal, as a page (its message is for people).
+impl From<crate::ops::Error> for UiError {
+    fn from(e: crate::ops::Error) -> UiError {
+        use crate::ops::Kind;
+        let status = match e.kind {
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut message = e.message;
+        match e.field {
+            Some("ignore_start_date") => {
+                message.push_str(" (tick “also before the job's start date”)")
+            }
+            Some("allow_unfinished") => message.push_str(" (tick “also intervals not ended yet”)"),
+            _ => {}
+        }
+        UiError::new(status, message)
     }
 }
 

@@ -13,9 +13,9 @@ use serde::Deserialize;
 
 use super::view::{self, na, page, segment, state_badge, time, time_or_na, Section};
 use super::{Session, UiError, UiResult};
-use crate::api::ApiState;
 use crate::dag::Job;
 use crate::ledger::{self, console::GridQuery, RunState};
+use crate::web::ApiState;
 
 /// A query string's fields, or a page saying what is wrong with them.
 pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> UiResult<T> {
@@ -28,12 +28,7 @@ pub async fn not_found() -> UiError {
 }
 
 fn find_job(state: &ApiState, name: &str) -> UiResult<std::sync::Arc<Job>> {
-    state
-        .jobs
-        .current()
-        .find(name)
-        .cloned()
-        .ok_or_else(|| UiError::not_found(format!("There is no job named {name}.")))
+    Ok(state.ops.job(name)?)
 }
 
 // ---------------------------------------------------------------- overview
@@ -43,7 +38,7 @@ pub async fn overview(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
 ) -> UiResult<Html<String>> {
-    let pool = &state.pools.data;
+    let pool = &state.ops.pools.data;
     let health = state.health.read().await.clone();
     let daemons = ledger::daemons::list(pool).await?;
     let counts: HashMap<RunState, i64> = ledger::console::state_counts(pool)
@@ -56,7 +51,7 @@ pub async fn overview(
         .iter()
         .map(|(_, n)| n)
         .sum();
-    let stale = state.config.scheduler.stale_after_secs as f64;
+    let stale = state.ops.config.scheduler.stale_after_secs as f64;
     let lag = crate::metrics::lag_by_topic();
     let live: Option<serde_json::Value> = state
         .live
@@ -223,11 +218,11 @@ pub async fn jobs(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
 ) -> UiResult<Html<String>> {
-    let pool = &state.pools.data;
-    let set = state.jobs.current();
+    let pool = &state.ops.pools.data;
+    let set = state.ops.jobs.current();
     let names: Vec<String> = set.iter().map(|j| j.name.clone()).collect();
     let loaded_by =
-        ledger::daemons::job_versions(pool, state.config.scheduler.stale_after_secs).await?;
+        ledger::daemons::job_versions(pool, state.ops.config.scheduler.stale_after_secs).await?;
     let paused = ledger::controls::paused_jobs(pool).await?;
     let latest: HashMap<String, ledger::console::LatestRuns> =
         ledger::console::latest_runs(pool, &names, 25)
@@ -398,10 +393,10 @@ pub async fn grid(
         before,
         limit: limit + 1,
     };
-    let mut runs = ledger::console::grid(&state.pools.data, &q).await?;
+    let mut runs = ledger::console::grid(&state.ops.pools.data, &q).await?;
     let more = runs.len() as i64 > limit;
     runs.truncate(limit as usize);
-    let paused = ledger::controls::paused_jobs(&state.pools.data)
+    let paused = ledger::controls::paused_jobs(&state.ops.pools.data)
         .await?
         .contains(&job.name);
     // Keeps the filters in the page links.
@@ -526,14 +521,14 @@ pub async fn run(
         .parse()
         .map_err(|_| UiError::not_found(format!("{id:?} is not a run id")))?;
     let p = query(params)?;
-    let pool = &state.pools.data;
+    let pool = &state.ops.pools.data;
     let run = ledger::run(pool, id)
         .await?
         .ok_or_else(|| UiError::not_found(format!("There is no run {id}.")))?;
     let tasks = ledger::tasks(pool, id).await?;
     let attempts = ledger::logs::attempts(pool, id, None).await?;
     let actions = ledger::controls::run_actions(pool, id).await?;
-    let set = state.jobs.current();
+    let set = state.ops.jobs.current();
     let job = set.find(&run.job);
     // Tasks in the job's order (a task no longer in the job file last).
     let mut ordered = tasks.clone();
@@ -559,7 +554,7 @@ pub async fn run(
             let mut text: String = chunks.into_iter().map(|(_, b)| b).collect();
             text.push_str(&ledger::logs::closing_lines(
                 a,
-                state.config.logs.max_bytes_per_attempt,
+                state.ops.config.logs.max_bytes_per_attempt,
             ));
             Some((a, text))
         }

@@ -12,18 +12,15 @@ use maud::html;
 
 use super::view::{self, na, page, page_refreshed, segment, state_badge, time, Section};
 use super::{Session, UiError, UiResult};
-use crate::api::ApiState;
 use crate::dag::params::ParamType;
 use crate::dag::Job;
 use crate::ledger::{self, RunState};
+use crate::ops::runs::{Allow, TriggerRequest};
+use crate::ops::Actor;
+use crate::web::ApiState;
 
 fn find_job(state: &ApiState, name: &str) -> UiResult<std::sync::Arc<Job>> {
-    state
-        .jobs
-        .current()
-        .find(name)
-        .cloned()
-        .ok_or_else(|| UiError::not_found(format!("There is no job named {name}.")))
+    Ok(state.ops.job(name)?)
 }
 
 /// A form's fields in order (parameter fields have dynamic names).
@@ -44,9 +41,9 @@ pub(super) fn instant(name: &str, text: &str) -> UiResult<DateTime<Utc>> {
         .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
 }
 
-fn checked_csrf(session: &Session, fields: &Fields) -> UiResult<String> {
+fn checked_csrf(session: &Session, fields: &Fields) -> UiResult<Actor> {
     let csrf = field(fields, "csrf").unwrap_or("");
-    super::actions::allowed(session, csrf, None).map(|a| a.name)
+    super::actions::allowed(session, csrf)
 }
 
 // ------------------------------------------------------------ one interval
@@ -128,11 +125,16 @@ pub async fn trigger(
         .map_err(|m| UiError::new(StatusCode::BAD_REQUEST, m))?;
     let reason = field(&f, "reason").map(str::to_string);
     let ignore = field(&f, "ignore_start_date") == Some("true");
-    let allow = crate::api::Allow {
-        before_start_date: ignore,
-        unfinished: false,
+    let request = TriggerRequest {
+        at,
+        allow: Allow {
+            before_start_date: ignore,
+            unfinished: false,
+        },
+        params,
+        reason,
     };
-    let (id, _) = crate::api::trigger(&state, &job, at, allow, &params, actor, reason).await?;
+    let (id, _) = state.ops.trigger(&actor, &job.name, request).await?;
     Ok(Redirect::to(&format!("/ui/runs/{id}")))
 }
 
@@ -144,7 +146,7 @@ pub async fn backfill_form(
     Path(name): Path<String>,
 ) -> UiResult<Html<String>> {
     let job = find_job(&state, &name)?;
-    let running = ledger::backfills::list(&state.pools.ledger, Some(&job.name))
+    let running = ledger::backfills::list(&state.ops.pools.ledger, Some(&job.name))
         .await?
         .into_iter()
         .take(10)
@@ -212,7 +214,7 @@ pub async fn backfill(
 ) -> UiResult<Response> {
     let f = super::actions::form(f)?;
     // The preview too: it reads the whole range from the ledger.
-    checked_csrf(&session, &f)?;
+    let actor = checked_csrf(&session, &f)?;
     let job = find_job(&state, &name)?;
     let from = instant("from", field(&f, "from").unwrap_or(""))?;
     let to = instant("to", field(&f, "to").unwrap_or(""))?;
@@ -227,23 +229,22 @@ pub async fn backfill(
     };
     let reprocess = field(&f, "reprocess");
     let ignore = field(&f, "ignore_start_date") == Some("true");
-    let allow = crate::api::Allow {
-        before_start_date: ignore,
-        unfinished: false,
-    };
-    let spec = crate::api::backfill_spec(
-        from,
-        to,
+    let spec = state.ops.backfill_spec(&crate::ops::backfills::Request {
+        from: Some(from),
+        to: Some(to),
         reprocess,
         parallel,
-        allow,
-        state.config.api.max_backfill_intervals,
-    )?;
+        allow: Allow {
+            before_start_date: ignore,
+            unfinished: false,
+        },
+        max_intervals: None,
+    })?;
     if field(&f, "step") == Some("start") {
-        let id = crate::api::start_backfill(&state, job, spec).await?;
+        let (id, _) = state.ops.start_backfill(&actor, &job.name, spec).await?;
         return Ok(Redirect::to(&format!("/ui/backfills/{id}")).into_response());
     }
-    let plan = crate::api::backfill_plan(&state, &job, &spec).await?;
+    let plan = state.ops.backfill_plan(&actor, &job, &spec).await?;
     let intervals = crate::dag::backfill::intervals(&job, &spec)
         .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     const SHOWN: usize = 48;
@@ -296,11 +297,11 @@ pub async fn backfill_progress(
     let id: i64 = id
         .parse()
         .map_err(|_| UiError::not_found(format!("{id:?} is not a backfill id")))?;
-    let b = ledger::backfills::get(&state.pools.ledger, id)
+    let b = ledger::backfills::get(&state.ops.pools.ledger, id)
         .await?
         .ok_or_else(|| UiError::not_found(format!("There is no backfill {id}.")))?;
     let counts =
-        ledger::backfill_counts(&state.pools.data, &b.job, b.range_from, b.range_to).await?;
+        ledger::backfill_counts(&state.ops.pools.data, &b.job, b.range_from, b.range_to).await?;
     let count = |s: RunState| counts.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
     let running = b.state == "running";
     let body = html! {
@@ -343,16 +344,10 @@ pub async fn backfill_cancel(
     f: Result<Form<Fields>, FormRejection>,
 ) -> UiResult<Redirect> {
     let f = super::actions::form(f)?;
-    checked_csrf(&session, &f)?;
+    let actor = checked_csrf(&session, &f)?;
     let id: i64 = id
         .parse()
         .map_err(|_| UiError::not_found(format!("{id:?} is not a backfill id")))?;
-    match ledger::backfills::cancel(&state.pools.ledger, id).await? {
-        Ok(_) => Ok(Redirect::to(&format!("/ui/backfills/{id}"))),
-        Err(Some(s)) => Err(UiError::new(
-            StatusCode::CONFLICT,
-            format!("Backfill {id} is {s}, not running."),
-        )),
-        Err(None) => Err(UiError::not_found(format!("There is no backfill {id}."))),
-    }
+    state.ops.cancel_backfill(&actor, id).await?;
+    Ok(Redirect::to(&format!("/ui/backfills/{id}")))
 }

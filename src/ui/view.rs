@@ -17,11 +17,12 @@ pub enum Section {
 }
 
 /// The pages of the Data section.
-const DATA_PAGES: [(&str, &str); 4] = [
+const DATA_PAGES: [(&str, &str); 5] = [
     ("/ui/rollups", "Rollups"),
     ("/ui/capacity", "Capacity"),
     ("/ui/retention", "Retention"),
     ("/ui/dead-letters", "Dead letters"),
+    ("/ui/audit", "Audit log"),
 ];
 
 /// A whole page: menu, title, body.
@@ -64,7 +65,7 @@ pub fn page_refreshed(
                     }
                     div.who {
                         @match &session.actor {
-                            Some(actor) => span { (actor) },
+                            Some(actor) => span title={ "role: " (actor.role) } { (actor.name) },
                             None => span.muted { "read only" },
                         }
                         @if session.logged_in {

@@ -587,7 +587,7 @@ async fn without_a_token_only_loopback_may_mutate() {
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, hxjobs::api::router(state)).await;
+            let _ = axum::serve(listener, hxjobs::server::router(state)).await;
         });
         let r = tokio::task::spawn_blocking(move || {
             request(

@@ -342,8 +342,8 @@ async fn a_steady_load_is_stored_as_it_arrives() {
     // What /health and `hxjobs status` say about the partitions.
     let mut config = env.config.clone();
     config.ingest.mode = hxjobs::config::IngestMode::Continuous;
-    let mut watch = hxjobs::api::StallWatch::default();
-    let check = hxjobs::api::IngestCheck::read(&config, &env.pool, None, &mut watch)
+    let mut watch = hxjobs::web::StallWatch::default();
+    let check = hxjobs::web::IngestCheck::read(&config, &env.pool, None, &mut watch)
         .await
         .expect("ingest check");
     assert_eq!((check.status, check.workers), ("ok", 2));

@@ -11,9 +11,10 @@ use axum::http::{header, Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{router, ApiState};
+use super::router;
 use crate::config::{Config, Secret};
 use crate::db::Pools;
+use crate::web::ApiState;
 
 const TOKEN: &str = "router-test-token";
 
@@ -230,10 +231,10 @@ fn csrf_of(html: &str) -> String {
 #[tokio::test]
 async fn the_console_asks_for_a_login_off_loopback_and_checks_its_csrf_token() {
     let s = || state("0.0.0.0", Some(TOKEN));
-    // `/` leads to the console; its pages lead to the login form.
+    // `/` and the console's pages lead to the login form.
     let (status, headers, _) = page(s(), get("/")).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(headers[header::LOCATION], "/ui/");
+    assert_eq!(headers[header::LOCATION], "/ui/login?next=/");
     let (status, headers, _) = page(s(), get("/ui/jobs")).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[header::LOCATION], "/ui/login?next=/ui/jobs");
@@ -392,4 +393,204 @@ async fn requests_for_another_host_are_refused() {
     let (status, body) = call(state("127.0.0.1", None), request).await;
     assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
     is_error(&body, "unknown_host");
+}
+
+/// A state off loopback with one token per role.
+fn state_with_roles(public_metrics: bool) -> ApiState {
+    use crate::config::NamedToken;
+    use crate::ops::Role;
+    let mut state = state("0.0.0.0", None);
+    // The database is never there: fail at once.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(5))
+        .connect_lazy("postgres://nobody:x@127.0.0.1:1/none")
+        .expect("lazy pool");
+    state.ops.pools = Pools::new(pool);
+    let mut config = (*state.ops.config).clone();
+    config.api.public_metrics = public_metrics;
+    config.api.tokens = [
+        ("v", Role::Viewer),
+        ("o", Role::Operator),
+        ("a", Role::Admin),
+    ]
+    .into_iter()
+    .map(|(name, role)| NamedToken {
+        name: name.into(),
+        token: Secret::new(format!("{name}-token-0123456789")),
+        role,
+        jobs: None,
+    })
+    .collect();
+    state.ops.config = Arc::new(config);
+    state
+}
+
+/// A request to `path` (its parameters filled in) with a body its
+/// handler accepts, so that only who asks decides between refused and not.
+fn sample(method: &str, path: &str, token: Option<&str>) -> Request<Body> {
+    let uri = path
+        .replace("{job}", "hxp_hourly_aggregation")
+        .replace("{id}", "1")
+        .replace("{task}", "aggregate");
+    let body = match (method, path) {
+        ("POST", "/jobs/{job}/clear") => r#"{"from": "2026-01-01", "to": "2026-01-02"}"#,
+        ("POST", "/backfill") => {
+            r#"{"job": "hxp_hourly_aggregation", "from": "2026-01-01", "to": "2026-01-02"}"#
+        }
+        ("POST", "/runs/{id}/mark") => r#"{"state": "success"}"#,
+        ("POST", "/reports/generate") => r#"{"report_type": "daily_summary"}"#,
+        ("POST", "/retention/cleanup") => r#"{"dry_run": false}"#,
+        _ => "",
+    };
+    let mut r = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "127.0.0.1:9101");
+    if !body.is_empty() {
+        r = r.header(header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    r.body(Body::from(body)).expect("request")
+}
+
+/// Every route the API's and the console's routers mount, as (method,
+/// path), read from their source: what the policy tables must cover.
+fn mounted(source: &str) -> Vec<(String, String)> {
+    let method = regex::Regex::new(r"\b(get|post|delete|put|patch)\(").expect("regex");
+    let mut out = Vec::new();
+    for (at, _) in source.match_indices(".route(") {
+        // The call's arguments: up to its closing parenthesis.
+        let rest = &source[at + ".route(".len()..];
+        let mut depth = 1;
+        let end = rest
+            .char_indices()
+            .find(|(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        let args = &rest[..end];
+        let Some(path) = args.split('"').nth(1) else {
+            continue;
+        };
+        for m in method.captures_iter(args) {
+            out.push((m[1].to_uppercase(), path.to_string()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn every_mounted_route_has_a_declared_policy_and_nothing_else_does() {
+    let api = mounted(include_str!("../api/mod.rs"));
+    let mut declared: Vec<(String, String)> = crate::api::policy::POLICY
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    declared.sort();
+    assert!(api.len() > 25, "the routes were read: {api:?}");
+    assert_eq!(api, declared, "api::policy::POLICY against api::routes");
+    let ui = mounted(include_str!("../ui/mod.rs"));
+    let mut declared: Vec<(String, String)> = crate::ui::POLICY
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    declared.sort();
+    assert!(ui.len() > 20, "the console's routes were read: {ui:?}");
+    assert_eq!(ui, declared, "ui::POLICY against ui::router");
+}
+
+#[tokio::test]
+async fn every_route_answers_each_role_as_its_policy_says() {
+    use crate::api::policy::{Access, POLICY};
+    use crate::ops::Need;
+    let tokens = [
+        ("viewer", "v-token-0123456789", Need::Read),
+        ("operator", "o-token-0123456789", Need::Operate),
+        ("admin", "a-token-0123456789", Need::Admin),
+    ];
+    for public_metrics in [false, true] {
+        for (method, path, access) in POLICY {
+            let s = || state_with_roles(public_metrics);
+            let public = match access {
+                Access::Public => true,
+                Access::Metrics => public_metrics,
+                Access::Needs(_) => false,
+            };
+            // No credentials: only public routes answer.
+            let (status, body) = call(s(), sample(method, path, None)).await;
+            if public {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{method} {path} without credentials: {status} {body}"
+                );
+            } else {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+                is_error(&body, "unauthorized");
+            }
+            // A wrong token never passes, public route or not.
+            let (status, _) = call(s(), sample(method, path, Some("not-a-token"))).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with a wrong token"
+            );
+            for (role, token, has) in tokens {
+                let (status, body) = call(s(), sample(method, path, Some(token))).await;
+                let allowed = match access {
+                    Access::Needs(need) => has >= *need,
+                    _ => true,
+                };
+                if allowed {
+                    assert!(
+                        status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                        "{method} {path} as {role}: {status} {body}"
+                    );
+                } else {
+                    assert_eq!(
+                        status,
+                        StatusCode::FORBIDDEN,
+                        "{method} {path} as {role}: {body}"
+                    );
+                    is_error(&body, "forbidden");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_operator_limited_to_some_jobs_is_refused_the_others() {
+    let state = state_with_roles(false);
+    let mut config = (*state.ops.config).clone();
+    config.api.tokens[1].jobs = Some(vec!["daily_*".into()]);
+    let mut state = state;
+    state.ops.config = Arc::new(config);
+    let (status, body) = call(
+        state.clone(),
+        sample("POST", "/jobs/{job}/pause", Some("o-token-0123456789")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("daily_*")),
+        "{body}"
+    );
+    // Reads are not limited.
+    let (status, body) = call(
+        state,
+        sample("GET", "/jobs/{job}/grid", Some("o-token-0123456789")),
+    )
+    .await;
+    assert_ne!(status, StatusCode::FORBIDDEN, "{body}");
 }

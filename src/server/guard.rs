@@ -15,8 +15,9 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, ApiState};
+use crate::api::ApiError;
 use crate::config::ApiConfig;
+use crate::web::ApiState;
 
 /// The host part of a `Host` header or an origin's authority:
 /// lowercased, without the port (`[::1]:9101` → `::1`).
@@ -51,7 +52,7 @@ pub fn host_allowed(api: &ApiConfig, host: &str) -> bool {
     if let Ok(ip) = host.parse::<IpAddr>() {
         // An address is never an attacker's name; one not on loopback is
         // only reachable when the API listens beyond it.
-        return ip.is_loopback() || !super::is_loopback(&api.host);
+        return ip.is_loopback() || !crate::web::is_loopback(&api.host);
     }
     let listed = |pattern: &str| {
         let p = pattern.trim().to_ascii_lowercase();
@@ -95,7 +96,7 @@ fn cross_site(api: &ApiConfig, headers: &HeaderMap, host: &str) -> Option<String
 
 /// The checks above, for every request.
 pub async fn check(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let api = &state.config.api;
+    let api = &state.ops.config.api;
     let headers = request.headers();
     let authority = headers
         .get(header::HOST)
