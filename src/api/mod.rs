@@ -97,16 +97,6 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// Codes of values that parse but cannot be acted on (422, not 400).
-const UNPROCESSABLE: [&str; 6] = [
-    "interval_not_ended",
-    "before_start_date",
-    "too_many_intervals",
-    "invalid_interval",
-    "period_in_future",
-    "invalid_value",
-];
-
 /// An operation's refusal as HTTP: its kind is the status, its code and
 /// message the body, its field and facts more fields.
 impl From<ops::Error> for ApiError {
@@ -116,7 +106,7 @@ impl From<ops::Error> for ApiError {
             Kind::NotFound if e.code == "report_file_missing" => StatusCode::GONE,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
-            Kind::Invalid if UNPROCESSABLE.contains(&e.code) => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::Invalid if e.cannot_apply() => StatusCode::UNPROCESSABLE_ENTITY,
             Kind::Invalid => StatusCode::BAD_REQUEST,
             Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -188,6 +178,13 @@ async fn authorize(
         policy::Access::Needs(_) => false,
     };
     let actor = match Credentials::of(api, given, "api", Means::Token) {
+        // A local reader without a token, on a route that changes things:
+        // the token is what is missing.
+        Credentials::Trusted(actor)
+            if matches!(access, policy::Access::Needs(need) if !actor.may(need, None)) =>
+        {
+            return unauthorized("this endpoint needs Authorization: Bearer <token>");
+        }
         Credentials::Known(actor) | Credentials::Trusted(actor) => actor,
         Credentials::Missing if public => Actor::new("api:anonymous", Means::Token, ops::Role::Viewer),
         Credentials::Wrong => {

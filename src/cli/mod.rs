@@ -1,5 +1,6 @@
 //! The command line: one subcommand per capability, each in its own file.
 
+mod audit;
 #[cfg(feature = "bench")]
 mod bench;
 mod control;
@@ -87,6 +88,8 @@ pub enum Command {
     Backfill(schedule::BackfillArgs),
     /// List runs from the ledger, newest first.
     Runs(schedule::RunsArgs),
+    /// The audit log: logins, refused requests and every change, newest first.
+    Audit(audit::AuditArgs),
     /// What a run's task attempts said: a shell task's output, a built-in
     /// task's log events, how each attempt ended.
     Logs(logs::LogsArgs),
@@ -428,6 +431,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Daemon(args) => schedule::daemon(&config, args).await,
         Command::Backfill(args) => schedule::backfill(&config, args).await,
         Command::Runs(args) => schedule::runs(&config, args).await,
+        Command::Audit(args) => audit::audit(&config, args).await,
         Command::Logs(args) => logs::logs(&config, args).await,
         Command::Clear(args) => control::clear(&config, args).await,
         Command::Mark(args) => control::mark(&config, args).await,

@@ -191,6 +191,22 @@ impl Error {
         .with("error_id", serde_json::Value::String(id))
     }
 
+    /// A value that is well formed but cannot be acted on (an interval
+    /// not ended, before the start date, too many, out of range), rather
+    /// than a malformed one.
+    pub fn cannot_apply(&self) -> bool {
+        self.kind == Kind::Invalid
+            && matches!(
+                self.code,
+                "interval_not_ended"
+                    | "before_start_date"
+                    | "too_many_intervals"
+                    | "invalid_interval"
+                    | "period_in_future"
+                    | "invalid_value"
+            )
+    }
+
     /// Names the option or value to blame.
     pub fn field(mut self, field: &'static str) -> Error {
         self.field = Some(field);

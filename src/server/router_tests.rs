@@ -594,3 +594,13 @@ async fn an_operator_limited_to_some_jobs_is_refused_the_others() {
     .await;
     assert_ne!(status, StatusCode::FORBIDDEN, "{body}");
 }
+
+#[tokio::test]
+async fn on_loopback_with_tokens_local_processes_read_but_change_nothing() {
+    let s = || state("127.0.0.1", Some(TOKEN));
+    let (status, body) = call(s(), get("/runs/1")).await;
+    assert_ne!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_ne!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(s(), post("/runs/1/cancel", None, "")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}

@@ -229,7 +229,7 @@ async fn session(State(state): State<ApiState>, mut request: Request, next: Next
         None => None,
     };
     let any_token = crate::web::any_token(api);
-    let loopback = is_loopback(&api.host) && !any_token;
+    let loopback = is_loopback(&api.host);
     if !loopback && login.is_none() && path != "/ui/login" {
         let to = format!("/ui/login?next={}", view::url_encode(&path));
         return Redirect::to(&to).into_response();
@@ -253,8 +253,15 @@ async fn session(State(state): State<ApiState>, mut request: Request, next: Next
                 .only_jobs(jobs.clone())
                 .from(client),
         ),
+        // A loopback console: every local process may read; with tokens
+        // configured, changes need a login.
         None if loopback => {
-            Some(Actor::new("ui:loopback", Means::Loopback, crate::ops::Role::Admin).from(client))
+            let role = if any_token {
+                crate::ops::Role::Viewer
+            } else {
+                crate::ops::Role::Admin
+            };
+            Some(Actor::new("ui:loopback", Means::Loopback, role).from(client))
         }
         None => None,
     };
@@ -353,6 +360,7 @@ impl From<crate::ops::Error> for UiError {
         let status = match e.kind {
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Invalid if e.cannot_apply() => StatusCode::UNPROCESSABLE_ENTITY,
             Kind::Invalid => StatusCode::BAD_REQUEST,
             Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

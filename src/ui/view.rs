@@ -65,8 +65,8 @@ pub fn page_refreshed(
                     }
                     div.who {
                         @match &session.actor {
-                            Some(actor) => span title={ "role: " (actor.role) } { (actor.name) },
-                            None => span.muted { "read only" },
+                            Some(actor) if session.logged_in || session.may_write => span title={ "role: " (actor.role) } { (actor.name) },
+                            _ => span.muted { "read only" },
                         }
                         @if session.logged_in {
                             form.inline method="post" action="/ui/logout" {

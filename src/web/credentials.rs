@@ -1,8 +1,9 @@
 //! Who a request's credentials name. An API token has a role (and maybe
-//! jobs); the single `api.token` is an admin's. Without tokens, an API that
-//! listens on loopback only trusts every local process as an admin; one
-//! that listens further answers nothing but `/health` (and `/metrics`
-//! when `api.public_metrics`) without credentials.
+//! jobs); the single `api.token` is an admin's. An API that listens on
+//! loopback only trusts every local process: as an admin without tokens,
+//! as a viewer (reads) with them. One that listens further answers nothing
+//! but `/health` (and `/metrics` when `api.public_metrics`) without
+//! credentials.
 
 use std::net::IpAddr;
 
@@ -48,11 +49,18 @@ impl Credentials {
                 Some(actor) => Credentials::Known(actor),
                 None => Credentials::Wrong,
             },
-            None if !any_token(api) && is_loopback(&api.host) => Credentials::Trusted(Actor::new(
-                format!("{prefix}:loopback"),
-                Means::Loopback,
-                Role::Admin,
-            )),
+            None if is_loopback(&api.host) => {
+                let role = if any_token(api) {
+                    Role::Viewer
+                } else {
+                    Role::Admin
+                };
+                Credentials::Trusted(Actor::new(
+                    format!("{prefix}:loopback"),
+                    Means::Loopback,
+                    role,
+                ))
+            }
             None => Credentials::Missing,
         }
     }

@@ -52,6 +52,7 @@ port = {port}
 [[api.tokens]]
 name = "ops"
 token = {{ env = "HXJOBS_TEST_TOKEN" }}
+role = "admin"
 [live_stats]
 enabled = false
 [notify]

@@ -31,7 +31,7 @@ async fn console_sessions_are_server_side_revocable_and_throttled() {
         port,
         &format!(
             "public_url = \"https://hxjobs.example.com\"\nmax_failed_logins = 3\n\
-             [[api.tokens]]\nname = \"ops\"\ntoken = \"{TOKEN}\""
+             [[api.tokens]]\nname = \"ops\"\ntoken = \"{TOKEN}\"\nrole = \"operator\""
         ),
         "",
     );

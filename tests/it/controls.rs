@@ -348,7 +348,7 @@ sql = "INSERT INTO ran VALUES ('t', '{{ interval_start }}', {{ params.note }} ||
         &env,
         &[("param", job)],
         &format!(
-            "[api]\nhost = \"127.0.0.1\"\nport = {port}\n[[api.tokens]]\nname = \"ops\"\ntoken = \"ops-token-1\"\n"
+            "[api]\nhost = \"127.0.0.1\"\nport = {port}\n[[api.tokens]]\nname = \"ops\"\ntoken = \"ops-token-1\"\nrole = \"operator\"\n"
         ),
     );
     // The command line: typed, declared, or refused with nothing run.

@@ -3,6 +3,7 @@
 //! and `KAFKA_BOOTSTRAP_SERVERS`). Every test has its own database, topics
 //! and consumer group.
 
+mod access;
 mod api;
 mod browser;
 mod cli;
