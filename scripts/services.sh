@@ -5,6 +5,8 @@
 #
 #   scripts/services.sh up|down|status
 #   scripts/services.sh browser   Chromium + ChromeDriver (Debian) for the console tests
+#   scripts/services.sh oidc      the npm package oidc-provider, an OpenID provider
+#                                 the console's login tests start (scripts/oidc-provider.mjs)
 #
 # Uses your own services instead when these are set:
 #   DATABASE_URL             an existing PostgreSQL (nothing is installed)
@@ -220,8 +222,23 @@ browser_up() {
   say "Browser     $(chromium --version 2>/dev/null | head -1), $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
 }
 
+OIDC_PROVIDER_VERSION=9.13.3
+OIDC_DIR=${HXJOBS_OIDC_DIR:-$HOME/.cache/hxjobs-oidc}
+
+oidc_up() {
+  command -v node >/dev/null || apt_install nodejs npm
+  if [ ! -f "$OIDC_DIR/node_modules/oidc-provider/package.json" ] ||
+     ! grep -q "\"version\": \"$OIDC_PROVIDER_VERSION\"" "$OIDC_DIR/node_modules/oidc-provider/package.json"; then
+    say "installing oidc-provider $OIDC_PROVIDER_VERSION from npm into $OIDC_DIR"
+    mkdir -p "$OIDC_DIR"
+    npm install --prefix "$OIDC_DIR" --no-audit --no-fund --silent "oidc-provider@$OIDC_PROVIDER_VERSION" >&2
+  fi
+  say "OpenID      oidc-provider $OIDC_PROVIDER_VERSION (node $(node --version)) in $OIDC_DIR"
+}
+
 case "${1:-}" in
   browser) browser_up ;;
+  oidc) oidc_up ;;
   up)
     tools_up
     postgres_up

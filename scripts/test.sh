@@ -17,6 +17,8 @@ else
 fi
 # Chromium and ChromeDriver for the console's browser tests.
 scripts/services.sh browser
+# An OpenID provider (npm oidc-provider) for the console's login tests.
+scripts/services.sh oidc
 cargo test --locked --features services "$@"
 # The chaos suite (faults against real daemons) with the whole suite only.
 if [ $# -eq 0 ]; then

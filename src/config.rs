@@ -651,6 +651,72 @@ pub struct ApiConfig {
     /// beyond loopback (for scrapers on a private network).
     #[serde(default)]
     pub public_metrics: bool,
+    /// Console login through an OpenID provider (authorization code with
+    /// PKCE); token login stays.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An OpenID provider people log in to the console with. Its ID token's
+/// `role_claim` (a string or a list) names groups; the first role (admin,
+/// then operator, then viewer) one of whose groups it names is theirs; a
+/// person in none is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (its discovery document is under it).
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Asked for besides `openid`.
+    #[serde(default = "oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim with the person's groups or roles.
+    #[serde(default = "oidc_role_claim")]
+    pub role_claim: String,
+    #[serde(default)]
+    pub admin: Vec<String>,
+    #[serde(default)]
+    pub operator: Vec<String>,
+    #[serde(default)]
+    pub viewer: Vec<String>,
+    /// What the login button says.
+    #[serde(default = "oidc_label")]
+    pub label: String,
+}
+
+fn oidc_scopes() -> Vec<String> {
+    vec!["email".into(), "groups".into()]
+}
+
+fn oidc_role_claim() -> String {
+    "groups".into()
+}
+
+fn oidc_label() -> String {
+    "Log in with single sign-on".into()
+}
+
+impl OidcConfig {
+    /// The role the groups in `claim` map to, if any.
+    pub fn role_of(&self, claim: &serde_json::Value) -> Option<Role> {
+        let groups: Vec<&str> = match claim {
+            serde_json::Value::String(s) => vec![s.as_str()],
+            serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let has = |names: &[String]| names.iter().any(|n| groups.contains(&n.as_str()));
+        if has(&self.admin) {
+            Some(Role::Admin)
+        } else if has(&self.operator) {
+            Some(Role::Operator)
+        } else if has(&self.viewer) {
+            Some(Role::Viewer)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -839,6 +905,12 @@ impl Config {
             .token
             .iter()
             .chain(self.api.tokens.iter().map(|t| &t.token))
+            .chain(
+                self.api
+                    .oidc
+                    .iter()
+                    .filter_map(|o| o.client_secret.as_ref()),
+            )
         {
             register(t.expose());
         }

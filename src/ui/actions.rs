@@ -223,6 +223,7 @@ pub async fn login(
     let id = super::session::create(
         &state.ops.pools.ledger,
         &name,
+        None,
         Some(address.to_string()),
         api.session_hours,
     )

@@ -16,6 +16,7 @@
 mod actions;
 mod data;
 mod insight;
+mod oidc;
 mod pages;
 pub mod session;
 mod trigger;
@@ -86,6 +87,8 @@ pub const POLICY: &[(&str, &str, Access)] = &[
     ("GET", "/ui/audit", Access::Needs(Need::Admin)),
     ("GET", "/ui/login", Access::Public),
     ("POST", "/ui/login", Access::Public),
+    ("GET", "/ui/login/oidc", Access::Public),
+    ("GET", "/ui/login/oidc/callback", Access::Public),
     ("POST", "/ui/logout", Access::Public),
     ("GET", "/ui/static/app.js", Access::Public),
     ("GET", "/ui/static/app.css", Access::Public),
@@ -125,6 +128,8 @@ pub fn router(state: ApiState) -> Router<ApiState> {
         .route("/ui/retention", get(insight::retention))
         .route("/ui/audit", get(insight::audit))
         .route("/ui/login", get(pages::login).post(actions::login))
+        .route("/ui/login/oidc", get(oidc::start))
+        .route("/ui/login/oidc/callback", get(oidc::callback))
         .route("/ui/logout", post(actions::logout))
         .route("/ui/static/app.js", get(app_js))
         .route("/ui/static/app.css", get(app_css))
@@ -221,8 +226,14 @@ async fn session(State(state): State<ApiState>, mut request: Request, next: Next
     let login = match &id {
         Some(id) => match session::find(pool, id).await {
             // The token it started with is still configured: its role now.
-            Ok(login) => login.and_then(|l| {
-                crate::web::token_role(api, &l.actor).map(|(role, jobs)| (l, role, jobs))
+            Ok(login) => login.and_then(|l| match l.role.as_deref() {
+                // A person the identity provider vouched for, while it is configured.
+                Some(role) => api
+                    .oidc
+                    .as_ref()
+                    .and(crate::ops::Role::parse(role))
+                    .map(|role| (l, role, None)),
+                None => crate::web::token_role(api, &l.actor).map(|(role, jobs)| (l, role, jobs)),
             }),
             Err(e) => return UiError::from(e).into_response(),
         },
@@ -230,7 +241,7 @@ async fn session(State(state): State<ApiState>, mut request: Request, next: Next
     };
     let any_token = crate::web::any_token(api);
     let loopback = is_loopback(&api.host);
-    if !loopback && login.is_none() && path != "/ui/login" {
+    if !loopback && login.is_none() && !path.starts_with("/ui/login") {
         let to = format!("/ui/login?next={}", view::url_encode(&path));
         return Redirect::to(&to).into_response();
     }
@@ -249,9 +260,16 @@ async fn session(State(state): State<ApiState>, mut request: Request, next: Next
         .map(|c| c.0.ip());
     let actor = match &login {
         Some((l, role, jobs)) => Some(
-            Actor::new(format!("ui:{}", l.actor), Means::Session, *role)
-                .only_jobs(jobs.clone())
-                .from(client),
+            Actor::new(
+                match l.role {
+                    Some(_) => l.actor.clone(),
+                    None => format!("ui:{}", l.actor),
+                },
+                Means::Session,
+                *role,
+            )
+            .only_jobs(jobs.clone())
+            .from(client),
         ),
         // A loopback console: every local process may read; with tokens
         // configured, changes need a login.
@@ -290,7 +308,7 @@ async fn session(State(state): State<ApiState>, mut request: Request, next: Next
 }
 
 /// A cookie's value from the request's `Cookie` headers.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -731,13 +731,19 @@ pub struct LoginParams {
 }
 
 pub async fn login(
+    State(state): State<ApiState>,
     Extension(session): Extension<Session>,
     params: Result<Query<LoginParams>, QueryRejection>,
 ) -> Html<String> {
     let p = params.map(|Query(p)| p).unwrap_or_default();
     let next = super::actions::safe_next(p.next.as_deref());
+    let sso = state.ops.config.api.oidc.as_ref().map(|o| o.label.clone());
     let body = html! {
         @if p.failed.is_some() { p.error { "That is not one of this server's API tokens." } }
+        @if let Some(label) = &sso {
+            p { a.button #sso href={ "/ui/login/oidc?next=" (view::url_encode(&next)) } { (label) } }
+            p.muted { "Or, for machines and break-glass access:" }
+        }
         form.login method="post" action="/ui/login" {
             (view::csrf_field(&session))
             input type="hidden" name="next" value=(next);

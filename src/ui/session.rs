@@ -25,21 +25,27 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn digest(id: &str) -> Vec<u8> {
+pub(crate) fn digest(id: &str) -> Vec<u8> {
     Sha256::digest(id.as_bytes()).to_vec()
 }
 
 /// A live login: who, and its CSRF token.
 #[derive(Debug, Clone)]
 pub struct Login {
+    /// A token's name, or `oidc:<email>` for a person the identity
+    /// provider vouched for.
     pub actor: String,
     pub csrf: String,
+    /// The role an identity provider's login mapped to (a token's comes
+    /// from the config).
+    pub role: Option<String>,
 }
 
 /// Starts a session for `actor` (a token's name); returns the cookie's id.
 pub async fn create(
     pool: &PgPool,
     actor: &str,
+    role: Option<&str>,
     client: Option<String>,
     hours: u64,
 ) -> Result<String, sqlx::Error> {
@@ -53,14 +59,15 @@ pub async fn create(
     .execute(pool)
     .await?;
     sqlx::query(
-        "INSERT INTO console_sessions (id_sha256, actor, csrf, client, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(hours => $5))",
+        "INSERT INTO console_sessions (id_sha256, actor, csrf, client, expires_at, role)
+         VALUES ($1, $2, $3, $4, now() + make_interval(hours => $5), $6)",
     )
     .bind(digest(&id))
     .bind(actor)
     .bind(random_id())
     .bind(client)
     .bind(i32::try_from(hours).unwrap_or(i32::MAX))
+    .bind(role)
     .execute(pool)
     .await?;
     Ok(id)
@@ -71,14 +78,14 @@ pub async fn find(pool: &PgPool, id: &str) -> Result<Option<Login>, sqlx::Error>
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT actor, csrf FROM console_sessions
+    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT actor, csrf, role FROM console_sessions
          WHERE id_sha256 = $1 AND revoked_at IS NULL AND expires_at > now()",
     )
     .bind(digest(id))
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(actor, csrf)| Login { actor, csrf }))
+    Ok(row.map(|(actor, csrf, role)| Login { actor, csrf, role }))
 }
 
 /// Ends the session `id` names (logout).

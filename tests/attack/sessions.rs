@@ -146,3 +146,71 @@ async fn console_sessions_are_server_side_revocable_and_throttled() {
     drop(server);
     env.cleanup().await;
 }
+
+/// A login through the identity provider cannot be forced on a victim
+/// (login CSRF: a callback without this browser's state cookie), replayed
+/// (a state used or unknown) or faked (the provider's error, no code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_provider_callbacks_need_this_browsers_unused_state() {
+    let env = TestEnv::new("attack_oidc").await;
+    let port = crate::http::free_port();
+    let idp = crate::http::free_port();
+    let cfg = config(
+        &env,
+        &[("note", note_job(env.dir.path()))],
+        port,
+        &format!(
+            "[[api.tokens]]\nname = \"ops\"\ntoken = \"{TOKEN}\"\nrole = \"operator\"\n\
+             [api.oidc]\nissuer = \"http://127.0.0.1:{idp}\"\nclient_id = \"hxjobs\"\n\
+             operator = [\"ops\"]"
+        ),
+        "",
+    );
+    let server = Server::start(&env, &cfg, "serve", port);
+    let state = "a".repeat(64);
+    for (cookies, query, says) in [
+        // Another site sends the victim's browser here with its own code.
+        (
+            "",
+            format!("code=attacker-code&state={state}"),
+            "not started in this browser",
+        ),
+        // The state matches its cookie but no login is in flight with it.
+        (
+            &*format!("hxjobs_oidc={state}"),
+            format!("code=c&state={state}"),
+            "expired or was already used",
+        ),
+        // The provider's refusal.
+        (
+            "",
+            "error=access_denied&error_description=nope".to_string(),
+            "refused the login",
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = if cookies.is_empty() {
+            Vec::new()
+        } else {
+            vec![("Cookie", cookies)]
+        };
+        let r = raw(
+            port,
+            "GET",
+            &format!("/ui/login/oidc/callback?{query}"),
+            &headers,
+            b"",
+        )
+        .expect("an answer");
+        assert_eq!(r.status, 403, "{query}: {}", r.text());
+        assert!(r.text().contains(says), "{query}: {}", r.text());
+        assert!(cookie_of(&r, "hxjobs_session").is_none(), "{query}");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM console_sessions").await, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'refused'")
+            .await,
+        3
+    );
+    drop(server);
+    env.cleanup().await;
+}

@@ -542,3 +542,214 @@ command = "echo done"
     c.close().await.expect("close");
     env.cleanup().await;
 }
+
+/// The OpenID provider of the tests (`scripts/oidc-provider.mjs`, the npm
+/// `oidc-provider` package `scripts/services.sh oidc` installs) on a
+/// loopback port, with hxjobs's callback as its client's redirect URI.
+fn oidc_provider(api_port: u16) -> (Guard, u16) {
+    let port = free_port();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/oidc-provider.mjs");
+    let child = Command::new("node")
+        .arg(script)
+        .env("HXJOBS_OIDC_PORT", port.to_string())
+        .env(
+            "HXJOBS_OIDC_REDIRECT",
+            format!("http://127.0.0.1:{api_port}/ui/login/oidc/callback"),
+        )
+        .env("HXJOBS_OIDC_SECRET", "oidc-client-secret-0451")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node (scripts/services.sh oidc installs the provider)");
+    let guard = Guard(child);
+    wait_port(port, "the OpenID provider");
+    (guard, port)
+}
+
+/// Logs in through the provider as `login` (any password), from the
+/// console's login page; returns the address the browser ends on.
+async fn sso_login(c: &Client, base: &str, idp: u16, login: &str) -> String {
+    // A new person: the provider forgets the last one's session.
+    c.goto(&format!(
+        "http://127.0.0.1:{idp}/.well-known/openid-configuration"
+    ))
+    .await
+    .expect("the provider");
+    c.delete_all_cookies()
+        .await
+        .expect("forget the provider's session");
+    c.goto(&format!("{base}/ui/login?next=/ui/jobs"))
+        .await
+        .expect("login page");
+    click(c, "#sso").await;
+    let at = url_containing(c, "/interaction/", Duration::from_secs(10)).await;
+    let source = c.source().await.unwrap_or_default();
+    c.find(Locator::Css("input[name=login]"))
+        .await
+        .unwrap_or_else(|e| panic!("the provider's login form at {at}: {e}\n{source}"))
+        .send_keys(login)
+        .await
+        .expect("type the login");
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .expect("password")
+        .send_keys("any password")
+        .await
+        .expect("type the password");
+    click(c, "button[type=submit]").await;
+    // The consent page (first login of each account), then back to hxjobs.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = c.current_url().await.expect("url").to_string();
+        if url.starts_with(base) {
+            return url;
+        }
+        assert!(Instant::now() < until, "still at {url}");
+        if url.contains("/interaction/") {
+            if let Ok(b) = c.find(Locator::Css("button[autofocus]")).await {
+                let _ = b.click().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_log_in_through_the_identity_provider_and_do_what_their_role_allows() {
+    let env = TestEnv::new("ui_oidc").await;
+    let port = free_port();
+    let (_provider, idp) = oidc_provider(port);
+    let job = r#"name = "alpha"
+schedule = "0 0 1 1 *"
+interval = "day"
+start_date = "2026-01-01"
+[tasks.t]
+kind = "sql"
+sql = "SELECT 1"
+"#
+    .to_string();
+    let cfg = env.config_with_jobs(
+        "oidc",
+        &[("alpha", job)],
+        &format!(
+            r#"[api]
+host = "127.0.0.1"
+port = {port}
+public_url = "http://127.0.0.1:{port}"
+[[api.tokens]]
+name = "machine"
+token = "machine-token-0001"
+role = "admin"
+[api.oidc]
+issuer = "http://127.0.0.1:{idp}"
+client_id = "hxjobs"
+client_secret = "oidc-client-secret-0451"
+admin = ["hxjobs-admins"]
+operator = ["hxjobs-operators"]
+viewer = ["hxjobs-viewers"]
+"#
+        ),
+    );
+    let server = env
+        .hxjobs(&cfg, &["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let _server = Guard(server);
+    wait_port(port, "the API");
+    let (_driver, c) = browser().await;
+    let base = format!("http://127.0.0.1:{port}");
+
+    // An operator: logged in as the person, triggers a run.
+    let at = sso_login(&c, &base, idp, "op-alice").await;
+    assert!(at.ends_with("/ui/jobs"), "{at}");
+    let who = text_of(&c, ".who").await;
+    assert!(who.contains("oidc:op-alice@example.test"), "{who}");
+    c.goto(&format!("{base}/ui/jobs/alpha/run"))
+        .await
+        .expect("trigger form");
+    click(&c, "form[action='/ui/jobs/alpha/run'] button[type=submit]").await;
+    let at = url_containing(&c, "/ui/runs/", Duration::from_secs(10)).await;
+    assert!(at.contains("/ui/runs/"), "{at}");
+    let triggered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM run_actions WHERE actor = 'oidc:op-alice@example.test' AND action = 'trigger'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .expect("actions");
+    assert_eq!(triggered, 1);
+    screenshot(&c, "sso-operator").await;
+    click(&c, "form[action='/ui/logout'] button").await;
+    url_containing(&c, "/ui/login", Duration::from_secs(10)).await;
+
+    // A viewer: reads, and the same form is refused.
+    sso_login(&c, &base, idp, "view-bob").await;
+    c.goto(&format!("{base}/ui/jobs/alpha/run"))
+        .await
+        .expect("trigger form");
+    let button = c
+        .find(Locator::Css(
+            "form[action='/ui/jobs/alpha/run'] button[type=submit]",
+        ))
+        .await
+        .expect("the Run button");
+    assert!(
+        button.attr("disabled").await.expect("attr").is_some(),
+        "a viewer's Run button is disabled"
+    );
+    // Sent anyway, the form is refused by the server.
+    c.execute(
+        "document.querySelector(\"form[action='/ui/jobs/alpha/run']\").submit()",
+        vec![],
+    )
+    .await
+    .expect("submit");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let page = c.source().await.expect("page");
+    assert!(
+        page.contains("has the role viewer"),
+        "a viewer's trigger is refused: {page}"
+    );
+    let by_bob: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM run_actions WHERE actor LIKE 'oidc:view-bob%'")
+            .fetch_one(&env.pool)
+            .await
+            .expect("actions");
+    assert_eq!(by_bob, 0);
+    c.goto(&format!("{base}/ui/jobs")).await.expect("jobs");
+    click(&c, "form[action='/ui/logout'] button").await;
+    url_containing(&c, "/ui/login", Duration::from_secs(10)).await;
+
+    // Someone in none of the groups is refused a session.
+    sso_login(&c, &base, idp, "guest-carol").await;
+    let page = c.source().await.expect("page");
+    assert!(page.contains("has no hxjobs role"), "{page}");
+
+    // The audit log has each login and the refusals, by the person.
+    let logins: Vec<(String, String)> =
+        sqlx::query_as("SELECT actor, outcome FROM audit WHERE action = 'login' ORDER BY id")
+            .fetch_all(&env.pool)
+            .await
+            .expect("audit");
+    for expected in [
+        ("oidc:op-alice@example.test", "ok"),
+        ("oidc:view-bob@example.test", "ok"),
+        ("oidc:guest-carol@example.test", "refused"),
+    ] {
+        assert!(
+            logins
+                .iter()
+                .any(|(a, o)| a == expected.0 && o == expected.1),
+            "{expected:?} in {logins:?}"
+        );
+    }
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit WHERE actor = 'oidc:view-bob@example.test' AND action = 'trigger' AND outcome = 'refused'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .expect("audit");
+    assert_eq!(refused, 1);
+    env.cleanup().await;
+}
