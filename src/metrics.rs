@@ -240,18 +240,14 @@ async fn refresh(pool: &PgPool, config: &Config) {
                 .set(ok as f64 / all as f64);
         }
     }
-    let offsets = sqlx::query_as::<_, (String, i32, i64)>(
-        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1",
-    )
-    .bind(&config.kafka.group_id)
-    .fetch_all(pool)
-    .await
-    .unwrap_or_default();
-    if offsets.is_empty() {
+    let Ok(progress) = crate::ingest::progress::Progress::read(config, pool).await else {
+        return;
+    };
+    if progress.partitions.is_empty() {
         return;
     }
-    let kafka = config.kafka.clone();
-    let group = config.kafka.group_id.clone();
+    let (kafka, group) = (config.kafka.clone(), config.kafka.group_id.clone());
+    let topics = config.topics.event_topic_names();
     let _ = tokio::task::spawn_blocking(move || {
         static CLIENT: OnceLock<Option<rdkafka::consumer::BaseConsumer>> = OnceLock::new();
         let Some(client) = CLIENT
@@ -260,23 +256,26 @@ async fn refresh(pool: &PgPool, config: &Config) {
         else {
             return;
         };
-        use rdkafka::consumer::Consumer;
-        for (topic, partition, next) in offsets {
-            if let Ok((_, high)) =
-                client.fetch_watermarks(&topic, partition, std::time::Duration::from_secs(1))
-            {
-                let behind = (high - next).max(0);
-                if let Ok(mut lag) = LAG.write() {
-                    lag.insert((topic.clone(), partition), (behind, chrono::Utc::now()));
-                }
-                metrics::gauge!(
-                    "kafka_consumer_lag",
-                    "group" => group.clone(),
-                    "topic" => topic,
-                    "partition" => partition.to_string()
-                )
-                .set(behind as f64);
+        // Every partition's end in one metadata and one offsets request.
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let Ok(ends) = crate::kafka::partition_ends(client, &kafka, &names) else {
+            return;
+        };
+        let mut progress = progress;
+        let now = chrono::Utc::now();
+        progress.measure(&ends, now);
+        for p in progress.partitions {
+            let Some(behind) = p.lag else { continue };
+            if let Ok(mut lag) = LAG.write() {
+                lag.insert((p.topic.clone(), p.partition), (behind, now));
             }
+            metrics::gauge!(
+                "kafka_consumer_lag",
+                "group" => group.clone(),
+                "topic" => p.topic,
+                "partition" => p.partition.to_string()
+            )
+            .set(behind as f64);
         }
     })
     .await;

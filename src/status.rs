@@ -1,11 +1,11 @@
 //! What is stored and how far behind the broker it is: `hxjobs status`.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::ingest::progress::Progress;
 use crate::kafka;
 
 #[derive(Debug, Clone, Default)]
@@ -37,53 +37,25 @@ pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Erro
             .bind(&config.kafka.group_id)
             .fetch_one(pool)
             .await?;
-    let stored: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1",
-    )
-    .bind(&config.kafka.group_id)
-    .fetch_all(pool)
-    .await?;
     let reachable = kafka::ensure_reachable(&config.kafka).await.is_ok();
     let consumer = reachable
         .then(|| kafka::build_consumer(&config.kafka, &config.kafka.group_id).ok())
         .flatten();
     let topics = config.topics.event_topic_names();
-    let mut partitions = crate::ingest::lease::partitions(
-        pool,
-        &config.kafka.group_id,
-        &topics,
-        config.ingest.stale_after(),
-    )
-    .await?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let ends: HashMap<(String, i32), i64> = consumer
+    let ends = consumer
         .as_ref()
-        .and_then(|c| kafka::partition_ends(c, &config.kafka, &names).ok())
-        .unwrap_or_default();
-    let read_at = chrono::Utc::now();
-    for p in &mut partitions {
-        if let Some(high) = ends.get(&(p.topic.clone(), p.partition)) {
-            p.lag = Some((high - p.position).max(0));
-            p.lag_read_at = Some(read_at);
-        }
+        .and_then(|c| kafka::partition_ends(c, &config.kafka, &names).ok());
+    let mut progress = Progress::read(config, pool).await?;
+    if let Some(ends) = &ends {
+        progress.measure(ends, chrono::Utc::now());
     }
-    let caught_up_through =
-        crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &names).await?;
-    let mut lag = Vec::new();
-    for (topic, _) in config.topics.event_topics() {
-        let next: i64 = stored
-            .iter()
-            .filter(|(t, _, _)| t == topic)
-            .map(|(_, _, o)| o)
-            .sum();
-        // None when the broker did not answer or lists no such topic.
-        let high = ends
-            .iter()
-            .filter(|((t, _), _)| t == topic)
-            .map(|(_, high)| *high)
-            .reduce(|a, b| a + b);
-        lag.push((topic.to_string(), next, high));
-    }
+    // None when the broker did not answer or lists no such topic.
+    let lag = progress.by_topic(&topics, ends.as_ref());
+    let Progress {
+        partitions,
+        caught_up_through,
+    } = progress;
     Ok(Status {
         events_by_type,
         dead_letters_by_reason,

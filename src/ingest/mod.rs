@@ -17,6 +17,7 @@ pub mod copy;
 pub mod dead_letters;
 pub mod lease;
 pub mod outbox;
+pub mod progress;
 pub mod worker;
 pub mod writer;
 

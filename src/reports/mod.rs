@@ -393,17 +393,13 @@ async fn freshness(
     )
     .fetch_one(pool)
     .await?;
-    let topics = config.topics.event_topic_names();
-    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let drained =
-        crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &topics).await?;
-    let stored: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT topic, sum(next_offset)::int8 FROM consumer_offsets
-         WHERE consumer_group = $1 GROUP BY topic",
-    )
-    .bind(&config.kafka.group_id)
-    .fetch_all(pool)
-    .await?;
+    let progress = crate::ingest::progress::Progress::read(config, pool).await?;
+    let drained = progress.caught_up_through;
+    let stored: Vec<(String, i64)> = progress
+        .by_topic(&config.topics.event_topic_names(), None)
+        .into_iter()
+        .map(|(topic, stored, _)| (topic, stored))
+        .collect();
     let ends = tokio::time::timeout(BROKER_WAIT, ends)
         .await
         .ok()

@@ -82,7 +82,10 @@ pub fn page_refreshed(
                     @if section == Section::Data {
                         nav.sub {
                             @for (href, label) in DATA_PAGES {
-                                a.current[label == title] href=(href) { (label) }
+                                // The audit log is the admins'.
+                                @if href != "/ui/audit" || session.actor.as_ref().is_some_and(|a| a.may(crate::ops::Need::Admin, None)) {
+                                    a.current[label == title] href=(href) { (label) }
+                                }
                             }
                         }
                     }

@@ -90,14 +90,10 @@ impl IngestCheck {
         ends: Option<&std::collections::HashMap<(String, i32), i64>>,
         watch: &mut StallWatch,
     ) -> Result<IngestCheck, sqlx::Error> {
-        let topics = config.topics.event_topic_names();
-        let mut partitions = crate::ingest::lease::partitions(
-            pool,
-            &config.kafka.group_id,
-            &topics,
-            config.ingest.stale_after(),
-        )
-        .await?;
+        let crate::ingest::progress::Progress {
+            mut partitions,
+            caught_up_through,
+        } = crate::ingest::progress::Progress::read(config, pool).await?;
         let stalled = match ends {
             Some(ends) => watch.observe(
                 &mut partitions,
@@ -107,9 +103,6 @@ impl IngestCheck {
             ),
             None => Vec::new(),
         };
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let caught_up_through =
-            crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &names).await?;
         let mut owners: Vec<&str> = partitions
             .iter()
             .filter_map(|p| p.owner.as_deref())

@@ -214,3 +214,105 @@ async fn identity_provider_callbacks_need_this_browsers_unused_state() {
     drop(server);
     env.cleanup().await;
 }
+
+/// Every console route, for a session of each role: what `ui::POLICY`
+/// declares is what happens (a form a role may not send is 403 and changes
+/// nothing; one it may is not refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_route_answers_each_role_as_its_policy_says() {
+    use hxjobs::ops::Need;
+    use hxjobs::web::Access;
+    let env = TestEnv::new("attack_console_roles").await;
+    let port = crate::http::free_port();
+    let cfg = config(
+        &env,
+        &[("note", note_job(env.dir.path()))],
+        port,
+        "max_failed_logins = 50\n\
+         [[api.tokens]]\nname = \"v\"\ntoken = \"viewer-console-0001\"\n\
+         [[api.tokens]]\nname = \"o\"\ntoken = \"operator-console-0001\"\nrole = \"operator\"\n\
+         [[api.tokens]]\nname = \"a\"\ntoken = \"admin-console-0001\"\nrole = \"admin\"",
+        "",
+    );
+    let _server = Server::start(&env, &cfg, "serve", port);
+    let login = |token: &str| {
+        let page = raw(port, "GET", "/ui/login", &[], b"").expect("login page");
+        let visitor = cookie_of(&page, "hxjobs_visitor")
+            .and_then(|c| c.split(';').next().map(str::to_string))
+            .expect("visitor cookie");
+        let r = form(
+            port,
+            "/ui/login",
+            &visitor,
+            &format!("csrf={}&token={token}&next=/ui/", csrf_of(&page)),
+        );
+        assert_eq!(r.status, 303, "login: {}", r.text());
+        let session = cookie_of(&r, "hxjobs_session")
+            .and_then(|c| c.split(';').next().map(str::to_string))
+            .expect("session cookie");
+        let cookies = format!("{session}; {visitor}");
+        let page = raw(port, "GET", "/ui/jobs", &[("Cookie", &cookies)], b"").expect("jobs");
+        (cookies, csrf_of(&page))
+    };
+    let sample = |method: &str, path: &str, csrf: &str| {
+        let uri = path
+            .replace("{job}", "note")
+            .replace("{id}", "1")
+            .replace("{*rest}", "nowhere");
+        let body = match path {
+            "/ui/runs/{id}/clear" => format!("csrf={csrf}&task=store"),
+            "/ui/runs/{id}/mark" => format!("csrf={csrf}&state=success"),
+            "/ui/jobs/{job}/backfill" => {
+                format!("csrf={csrf}&from=2026-01-01&to=2026-01-02&step=start")
+            }
+            "/ui/reports/generate" => format!("csrf={csrf}&report_type=daily_summary&format=json"),
+            _ if method == "POST" => format!("csrf={csrf}"),
+            _ => String::new(),
+        };
+        (uri, body)
+    };
+    let mut checked = 0;
+    for (role, token, has) in [
+        ("viewer", "viewer-console-0001", Need::Read),
+        ("operator", "operator-console-0001", Need::Operate),
+        ("admin", "admin-console-0001", Need::Admin),
+    ] {
+        let (cookies, csrf) = login(token);
+        for (method, path, access) in hxjobs::ui::POLICY {
+            let Access::Needs(need) = access else {
+                continue; // login, logout, assets: no role
+            };
+            let (uri, body) = sample(method, path, &csrf);
+            let r = if *method == "POST" {
+                form(port, &uri, &cookies, &body)
+            } else {
+                raw(port, "GET", &uri, &[("Cookie", &cookies)], b"").expect("an answer")
+            };
+            if has >= *need {
+                assert!(
+                    r.status != 401 && r.status != 403,
+                    "{method} {path} as {role}: {} {}",
+                    r.status,
+                    r.text()
+                );
+            } else {
+                assert_eq!(r.status, 403, "{method} {path} as {role}: {}", r.text());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "{checked} requests");
+    // What the viewer sent changed nothing: every action is the operator's
+    // or the admin's.
+    assert_eq!(
+        env.count("SELECT count(*) FROM run_actions WHERE actor = 'ui:v'")
+            .await,
+        0
+    );
+    assert!(
+        env.count("SELECT count(*) FROM audit WHERE actor = 'ui:v' AND outcome = 'refused'")
+            .await
+            >= 8
+    );
+    env.cleanup().await;
+}
