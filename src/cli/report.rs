@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use chrono::{NaiveDate, Utc};
 use clap::{Args, Subcommand};
 
-use super::{CliResult, Failure};
+use super::{refused, CliResult, Failure};
 use crate::config::Config;
-use crate::reports::{self, Format};
+use crate::ops::reports::Generate;
+use crate::ops::Actor;
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
@@ -49,38 +50,25 @@ pub struct CapacityArgs {
     pub to: Option<NaiveDate>,
 }
 
-fn usage(message: String) -> Failure {
-    Failure { code: 2, message }
-}
-
 pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
-    let pool = crate::db::connect_and_migrate(&config.database).await?;
+    let ops = super::ops(config).await?;
+    let actor = Actor::cli();
     match command {
         ReportCommand::Generate(args) => {
-            let format = Format::parse(&args.format).map_err(|e| usage(e.to_string()))?;
-            let record = reports::generate_with(
-                config,
-                &pool,
-                &args.report_type,
-                format,
-                args.period_start,
-                Utc::now(),
-                reports::Options {
-                    require_complete: args.require_complete,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                reports::Error::Definition(_) | reports::Error::PeriodInFuture { .. } => {
-                    usage(e.to_string())
-                }
-                reports::Error::Incomplete { .. } => Failure {
-                    code: 1,
-                    message: e.to_string(),
-                },
-                other => other.into(),
-            })?;
+            let asked = Generate {
+                report_type: &args.report_type,
+                format: &args.format,
+                period_start: args.period_start,
+                require_complete: args.require_complete,
+            };
+            let record = ops
+                .generate_report(&actor, &asked)
+                .await
+                .map_err(|e| match e.code {
+                    // Not the command's mistake: the data is not all in yet.
+                    "period_incomplete" => Failure::from(e.message),
+                    _ => refused(e),
+                })?;
             for note in &record.notes {
                 eprintln!("note: {note}");
             }
@@ -112,7 +100,11 @@ pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
             Ok(())
         }
         ReportCommand::List { report_type, limit } => {
-            for r in reports::list(&pool, report_type.as_deref(), limit.clamp(1, 10_000)).await? {
+            let list = ops
+                .reports(&actor, report_type.as_deref(), limit.clamp(1, 1000))
+                .await
+                .map_err(refused)?;
+            for r in list {
                 let status = match (r.superseded_by, r.partial_through) {
                     (Some(by), _) => format!("superseded by {by}"),
                     (None, Some(_)) => format!("{} (partial)", r.status),
@@ -134,8 +126,11 @@ pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
 }
 
 pub async fn capacity(config: &Config, args: CapacityArgs) -> CliResult {
-    let pool = crate::db::connect_and_migrate(&config.database).await?;
-    let analysis = crate::capacity::analyse(&pool, &config.capacity, args.to, Utc::now()).await?;
+    let ops = super::ops(config).await?;
+    let analysis = ops
+        .capacity(&Actor::cli(), args.to)
+        .await
+        .map_err(refused)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&analysis).map_err(|e| e.to_string())?

@@ -1,11 +1,12 @@
 //! `hxjobs retention [--dry-run]` and `hxjobs archive restore --day DATE`.
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 
-use super::{CliResult, Failure};
+use super::{refused, CliResult, Failure};
 use crate::config::Config;
-use crate::retention::{self, archive};
+use crate::ops::Actor;
+use crate::retention::archive;
 
 #[derive(Debug, Args)]
 pub struct RetentionArgs {
@@ -25,22 +26,17 @@ pub enum ArchiveCommand {
 }
 
 pub async fn retention(config: &Config, args: RetentionArgs) -> CliResult {
-    let pool = crate::db::connect_and_migrate(&config.database).await?;
-    let plan = retention::plan(&pool, &config.retention, Utc::now()).await?;
-    print!("{plan}");
+    let ops = super::ops(config).await?;
+    let done = ops
+        .retention(&Actor::cli(), args.dry_run)
+        .await
+        .map_err(refused)?;
+    print!("{}", done.plan);
     if args.dry_run {
         println!("dry run: nothing changed");
         return Ok(());
     }
-    let archived = retention::apply(
-        &pool,
-        &config.retention.archive_dir,
-        &config.reports.output_dir,
-        &plan,
-        None,
-    )
-    .await?;
-    for a in &archived {
+    for a in &done.archived {
         println!(
             "archived {}: {} rows, {} bytes, {}",
             a.day,
