@@ -19,6 +19,10 @@ fi
 scripts/services.sh browser
 # An OpenID provider (npm oidc-provider) for the console's login tests.
 scripts/services.sh oidc
+# The checked SQL statements' descriptions (.sqlx/) match the migrations.
+if [ $# -eq 0 ]; then
+  scripts/sqlx-prepare.sh --check
+fi
 cargo test --locked --features services "$@"
 # The chaos suite (faults against real daemons) with the whole suite only.
 if [ $# -eq 0 ]; then

@@ -1,6 +1,7 @@
 //! The audit log (`audit`): every state change, login and refused
 //! request, with who, by which means and role, from where, and how it
-//! ended. Kept for `retention.audit_days`.
+//! ended. Kept for `retention.audit_days`. Its statements are checked
+//! against the schema when hxjobs compiles (`scripts/sqlx-prepare.sh`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -21,7 +22,7 @@ pub struct Entry<'a> {
 }
 
 /// A recorded entry.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -36,18 +37,18 @@ pub struct AuditRow {
 }
 
 pub async fn record(pool: &PgPool, e: &Entry<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit (actor, means, role, client, action, target, outcome, detail)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        e.actor,
+        e.means,
+        e.role,
+        e.client,
+        e.action,
+        e.target,
+        e.outcome,
+        e.detail,
     )
-    .bind(e.actor)
-    .bind(e.means)
-    .bind(e.role)
-    .bind(e.client)
-    .bind(e.action)
-    .bind(e.target)
-    .bind(e.outcome)
-    .bind(&e.detail)
     .execute(pool)
     .await?;
     Ok(())
@@ -66,19 +67,20 @@ pub struct Filter {
 }
 
 pub async fn list(pool: &PgPool, f: &Filter) -> Result<Vec<AuditRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AuditRow,
         "SELECT id, at, actor, means, role, client, action, target, outcome, detail FROM audit
          WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2)
            AND ($3::text IS NULL OR outcome = $3) AND ($4::timestamptz IS NULL OR at >= $4)
            AND ($5::bigint IS NULL OR id < $5)
          ORDER BY id DESC LIMIT $6",
+        f.actor.as_deref(),
+        f.action.as_deref(),
+        f.outcome.as_deref(),
+        f.since,
+        f.before,
+        f.limit,
     )
-    .bind(&f.actor)
-    .bind(&f.action)
-    .bind(&f.outcome)
-    .bind(f.since)
-    .bind(f.before)
-    .bind(f.limit)
     .fetch_all(pool)
     .await
 }

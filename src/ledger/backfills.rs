@@ -1,6 +1,7 @@
 //! Backfills (`backfills`), whoever started them (API, console or CLI): at
 //! most one running per job, each with a heartbeat and cancellable from
-//! any process.
+//! any process. Its statements are checked against the schema when hxjobs
+//! compiles (`scripts/sqlx-prepare.sh`).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 /// A row of `backfills`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct BackfillRow {
     pub id: i64,
     pub job: String,
@@ -29,10 +30,6 @@ pub struct BackfillRow {
     pub started_by: Option<String>,
     pub cancelled_by: Option<String>,
 }
-
-const COLUMNS: &str = "id, job, range_from, range_to, reprocess, parallel, state, \
-     worker, heartbeat_at, created_at, finished_at, succeeded, failed, error, started_by, \
-     cancelled_by";
 
 /// What a new backfill asks for.
 pub struct New<'a> {
@@ -54,35 +51,36 @@ pub async fn start(
     stale_after: Duration,
 ) -> Result<Result<i64, i64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE backfills SET state = 'failed', finished_at = now(),
                 error = 'its process stopped sending heartbeats'
          WHERE job = $1 AND state = 'running'
            AND heartbeat_at < now() - make_interval(secs => $2)",
+        new.job,
+        stale_after.as_secs_f64(),
     )
-    .bind(new.job)
-    .bind(stale_after.as_secs_f64())
     .execute(&mut *tx)
     .await?;
-    let running: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM backfills WHERE job = $1 AND state = 'running'")
-            .bind(new.job)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let running = sqlx::query_scalar!(
+        "SELECT id FROM backfills WHERE job = $1 AND state = 'running'",
+        new.job
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     if let Some(id) = running {
         return Ok(Err(id));
     }
-    let id: i64 = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "INSERT INTO backfills (job, range_from, range_to, reprocess, parallel, worker, started_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        new.job,
+        new.from,
+        new.to,
+        new.reprocess,
+        new.parallel,
+        new.worker,
+        new.started_by,
     )
-    .bind(new.job)
-    .bind(new.from)
-    .bind(new.to)
-    .bind(new.reprocess)
-    .bind(new.parallel)
-    .bind(new.worker)
-    .bind(new.started_by)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -91,10 +89,10 @@ pub async fn start(
 
 /// The heartbeat; false once the backfill is no longer running (cancelled).
 pub async fn heartbeat(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
-    let state: Option<String> = sqlx::query_scalar(
+    let state = sqlx::query_scalar!(
         "UPDATE backfills SET heartbeat_at = now() WHERE id = $1 RETURNING state",
+        id
     )
-    .bind(id)
     .fetch_optional(pool)
     .await?;
     Ok(state.as_deref() == Some("running"))
@@ -110,17 +108,17 @@ pub async fn finish(
     failed: i32,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE backfills SET
              state = CASE WHEN state = 'running' THEN $2 ELSE state END,
              finished_at = COALESCE(finished_at, now()), succeeded = $3, failed = $4, error = $5
          WHERE id = $1",
+        id,
+        if succeeded_all { "succeeded" } else { "failed" },
+        succeeded,
+        failed,
+        error,
     )
-    .bind(id)
-    .bind(if succeeded_all { "succeeded" } else { "failed" })
-    .bind(succeeded)
-    .bind(failed)
-    .bind(error)
     .execute(pool)
     .await?;
     Ok(())
@@ -128,20 +126,24 @@ pub async fn finish(
 
 /// Newest first, at most 100.
 pub async fn list(pool: &PgPool, job: Option<&str>) -> Result<Vec<BackfillRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM backfills WHERE $1::text IS NULL OR job = $1
-         ORDER BY id DESC LIMIT 100"
-    ))
-    .bind(job)
+    sqlx::query_as!(
+        BackfillRow,
+        "SELECT id, job, range_from, range_to, reprocess, parallel, state, worker, heartbeat_at, created_at, finished_at, succeeded, failed, error, started_by, cancelled_by FROM backfills WHERE $1::text IS NULL OR job = $1
+         ORDER BY id DESC LIMIT 100",
+        job
+    )
     .fetch_all(pool)
     .await
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<BackfillRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM backfills WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        BackfillRow,
+        "SELECT id, job, range_from, range_to, reprocess, parallel, state, worker, heartbeat_at, created_at, finished_at, succeeded, failed, error, started_by, cancelled_by FROM backfills WHERE id = $1",
+        id
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// Cancels a running backfill: `Ok(row)`, or `Err(state)` of one that is
@@ -151,20 +153,20 @@ pub async fn cancel(
     id: i64,
     by: &str,
 ) -> Result<Result<BackfillRow, Option<String>>, sqlx::Error> {
-    let row: Option<BackfillRow> = sqlx::query_as(&format!(
+    let row = sqlx::query_as!(
+        BackfillRow,
         "UPDATE backfills SET state = 'cancelled', finished_at = now(), cancelled_by = $2,
                 error = 'cancelled by ' || $2
-         WHERE id = $1 AND state = 'running' RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(by)
+         WHERE id = $1 AND state = 'running' RETURNING id, job, range_from, range_to, reprocess, parallel, state, worker, heartbeat_at, created_at, finished_at, succeeded, failed, error, started_by, cancelled_by",
+        id,
+        by
+    )
     .fetch_optional(pool)
     .await?;
     if let Some(row) = row {
         return Ok(Ok(row));
     }
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM backfills WHERE id = $1")
-        .bind(id)
+    let state = sqlx::query_scalar!("SELECT state FROM backfills WHERE id = $1", id)
         .fetch_optional(pool)
         .await?;
     Ok(Err(state))
