@@ -393,7 +393,10 @@ EOF
   local stored=0
   for round in 1 2; do
     bf=$(start "backfill$round" "${args[@]}")
-    wait_for 120 "SELECT count(*) >= $((stored + 60)) FROM job_runs WHERE state = 'success'"
+    # Run again at once after a kill, the backfill resumes (it waits for the
+    # dead one's heartbeat to go stale): not moving is a failure.
+    wait_for 120 "SELECT count(*) >= $((stored + 60)) FROM job_runs WHERE state = 'success'" ||
+      return 1
     stored=$(q "SELECT count(*) FROM job_runs WHERE state = 'success'")
     kill -9 "$bf"
     say "case f: backfill SIGKILLed at $(q "SELECT count(*) FROM job_runs WHERE state = 'success'") runs"

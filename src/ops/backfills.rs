@@ -126,8 +126,11 @@ impl Ops {
     }
 
     /// Runs a backfill here until it ends (the CLI), recorded like any
-    /// other; `stop` (or the row cancelled elsewhere) interrupts it.
-    /// Returns its id and what it did.
+    /// other; `stop` (or the row cancelled elsewhere) interrupts it. While
+    /// another backfill of the job is recorded running, it waits up to
+    /// `scheduler.stale_after_secs` for that one's heartbeat to stop (its
+    /// process died: this one resumes the range), then refuses. Returns its
+    /// id and what it did.
     pub async fn run_backfill(
         &self,
         actor: &Actor,
@@ -140,7 +143,22 @@ impl Ops {
         let r = async {
             actor.require(Need::Operate, Some(&job.name))?;
             let worker = format!("backfill-{}", crate::ledger::worker_id());
-            let held = self.begin(actor, &job, &spec, &worker).await?;
+            // Run again right after its process died, the same backfill
+            // waits for the dead one's heartbeat to go stale, then resumes.
+            let patience = Duration::from_secs(self.config.scheduler.stale_after_secs + 3);
+            let started = std::time::Instant::now();
+            let held = loop {
+                match self.begin(actor, &job, &spec, &worker).await {
+                    Err(e) if e.code == "backfill_running" && started.elapsed() < patience => {
+                        tracing::info!(job = %job.name, "another backfill of the job holds it; waiting for its heartbeat to stop or go on");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.cancelled() => return Err(e),
+                        }
+                    }
+                    other => break other?,
+                }
+            };
             let id = held.id;
             // Interrupted here: the row's stop follows.
             let interrupt = {
