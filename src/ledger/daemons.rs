@@ -1,12 +1,13 @@
 //! The daemons sharing the database (`daemons`): each says it is alive at
-//! every scheduler pass; the console lists them.
+//! every scheduler pass; the console lists them. Its statements are
+//! checked against the schema when hxjobs compiles (`scripts/sqlx-prepare.sh`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
 /// A daemon as last seen.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DaemonRow {
     pub worker: String,
     pub started_at: DateTime<Utc>,
@@ -26,15 +27,15 @@ pub async fn beat(
     jobs: usize,
     running: usize,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO daemons (worker, version, jobs, running_runs) VALUES ($1, $2, $3, $4)
          ON CONFLICT (worker) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL,
              version = $2, jobs = $3, running_runs = $4",
+        worker,
+        env!("CARGO_PKG_VERSION"),
+        i32::try_from(jobs).unwrap_or(i32::MAX),
+        i32::try_from(running).unwrap_or(i32::MAX),
     )
-    .bind(worker)
-    .bind(env!("CARGO_PKG_VERSION"))
-    .bind(i32::try_from(jobs).unwrap_or(i32::MAX))
-    .bind(i32::try_from(running).unwrap_or(i32::MAX))
     .execute(pool)
     .await?;
     Ok(())
@@ -42,19 +43,20 @@ pub async fn beat(
 
 /// Records that `worker` stopped cleanly.
 pub async fn stopped(pool: &PgPool, worker: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE daemons SET stopped_at = now(), running_runs = 0 WHERE worker = $1")
-        .bind(worker)
-        .execute(pool)
-        .await?;
-    sqlx::query("DELETE FROM daemon_jobs WHERE worker = $1")
-        .bind(worker)
+    sqlx::query!(
+        "UPDATE daemons SET stopped_at = now(), running_runs = 0 WHERE worker = $1",
+        worker
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query!("DELETE FROM daemon_jobs WHERE worker = $1", worker)
         .execute(pool)
         .await?;
     Ok(())
 }
 
 /// A job as one live daemon has it loaded.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct JobVersion {
     pub worker: String,
     pub job: String,
@@ -70,23 +72,22 @@ pub async fn record_jobs(
     jobs: &[JobVersion],
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM daemon_jobs WHERE worker = $1")
-        .bind(worker)
+    sqlx::query!("DELETE FROM daemon_jobs WHERE worker = $1", worker)
         .execute(&mut *tx)
         .await?;
     let names: Vec<&str> = jobs.iter().map(|j| j.job.as_str()).collect();
     let versions: Vec<&str> = jobs.iter().map(|j| j.version.as_str()).collect();
     let files: Vec<&str> = jobs.iter().map(|j| j.file.as_str()).collect();
     let ats: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.loaded_at).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO daemon_jobs (worker, job, version, file, loaded_at)
          SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[])",
+        worker,
+        &names as &[&str],
+        &versions as &[&str],
+        &files as &[&str],
+        &ats,
     )
-    .bind(worker)
-    .bind(&names)
-    .bind(&versions)
-    .bind(&files)
-    .bind(&ats)
     .execute(&mut *tx)
     .await?;
     tx.commit().await
@@ -94,13 +95,14 @@ pub async fn record_jobs(
 
 /// What every live daemon (heartbeat within `stale_secs`) has loaded.
 pub async fn job_versions(pool: &PgPool, stale_secs: u64) -> Result<Vec<JobVersion>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        JobVersion,
         "SELECT j.worker, j.job, j.version, j.file, j.loaded_at
          FROM daemon_jobs j JOIN daemons d ON d.worker = j.worker
          WHERE d.stopped_at IS NULL AND d.heartbeat_at > now() - make_interval(secs => $1)
          ORDER BY j.job, j.worker",
+        stale_secs as f64
     )
-    .bind(stale_secs as f64)
     .fetch_all(pool)
     .await
 }
@@ -111,7 +113,7 @@ pub const NOT_LOADED: &str = "no live daemon has this job loaded";
 /// Notes queued runs whose job no live daemon has loaded (and takes the
 /// note back once one has).
 pub async fn note_unloaded(pool: &PgPool, stale_secs: u64) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "WITH live AS (SELECT DISTINCT j.job FROM daemon_jobs j JOIN daemons d ON d.worker = j.worker
                        WHERE d.stopped_at IS NULL
                          AND d.heartbeat_at > now() - make_interval(secs => $1))
@@ -120,9 +122,9 @@ pub async fn note_unloaded(pool: &PgPool, stale_secs: u64) -> Result<(), sqlx::E
          WHERE r.state = 'queued'
            AND ((r.error IS NULL AND r.job NOT IN (SELECT job FROM live))
                 OR (r.error = $2 AND r.job IN (SELECT job FROM live)))",
+        stale_secs as f64,
+        NOT_LOADED
     )
-    .bind(stale_secs as f64)
-    .bind(NOT_LOADED)
     .execute(pool)
     .await?;
     Ok(())
@@ -130,11 +132,12 @@ pub async fn note_unloaded(pool: &PgPool, stale_secs: u64) -> Result<(), sqlx::E
 
 /// Daemons seen in the last day, the newest heartbeat first.
 pub async fn list(pool: &PgPool) -> Result<Vec<DaemonRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT worker, started_at, heartbeat_at, stopped_at, version, jobs, running_runs,
-                extract(epoch FROM now() - heartbeat_at)::float8 AS age_secs
+    sqlx::query_as!(
+        DaemonRow,
+        r#"SELECT worker, started_at, heartbeat_at, stopped_at, version, jobs, running_runs,
+                extract(epoch FROM now() - heartbeat_at)::float8 AS "age_secs!"
          FROM daemons WHERE heartbeat_at > now() - interval '1 day'
-         ORDER BY heartbeat_at DESC",
+         ORDER BY heartbeat_at DESC"#
     )
     .fetch_all(pool)
     .await
