@@ -102,16 +102,7 @@ impl From<sqlx::Error> for ApiError {
 impl From<ops::Error> for ApiError {
     fn from(e: ops::Error) -> Self {
         use ops::Kind;
-        let status = match e.kind {
-            Kind::NotFound if e.code == "report_file_missing" => StatusCode::GONE,
-            Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::Conflict => StatusCode::CONFLICT,
-            Kind::Invalid if e.cannot_apply() => StatusCode::UNPROCESSABLE_ENTITY,
-            Kind::Invalid => StatusCode::BAD_REQUEST,
-            Kind::Forbidden => StatusCode::FORBIDDEN,
-            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = crate::web::status_of(&e);
         let mut message = e.message;
         if let Some(field) = e.field {
             if e.kind == Kind::Invalid && matches!(field, "ignore_start_date" | "allow_unfinished")

@@ -374,16 +374,7 @@ impl From<sqlx::Error> for UiError {
 /// An operation's refusal, as a page (its message is for people).
 impl From<crate::ops::Error> for UiError {
     fn from(e: crate::ops::Error) -> UiError {
-        use crate::ops::Kind;
-        let status = match e.kind {
-            Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::Conflict => StatusCode::CONFLICT,
-            Kind::Invalid if e.cannot_apply() => StatusCode::UNPROCESSABLE_ENTITY,
-            Kind::Invalid => StatusCode::BAD_REQUEST,
-            Kind::Forbidden => StatusCode::FORBIDDEN,
-            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = crate::web::status_of(&e);
         let mut message = e.message;
         match e.field {
             Some("ignore_start_date") => {

@@ -35,6 +35,23 @@ pub enum Access {
     Needs(Need),
 }
 
+/// The HTTP status of an operation's refusal, the same for the API and
+/// the console.
+pub fn status_of(e: &ops::Error) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    use ops::Kind;
+    match e.kind {
+        Kind::NotFound if e.code == "report_file_missing" => StatusCode::GONE,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::Invalid if e.cannot_apply() => StatusCode::UNPROCESSABLE_ENTITY,
+        Kind::Invalid => StatusCode::BAD_REQUEST,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// What the API's and the console's handlers share.
 #[derive(Clone)]
 pub struct ApiState {
