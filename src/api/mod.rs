@@ -181,11 +181,17 @@ async fn authorize(
         Credentials::Wrong => {
             let anonymous = Actor::new("api:unknown", Means::Token, ops::Role::Viewer).from(client);
             let target = route.unwrap_or_default();
-            let ops = state.ops.clone();
-            // Recorded without holding up the answer.
-            tokio::spawn(async move {
-                ops.audit(&anonymous, "authenticate", Some(&target), "refused", Some(serde_json::json!({"error": "wrong_token"}))).await;
-            });
+            // Recorded without holding up the answer, a bounded number at once.
+            match state.guards.audit_slot() {
+                Some(slot) => {
+                    let ops = state.ops.clone();
+                    tokio::spawn(async move {
+                        ops.audit(&anonymous, "authenticate", Some(&target), "refused", Some(serde_json::json!({"error": "wrong_token"}))).await;
+                        drop(slot);
+                    });
+                }
+                None => tracing::warn!(client = ?client, route = %target, "wrong API token; too many audit writes in flight to record it"),
+            }
             return unauthorized("the bearer token is not one of this API's tokens");
         }
         Credentials::Missing => {

@@ -73,7 +73,14 @@ pub struct Guards {
     /// The key anonymous console visitors' CSRF tokens are made with,
     /// shared by every API process through PostgreSQL.
     pub(crate) console_key: tokio::sync::OnceCell<Vec<u8>>,
+    /// Audit writes started in the background (wrong tokens), at most
+    /// [`MAX_BACKGROUND_AUDITS`] at once.
+    audits: Arc<tokio::sync::Semaphore>,
 }
+
+/// Background audit writes in flight at once; past it, a wrong token is
+/// logged but not written (a flood of them cannot queue work).
+pub const MAX_BACKGROUND_AUDITS: usize = 32;
 
 /// How long a failed login counts against its address.
 pub const LOGIN_WINDOW: Duration = Duration::from_secs(300);
@@ -85,7 +92,14 @@ impl Guards {
             max_streams: api.max_sse_streams,
             logins: Default::default(),
             console_key: tokio::sync::OnceCell::new(),
+            audits: Arc::new(tokio::sync::Semaphore::new(MAX_BACKGROUND_AUDITS)),
         }
+    }
+
+    /// A place for one background audit write, held until it is done;
+    /// `None` while [`MAX_BACKGROUND_AUDITS`] are.
+    pub fn audit_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.audits.clone().try_acquire_owned().ok()
     }
 
     /// A place for one more event stream, held while it is open; 503 when
@@ -175,5 +189,22 @@ impl ApiState {
             live,
             guards,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_audit_writes_are_bounded() {
+        let config = Config::defaults().expect("defaults");
+        let guards = Guards::new(&config.api);
+        let held: Vec<_> = (0..MAX_BACKGROUND_AUDITS)
+            .map(|_| guards.audit_slot().expect("a place"))
+            .collect();
+        assert!(guards.audit_slot().is_none(), "past the bound, none");
+        drop(held);
+        assert!(guards.audit_slot().is_some(), "places come back");
     }
 }
