@@ -16,7 +16,7 @@
 mod actions;
 mod data;
 mod insight;
-mod oidc;
+pub mod oidc;
 mod pages;
 pub mod session;
 mod trigger;

@@ -23,6 +23,9 @@ use crate::web::{constant_time_eq, ApiState};
 const COOKIE: &str = "hxjobs_oidc";
 /// How long a login in flight may take.
 const MAX_MINUTES: i32 = 10;
+/// Logins in flight at once; past it, new ones wait (503), so anonymous
+/// clients cannot grow the table or make hxjobs call the provider without end.
+pub const MAX_IN_FLIGHT: i64 = 10_000;
 
 /// What the provider's discovery document says.
 #[derive(Debug, Deserialize)]
@@ -114,11 +117,27 @@ pub async fn start(
     let oidc = config(&state)?;
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let next = super::actions::safe_next(q.next.as_deref());
+    let pool = &state.ops.pools.ledger;
+    let in_flight: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM oidc_logins WHERE created_at > now() - make_interval(mins => $1)",
+    )
+    .bind(MAX_MINUTES)
+    .fetch_one(pool)
+    .await?;
+    if in_flight >= MAX_IN_FLIGHT {
+        tracing::warn!(
+            in_flight,
+            "single sign-on logins refused: too many in flight"
+        );
+        return Err(UiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many logins are under way; try again in a few minutes.",
+        ));
+    }
     let d = discover(oidc).await?;
     let (login, nonce, verifier) = (random_id(), random_id(), random_id());
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(Sha256::digest(verifier.as_bytes()));
-    let pool = &state.ops.pools.ledger;
     sqlx::query("DELETE FROM oidc_logins WHERE created_at < now() - make_interval(mins => $1)")
         .bind(MAX_MINUTES)
         .execute(pool)

@@ -316,3 +316,41 @@ async fn every_console_route_answers_each_role_as_its_policy_says() {
     );
     env.cleanup().await;
 }
+
+/// Anonymous clients cannot grow the logins in flight without end (nor
+/// make hxjobs ask the provider for each): past the bound, 503 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_sign_on_logins_in_flight_are_bounded() {
+    let env = TestEnv::new("attack_oidc_flood").await;
+    let port = crate::http::free_port();
+    let idp = crate::http::free_port();
+    let cfg = config(
+        &env,
+        &[("note", note_job(env.dir.path()))],
+        port,
+        &format!(
+            "[api.oidc]\nissuer = \"http://127.0.0.1:{idp}\"\nclient_id = \"hxjobs\"\nviewer = [\"all\"]"
+        ),
+        "",
+    );
+    let server = Server::start(&env, &cfg, "serve", port);
+    // Below the bound, a login starts (here the provider is unreachable: 502).
+    let r = raw(port, "GET", "/ui/login/oidc", &[], b"").expect("an answer");
+    assert_eq!(r.status, 502, "{}", r.text());
+    sqlx::query(
+        "INSERT INTO oidc_logins (state_sha256, nonce, verifier, next)
+         SELECT sha256(i::text::bytea), 'n', 'v', '/ui/' FROM generate_series(1, $1) i",
+    )
+    .bind(hxjobs::ui::oidc::MAX_IN_FLIGHT)
+    .execute(&env.pool)
+    .await
+    .expect("logins in flight");
+    let r = raw(port, "GET", "/ui/login/oidc", &[], b"").expect("an answer");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        env.count("SELECT count(*) FROM oidc_logins").await,
+        hxjobs::ui::oidc::MAX_IN_FLIGHT
+    );
+    drop(server);
+    env.cleanup().await;
+}
