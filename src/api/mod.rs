@@ -5,9 +5,14 @@
 //! an API that listens on loopback only without tokens; what each may do is
 //! the token's role's ([`crate::ops::Role`]), checked by `ops`.
 
+mod backfills;
+mod data;
+mod extract;
 mod handlers;
+mod jobs;
 pub mod openapi;
 pub mod policy;
+mod reports;
 mod runs;
 
 pub use crate::web::ApiState;
@@ -227,19 +232,19 @@ fn unauthorized(message: &str) -> Response {
 pub fn routes(state: ApiState) -> Router<ApiState> {
     Router::new()
         .route("/health", get(handlers::health))
-        .route("/jobs", get(handlers::jobs))
+        .route("/jobs", get(jobs::jobs))
         .route(
             "/jobs/{job}/runs",
-            get(handlers::job_runs).post(handlers::trigger_run),
+            get(jobs::job_runs).post(jobs::trigger_run),
         )
-        .route("/jobs/{job}/grid", get(handlers::job_grid))
-        .route("/backfill", post(handlers::backfill))
-        .route("/backfills", get(handlers::backfills))
+        .route("/jobs/{job}/grid", get(jobs::job_grid))
+        .route("/backfill", post(backfills::backfill))
+        .route("/backfills", get(backfills::backfills))
         .route(
             "/backfills/{id}",
-            get(handlers::backfill_get).delete(handlers::backfill_cancel),
+            get(backfills::backfill_get).delete(backfills::backfill_cancel),
         )
-        .route("/runs/{id}", get(handlers::run))
+        .route("/runs/{id}", get(jobs::run))
         .route("/runs/{id}/clear", post(runs::clear))
         .route("/runs/{id}/mark", post(runs::mark))
         .route("/runs/{id}/cancel", post(runs::cancel))
@@ -251,18 +256,18 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
             "/runs/{id}/tasks/{task}/logs/stream",
             get(runs::task_log_stream),
         )
-        .route("/reports/generate", post(handlers::generate_report))
-        .route("/reports", get(handlers::reports))
-        .route("/reports/{id}", get(handlers::report))
-        .route("/reports/{id}/download", get(handlers::download_report))
-        .route("/capacity/analysis", get(handlers::capacity))
-        .route("/retention/cleanup", post(handlers::retention))
-        .route("/rollups", get(handlers::rollups))
+        .route("/reports/generate", post(reports::generate_report))
+        .route("/reports", get(reports::reports))
+        .route("/reports/{id}", get(reports::report))
+        .route("/reports/{id}/download", get(reports::download_report))
+        .route("/capacity/analysis", get(data::capacity))
+        .route("/retention/cleanup", post(data::retention))
+        .route("/rollups", get(data::rollups))
         .route("/stats", get(handlers::stats))
         .route("/stats/stream", get(handlers::stats_stream))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))
-        .route("/audit", get(handlers::audit))
+        .route("/audit", get(data::audit))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state, authorize))

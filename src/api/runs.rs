@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::handlers::{instant, json_body, parse_id, query, ApiResult, OptionalJson};
+use super::extract::{instant, json_body, parse_id, query, ApiResult, OptionalJson};
 use super::{ApiError, ApiState};
 use crate::ledger::{self, logs::AttemptRow};
 use crate::ops::Actor;

@@ -1,5 +1,6 @@
 //! What the web console reads from the ledger beyond single runs: a job's
 //! grid of runs × tasks, each job's latest runs, the last day's failures.
+//! Its statements are checked against the schema when hxjobs compiles.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -22,7 +23,7 @@ pub struct GridQuery {
 }
 
 /// One column of a grid: a run with its tasks' states.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct GridRun {
     pub id: i64,
     pub run_type: RunType,
@@ -38,14 +39,16 @@ pub struct GridRun {
 /// A page of a job's runs, newest interval first, with their task states
 /// (one statement; `job_runs_job_interval` keeps it fast on long histories).
 pub async fn grid(pool: &PgPool, q: &GridQuery) -> Result<Vec<GridRun>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT r.id, r.run_type, r.interval_start, r.interval_end, r.state,
+    sqlx::query_as!(
+        GridRun,
+        r#"SELECT r.id, r.run_type AS "run_type: RunType", r.interval_start, r.interval_end,
+                r.state AS "state: RunState",
                 COALESCE(array_agg(t.task ORDER BY t.task) FILTER (WHERE t.task IS NOT NULL),
-                         '{}') AS tasks,
+                         '{}') AS "tasks!",
                 COALESCE(array_agg(t.state ORDER BY t.task) FILTER (WHERE t.task IS NOT NULL),
-                         '{}') AS task_states,
+                         '{}') AS "task_states!",
                 COALESCE(array_agg(t.attempt ORDER BY t.task) FILTER (WHERE t.task IS NOT NULL),
-                         '{}') AS task_tries
+                         '{}') AS "task_tries!"
          FROM (SELECT id, run_type, interval_start, interval_end, state FROM job_runs
                WHERE job = $1
                  AND ($2::text IS NULL OR state = $2)
@@ -56,21 +59,21 @@ pub async fn grid(pool: &PgPool, q: &GridQuery) -> Result<Vec<GridRun>, sqlx::Er
                LIMIT $7) r
          LEFT JOIN task_instances t ON t.run_id = r.id
          GROUP BY r.id, r.run_type, r.interval_start, r.interval_end, r.state
-         ORDER BY r.interval_start DESC, r.id DESC",
+         ORDER BY r.interval_start DESC, r.id DESC"#,
+        q.job,
+        q.state.map(RunState::as_str),
+        q.from,
+        q.to,
+        q.before.map(|b| b.0),
+        q.before.map_or(0, |b| b.1),
+        q.limit,
     )
-    .bind(&q.job)
-    .bind(q.state)
-    .bind(q.from)
-    .bind(q.to)
-    .bind(q.before.map(|b| b.0))
-    .bind(q.before.map_or(0, |b| b.1))
-    .bind(q.limit)
     .fetch_all(pool)
     .await
 }
 
 /// A job's latest runs, newest first.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LatestRuns {
     pub job: String,
     pub ids: Vec<i64>,
@@ -84,34 +87,38 @@ pub async fn latest_runs(
     jobs: &[String],
     per_job: i64,
 ) -> Result<Vec<LatestRuns>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT j.job,
+    sqlx::query_as!(
+        LatestRuns,
+        r#"SELECT j.job AS "job!",
                 COALESCE(array_agg(r.id ORDER BY r.interval_start DESC, r.id DESC)
-                         FILTER (WHERE r.id IS NOT NULL), '{}') AS ids,
+                         FILTER (WHERE r.id IS NOT NULL), '{}') AS "ids!",
                 COALESCE(array_agg(r.state ORDER BY r.interval_start DESC, r.id DESC)
-                         FILTER (WHERE r.id IS NOT NULL), '{}') AS states,
+                         FILTER (WHERE r.id IS NOT NULL), '{}') AS "states!",
                 COALESCE(array_agg(r.interval_start ORDER BY r.interval_start DESC, r.id DESC)
-                         FILTER (WHERE r.id IS NOT NULL), '{}') AS starts
+                         FILTER (WHERE r.id IS NOT NULL), '{}') AS "starts!"
          FROM unnest($1::text[]) AS j(job)
          LEFT JOIN LATERAL (
              SELECT id, state, interval_start FROM job_runs
              WHERE job = j.job ORDER BY interval_start DESC, id DESC LIMIT $2) r ON true
-         GROUP BY j.job",
+         GROUP BY j.job"#,
+        jobs,
+        per_job,
     )
-    .bind(jobs)
-    .bind(per_job)
     .fetch_all(pool)
     .await
 }
 
 /// Late intervals per job in the last day.
 pub async fn late_last_day(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT job, count(*) FROM late_intervals
-         WHERE noticed_at > now() - interval '24 hours' GROUP BY job",
+    Ok(sqlx::query!(
+        r#"SELECT job, count(*) AS "late!" FROM late_intervals
+           WHERE noticed_at > now() - interval '24 hours' GROUP BY job"#
     )
     .fetch_all(pool)
-    .await
+    .await?
+    .into_iter()
+    .map(|r| (r.job, r.late))
+    .collect())
 }
 
 /// Runs that failed in the last day, newest first: id, job, interval
@@ -120,24 +127,30 @@ pub async fn failed_last_day(
     pool: &PgPool,
     limit: i64,
 ) -> Result<Vec<(i64, String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
+    Ok(sqlx::query!(
         "SELECT id, job, interval_start, error FROM job_runs
          WHERE state = 'failed' AND finished_at > now() - interval '24 hours'
          ORDER BY finished_at DESC LIMIT $1",
+        limit
     )
-    .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.job, r.interval_start, r.error))
+    .collect())
 }
 
 /// Runs by state in the last day (finished ones by when they finished,
 /// queued and running ones as they are now).
 pub async fn state_counts(pool: &PgPool) -> Result<Vec<(RunState, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT state, count(*) FROM job_runs
-         WHERE state IN ('queued', 'running') OR finished_at > now() - interval '24 hours'
-         GROUP BY state",
+    Ok(sqlx::query!(
+        r#"SELECT state AS "state: RunState", count(*) AS "runs!" FROM job_runs
+           WHERE state IN ('queued', 'running') OR finished_at > now() - interval '24 hours'
+           GROUP BY state"#
     )
     .fetch_all(pool)
-    .await
+    .await?
+    .into_iter()
+    .map(|r| (r.state, r.runs))
+    .collect())
 }

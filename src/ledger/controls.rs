@@ -1,6 +1,7 @@
 //! Operator controls on runs and jobs: clear, mark, cancel, pause. Each
 //! changes the ledger and records who did it, when and why (`run_actions`)
-//! in one transaction, or changes nothing and says why not.
+//! in one transaction, or changes nothing and says why not. Its statements
+//! are checked against the schema when hxjobs compiles.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -29,7 +30,7 @@ pub struct Actor {
 }
 
 /// A recorded action.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ActionRow {
     pub at: DateTime<Utc>,
     pub actor: String,
@@ -50,17 +51,17 @@ async fn record(
     task: Option<&str>,
     detail: Option<serde_json::Value>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO run_actions (actor, action, job, run_id, task, reason, detail)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        actor.name,
+        action,
+        job,
+        run_id,
+        task,
+        actor.reason,
+        detail,
     )
-    .bind(&actor.name)
-    .bind(action)
-    .bind(job)
-    .bind(run_id)
-    .bind(task)
-    .bind(&actor.reason)
-    .bind(detail)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -85,11 +86,14 @@ async fn lock_run(
     tx: &mut Transaction<'static, Postgres>,
     run_id: i64,
 ) -> Result<(String, RunState), ControlError> {
-    sqlx::query_as("SELECT job, state FROM job_runs WHERE id = $1 FOR UPDATE")
-        .bind(run_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| ControlError::NotFound(format!("no run {run_id}")))
+    sqlx::query!(
+        r#"SELECT job, state AS "state: RunState" FROM job_runs WHERE id = $1 FOR UPDATE"#,
+        run_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|r| (r.job, r.state))
+    .ok_or_else(|| ControlError::NotFound(format!("no run {run_id}")))
 }
 
 fn finished(run_id: i64, state: RunState, what: &str) -> Result<(), ControlError> {
@@ -106,10 +110,12 @@ async fn run_tasks(
     tx: &mut Transaction<'static, Postgres>,
     run_id: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT task FROM task_instances WHERE run_id = $1 ORDER BY task")
-        .bind(run_id)
-        .fetch_all(&mut **tx)
-        .await
+    sqlx::query_scalar!(
+        "SELECT task FROM task_instances WHERE run_id = $1 ORDER BY task",
+        run_id
+    )
+    .fetch_all(&mut **tx)
+    .await
 }
 
 /// Queues a finished run again with `tasks` cleared: only those run (the
@@ -153,22 +159,22 @@ async fn clear_in(
     runs: &[i64],
     tasks: Option<&[String]>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE task_instances SET state = 'queued', error = NULL, started_at = NULL,
                 finished_at = NULL, duration_ms = NULL, heartbeat_at = NULL
          WHERE run_id = ANY($1)
            AND CASE WHEN $2::text[] IS NULL THEN state <> 'success' ELSE task = ANY($2) END",
+        runs,
+        tasks as Option<&[String]>,
     )
-    .bind(runs)
-    .bind(tasks)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE job_runs SET state = 'queued', worker = NULL, error = NULL, finished_at = NULL,
                 heartbeat_at = NULL, cleared_at = now(), claims_at_clear = attempts
          WHERE id = ANY($1)",
+        runs
     )
-    .bind(runs)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -184,14 +190,14 @@ pub async fn clear_failed(
     actor: &Actor,
 ) -> Result<Vec<i64>, ControlError> {
     let mut tx = pool.begin().await?;
-    let runs: Vec<i64> = sqlx::query_scalar(
+    let runs: Vec<i64> = sqlx::query_scalar!(
         "SELECT id FROM job_runs
          WHERE job = $1 AND state = 'failed' AND interval_start >= $2 AND interval_start < $3
          ORDER BY interval_start FOR UPDATE",
+        job,
+        from,
+        to,
     )
-    .bind(job)
-    .bind(from)
-    .bind(to)
     .fetch_all(&mut *tx)
     .await?;
     if runs.is_empty() {
@@ -243,15 +249,15 @@ pub async fn mark(
     match task {
         Some(task) => {
             finished(run_id, state, "changed task by task")?;
-            let changed = sqlx::query(
+            let changed = sqlx::query!(
                 "UPDATE task_instances SET state = $3, error = CASE WHEN $3 = 'failed' THEN $4 END,
                         finished_at = COALESCE(finished_at, now())
                  WHERE run_id = $1 AND task = $2",
+                run_id,
+                task,
+                task_state.as_str(),
+                note,
             )
-            .bind(run_id)
-            .bind(task)
-            .bind(task_state)
-            .bind(&note)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -269,26 +275,26 @@ pub async fn mark(
                     "run {run_id} is already {to}"
                 )));
             }
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE task_instances SET state = $2, error = CASE WHEN $2 = 'failed' THEN $3 END,
                         finished_at = COALESCE(finished_at, now())
                  WHERE run_id = $1
                    AND CASE WHEN $2 = 'success' THEN state NOT IN ('success', 'skipped')
                        ELSE state NOT IN ('success', 'skipped', 'failed', 'upstream_failed') END",
+                run_id,
+                task_state.as_str(),
+                note,
             )
-            .bind(run_id)
-            .bind(task_state)
-            .bind(&note)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE job_runs SET state = $2, finished_at = now(), worker = NULL,
                         error = CASE WHEN $2 = 'failed' THEN $3 END
                  WHERE id = $1",
+                run_id,
+                to.as_str(),
+                note,
             )
-            .bind(run_id)
-            .bind(to)
-            .bind(&note)
             .execute(&mut *tx)
             .await?;
         }
@@ -321,7 +327,7 @@ pub async fn cancel(pool: &PgPool, run_id: i64, actor: &Actor) -> Result<String,
         )));
     }
     let note = format!("cancelled by {}", actor.name);
-    sqlx::query(
+    sqlx::query!(
         "WITH t AS (UPDATE task_instances SET state = 'cancelled', error = $2,
                            finished_at = now()
                     WHERE run_id = $1 AND state IN ('queued', 'running', 'up_for_retry')),
@@ -329,9 +335,9 @@ pub async fn cancel(pool: &PgPool, run_id: i64, actor: &Actor) -> Result<String,
                            finished_at = now()
                     WHERE run_id = $1 AND outcome = 'running')
          UPDATE job_runs SET state = 'cancelled', finished_at = now(), error = $2 WHERE id = $1",
+        run_id,
+        note,
     )
-    .bind(run_id)
-    .bind(&note)
     .execute(&mut *tx)
     .await?;
     let detail = serde_json::json!({ "was": state });
@@ -359,25 +365,31 @@ pub async fn set_paused(
     actor: &Actor,
 ) -> Result<(), ControlError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO job_schedule (job) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(job)
-        .execute(&mut *tx)
-        .await?;
-    let was: bool = sqlx::query_scalar("SELECT paused FROM job_schedule WHERE job = $1 FOR UPDATE")
-        .bind(job)
-        .fetch_one(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO job_schedule (job) VALUES ($1) ON CONFLICT DO NOTHING",
+        job
+    )
+    .execute(&mut *tx)
+    .await?;
+    let was: bool = sqlx::query_scalar!(
+        "SELECT paused FROM job_schedule WHERE job = $1 FOR UPDATE",
+        job
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if was == paused {
         return Err(ControlError::Conflict(format!(
             "{job} is {} paused",
             if paused { "already" } else { "not" }
         )));
     }
-    sqlx::query("UPDATE job_schedule SET paused = $2, updated_at = now() WHERE job = $1")
-        .bind(job)
-        .bind(paused)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE job_schedule SET paused = $2, updated_at = now() WHERE job = $1",
+        job,
+        paused,
+    )
+    .execute(&mut *tx)
+    .await?;
     let action = if paused { "pause" } else { "unpause" };
     record(&mut tx, actor, action, job, None, None, None).await?;
     tx.commit().await?;
@@ -386,18 +398,19 @@ pub async fn set_paused(
 
 /// The jobs paused now.
 pub async fn paused_jobs(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT job FROM job_schedule WHERE paused ORDER BY job")
+    sqlx::query_scalar!("SELECT job FROM job_schedule WHERE paused ORDER BY job")
         .fetch_all(pool)
         .await
 }
 
 /// Actions on a run (and on its job while it existed), oldest first.
 pub async fn run_actions(pool: &PgPool, run_id: i64) -> Result<Vec<ActionRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ActionRow,
         "SELECT at, actor, action, job, run_id, task, reason, detail FROM run_actions
          WHERE run_id = $1 ORDER BY id",
+        run_id
     )
-    .bind(run_id)
     .fetch_all(pool)
     .await
 }
@@ -408,12 +421,13 @@ pub async fn job_actions(
     job: &str,
     limit: i64,
 ) -> Result<Vec<ActionRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ActionRow,
         "SELECT at, actor, action, job, run_id, task, reason, detail FROM run_actions
          WHERE job = $1 ORDER BY id DESC LIMIT $2",
+        job,
+        limit,
     )
-    .bind(job)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }

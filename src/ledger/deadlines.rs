@@ -3,7 +3,8 @@
 //! daemon was down, the job paused, its runs blocked). Each late interval
 //! is recorded once (`late_intervals`), with its notifications, in one
 //! transaction; `job_schedule.deadlines_checked_until` keeps how far the
-//! checks have come, so a check after a pause looks back to it.
+//! checks have come, so a check after a pause looks back to it. Its
+//! statements are checked against the schema when hxjobs compiles.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
@@ -17,14 +18,14 @@ pub async fn checked_until(
     job: &str,
     horizon: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO job_schedule (job, deadlines_checked_until) VALUES ($1, $2)
-         ON CONFLICT (job) DO UPDATE
-             SET deadlines_checked_until = COALESCE(job_schedule.deadlines_checked_until, $2)
-         RETURNING deadlines_checked_until",
+    sqlx::query_scalar!(
+        r#"INSERT INTO job_schedule (job, deadlines_checked_until) VALUES ($1, $2)
+           ON CONFLICT (job) DO UPDATE
+               SET deadlines_checked_until = COALESCE(job_schedule.deadlines_checked_until, $2)
+           RETURNING deadlines_checked_until AS "checked_until!""#,
+        job,
+        horizon,
     )
-    .bind(job)
-    .bind(horizon)
     .fetch_one(pool)
     .await
 }
@@ -50,8 +51,8 @@ pub async fn record_late(
     let starts: Vec<DateTime<Utc>> = intervals.iter().map(|i| i.start).collect();
     let ends: Vec<DateTime<Utc>> = intervals.iter().map(|i| i.end).collect();
     let mut tx = pool.begin().await?;
-    let rows: Vec<(DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "WITH due AS (
+    let rows = sqlx::query!(
+        r#"WITH due AS (
              SELECT s, e, e + make_interval(secs => $4) AS deadline_at
              FROM unnest($2::timestamptz[], $3::timestamptz[]) AS x(s, e)),
          late AS (
@@ -77,26 +78,33 @@ pub async fn record_late(
                     format('late:%s:%s:%s', $1::text, late.interval_start, t)
              FROM late, unnest($5::text[]) t
              ON CONFLICT (dedupe) DO NOTHING)
-         SELECT interval_start, interval_end, deadline_at FROM late",
+         SELECT interval_start AS "start!", interval_end AS "end!",
+                deadline_at AS "deadline_at!"
+         FROM late"#,
+        job,
+        &starts,
+        &ends,
+        deadline.num_seconds() as f64,
+        targets,
     )
-    .bind(job)
-    .bind(&starts)
-    .bind(&ends)
-    .bind(deadline.num_seconds() as f64)
-    .bind(targets)
     .fetch_all(&mut *tx)
     .await?;
-    sqlx::query("UPDATE job_schedule SET deadlines_checked_until = $2 WHERE job = $1")
-        .bind(job)
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE job_schedule SET deadlines_checked_until = $2 WHERE job = $1",
+        job,
+        to,
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(rows
         .into_iter()
-        .map(|(start, end, deadline_at)| Late {
-            interval: Interval { start, end },
-            deadline_at,
+        .map(|r| Late {
+            interval: Interval {
+                start: r.start,
+                end: r.end,
+            },
+            deadline_at: r.deadline_at,
         })
         .collect())
 }
@@ -108,21 +116,22 @@ pub async fn late_intervals(
     job: &str,
     limit: i64,
 ) -> Result<Vec<LateRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT l.interval_start, l.interval_end, l.deadline_at, l.noticed_at,
-                EXISTS (SELECT 1 FROM job_runs r WHERE r.job = l.job
-                          AND r.interval_start = l.interval_start AND r.state = 'success')
-                    AS succeeded_since
-         FROM late_intervals l WHERE l.job = $1
-         ORDER BY l.interval_start DESC LIMIT $2",
+    sqlx::query_as!(
+        LateRow,
+        r#"SELECT l.interval_start, l.interval_end, l.deadline_at, l.noticed_at,
+                  EXISTS (SELECT 1 FROM job_runs r WHERE r.job = l.job
+                            AND r.interval_start = l.interval_start AND r.state = 'success')
+                      AS "succeeded_since!"
+           FROM late_intervals l WHERE l.job = $1
+           ORDER BY l.interval_start DESC LIMIT $2"#,
+        job,
+        limit,
     )
-    .bind(job)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
 
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct LateRow {
     pub interval_start: DateTime<Utc>,
     pub interval_end: DateTime<Utc>,

@@ -1,18 +1,18 @@
 //! Task logs (`task_logs`) and the attempts they belong to, as
 //! `hxjobs logs` and the API read them. An attempt's try number counts
-//! every attempt of its task in its run, over all claims, from 1.
+//! every attempt of its task in its run, over all claims, from 1. Its
+//! statements are checked against the schema when hxjobs compiles.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
 /// An attempt of a task, with its try number.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AttemptRow {
     #[serde(skip)]
     pub id: i64,
     pub task: String,
-    #[sqlx(rename = "try")]
     #[serde(rename = "try")]
     pub try_number: i64,
     pub claim: i32,
@@ -31,12 +31,27 @@ pub struct AttemptRow {
     pub log_ended: bool,
 }
 
-/// The columns of [`AttemptRow`] but the try number.
-const ATTEMPT_COLUMNS: &str = "id, task, claim, worker, started_at, finished_at, \
-     (extract(epoch FROM (finished_at - started_at)) * 1000)::bigint AS duration_ms, \
-     outcome, error, log_bytes, log_dropped, log_dropped_lines, \
-     (log_closed OR (outcome <> 'running' AND finished_at < now() - interval '2 seconds')) \
-     AS log_ended";
+/// [`AttemptRow`]s: the attempts of one run's tasks chosen by the rest of
+/// the statement (`WHERE …`, in which `a` is the attempts with their try
+/// numbers) and its arguments.
+macro_rules! select_attempts {
+    ($runs:literal, $rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            AttemptRow,
+            r#"SELECT * FROM (
+                 SELECT id, task, claim, worker, started_at, finished_at,
+                        (extract(epoch FROM (finished_at - started_at)) * 1000)::bigint
+                            AS duration_ms,
+                        outcome, error, log_bytes, log_dropped, log_dropped_lines,
+                        (log_closed OR (outcome <> 'running'
+                                        AND finished_at < now() - interval '2 seconds'))
+                            AS "log_ended!",
+                        row_number() OVER (PARTITION BY task ORDER BY id) AS "try_number!"
+                 FROM task_attempts WHERE "# + $runs + ") a " + $rest
+            $(, $arg)*
+        )
+    };
+}
 
 /// The attempts of a run (of one task, or all), oldest first.
 pub async fn attempts(
@@ -44,29 +59,24 @@ pub async fn attempts(
     run_id: i64,
     task: Option<&str>,
 ) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {ATTEMPT_COLUMNS}, row_number() OVER (PARTITION BY task ORDER BY id) AS try
-         FROM task_attempts
-         WHERE run_id = $1 AND ($2::text IS NULL OR task = $2)
-         ORDER BY id"
-    ))
-    .bind(run_id)
-    .bind(task)
+    select_attempts!(
+        "run_id = $1 AND ($2::text IS NULL OR task = $2)",
+        "ORDER BY id",
+        run_id,
+        task,
+    )
     .fetch_all(pool)
     .await
 }
 
 /// One attempt by its id, with its try number.
 pub async fn attempt(pool: &PgPool, id: i64) -> Result<Option<AttemptRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT * FROM (
-             SELECT {ATTEMPT_COLUMNS}, row_number() OVER (PARTITION BY task ORDER BY id) AS try
-             FROM task_attempts
-             WHERE run_id = (SELECT run_id FROM task_attempts WHERE id = $1)
-               AND task = (SELECT task FROM task_attempts WHERE id = $1)) a
-         WHERE id = $1"
-    ))
-    .bind(id)
+    select_attempts!(
+        "run_id = (SELECT run_id FROM task_attempts WHERE id = $1)
+           AND task = (SELECT task FROM task_attempts WHERE id = $1)",
+        "WHERE id = $1",
+        id,
+    )
     .fetch_optional(pool)
     .await
 }
@@ -77,13 +87,16 @@ pub async fn chunks(
     attempt_id: i64,
     after_seq: i32,
 ) -> Result<Vec<(i32, String)>, sqlx::Error> {
-    sqlx::query_as(
+    Ok(sqlx::query!(
         "SELECT seq, body FROM task_logs WHERE attempt_id = $1 AND seq > $2 ORDER BY seq",
+        attempt_id,
+        after_seq,
     )
-    .bind(attempt_id)
-    .bind(after_seq)
     .fetch_all(pool)
-    .await
+    .await?
+    .into_iter()
+    .map(|r| (r.seq, r.body))
+    .collect())
 }
 
 /// A piece of an attempt's log as its writer stores it.
@@ -100,20 +113,20 @@ pub struct Chunk<'a> {
 
 /// Appends a chunk and counts its bytes on the attempt.
 pub async fn append(pool: &PgPool, c: &Chunk<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "WITH c AS (INSERT INTO task_logs (attempt_id, seq, body)
                     SELECT $1, $2, $3 WHERE $3 <> '')
          UPDATE task_attempts SET log_bytes = log_bytes + $4, log_dropped = $5,
                 log_dropped_lines = $6, log_closed = log_closed OR $7
          WHERE id = $1",
+        c.attempt_id,
+        c.seq,
+        c.body,
+        c.body.len() as i64,
+        c.dropped_bytes as i64,
+        c.dropped_lines as i64,
+        c.last,
     )
-    .bind(c.attempt_id)
-    .bind(c.seq)
-    .bind(c.body)
-    .bind(c.body.len() as i64)
-    .bind(c.dropped_bytes as i64)
-    .bind(c.dropped_lines as i64)
-    .bind(c.last)
     .execute(pool)
     .await?;
     Ok(())

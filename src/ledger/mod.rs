@@ -217,11 +217,11 @@ impl Seal {
     /// Checks that the claim is still held, locking the run row against a
     /// takeover until the transaction ends (`Fenced`: roll back).
     pub async fn check(&self, conn: &mut PgConnection) -> Result<(), SealError> {
-        let held: Option<i64> = sqlx::query_scalar(
+        let held: Option<i64> = sqlx::query_scalar!(
             "SELECT id FROM job_runs WHERE id = $1 AND attempts = $2 AND state = 'running' FOR SHARE",
+            self.fence.run_id,
+            self.fence.claim,
         )
-        .bind(self.fence.run_id)
-        .bind(self.fence.claim)
         .fetch_optional(&mut *conn)
         .await?;
         match held {
@@ -237,15 +237,17 @@ impl Seal {
     /// crash cannot make its effect happen twice or leave it recorded
     /// without its data.
     pub async fn apply(&self, conn: &mut PgConnection) -> Result<(), SealError> {
-        sqlx::query("SELECT hxjobs_seal($1, $2, $3, $4, $5)")
-            .bind(self.fence.run_id)
-            .bind(self.fence.claim)
-            .bind(&self.task)
-            .bind(self.try_number)
-            .bind(self.started)
-            .execute(&mut *conn)
-            .await
-            .map_err(SealError::of)?;
+        sqlx::query!(
+            "SELECT hxjobs_seal($1, $2, $3, $4, $5)",
+            self.fence.run_id,
+            self.fence.claim,
+            self.task,
+            self.try_number,
+            self.started,
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(SealError::of)?;
         self.applied.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -348,16 +350,16 @@ pub async fn create_manual_run(
     interval: Interval,
     trigger: &Trigger,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO job_runs (job, run_type, interval_start, interval_end, params, triggered_by)
          VALUES ($1, 'manual', $2, $3, $4, $5)
          RETURNING id",
+        job,
+        interval.start,
+        interval.end,
+        serde_json::Value::Object(trigger.params.clone()),
+        trigger.by,
     )
-    .bind(job)
-    .bind(interval.start)
-    .bind(interval.end)
-    .bind(serde_json::Value::Object(trigger.params.clone()))
-    .bind(&trigger.by)
     .fetch_one(pool)
     .await
 }
@@ -372,18 +374,18 @@ pub async fn create_claimed_run(
     trigger: &Trigger,
 ) -> Result<Claimed, sqlx::Error> {
     let params = serde_json::Value::Object(trigger.params.clone());
-    let run_id = sqlx::query_scalar(
+    let run_id = sqlx::query_scalar!(
         "INSERT INTO job_runs (job, run_type, interval_start, interval_end, state, worker,
                                started_at, heartbeat_at, attempts, params, triggered_by)
          VALUES ($1, 'manual', $2, $3, 'running', $4, now(), now(), 1, $5, $6)
          RETURNING id",
+        job,
+        interval.start,
+        interval.end,
+        worker,
+        params,
+        trigger.by,
     )
-    .bind(job)
-    .bind(interval.start)
-    .bind(interval.end)
-    .bind(worker)
-    .bind(&params)
-    .bind(&trigger.by)
     .fetch_one(pool)
     .await?;
     Ok(Claimed {
@@ -407,10 +409,6 @@ pub(super) type ClaimRow = (
     serde_json::Value,
 );
 
-/// What a claim returns, in [`ClaimRow`]'s order.
-pub(super) const CLAIM_RETURNING: &str =
-    "RETURNING id, run_type, interval_start, interval_end, attempts, params";
-
 /// Claimed ledger rows → claims, oldest interval first.
 pub(super) fn claims(rows: Vec<ClaimRow>) -> Vec<Claimed> {
     let mut claimed: Vec<Claimed> = rows
@@ -432,7 +430,7 @@ pub(super) fn claims(rows: Vec<ClaimRow>) -> Vec<Claimed> {
 /// unfinished tasks run again on the next claim, finished ones are kept.
 /// The claim does not count as a lost worker. False: the claim was gone.
 pub async fn hand_back(pool: &PgPool, run: &Claimed) -> Result<bool, sqlx::Error> {
-    let moved: Option<i64> = sqlx::query_scalar(
+    let moved = sqlx::query_scalar!(
         "WITH r AS (
              UPDATE job_runs SET state = 'queued', worker = NULL, heartbeat_at = NULL,
                     attempts = GREATEST(attempts - 1, 0), error = 'handed back at shutdown'
@@ -445,9 +443,9 @@ pub async fn hand_back(pool: &PgPool, run: &Claimed) -> Result<bool, sqlx::Error
              UPDATE task_attempts SET outcome = 'handed_back', finished_at = now()
              WHERE run_id IN (SELECT id FROM r) AND outcome = 'running')
          SELECT id FROM r",
+        run.run_id,
+        run.attempt,
     )
-    .bind(run.run_id)
-    .bind(run.attempt)
     .fetch_optional(pool)
     .await?;
     Ok(moved.is_some())
@@ -467,8 +465,8 @@ pub async fn open_tasks(
     // One statement: the claim check, the attempts of earlier claims still
     // open (their worker is gone), the task rows. It reads the rows as they
     // were before it: the ended tasks, which it does not change.
-    let (held, names, states): (i64, Vec<String>, Vec<String>) = sqlx::query_as(
-        "WITH r AS (SELECT id FROM job_runs
+    let opened = sqlx::query!(
+        r#"WITH r AS (SELECT id FROM job_runs
                     WHERE id = $1 AND attempts = $4 AND state = 'running' FOR SHARE),
               lost AS (
                  UPDATE task_attempts SET outcome = 'lost', finished_at = now(),
@@ -483,20 +481,20 @@ pub async fn open_tasks(
                  SELECT task, state FROM task_instances
                  WHERE run_id = $1
                    AND state NOT IN ('queued', 'running', 'up_for_retry'))
-         SELECT (SELECT count(*) FROM r),
-                array(SELECT task FROM ended ORDER BY task),
-                array(SELECT state FROM ended ORDER BY task)",
+         SELECT (SELECT count(*) FROM r) AS "held!",
+                array(SELECT task FROM ended ORDER BY task) AS "names!",
+                array(SELECT state FROM ended ORDER BY task) AS "states!""#,
+        fence.run_id,
+        &ids as &[&str],
+        &kinds as &[&str],
+        fence.claim,
     )
-    .bind(fence.run_id)
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(fence.claim)
     .fetch_one(pool)
     .await?;
-    if held == 0 {
+    if opened.held == 0 {
         return Ok(None);
     }
-    Ok(Some(ended_tasks(names, states)))
+    Ok(Some(ended_tasks(opened.names, opened.states)))
 }
 
 /// Task names and states, as read by [`open_tasks`], into a map.
@@ -510,15 +508,15 @@ fn ended_tasks(names: Vec<String>, states: Vec<String>) -> HashMap<String, TaskS
 
 /// The run's heartbeat, and its running tasks'. False: the claim is gone.
 pub async fn heartbeat(pool: &PgPool, fence: Fence) -> Result<bool, sqlx::Error> {
-    let beat: Option<i64> = sqlx::query_scalar(
+    let beat = sqlx::query_scalar!(
         "WITH r AS (UPDATE job_runs SET heartbeat_at = now()
                     WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id),
               t AS (UPDATE task_instances SET heartbeat_at = now()
                     WHERE run_id IN (SELECT id FROM r) AND state = 'running')
          SELECT id FROM r",
+        fence.run_id,
+        fence.claim,
     )
-    .bind(fence.run_id)
-    .bind(fence.claim)
     .fetch_optional(pool)
     .await?;
     Ok(beat.is_some())
@@ -530,8 +528,8 @@ pub async fn heartbeat(pool: &PgPool, fence: Fence) -> Result<bool, sqlx::Error>
 /// last lines are written after the seal). `None`: the claim is gone.
 async fn start_attempt(pool: &PgPool, attempt: &Attempt) -> Result<Option<i64>, sqlx::Error> {
     let fence = attempt.fence;
-    sqlx::query_scalar(
-        "WITH r AS (SELECT id, worker FROM job_runs
+    sqlx::query_scalar!(
+        r#"WITH r AS (SELECT id, worker FROM job_runs
                     WHERE id = $1 AND attempts = $4 AND state = 'running'),
               a AS (INSERT INTO task_attempts (run_id, task, claim, try, worker, started_at)
                     SELECT $1, $2, $4, $3, worker, $5 FROM r
@@ -542,17 +540,17 @@ async fn start_attempt(pool: &PgPool, attempt: &Attempt) -> Result<Option<i64>, 
               t AS (UPDATE task_instances SET state = 'running', attempt = $3, heartbeat_at = now(),
                            started_at = COALESCE(started_at, $5)
                     WHERE run_id = $1 AND task = $2 AND EXISTS (SELECT 1 FROM a))
-         SELECT id FROM a
+         SELECT id AS "id!" FROM a
          UNION ALL
          SELECT x.id FROM task_attempts x
          WHERE x.run_id = $1 AND x.task = $2 AND x.claim = $4 AND x.try = $3
-           AND x.outcome = 'success'",
+           AND x.outcome = 'success'"#,
+        fence.run_id,
+        attempt.task,
+        attempt.try_number,
+        fence.claim,
+        attempt.started,
     )
-    .bind(fence.run_id)
-    .bind(&attempt.task)
-    .bind(attempt.try_number)
-    .bind(fence.claim)
-    .bind(attempt.started)
     .fetch_optional(pool)
     .await
 }
@@ -571,7 +569,7 @@ pub async fn set_task(
     duration: Option<Duration>,
     on_task_failure: &[String],
 ) -> Result<bool, sqlx::Error> {
-    let held = sqlx::query(
+    let held = sqlx::query!(
         "WITH r AS (SELECT id, job, interval_start, interval_end FROM job_runs
                     WHERE id = $1 AND attempts = $8 AND state = 'running'),
               a AS (UPDATE task_attempts
@@ -592,16 +590,16 @@ pub async fn set_task(
                 finished_at = CASE WHEN $6 THEN COALESCE(finished_at, now()) ELSE finished_at END,
                 duration_ms = COALESCE($7, duration_ms)
          WHERE run_id = $1 AND task = $2 AND EXISTS (SELECT 1 FROM r)",
+        fence.run_id,
+        task,
+        state.as_str(),
+        attempt,
+        error,
+        state.is_final(),
+        duration.map(|d| d.as_millis() as i64),
+        fence.claim,
+        on_task_failure,
     )
-    .bind(fence.run_id)
-    .bind(task)
-    .bind(state)
-    .bind(attempt)
-    .bind(error)
-    .bind(state.is_final())
-    .bind(duration.map(|d| d.as_millis() as i64))
-    .bind(fence.claim)
-    .bind(on_task_failure)
     .execute(pool)
     .await?
     .rows_affected();
@@ -624,8 +622,8 @@ pub async fn finish_run(
     error: Option<&str>,
     alerts: &RunAlerts,
 ) -> Result<bool, sqlx::Error> {
-    let recorded: i64 = sqlx::query_scalar(
-        "WITH r AS (UPDATE job_runs SET state = $3, finished_at = now(), heartbeat_at = now(),
+    let recorded = sqlx::query_scalar!(
+        r#"WITH r AS (UPDATE job_runs SET state = $3, finished_at = now(), heartbeat_at = now(),
                            error = $4
                     WHERE id = $1 AND attempts = $2 AND state = 'running'
                     RETURNING id, job, run_type, interval_start, interval_end, state, error),
@@ -643,14 +641,14 @@ pub async fn finish_run(
                     FROM ev, unnest(CASE ev.event WHEN 'run_failed' THEN $5::text[]
                                                   WHEN 'run_recovered' THEN $6::text[]
                                                   ELSE '{}'::text[] END) t)
-         SELECT count(*) FROM r",
+         SELECT count(*) AS "recorded!" FROM r"#,
+        fence.run_id,
+        fence.claim,
+        state.as_str(),
+        error,
+        &alerts.on_failure,
+        &alerts.on_recovered,
     )
-    .bind(fence.run_id)
-    .bind(fence.claim)
-    .bind(state)
-    .bind(error)
-    .bind(&alerts.on_failure)
-    .bind(&alerts.on_recovered)
     .fetch_one(pool)
     .await?;
     Ok(recorded == 1)
@@ -672,8 +670,8 @@ pub async fn reap_stale(
     stale_after: Duration,
     max_attempts: u32,
 ) -> Result<Vec<Lost>, sqlx::Error> {
-    let rows: Vec<(i64, String, RunState)> = sqlx::query_as(
-        "WITH lost AS (
+    let rows = sqlx::query!(
+        r#"WITH lost AS (
              UPDATE job_runs SET
                  state = CASE WHEN attempts - claims_at_clear >= $2 THEN 'failed' ELSE 'queued' END,
                  finished_at = CASE WHEN attempts - claims_at_clear >= $2 THEN now() END,
@@ -694,19 +692,24 @@ pub async fn reap_stale(
              FROM lost
              WHERE a.run_id = lost.id AND a.outcome = 'running'
          )
-         SELECT id, job, state FROM lost",
+         SELECT id AS "id!", job AS "job!", state AS "state!: RunState" FROM lost"#,
+        stale_after.as_secs_f64(),
+        max_attempts as i32,
     )
-    .bind(stale_after.as_secs_f64())
-    .bind(max_attempts as i32)
     .fetch_all(pool)
     .await?;
-    for (run_id, job, state) in &rows {
-        tracing::warn!(run_id, job, state = %state, "run lost its worker");
-    }
-    Ok(rows
+    let lost: Vec<Lost> = rows
         .into_iter()
-        .map(|(run_id, job, state)| Lost { run_id, job, state })
-        .collect())
+        .map(|r| Lost {
+            run_id: r.id,
+            job: r.job,
+            state: r.state,
+        })
+        .collect();
+    for l in &lost {
+        tracing::warn!(run_id = l.run_id, job = l.job, state = %l.state, "run lost its worker");
+    }
+    Ok(lost)
 }
 
 /// Backfill runs of `job` in `[from, to)` by state.
@@ -716,16 +719,19 @@ pub async fn backfill_counts(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<(RunState, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT state, count(*) FROM job_runs
+    Ok(sqlx::query!(
+        r#"SELECT state AS "state: RunState", count(*) AS "runs!" FROM job_runs
          WHERE job = $1 AND run_type = 'backfill' AND interval_start >= $2 AND interval_start < $3
-         GROUP BY state",
+         GROUP BY state"#,
+        job,
+        from,
+        to,
     )
-    .bind(job)
-    .bind(from)
-    .bind(to)
     .fetch_all(pool)
-    .await
+    .await?
+    .into_iter()
+    .map(|r| (r.state, r.runs))
+    .collect())
 }
 
 /// Inserts a backfill run for every interval that has none.
@@ -738,14 +744,14 @@ pub async fn create_backfill_runs(
     for chunk in all.chunks(10_000) {
         let starts: Vec<DateTime<Utc>> = chunk.iter().map(|i| i.start).collect();
         let ends: Vec<DateTime<Utc>> = chunk.iter().map(|i| i.end).collect();
-        created += sqlx::query(
+        created += sqlx::query!(
             "INSERT INTO job_runs (job, run_type, interval_start, interval_end)
              SELECT $1, 'backfill', * FROM unnest($2::timestamptz[], $3::timestamptz[])
              ON CONFLICT DO NOTHING",
+            job,
+            &starts,
+            &ends,
         )
-        .bind(job)
-        .bind(&starts)
-        .bind(&ends)
         .execute(pool)
         .await?
         .rows_affected();
@@ -763,7 +769,7 @@ pub async fn requeue_backfill(
     states: &[RunState],
 ) -> Result<(), sqlx::Error> {
     let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-    sqlx::query(
+    sqlx::query!(
         "WITH again AS (
              UPDATE job_runs SET state = 'queued', attempts = 0, worker = NULL, error = NULL,
                     started_at = NULL, finished_at = NULL, heartbeat_at = NULL
@@ -771,11 +777,11 @@ pub async fn requeue_backfill(
                AND interval_start < $3 AND state = ANY($4)
              RETURNING id)
          DELETE FROM task_instances WHERE run_id IN (SELECT id FROM again)",
+        job,
+        from,
+        to,
+        &states as &[&str],
     )
-    .bind(job)
-    .bind(from)
-    .bind(to)
-    .bind(&states)
     .execute(pool)
     .await?;
     Ok(())
@@ -796,18 +802,8 @@ pub async fn claim_backfill(
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let ids: Vec<&str> = tasks.iter().map(|t| t.0).collect();
     let kinds: Vec<&str> = tasks.iter().map(|t| t.1).collect();
-    type Row = (
-        i64,
-        RunType,
-        DateTime<Utc>,
-        DateTime<Utc>,
-        i32,
-        serde_json::Value,
-        Vec<String>,
-        Vec<String>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "WITH c AS (
+    let rows = sqlx::query!(
+        r#"WITH c AS (
              UPDATE job_runs SET state = 'running', worker = $4, started_at = now(),
                     heartbeat_at = now(), attempts = attempts + 1, error = NULL
              WHERE id IN (
@@ -828,33 +824,40 @@ pub async fn claim_backfill(
              SELECT c.id, t.task, t.kind FROM c, unnest($6::text[], $7::text[]) AS t(task, kind)
              ON CONFLICT (run_id, task) DO UPDATE SET state = 'queued', error = NULL
                  WHERE task_instances.state IN ('queued', 'running', 'up_for_retry'))
-         SELECT c.*,
+         SELECT c.id AS "id!", c.run_type AS "run_type!: RunType",
+                c.interval_start AS "interval_start!", c.interval_end AS "interval_end!",
+                c.attempts AS "attempts!", c.params AS "params!",
                 array(SELECT task FROM task_instances t
                       WHERE t.run_id = c.id AND t.state NOT IN ('queued', 'running', 'up_for_retry')
-                      ORDER BY task),
+                      ORDER BY task) AS "names!",
                 array(SELECT state FROM task_instances t
                       WHERE t.run_id = c.id AND t.state NOT IN ('queued', 'running', 'up_for_retry')
-                      ORDER BY task)
-         FROM c",
+                      ORDER BY task) AS "states!"
+         FROM c"#,
+        job,
+        from,
+        to,
+        worker,
+        limit as i64,
+        &ids as &[&str],
+        &kinds as &[&str],
     )
-    .bind(job)
-    .bind(from)
-    .bind(to)
-    .bind(worker)
-    .bind(limit as i64)
-    .bind(&ids)
-    .bind(&kinds)
     .fetch_all(pool)
     .await?;
     let mut opened = HashMap::new();
     let plain = rows
         .into_iter()
-        .map(
-            |(id, run_type, start, end, attempt, params, names, states)| {
-                opened.insert(id, ended_tasks(names, states));
-                (id, run_type, start, end, attempt, params)
-            },
-        )
+        .map(|r| {
+            opened.insert(r.id, ended_tasks(r.names, r.states));
+            (
+                r.id,
+                r.run_type,
+                r.interval_start,
+                r.interval_end,
+                r.attempts,
+                r.params,
+            )
+        })
         .collect();
     let mut claimed = claims(plain);
     for run in &mut claimed {

@@ -1,4 +1,5 @@
 //! What the API, `hxjobs runs`, metrics and retention read from the ledger.
+//! Its statements are checked against the schema when hxjobs compiles.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -7,7 +8,7 @@ use sqlx::PgPool;
 use super::{RunState, RunType, TaskState};
 
 /// A row of `job_runs` as shown to operators.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
     pub id: i64,
     pub job: String,
@@ -35,13 +36,28 @@ pub struct RunRow {
     pub tries: i64,
 }
 
-const RUN_COLUMNS: &str = "id, job, run_type, interval_start, interval_end, state, attempts, \
-     worker, created_at, started_at, finished_at, \
-     extract(epoch FROM (COALESCE(finished_at, now()) - started_at))::float8 AS duration_secs, \
-     error, params, triggered_by, cleared_at, \
-     EXISTS (SELECT 1 FROM late_intervals l \
-             WHERE l.job = job_runs.job AND l.interval_start = job_runs.interval_start) AS late, \
-     (SELECT count(*) FROM task_attempts a WHERE a.run_id = job_runs.id) AS tries";
+/// [`RunRow`]s from `job_runs` with the rest of the statement (`WHERE …`)
+/// and its arguments: one list of columns for every reader.
+macro_rules! select_runs {
+    ($rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            RunRow,
+            r#"SELECT id, job, run_type AS "run_type: RunType", interval_start, interval_end,
+                      state AS "state: RunState", attempts, worker, created_at, started_at,
+                      finished_at,
+                      extract(epoch FROM (COALESCE(finished_at, now()) - started_at))::float8
+                          AS duration_secs,
+                      error, params, triggered_by, cleared_at,
+                      EXISTS (SELECT 1 FROM late_intervals l
+                              WHERE l.job = job_runs.job
+                                AND l.interval_start = job_runs.interval_start) AS "late!",
+                      (SELECT count(*) FROM task_attempts a WHERE a.run_id = job_runs.id)
+                          AS "tries!"
+               FROM job_runs "# + $rest
+            $(, $arg)*
+        )
+    };
+}
 
 /// Which runs to list, newest first.
 #[derive(Debug, Clone, Default)]
@@ -52,27 +68,23 @@ pub struct RunFilter {
 }
 
 pub async fn runs(pool: &PgPool, f: &RunFilter) -> Result<Vec<RunRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM job_runs
-         WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR state = $2)
-         ORDER BY id DESC LIMIT $3"
-    ))
-    .bind(&f.job)
-    .bind(f.state)
-    .bind(f.limit)
+    select_runs!(
+        "WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR state = $2)
+         ORDER BY id DESC LIMIT $3",
+        f.job,
+        f.state.map(RunState::as_str),
+        f.limit,
+    )
     .fetch_all(pool)
     .await
 }
 
 pub async fn run(pool: &PgPool, id: i64) -> Result<Option<RunRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    select_runs!("WHERE id = $1", id).fetch_optional(pool).await
 }
 
 /// A row of `task_instances`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TaskRow {
     pub task: String,
     pub kind: String,
@@ -86,17 +98,19 @@ pub struct TaskRow {
 
 /// A run's tasks, in the order they started.
 pub async fn tasks(pool: &PgPool, run_id: i64) -> Result<Vec<TaskRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT task, kind, state, attempt, started_at, finished_at, duration_ms, error
-         FROM task_instances WHERE run_id = $1 ORDER BY started_at NULLS LAST, task",
+    sqlx::query_as!(
+        TaskRow,
+        r#"SELECT task, kind, state AS "state: TaskState", attempt, started_at, finished_at,
+                  duration_ms, error
+           FROM task_instances WHERE run_id = $1 ORDER BY started_at NULLS LAST, task"#,
+        run_id
     )
-    .bind(run_id)
     .fetch_all(pool)
     .await
 }
 
 /// A row of `schedule_skips`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SkipRow {
     pub job: String,
     pub policy: String,
@@ -112,26 +126,30 @@ pub async fn skips(
     job: Option<&str>,
     limit: i64,
 ) -> Result<Vec<SkipRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        SkipRow,
         "SELECT job, policy, first_interval_start, last_interval_start, occurrences, recorded_at
          FROM schedule_skips WHERE ($1::text IS NULL OR job = $1)
          ORDER BY id DESC LIMIT $2",
+        job,
+        limit,
     )
-    .bind(job)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
 
 /// Per job: runs that succeeded and runs that finished in the last 24 hours.
 pub async fn success_rates(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT job, count(*) FILTER (WHERE state = 'success'),
-                count(*) FILTER (WHERE state IN ('success', 'failed'))
-         FROM job_runs WHERE finished_at > now() - interval '24 hours' GROUP BY job",
+    Ok(sqlx::query!(
+        r#"SELECT job, count(*) FILTER (WHERE state = 'success') AS "succeeded!",
+                  count(*) FILTER (WHERE state IN ('success', 'failed')) AS "finished!"
+           FROM job_runs WHERE finished_at > now() - interval '24 hours' GROUP BY job"#,
     )
     .fetch_all(pool)
-    .await
+    .await?
+    .into_iter()
+    .map(|r| (r.job, r.succeeded, r.finished))
+    .collect())
 }
 
 /// Retention's classes of ledger rows (`SELECT count(*)` / `DELETE` + this,

@@ -1,11 +1,12 @@
 //! A job's schedule cursor (`job_schedule`), its skips and the claiming of
 //! its queued runs, all under the cursor row's lock: one daemon at a time
-//! turns a job's occurrences into runs or claims its runs.
+//! turns a job's occurrences into runs or claims its runs. Its statements
+//! are checked against the schema when hxjobs compiles.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{claims, ClaimRow, Claimed, CLAIM_RETURNING};
+use super::{claims, ClaimRow, Claimed, RunType};
 use crate::interval::Interval;
 
 /// Occurrences the catch-up policy did not run: a contiguous range.
@@ -30,21 +31,24 @@ pub struct JobLock {
 impl JobLock {
     /// Takes `job`'s cursor lock (creating its row the first time).
     pub async fn take(pool: &PgPool, job: &str) -> Result<JobLock, sqlx::Error> {
-        sqlx::query("INSERT INTO job_schedule (job) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(job)
-            .execute(pool)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO job_schedule (job) VALUES ($1) ON CONFLICT DO NOTHING",
+            job
+        )
+        .execute(pool)
+        .await?;
         let mut tx = pool.begin().await?;
-        let (last_fire, paused): (Option<DateTime<Utc>>, bool) =
-            sqlx::query_as("SELECT last_fire, paused FROM job_schedule WHERE job = $1 FOR UPDATE")
-                .bind(job)
-                .fetch_one(&mut *tx)
-                .await?;
+        let row = sqlx::query!(
+            "SELECT last_fire, paused FROM job_schedule WHERE job = $1 FOR UPDATE",
+            job
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         Ok(JobLock {
             tx,
             job: job.to_string(),
-            last_fire,
-            paused,
+            last_fire: row.last_fire,
+            paused: row.paused,
         })
     }
 
@@ -64,21 +68,24 @@ impl JobLock {
         let fires: Vec<DateTime<Utc>> = runs.iter().map(|(f, _)| *f).collect();
         let starts: Vec<DateTime<Utc>> = runs.iter().map(|(_, i)| i.start).collect();
         let ends: Vec<DateTime<Utc>> = runs.iter().map(|(_, i)| i.end).collect();
-        let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        let rows = sqlx::query!(
             "INSERT INTO job_runs (job, run_type, scheduled_for, interval_start, interval_end)
              SELECT $1, 'scheduled', * FROM unnest($2::timestamptz[], $3::timestamptz[], $4::timestamptz[])
              ON CONFLICT DO NOTHING
              RETURNING interval_start, interval_end",
+            self.job,
+            &fires,
+            &starts,
+            &ends,
         )
-        .bind(&self.job)
-        .bind(&fires)
-        .bind(&starts)
-        .bind(&ends)
         .fetch_all(&mut *self.tx)
         .await?;
         let mut created: Vec<Interval> = rows
             .into_iter()
-            .map(|(start, end)| Interval { start, end })
+            .map(|r| Interval {
+                start: r.interval_start,
+                end: r.interval_end,
+            })
             .collect();
         created.sort();
         Ok(created)
@@ -86,15 +93,15 @@ impl JobLock {
 
     /// Records occurrences the catch-up `policy` skipped.
     pub async fn record_skip(&mut self, policy: &str, s: Skipped) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO schedule_skips (job, policy, first_interval_start, last_interval_start, occurrences)
              VALUES ($1, $2, $3, $4, $5)",
+            self.job,
+            policy,
+            s.first_interval_start,
+            s.last_interval_start,
+            s.occurrences,
         )
-        .bind(&self.job)
-        .bind(policy)
-        .bind(s.first_interval_start)
-        .bind(s.last_interval_start)
-        .bind(s.occurrences)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -102,21 +109,23 @@ impl JobLock {
 
     /// Moves the cursor to `fire`.
     pub async fn advance(&mut self, fire: DateTime<Utc>) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE job_schedule SET last_fire = $2, updated_at = now() WHERE job = $1")
-            .bind(&self.job)
-            .bind(fire)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE job_schedule SET last_fire = $2, updated_at = now() WHERE job = $1",
+            self.job,
+            fire,
+        )
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
     /// Scheduled and manual runs of the job running now (on any worker).
     pub async fn active(&mut self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM job_runs
-             WHERE job = $1 AND state = 'running' AND run_type <> 'backfill'",
+        sqlx::query_scalar!(
+            r#"SELECT count(*) AS "running!" FROM job_runs
+             WHERE job = $1 AND state = 'running' AND run_type <> 'backfill'"#,
+            self.job
         )
-        .bind(&self.job)
         .fetch_one(&mut *self.tx)
         .await
     }
@@ -125,21 +134,27 @@ impl JobLock {
     /// runs), oldest interval first, locked (others skip them) until the
     /// lock ends.
     pub async fn queued(&mut self, limit: i64) -> Result<Vec<(i64, Interval)>, sqlx::Error> {
-        let rows: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        let rows = sqlx::query!(
             "SELECT id, interval_start, interval_end FROM job_runs
              WHERE job = $1 AND state = 'queued'
                AND (run_type <> 'backfill' OR cleared_at IS NOT NULL)
              ORDER BY interval_start, id
              LIMIT $2
              FOR UPDATE SKIP LOCKED",
+            self.job,
+            limit,
         )
-        .bind(&self.job)
-        .bind(limit)
         .fetch_all(&mut *self.tx)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, start, end)| (id, Interval { start, end }))
+            .map(|r| {
+                let interval = Interval {
+                    start: r.interval_start,
+                    end: r.interval_end,
+                };
+                (r.id, interval)
+            })
             .collect())
     }
 
@@ -150,25 +165,27 @@ impl JobLock {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT count(DISTINCT interval_start) FROM job_runs
+        sqlx::query_scalar!(
+            r#"SELECT count(DISTINCT interval_start) AS "intervals!" FROM job_runs
              WHERE job = $1 AND state = 'success'
-               AND interval_start >= $2 AND interval_end <= $3",
+               AND interval_start >= $2 AND interval_end <= $3"#,
+            other,
+            from,
+            to,
         )
-        .bind(other)
-        .bind(from)
-        .bind(to)
         .fetch_one(&mut *self.tx)
         .await
     }
 
     /// Says on a queued run why it has not started (written only when it changes).
     pub async fn note_waiting(&mut self, run_id: i64, note: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE job_runs SET error = $2 WHERE id = $1 AND error IS DISTINCT FROM $2")
-            .bind(run_id)
-            .bind(note)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE job_runs SET error = $2 WHERE id = $1 AND error IS DISTINCT FROM $2",
+            run_id,
+            note,
+        )
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
@@ -177,16 +194,30 @@ impl JobLock {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<ClaimRow> = sqlx::query_as(&format!(
-            "UPDATE job_runs SET state = 'running', worker = $2, started_at = now(),
+        let rows = sqlx::query!(
+            r#"UPDATE job_runs SET state = 'running', worker = $2, started_at = now(),
                     heartbeat_at = now(), attempts = attempts + 1, error = NULL
              WHERE id = ANY($1) AND state = 'queued'
-             {CLAIM_RETURNING}"
-        ))
-        .bind(ids)
-        .bind(worker)
+             RETURNING id, run_type AS "run_type: RunType", interval_start, interval_end,
+                       attempts, params"#,
+            ids,
+            worker,
+        )
         .fetch_all(&mut *self.tx)
         .await?;
+        let rows: Vec<ClaimRow> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id,
+                    r.run_type,
+                    r.interval_start,
+                    r.interval_end,
+                    r.attempts,
+                    r.params,
+                )
+            })
+            .collect();
         Ok(claims(rows))
     }
 }

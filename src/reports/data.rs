@@ -7,33 +7,22 @@ use sqlx::PgPool;
 
 use super::Error;
 use crate::interval::Grain;
+use crate::rollup::read::{self, RollupFilter, RollupRow};
 use crate::rollup::sketch::{self, Users};
 
-/// A stored rollup row, as reports read it.
-#[derive(sqlx::FromRow)]
+/// A stored rollup row, as reports read it: its sketches decoded once.
 pub struct Row {
-    pub bucket_start: DateTime<Utc>,
-    pub event_type: String,
-    pub source: String,
-    pub subject: String,
-    pub event_count: i64,
-    pub error_count: i64,
-    pub latency_count: i64,
-    pub latency_sum_ms: f64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cost_usd: f64,
-    pub rating_sum: f64,
-    pub rating_count: i64,
-    pub rating_low_count: Option<i64>,
-    pub value_sum: f64,
-    latency_sketch: Option<Vec<u8>>,
-    users_sketch: Option<Vec<u8>>,
-    /// The sketches, decoded once when the rows are read.
-    #[sqlx(skip)]
+    row: RollupRow,
     latency: Option<DDSketch>,
-    #[sqlx(skip)]
     users: Option<Users>,
+}
+
+impl std::ops::Deref for Row {
+    type Target = RollupRow;
+
+    fn deref(&self) -> &RollupRow {
+        &self.row
+    }
 }
 
 /// Stored rows of `grain` with buckets starting in `[from, to)`.
@@ -43,27 +32,27 @@ pub async fn rows(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Row>, Error> {
-    let mut rows: Vec<Row> = sqlx::query_as(
-        "SELECT bucket_start, event_type, source, subject, event_count, error_count, latency_count,
-                latency_sum_ms, prompt_tokens, completion_tokens, cost_usd, rating_sum,
-                rating_count, rating_low_count, value_sum, latency_sketch, users_sketch
-         FROM rollups WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3
-         ORDER BY bucket_start, event_type, source, subject",
-    )
-    .bind(grain.as_str())
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    for r in &mut rows {
-        if let Some(b) = r.latency_sketch.take() {
-            r.latency = Some(sketch::decode_latency(&b)?);
-        }
-        if let Some(b) = r.users_sketch.take() {
-            r.users = Some(sketch::decode_users(&b)?);
-        }
-    }
-    Ok(rows)
+    let stored = read::rows(pool, &RollupFilter::all(grain.as_str(), from, to)).await?;
+    stored
+        .into_iter()
+        .map(|mut row| {
+            let latency = row
+                .latency_sketch
+                .take()
+                .map(|b| sketch::decode_latency(&b))
+                .transpose()?;
+            let users = row
+                .users_sketch
+                .take()
+                .map(|b| sketch::decode_users(&b))
+                .transpose()?;
+            Ok(Row {
+                row,
+                latency,
+                users,
+            })
+        })
+        .collect()
 }
 
 /// Measures summed over rollup rows, sketches merged.

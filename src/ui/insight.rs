@@ -112,6 +112,7 @@ pub async fn rollups(
         source: source.as_deref(),
         subject: subject.as_deref(),
         limit: LIMIT,
+        sketches: false,
     };
     let rows = state.ops.rollups(session.reader()?, &filter).await?;
     // Events per bucket, every row of the bucket summed.

@@ -118,10 +118,11 @@ pub async fn start(
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let next = super::actions::safe_next(q.next.as_deref());
     let pool = &state.ops.pools.ledger;
-    let in_flight: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM oidc_logins WHERE created_at > now() - make_interval(mins => $1)",
+    let in_flight = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "in_flight!" FROM oidc_logins
+           WHERE created_at > now() - make_interval(mins => $1)"#,
+        MAX_MINUTES,
     )
-    .bind(MAX_MINUTES)
     .fetch_one(pool)
     .await?;
     if in_flight >= MAX_IN_FLIGHT {
@@ -138,17 +139,19 @@ pub async fn start(
     let (login, nonce, verifier) = (random_id(), random_id(), random_id());
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(Sha256::digest(verifier.as_bytes()));
-    sqlx::query("DELETE FROM oidc_logins WHERE created_at < now() - make_interval(mins => $1)")
-        .bind(MAX_MINUTES)
-        .execute(pool)
-        .await?;
-    sqlx::query(
-        "INSERT INTO oidc_logins (state_sha256, nonce, verifier, next) VALUES ($1, $2, $3, $4)",
+    sqlx::query!(
+        "DELETE FROM oidc_logins WHERE created_at < now() - make_interval(mins => $1)",
+        MAX_MINUTES,
     )
-    .bind(session::digest(&login))
-    .bind(&nonce)
-    .bind(&verifier)
-    .bind(&next)
+    .execute(pool)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO oidc_logins (state_sha256, nonce, verifier, next) VALUES ($1, $2, $3, $4)",
+        session::digest(&login),
+        nonce,
+        verifier,
+        next,
+    )
     .execute(pool)
     .await?;
     let scope = std::iter::once("openid")
@@ -258,15 +261,16 @@ pub async fn callback(
         .await);
     }
     let pool = &state.ops.pools.ledger;
-    let held: Option<(String, String, String)> = sqlx::query_as(
+    let held = sqlx::query!(
         "DELETE FROM oidc_logins
          WHERE state_sha256 = $1 AND created_at > now() - make_interval(mins => $2)
          RETURNING nonce, verifier, next",
+        session::digest(login),
+        MAX_MINUTES,
     )
-    .bind(session::digest(login))
-    .bind(MAX_MINUTES)
     .fetch_optional(pool)
-    .await?;
+    .await?
+    .map(|r| (r.nonce, r.verifier, r.next));
     let Some((nonce, verifier, next)) = held else {
         return Err(refuse(
             "oidc:unknown",

@@ -51,23 +51,23 @@ pub async fn create(
 ) -> Result<String, sqlx::Error> {
     let id = random_id();
     // Ended sessions go, a few at a time, as new ones start.
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM console_sessions WHERE id_sha256 IN (
              SELECT id_sha256 FROM console_sessions
              WHERE expires_at < now() OR revoked_at < now() - interval '1 day' LIMIT 100)",
     )
     .execute(pool)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO console_sessions (id_sha256, actor, csrf, client, expires_at, role)
          VALUES ($1, $2, $3, $4, now() + make_interval(hours => $5), $6)",
+        digest(&id),
+        actor,
+        random_id(),
+        client,
+        i32::try_from(hours).unwrap_or(i32::MAX),
+        role,
     )
-    .bind(digest(&id))
-    .bind(actor)
-    .bind(random_id())
-    .bind(client)
-    .bind(i32::try_from(hours).unwrap_or(i32::MAX))
-    .bind(role)
     .execute(pool)
     .await?;
     Ok(id)
@@ -78,23 +78,23 @@ pub async fn find(pool: &PgPool, id: &str) -> Result<Option<Login>, sqlx::Error>
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+    sqlx::query_as!(
+        Login,
         "SELECT actor, csrf, role FROM console_sessions
          WHERE id_sha256 = $1 AND revoked_at IS NULL AND expires_at > now()",
+        digest(id),
     )
-    .bind(digest(id))
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(actor, csrf, role)| Login { actor, csrf, role }))
+    .await
 }
 
 /// Ends the session `id` names (logout).
 pub async fn revoke(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE console_sessions SET revoked_at = now()
          WHERE id_sha256 = $1 AND revoked_at IS NULL",
+        digest(id),
     )
-    .bind(digest(id))
     .execute(pool)
     .await?;
     Ok(())
@@ -103,11 +103,13 @@ pub async fn revoke(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
 /// The key for visitors' CSRF tokens, made once for the database.
 pub async fn key(pool: &PgPool) -> Result<Vec<u8>, sqlx::Error> {
     let fresh: [u8; 32] = rand::random();
-    sqlx::query("INSERT INTO console_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
-        .bind(fresh.as_slice())
-        .execute(pool)
-        .await?;
-    sqlx::query_scalar("SELECT key FROM console_keys WHERE id = 1")
+    sqlx::query!(
+        "INSERT INTO console_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        fresh.as_slice(),
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query_scalar!("SELECT key FROM console_keys WHERE id = 1")
         .fetch_one(pool)
         .await
 }

@@ -1,0 +1,195 @@
+//! Jobs and their runs: the job list, a job's runs and grid, a manual
+//! trigger, one run.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::extract::{id_of, instant, query, ApiResult, OptionalJson};
+use super::ApiState;
+use crate::ledger::{self};
+use crate::ops::runs::{Allow, TriggerRequest};
+use crate::ops::{self, Actor};
+
+#[derive(Serialize)]
+struct JobView<'a> {
+    name: &'a str,
+    description: &'a str,
+    /// The first 12 hex digits of the job file's SHA-256.
+    version: &'a str,
+    file: String,
+    /// When this process loaded this version.
+    loaded_at: Option<DateTime<Utc>>,
+    /// Live daemons with this job loaded, and which version each has.
+    daemons: Vec<&'a ledger::daemons::JobVersion>,
+    schedule: &'a str,
+    timezone: String,
+    interval: &'a str,
+    start_date: DateTime<Utc>,
+    max_active_runs: u32,
+    wait_for: &'a [String],
+    tasks: Vec<Value>,
+    params: &'a [crate::dag::params::Param],
+    /// `null` when the database could not say.
+    paused: Option<bool>,
+}
+
+pub async fn jobs(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<Json<Value>> {
+    state.ops.read(&actor, "jobs").await?;
+    let pool = &state.ops.pools.data;
+    let paused = ledger::controls::paused_jobs(pool).await.ok();
+    let stale = state.ops.config.scheduler.stale_after_secs;
+    let loaded_by = ledger::daemons::job_versions(pool, stale)
+        .await
+        .unwrap_or_default();
+    let set = state.ops.jobs.current();
+    let jobs: Vec<JobView> = set
+        .iter()
+        .map(|j| JobView {
+            name: &j.name,
+            description: &j.description,
+            version: &j.version,
+            file: j.file.display().to_string(),
+            loaded_at: set.since.get(&j.name).copied(),
+            daemons: loaded_by.iter().filter(|v| v.job == j.name).collect(),
+            schedule: &j.schedule_text,
+            timezone: j.timezone.to_string(),
+            interval: j.interval.as_str(),
+            start_date: j.start_date,
+            max_active_runs: j.max_active_runs,
+            wait_for: &j.wait_for,
+            tasks: j
+                .tasks
+                .iter()
+                .map(|t| json!({"id": t.id, "kind": t.kind.name(), "depends_on": t.depends_on}))
+                .collect(),
+            params: &j.params,
+            paused: paused.as_ref().map(|p| p.contains(&j.name)),
+        })
+        .collect();
+    Ok(Json(json!({ "jobs": jobs, "invalid_files": set.errors })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn job_runs(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(job): Path<String>,
+    q: Result<Query<RunsQuery>, QueryRejection>,
+) -> ApiResult<Json<ops::runs::JobRuns>> {
+    let q = query(q)?;
+    let runs = state
+        .ops
+        .job_runs(&actor, &job, q.state.as_deref(), q.limit.unwrap_or(50))
+        .await?;
+    Ok(Json(runs))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridQuery {
+    runs: Option<i64>,
+}
+
+/// `GET /jobs/{job}/grid?runs=N`: the job's newest runs with every task's
+/// state and try (what the console's grid shows), as JSON.
+pub async fn job_grid(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(job): Path<String>,
+    q: Result<Query<GridQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    state.ops.read(&actor, &format!("job:{job}")).await?;
+    let job = state.ops.job(&job)?;
+    let limit = q.runs.unwrap_or(100);
+    ops::runs::check_limit("runs", limit, 1000)?;
+    let q = ledger::console::GridQuery {
+        job: job.name.clone(),
+        state: None,
+        from: None,
+        to: None,
+        before: None,
+        limit,
+    };
+    let runs = ledger::console::grid(&state.ops.pools.data, &q).await?;
+    let tasks: Vec<&str> = job.tasks.iter().map(|t| t.id.as_str()).collect();
+    Ok(Json(
+        json!({ "job": job.name, "tasks": tasks, "runs": runs }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    /// Any instant in the interval to run; default: the last complete one.
+    interval_start: Option<String>,
+    /// Also run an interval before the job's `start_date`.
+    #[serde(default)]
+    ignore_start_date: bool,
+    /// Also run an interval that has not ended yet.
+    #[serde(default)]
+    allow_unfinished: bool,
+    /// Values for parameters the job declares; the rest keep their defaults.
+    #[serde(default)]
+    params: serde_json::Map<String, Value>,
+    /// Why (kept with the action).
+    reason: Option<String>,
+}
+
+pub async fn trigger_run(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(job): Path<String>,
+    OptionalJson(body): OptionalJson<TriggerBody>,
+) -> ApiResult<Response> {
+    let at = match &body.interval_start {
+        Some(s) => Some(instant("interval_start", s)?),
+        None => None,
+    };
+    let request = TriggerRequest {
+        at,
+        allow: Allow {
+            before_start_date: body.ignore_start_date,
+            unfinished: body.allow_unfinished,
+        },
+        params: body.params,
+        reason: body.reason,
+    };
+    let (id, interval) = state.ops.trigger(&actor, &job, request).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "run_id": id,
+            "job": job,
+            "state": "queued",
+            "interval_start": interval.start,
+            "interval_end": interval.end,
+            "note": "a daemon (hxjobs daemon) claims and runs it",
+        })),
+    )
+        .into_response())
+}
+
+pub async fn run(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ops::runs::RunDetail>> {
+    let id = id_of(id)?;
+    Ok(Json(state.ops.run(&actor, id).await?))
+}
