@@ -73,15 +73,18 @@ pub async fn analyse(
     let from = to - Duration::days(i64::from(config.days));
     let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
     let end = to.and_time(chrono::NaiveTime::MIN).and_utc();
-    let hours: Vec<(DateTime<Utc>, i64)> = sqlx::query_as(
-        "SELECT bucket_start, sum(event_count)::int8 FROM rollups
-         WHERE grain = 'hour' AND bucket_start >= $1 AND bucket_start < $2
-         GROUP BY bucket_start ORDER BY bucket_start",
+    let hours: Vec<(DateTime<Utc>, i64)> = sqlx::query!(
+        r#"SELECT bucket_start, sum(event_count)::int8 AS "events!" FROM rollups
+           WHERE grain = 'hour' AND bucket_start >= $1 AND bucket_start < $2
+           GROUP BY bucket_start ORDER BY bucket_start"#,
+        start,
+        end,
     )
-    .bind(start)
-    .bind(end)
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.bucket_start, r.events))
+    .collect();
     Ok(compute(config, from, to, &hours, now))
 }
 

@@ -23,20 +23,22 @@ pub struct Status {
 }
 
 pub async fn gather(config: &Config, pool: &PgPool) -> Result<Status, sqlx::Error> {
-    let events_by_type = sqlx::query_as(
-        "SELECT event_type, count(*) FROM events GROUP BY event_type ORDER BY event_type",
+    let events_by_type = sqlx::query!(
+        r#"SELECT event_type, count(*) AS "events!" FROM events
+           GROUP BY event_type ORDER BY event_type"#
     )
     .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| (r.event_type, r.events))
+    .collect();
+    let dead_letters_by_reason = crate::ingest::dead_letters::reasons(pool).await?;
+    let gaps = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "gaps!" FROM ingest_gaps WHERE consumer_group = $1"#,
+        config.kafka.group_id,
+    )
+    .fetch_one(pool)
     .await?;
-    let dead_letters_by_reason =
-        sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason")
-            .fetch_all(pool)
-            .await?;
-    let gaps: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM ingest_gaps WHERE consumer_group = $1")
-            .bind(&config.kafka.group_id)
-            .fetch_one(pool)
-            .await?;
     let reachable = kafka::ensure_reachable(&config.kafka).await.is_ok();
     let consumer = reachable
         .then(|| kafka::build_consumer(&config.kafka, &config.kafka.group_id).ok())

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 /// A rejected message with the first bytes of its payload.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub id: i64,
     pub kafka_topic: String,
@@ -31,27 +31,33 @@ pub async fn recent(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DeadLetter,
         "SELECT id, kafka_topic, kafka_partition, kafka_offset, reason, detail,
                 substring(payload FROM 1 FOR $4) AS head, length(payload) AS size,
                 received_at, published_at
          FROM dead_letters
          WHERE ($1::text IS NULL OR reason = $1) AND ($2::bigint IS NULL OR id < $2)
          ORDER BY id DESC LIMIT $3",
+        reason,
+        before,
+        limit,
+        PREVIEW_BYTES,
     )
-    .bind(reason)
-    .bind(before)
-    .bind(limit)
-    .bind(PREVIEW_BYTES)
     .fetch_all(pool)
     .await
 }
 
 /// Dead letters per reason.
 pub async fn reasons(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason")
-        .fetch_all(pool)
-        .await
+    Ok(sqlx::query!(
+        r#"SELECT reason, count(*) AS "letters!" FROM dead_letters GROUP BY reason ORDER BY reason"#
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| (r.reason, r.letters))
+    .collect())
 }
 
 /// Bytes as readable text: printable UTF-8 as it is, line ends and tabs

@@ -7,7 +7,8 @@
 //! every beat. A lease is lost when it expires or at once when its owner's
 //! session ends (the process died). A batch commits only under the epoch
 //! its worker still owns ([`super::writer`]), so a worker that lost a
-//! partition cannot store anything more of it.
+//! partition cannot store anything more of it. Its statements are checked
+//! against the schema when hxjobs compiles.
 
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ impl Mode {
 }
 
 /// A partition this worker owns under `epoch`, stored up to `next`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owned {
     pub topic: String,
     pub partition: i32,
@@ -82,12 +83,23 @@ fn share(partitions: i64, workers: i64) -> usize {
     ((partitions + workers - 1) / workers).max(0) as usize
 }
 
-/// A lease is claimable when nobody holds it, it expired, or its owner's
-/// PostgreSQL session is gone.
-const CLAIMABLE: &str = "(c.owner IS NULL OR c.lease_expires_at < now() OR NOT EXISTS (
-        SELECT 1 FROM ingest_workers w
-        JOIN pg_stat_activity a ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
-        WHERE w.consumer_group = c.consumer_group AND w.worker = c.owner))";
+/// A checked statement with `claimable` between `head` and `tail`: whether
+/// the lease of `consumer_offsets c` may be claimed. It is when nobody holds
+/// it, it expired, or its owner's PostgreSQL session is gone.
+macro_rules! with_claimable {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query!(
+            $head
+                + "(c.owner IS NULL OR c.lease_expires_at < now() OR NOT EXISTS (
+                       SELECT 1 FROM ingest_workers w
+                       JOIN pg_stat_activity a
+                         ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
+                       WHERE w.consumer_group = c.consumer_group AND w.worker = c.owner))"
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// One worker's membership, on a connection of its own that stays open as
 /// long as the worker lives.
@@ -110,16 +122,16 @@ impl Member {
         lease: Duration,
     ) -> Result<Member, Error> {
         let mut conn = pool.acquire().await?.detach();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO ingest_workers (consumer_group, worker, mode, backend_pid, backend_start)
              SELECT $1, $2, $3, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
              ON CONFLICT (consumer_group, worker) DO UPDATE
              SET mode = EXCLUDED.mode, backend_pid = EXCLUDED.backend_pid,
                  backend_start = EXCLUDED.backend_start, started_at = now(), beat_at = now()",
+            group,
+            worker,
+            mode.as_str(),
         )
-        .bind(group)
-        .bind(worker)
-        .bind(mode.as_str())
         .execute(&mut conn)
         .await?;
         // Leases still held under this name belong to an earlier session of
@@ -127,14 +139,7 @@ impl Member {
         // is over and read nothing more, so they are given back and claimed
         // again under new epochs. Kept, they would look live (this name has
         // a session again) while nothing reads them.
-        sqlx::query(
-            "UPDATE consumer_offsets SET owner = NULL, lease_expires_at = NULL
-             WHERE consumer_group = $1 AND owner = $2",
-        )
-        .bind(group)
-        .bind(worker)
-        .execute(&mut conn)
-        .await?;
+        give_back(&mut conn, group, worker).await?;
         Ok(Member {
             conn,
             group: group.to_string(),
@@ -147,50 +152,52 @@ impl Member {
     /// Renews this worker's presence and leases; forgets workers whose
     /// session is gone.
     pub async fn beat(&mut self) -> Result<Beat, Error> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE ingest_workers SET beat_at = now() WHERE consumer_group = $1 AND worker = $2",
+            self.group,
+            self.worker,
         )
-        .bind(&self.group)
-        .bind(&self.worker)
         .execute(&mut self.conn)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "DELETE FROM ingest_workers w WHERE w.consumer_group = $1 AND w.worker <> $2
              AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
                              WHERE a.pid = w.backend_pid AND a.backend_start = w.backend_start)",
+            self.group,
+            self.worker,
         )
-        .bind(&self.group)
-        .bind(&self.worker)
         .execute(&mut self.conn)
         .await?;
-        let owned: Vec<Owned> = sqlx::query_as(
-            "UPDATE consumer_offsets
-             SET lease_expires_at = now() + make_interval(secs => $3)
-             WHERE consumer_group = $1 AND owner = $2 AND topic = ANY($4)
-             RETURNING topic, partition, epoch, next_offset AS next",
+        let owned: Vec<Owned> = sqlx::query_as!(
+            Owned,
+            r#"UPDATE consumer_offsets
+               SET lease_expires_at = now() + make_interval(secs => $3)
+               WHERE consumer_group = $1 AND owner = $2 AND topic = ANY($4)
+               RETURNING topic, partition, epoch, next_offset AS "next""#,
+            self.group,
+            self.worker,
+            self.lease_secs,
+            &self.topics,
         )
-        .bind(&self.group)
-        .bind(&self.worker)
-        .bind(self.lease_secs)
-        .bind(&self.topics)
         .fetch_all(&mut self.conn)
         .await?;
-        let (workers, partitions): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM ingest_workers w
-                     JOIN pg_stat_activity a ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
-                     WHERE w.consumer_group = $1 AND w.mode = 'continuous'
-                       AND w.beat_at > now() - make_interval(secs => $2)),
-                    (SELECT count(*) FROM consumer_offsets
-                     WHERE consumer_group = $1 AND topic = ANY($3))",
+        let seen = sqlx::query!(
+            r#"SELECT (SELECT count(*) FROM ingest_workers w
+                       JOIN pg_stat_activity a
+                         ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
+                       WHERE w.consumer_group = $1 AND w.mode = 'continuous'
+                         AND w.beat_at > now() - make_interval(secs => $2)) AS "workers!",
+                      (SELECT count(*) FROM consumer_offsets
+                       WHERE consumer_group = $1 AND topic = ANY($3)) AS "partitions!""#,
+            self.group,
+            self.lease_secs,
+            &self.topics,
         )
-        .bind(&self.group)
-        .bind(self.lease_secs)
-        .bind(&self.topics)
         .fetch_one(&mut self.conn)
         .await?;
         Ok(Beat {
-            workers,
-            partitions,
+            workers: seen.workers,
+            partitions: seen.partitions,
             owned,
         })
     }
@@ -198,25 +205,27 @@ impl Member {
     /// A cheap look between beats: the continuous workers present, the
     /// partitions, and how many of them are claimable now.
     pub async fn pulse(&mut self) -> Result<Pulse, Error> {
-        let (workers, partitions, claimable): (i64, i64, i64) = sqlx::query_as(&format!(
-            "SELECT (SELECT count(*) FROM ingest_workers w
-                     JOIN pg_stat_activity a ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
-                     WHERE w.consumer_group = $1 AND w.mode = 'continuous'
-                       AND w.beat_at > now() - make_interval(secs => $2)),
-                    (SELECT count(*) FROM consumer_offsets
-                     WHERE consumer_group = $1 AND topic = ANY($3)),
-                    (SELECT count(*) FROM consumer_offsets c
-                     WHERE c.consumer_group = $1 AND c.topic = ANY($3) AND {CLAIMABLE})"
-        ))
-        .bind(&self.group)
-        .bind(self.lease_secs)
-        .bind(&self.topics)
+        let seen = with_claimable!(
+            r#"SELECT (SELECT count(*) FROM ingest_workers w
+                       JOIN pg_stat_activity a
+                         ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
+                       WHERE w.consumer_group = $1 AND w.mode = 'continuous'
+                         AND w.beat_at > now() - make_interval(secs => $2)) AS "workers!",
+                      (SELECT count(*) FROM consumer_offsets
+                       WHERE consumer_group = $1 AND topic = ANY($3)) AS "partitions!",
+                      (SELECT count(*) FROM consumer_offsets c
+                       WHERE c.consumer_group = $1 AND c.topic = ANY($3) AND "#,
+            r#") AS "claimable!""#,
+            self.group,
+            self.lease_secs,
+            &self.topics,
+        )
         .fetch_one(&mut self.conn)
         .await?;
         Ok(Pulse {
-            workers,
-            partitions,
-            claimable,
+            workers: seen.workers,
+            partitions: seen.partitions,
+            claimable: seen.claimable,
         })
     }
 
@@ -225,25 +234,34 @@ impl Member {
         if want == 0 {
             return Ok(Vec::new());
         }
-        let claimed = sqlx::query_as(&format!(
+        let claimed = with_claimable!(
             "UPDATE consumer_offsets o
              SET owner = $2, epoch = o.epoch + 1, acquired_at = now(),
                  lease_expires_at = now() + make_interval(secs => $3)
              FROM (SELECT c.topic, c.partition FROM consumer_offsets c
-                   WHERE c.consumer_group = $1 AND c.topic = ANY($4) AND {CLAIMABLE}
+                   WHERE c.consumer_group = $1 AND c.topic = ANY($4) AND ",
+            "
                    ORDER BY c.partition, c.topic
                    LIMIT $5 FOR UPDATE OF c SKIP LOCKED) f
              WHERE o.consumer_group = $1 AND o.topic = f.topic AND o.partition = f.partition
-             RETURNING o.topic, o.partition, o.epoch, o.next_offset AS next"
-        ))
-        .bind(&self.group)
-        .bind(&self.worker)
-        .bind(self.lease_secs)
-        .bind(&self.topics)
-        .bind(want.min(i64::MAX as usize) as i64)
+             RETURNING o.topic, o.partition, o.epoch, o.next_offset AS next",
+            self.group,
+            self.worker,
+            self.lease_secs,
+            &self.topics,
+            want.min(i64::MAX as usize) as i64,
+        )
         .fetch_all(&mut self.conn)
         .await?;
-        Ok(claimed)
+        Ok(claimed
+            .into_iter()
+            .map(|r| Owned {
+                topic: r.topic,
+                partition: r.partition,
+                epoch: r.epoch,
+                next: r.next,
+            })
+            .collect())
     }
 
     /// Gives back partitions (only those still held under the given epochs).
@@ -254,17 +272,17 @@ impl Member {
         let topics: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
         let partitions: Vec<i32> = parts.iter().map(|p| p.1).collect();
         let epochs: Vec<i64> = parts.iter().map(|p| p.2).collect();
-        sqlx::query(
+        sqlx::query!(
             "UPDATE consumer_offsets o SET owner = NULL, lease_expires_at = NULL
              FROM unnest($3::text[], $4::int[], $5::bigint[]) AS u(topic, partition, epoch)
              WHERE o.consumer_group = $1 AND o.owner = $2
                AND o.topic = u.topic AND o.partition = u.partition AND o.epoch = u.epoch",
+            self.group,
+            self.worker,
+            &topics as &[&str],
+            &partitions,
+            &epochs,
         )
-        .bind(&self.group)
-        .bind(&self.worker)
-        .bind(&topics)
-        .bind(&partitions)
-        .bind(&epochs)
         .execute(&mut self.conn)
         .await?;
         Ok(())
@@ -272,21 +290,29 @@ impl Member {
 
     /// Releases everything and leaves the group.
     pub async fn leave(mut self) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE consumer_offsets SET owner = NULL, lease_expires_at = NULL
-             WHERE consumer_group = $1 AND owner = $2",
+        give_back(&mut self.conn, &self.group, &self.worker).await?;
+        sqlx::query!(
+            "DELETE FROM ingest_workers WHERE consumer_group = $1 AND worker = $2",
+            self.group,
+            self.worker,
         )
-        .bind(&self.group)
-        .bind(&self.worker)
         .execute(&mut self.conn)
         .await?;
-        sqlx::query("DELETE FROM ingest_workers WHERE consumer_group = $1 AND worker = $2")
-            .bind(&self.group)
-            .bind(&self.worker)
-            .execute(&mut self.conn)
-            .await?;
         Ok(())
     }
+}
+
+/// Gives back every lease `worker` holds in `group`.
+async fn give_back(conn: &mut PgConnection, group: &str, worker: &str) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE consumer_offsets SET owner = NULL, lease_expires_at = NULL
+         WHERE consumer_group = $1 AND owner = $2",
+        group,
+        worker,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Makes sure every partition has its row, starting at `start` when new.
@@ -298,15 +324,15 @@ pub async fn register(
     let topics: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
     let partitions: Vec<i32> = parts.iter().map(|p| p.1).collect();
     let starts: Vec<i64> = parts.iter().map(|p| p.2).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
          SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[])
          ON CONFLICT DO NOTHING",
+        group,
+        &topics as &[&str],
+        &partitions,
+        &starts,
     )
-    .bind(group)
-    .bind(&topics)
-    .bind(&partitions)
-    .bind(&starts)
     .execute(pool)
     .await?;
     Ok(())
@@ -327,7 +353,7 @@ pub async fn record_marks(
     let partitions: Vec<i32> = marks.iter().map(|m| m.1).collect();
     let highs: Vec<i64> = marks.iter().map(|m| m.2).collect();
     let ats: Vec<chrono::DateTime<chrono::Utc>> = marks.iter().map(|m| m.3).collect();
-    let rows = sqlx::query_as(
+    let rows = sqlx::query!(
         "WITH m AS (SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::timestamptz[])
                     AS m(topic, partition, high, at)),
          s AS (SELECT o.topic, o.partition,
@@ -342,15 +368,18 @@ pub async fn record_marks(
              high_watermark = s.high, high_read_at = s.read_at
          FROM s WHERE o.consumer_group = $1 AND o.topic = s.topic AND o.partition = s.partition
          RETURNING o.topic, o.partition, o.caught_up_through",
+        group,
+        &topics as &[&str],
+        &partitions,
+        &highs,
+        &ats,
     )
-    .bind(group)
-    .bind(&topics)
-    .bind(&partitions)
-    .bind(&highs)
-    .bind(&ats)
     .fetch_all(pool)
     .await?;
-    Ok(rows)
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.topic, r.partition, r.caught_up_through))
+        .collect())
 }
 
 /// Everything the broker held at the returned time is stored, over every
@@ -360,19 +389,19 @@ pub async fn caught_up_through(
     group: &str,
     topics: &[&str],
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT CASE WHEN count(*) > 0 AND bool_and(caught_up_through IS NOT NULL)
                      THEN min(caught_up_through) END
          FROM consumer_offsets WHERE consumer_group = $1 AND topic = ANY($2)",
+        group,
+        topics as &[&str],
     )
-    .bind(group)
-    .bind(topics)
     .fetch_one(pool)
     .await
 }
 
 /// One partition's ingest as the ledger knows it (`hxjobs status`, `/health`).
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PartitionView {
     pub topic: String,
     pub partition: i32,
@@ -391,7 +420,6 @@ pub struct PartitionView {
     pub caught_up_through: Option<chrono::DateTime<chrono::Utc>>,
     /// Data on the broker past the position, and the position unmoved for
     /// `ingest.stalled_after_secs` (set by the API's health check).
-    #[sqlx(default)]
     pub stalled: bool,
 }
 
@@ -402,23 +430,40 @@ pub async fn partitions(
     topics: &[String],
     lease: Duration,
 ) -> Result<Vec<PartitionView>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT c.topic, c.partition,
-                CASE WHEN NOT {CLAIMABLE} THEN c.owner END AS owner,
-                c.epoch, c.next_offset AS position,
-                CASE WHEN c.high_read_at > now() - make_interval(secs => $3 * 3)
-                     THEN GREATEST(c.high_watermark - c.next_offset, 0) END AS lag,
-                c.high_read_at AS lag_read_at, c.last_commit_at,
-                round(extract(epoch FROM now() - c.last_commit_at)::numeric, 1)::float8
-                    AS last_commit_age_secs,
-                c.caught_up_through
-         FROM consumer_offsets c
-         WHERE c.consumer_group = $1 AND c.topic = ANY($2)
-         ORDER BY c.topic, c.partition"
-    ))
-    .bind(group)
-    .bind(topics)
-    .bind(lease.as_secs_f64())
+    let rows = with_claimable!(
+        r#"SELECT c.topic, c.partition,
+                  CASE WHEN NOT "#,
+        r#" THEN c.owner END AS owner,
+                  c.epoch, c.next_offset AS position,
+                  CASE WHEN c.high_read_at > now() - make_interval(secs => $3::float8 * 3)
+                       THEN GREATEST(c.high_watermark - c.next_offset, 0) END AS lag,
+                  c.high_read_at AS lag_read_at, c.last_commit_at,
+                  round(extract(epoch FROM now() - c.last_commit_at)::numeric, 1)::float8
+                      AS last_commit_age_secs,
+                  c.caught_up_through
+           FROM consumer_offsets c
+           WHERE c.consumer_group = $1 AND c.topic = ANY($2)
+           ORDER BY c.topic, c.partition"#,
+        group,
+        topics,
+        lease.as_secs_f64(),
+    )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PartitionView {
+            topic: r.topic,
+            partition: r.partition,
+            owner: r.owner,
+            epoch: r.epoch,
+            position: r.position,
+            lag: r.lag,
+            lag_read_at: r.lag_read_at,
+            last_commit_at: r.last_commit_at,
+            last_commit_age_secs: r.last_commit_age_secs,
+            caught_up_through: r.caught_up_through,
+            stalled: false,
+        })
+        .collect())
 }

@@ -183,16 +183,19 @@ async fn held_elsewhere(
     topics: &[String],
     me: &str,
 ) -> Result<Vec<(String, i32, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT topic, partition, owner FROM consumer_offsets
-         WHERE consumer_group = $1 AND topic = ANY($2) AND owner IS NOT NULL AND owner <> $3
-         ORDER BY topic, partition",
+    Ok(sqlx::query!(
+        r#"SELECT topic, partition, owner AS "owner!" FROM consumer_offsets
+           WHERE consumer_group = $1 AND topic = ANY($2) AND owner IS NOT NULL AND owner <> $3
+           ORDER BY topic, partition"#,
+        group,
+        topics,
+        me,
     )
-    .bind(group)
-    .bind(topics)
-    .bind(me)
     .fetch_all(pool)
-    .await?)
+    .await?
+    .into_iter()
+    .map(|r| (r.topic, r.partition, r.owner))
+    .collect())
 }
 
 /// Drains the partitions claimed, renewing their leases meanwhile.
@@ -300,13 +303,13 @@ fn spawn_renewal(
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
-            let renewed = sqlx::query(
+            let renewed = sqlx::query!(
                 "UPDATE consumer_offsets SET lease_expires_at = now() + make_interval(secs => $3)
                  WHERE consumer_group = $1 AND owner = $2",
+                group,
+                worker,
+                lease.as_secs_f64(),
             )
-            .bind(&group)
-            .bind(&worker)
-            .bind(lease.as_secs_f64())
             .execute(&pool)
             .await;
             match renewed {
@@ -373,18 +376,22 @@ pub async fn register_new_partitions(
     // wait for the first and then find its rows, instead of all reading the
     // watermarks while the first ones' fetches keep the broker busy.
     let mut turn = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("hxjobs.register:{}", config.kafka.group_id))
-        .execute(&mut *turn)
-        .await?;
-    let known: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT topic, partition FROM consumer_offsets WHERE consumer_group = $1 AND topic = ANY($2)",
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        format!("hxjobs.register:{}", config.kafka.group_id)
     )
-    .bind(&config.kafka.group_id)
-    .bind(topics)
-    .fetch_all(&mut *turn)
+    .execute(&mut *turn)
     .await?;
-    let known: HashSet<(String, i32)> = known.into_iter().collect();
+    let known: HashSet<(String, i32)> = sqlx::query!(
+        "SELECT topic, partition FROM consumer_offsets WHERE consumer_group = $1 AND topic = ANY($2)",
+        config.kafka.group_id,
+        topics,
+    )
+    .fetch_all(&mut *turn)
+    .await?
+    .into_iter()
+    .map(|r| (r.topic, r.partition))
+    .collect();
     let (kafka_config, topics) = (config.kafka.clone(), topics.to_vec());
     let marks = tokio::task::spawn_blocking(move || {
         broker_marks(&consumer, &kafka_config, &topics, &known)

@@ -32,7 +32,6 @@ pub struct Published {
     pub pending: i64,
 }
 
-#[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
     kafka_topic: String,
@@ -45,9 +44,9 @@ struct Row {
 
 /// Whether a dead letter is waiting to be published now.
 pub async fn due(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE published_at IS NULL
-                        AND (publish_after IS NULL OR publish_after <= now()))",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM dead_letters WHERE published_at IS NULL
+                          AND (publish_after IS NULL OR publish_after <= now())) AS "due!""#
     )
     .fetch_one(pool)
     .await
@@ -66,7 +65,8 @@ pub async fn publish_pending(config: &Config, pool: &PgPool) -> Result<Published
     };
     if let Some(producer) = producer {
         loop {
-            let rows: Vec<Row> = sqlx::query_as(
+            let rows: Vec<Row> = sqlx::query_as!(
+                Row,
                 "UPDATE dead_letters SET publish_after = now() + make_interval(secs => $2),
                         publish_attempts = publish_attempts + 1
                  WHERE id IN (
@@ -74,31 +74,32 @@ pub async fn publish_pending(config: &Config, pool: &PgPool) -> Result<Published
                      WHERE published_at IS NULL AND (publish_after IS NULL OR publish_after <= now())
                      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
                  RETURNING id, kafka_topic, kafka_partition, kafka_offset, reason, detail, payload",
+                ROUND,
+                LEASE_SECS,
             )
-            .bind(ROUND)
-            .bind(LEASE_SECS)
             .fetch_all(pool)
             .await?;
             if rows.is_empty() {
                 break;
             }
             let (ok, failed) = send(&producer, &config.topics.dead_letter, &rows).await;
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE dead_letters SET published_at = now(), publish_error = NULL
                  WHERE id = ANY($1)",
+                &ok,
             )
-            .bind(&ok)
             .execute(pool)
             .await?;
             let (ids, errors): (Vec<i64>, Vec<String>) = failed.into_iter().unzip();
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE dead_letters d SET publish_error = f.error,
-                        publish_after = now() + make_interval(secs => least(power(2, d.publish_attempts), $3))
+                        publish_after = now()
+                            + make_interval(secs => least(power(2, d.publish_attempts), $3::float8))
                  FROM unnest($1::bigint[], $2::text[]) AS f(id, error) WHERE d.id = f.id",
+                &ids,
+                &errors,
+                MAX_BACKOFF_SECS,
             )
-            .bind(&ids)
-            .bind(&errors)
-            .bind(MAX_BACKOFF_SECS)
             .execute(pool)
             .await?;
             out.published += ok.len() as u64;
@@ -108,10 +109,11 @@ pub async fn publish_pending(config: &Config, pool: &PgPool) -> Result<Published
             }
         }
     }
-    out.pending =
-        sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE published_at IS NULL")
-            .fetch_one(pool)
-            .await?;
+    out.pending = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "pending!" FROM dead_letters WHERE published_at IS NULL"#
+    )
+    .fetch_one(pool)
+    .await?;
     metrics::gauge!("dead_letters_unpublished").set(out.pending as f64);
     if out.failed > 0 {
         tracing::warn!(

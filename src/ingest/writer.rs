@@ -48,8 +48,7 @@ impl Writer {
             if self.known_days.contains(day) {
                 continue;
             }
-            sqlx::query("SELECT hxjobs_ensure_event_partition($1)")
-                .bind(day)
+            sqlx::query!("SELECT hxjobs_ensure_event_partition($1)", day)
                 .execute(&mut self.conn)
                 .await?;
             self.known_days.insert(*day);
@@ -81,8 +80,8 @@ impl Writer {
             prevs.push(prev);
             nexts.push(next);
         }
-        let moved: i64 = sqlx::query_scalar(
-            "WITH moved AS (
+        let moved = sqlx::query_scalar!(
+            r#"WITH moved AS (
                  UPDATE consumer_offsets o
                  SET next_offset = u.next, updated_at = now(), last_commit_at = now()
                  FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::bigint[])
@@ -94,15 +93,15 @@ impl Writer {
                  INSERT INTO ingest_commits
                      (consumer_group, topic, partition, epoch, worker, from_offset, to_offset)
                  SELECT $1, topic, partition, epoch, $2, prev, next FROM moved)
-             SELECT count(*) FROM moved",
+             SELECT count(*) AS "moved!" FROM moved"#,
+            self.group,
+            self.worker,
+            &topics,
+            &partitions,
+            &epochs,
+            &prevs,
+            &nexts,
         )
-        .bind(&self.group)
-        .bind(&self.worker)
-        .bind(&topics)
-        .bind(&partitions)
-        .bind(&epochs)
-        .bind(&prevs)
-        .bind(&nexts)
         .fetch_one(&mut *tx)
         .await?;
         if moved != batch.advances.len() as i64 {
@@ -201,17 +200,18 @@ impl Writer {
                 detail.push(d.rejection.detail.clone());
                 payload.push(d.payload.clone());
             }
-            sqlx::query(
+            // `payload` holds NULLs: bound unchecked (`as _`).
+            sqlx::query!(
                 "INSERT INTO dead_letters (kafka_topic, kafka_partition, kafka_offset, reason, detail, payload)
                  SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::bytea[])
                  ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING",
+                &t,
+                &p,
+                &o,
+                &reason as &[&str],
+                &detail,
+                &payload as _,
             )
-            .bind(&t)
-            .bind(&p)
-            .bind(&o)
-            .bind(&reason)
-            .bind(&detail)
-            .bind(&payload)
             .execute(&mut *tx)
             .await?;
             for topic in t {
@@ -239,16 +239,16 @@ impl Writer {
                 from.push(g.from);
                 to.push(g.to);
             }
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO ingest_gaps (consumer_group, topic, partition, from_offset, to_offset)
                  SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[])
                  ON CONFLICT DO NOTHING",
+                self.group,
+                &t,
+                &p,
+                &from,
+                &to,
             )
-            .bind(&self.group)
-            .bind(&t)
-            .bind(&p)
-            .bind(&from)
-            .bind(&to)
             .execute(&mut *tx)
             .await?;
         }

@@ -91,38 +91,33 @@ pub async fn check_ingest(
     if n.on_ingest.is_empty() {
         return Ok(0);
     }
-    let mut raised = 0;
-    for (event, table, column, threshold) in [
-        (
-            "dead_letters",
-            "dead_letters",
-            "received_at",
-            n.dead_letters_per_hour,
-        ),
-        ("gaps", "ingest_gaps", "detected_at", n.gaps_per_hour),
-    ] {
-        if threshold == 0 {
-            continue;
-        }
-        raised += sqlx::query(&format!(
-            "WITH hours AS (
-                 SELECT date_trunc('hour', {column}) AS hour, count(*) AS n FROM {table}
-                 WHERE {column} >= date_trunc('hour', $1::timestamptz) - interval '1 hour'
-                 GROUP BY 1 HAVING count(*) > $2)
-             INSERT INTO notifications (target, event, payload, dedupe)
-             SELECT t, $3, jsonb_build_object('event', $3::text, 'hour', hours.hour,
-                                              'count', hours.n, 'threshold', $2),
-                    format('%s:%s:%s', $3::text, hours.hour, t)
-             FROM hours, unnest($4::text[]) t
-             ON CONFLICT (dedupe) DO NOTHING"
-        ))
-        .bind(now)
-        .bind(threshold as i64)
-        .bind(event)
-        .bind(&n.on_ingest)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    }
+    // A threshold of 0 turns its check off.
+    let raised = sqlx::query!(
+        "WITH counts AS (
+             SELECT 'dead_letters' AS event, date_trunc('hour', received_at) AS hour,
+                    count(*) AS n, $2::int8 AS threshold
+             FROM dead_letters
+             WHERE $2 > 0 AND received_at >= date_trunc('hour', $1::timestamptz) - interval '1 hour'
+             GROUP BY 2
+             UNION ALL
+             SELECT 'gaps', date_trunc('hour', detected_at), count(*), $3::int8
+             FROM ingest_gaps
+             WHERE $3 > 0 AND detected_at >= date_trunc('hour', $1::timestamptz) - interval '1 hour'
+             GROUP BY 2),
+         hours AS (SELECT * FROM counts WHERE n > threshold)
+         INSERT INTO notifications (target, event, payload, dedupe)
+         SELECT t, hours.event, jsonb_build_object('event', hours.event, 'hour', hours.hour,
+                                                   'count', hours.n, 'threshold', hours.threshold),
+                format('%s:%s:%s', hours.event, hours.hour, t)
+         FROM hours, unnest($4::text[]) t
+         ON CONFLICT (dedupe) DO NOTHING",
+        now,
+        n.dead_letters_per_hour as i64,
+        n.gaps_per_hour as i64,
+        &n.on_ingest,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
     Ok(raised)
 }

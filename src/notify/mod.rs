@@ -63,7 +63,7 @@ pub fn unknown_targets<'a>(config: &Config, job: &'a Job) -> Vec<&'a str> {
 }
 
 /// A notification claimed for delivery.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Due {
     pub id: i64,
     pub target: String,
@@ -133,7 +133,8 @@ pub fn text(payload: &Value, public_url: Option<&str>) -> String {
 
 /// Claims up to `limit` due notifications for this worker.
 pub async fn claim(pool: &PgPool, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Due,
         "UPDATE notifications SET attempts = attempts + 1,
                 claimed_until = now() + interval '60 seconds'
          WHERE id IN (
@@ -143,8 +144,8 @@ pub async fn claim(pool: &PgPool, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
              ORDER BY id LIMIT $1
              FOR UPDATE SKIP LOCKED)
          RETURNING id, target, event, payload, attempts",
+        limit,
     )
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -164,7 +165,7 @@ pub async fn record(
     };
     // 2 s, 4 s, 8 s … at most an hour.
     let backoff = 2f64.powi(due.attempts.clamp(1, 12)).min(3600.0);
-    sqlx::query(
+    sqlx::query!(
         "WITH a AS (INSERT INTO notification_attempts (notification_id, worker, ok, detail)
                     VALUES ($1, $2, $3, $4))
          UPDATE notifications SET claimed_until = NULL,
@@ -174,13 +175,13 @@ pub async fn record(
                                        ELSE now() + make_interval(secs => $5) END,
                 failed_at = CASE WHEN NOT $3 AND attempts >= $6 THEN now() END
          WHERE id = $1",
+        due.id,
+        worker,
+        ok,
+        detail,
+        backoff,
+        max_attempts as i32,
     )
-    .bind(due.id)
-    .bind(worker)
-    .bind(ok)
-    .bind(detail)
-    .bind(backoff)
-    .bind(max_attempts as i32)
     .execute(pool)
     .await?;
     Ok(())
@@ -210,7 +211,7 @@ pub async fn deliver_due(
 }
 
 /// Notifications of a run, for the API and the CLI.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct NotificationRow {
     pub id: i64,
     pub created_at: DateTime<Utc>,
@@ -223,11 +224,12 @@ pub struct NotificationRow {
 }
 
 pub async fn of_run(pool: &PgPool, run_id: i64) -> Result<Vec<NotificationRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        NotificationRow,
         "SELECT id, created_at, target, event, attempts, delivered_at, failed_at, last_error
          FROM notifications WHERE (payload->>'run_id')::bigint = $1 ORDER BY id",
+        run_id,
     )
-    .bind(run_id)
     .fetch_all(pool)
     .await
 }

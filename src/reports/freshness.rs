@@ -102,7 +102,7 @@ pub(super) async fn read(
     now: DateTime<Utc>,
     ends: tokio::task::JoinHandle<Option<HashMap<String, i64>>>,
 ) -> Result<Freshness, Error> {
-    let latest: Option<DateTime<Utc>> = sqlx::query_scalar(
+    let latest: Option<DateTime<Utc>> = sqlx::query_scalar!(
         "SELECT max(event_time) FROM events
          WHERE event_day = (SELECT max(event_day) FROM events)",
     )

@@ -51,7 +51,6 @@ pub fn partition_name(day: NaiveDate) -> String {
 
 /// The events columns, typed for Parquet: uuid and jsonb as text, times as
 /// microseconds since the epoch (exact), the day as text.
-#[derive(sqlx::FromRow)]
 struct Row {
     event_day: String,
     event_id: String,
@@ -81,14 +80,6 @@ struct Row {
     kafka_offset: i64,
     ingested_at_us: i64,
 }
-
-const SELECT: &str = "SELECT event_day::text AS event_day, event_id::text AS event_id, event_type,
-        (extract(epoch FROM event_time) * 1000000)::int8 AS event_time_us, source, model,
-        latency_ms, prompt_tokens, completion_tokens, cost_usd, status, rating, name, value,
-        error_type, severity, user_id, session_id, request_id, model_id, priority,
-        data::text AS data, metadata::text AS metadata, kafka_topic, kafka_partition,
-        kafka_offset, (extract(epoch FROM ingested_at) * 1000000)::int8 AS ingested_at_us
-     FROM events WHERE event_day = $1 ORDER BY event_id";
 
 /// A day's rows as a frame (CPU work: call on the blocking pool).
 fn frame_of(mut rows: Vec<Row>) -> Result<DataFrame, Error> {
@@ -184,7 +175,20 @@ fn read_file(path: &Path) -> Result<DataFrame, Error> {
 /// Writes `day` to `dir/events-DAY.parquet`, reads it back and checks it.
 /// Removes nothing.
 pub async fn write_day(pool: &PgPool, dir: &Path, day: NaiveDate) -> Result<Archived, Error> {
-    let rows: Vec<Row> = sqlx::query_as(SELECT).bind(day).fetch_all(pool).await?;
+    let rows = sqlx::query_as!(
+        Row,
+        r#"SELECT event_day::text AS "event_day!", event_id::text AS "event_id!", event_type,
+                  (extract(epoch FROM event_time) * 1000000)::int8 AS "event_time_us!", source,
+                  model, latency_ms, prompt_tokens, completion_tokens, cost_usd, status, rating,
+                  name, value, error_type, severity, user_id, session_id, request_id, model_id,
+                  priority, data::text AS "data!", metadata::text AS metadata, kafka_topic,
+                  kafka_partition, kafka_offset,
+                  (extract(epoch FROM ingested_at) * 1000000)::int8 AS "ingested_at_us!"
+           FROM events WHERE event_day = $1 ORDER BY event_id"#,
+        day
+    )
+    .fetch_all(pool)
+    .await?;
     let dir = dir.to_path_buf();
     crate::off_runtime(move || write_verified(frame_of(rows)?, &dir, day)).await
 }
@@ -234,12 +238,14 @@ fn write_verified(mut frame: DataFrame, dir: &Path, day: NaiveDate) -> Result<Ar
 /// Loads an archived day back into `events` (its partition recreated),
 /// after checking the file against the recorded row count and checksum.
 pub async fn restore_day(pool: &PgPool, day: NaiveDate) -> Result<u64, Error> {
-    let recorded: Option<(String, i64, i64)> =
-        sqlx::query_as("SELECT path, rows, checksum FROM event_archives WHERE day = $1")
-            .bind(day)
-            .fetch_optional(pool)
-            .await?;
-    let (path, rows, sum) = recorded.ok_or(Error::NotArchived(day))?;
+    let recorded = sqlx::query!(
+        "SELECT path, rows, checksum FROM event_archives WHERE day = $1",
+        day
+    )
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotArchived(day))?;
+    let (path, rows, sum) = (recorded.path, recorded.rows, recorded.checksum);
     let (frame, got) = {
         let path = path.clone();
         crate::off_runtime(move || {
@@ -278,11 +284,12 @@ pub async fn restore_day(pool: &PgPool, day: NaiveDate) -> Result<u64, Error> {
             .collect())
     };
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT hxjobs_ensure_event_partition($1)")
-        .bind(day)
+    sqlx::query!("SELECT hxjobs_ensure_event_partition($1)", day)
         .execute(&mut *tx)
         .await?;
-    let done = sqlx::query(
+    // Every column may hold NULLs: bound unchecked (`as _`), the columns
+    // themselves checked.
+    let done = sqlx::query!(
         "INSERT INTO events (event_day, event_id, event_type, event_time, source, model, latency_ms,
              prompt_tokens, completion_tokens, cost_usd, status, rating, name, value, error_type,
              severity, user_id, session_id, request_id, model_id, priority, data, metadata,
@@ -298,41 +305,43 @@ pub async fn restore_day(pool: &PgPool, day: NaiveDate) -> Result<u64, Error> {
               AS x(d, id, t, et, src, m, lat, pt, ct, cost, st, r, n, v, et2, sev, u, sess, req,
                    mid, prio, data, meta, topic, part, off, ing)
          ON CONFLICT DO NOTHING",
+        s("event_day")? as _,
+        s("event_id")? as _,
+        s("event_type")? as _,
+        i("event_time_us")? as _,
+        s("source")? as _,
+        s("model")? as _,
+        f("latency_ms")? as _,
+        i("prompt_tokens")? as _,
+        i("completion_tokens")? as _,
+        f("cost_usd")? as _,
+        s("status")? as _,
+        f("rating")? as _,
+        s("name")? as _,
+        f("value")? as _,
+        s("error_type")? as _,
+        s("severity")? as _,
+        s("user_id")? as _,
+        s("session_id")? as _,
+        s("request_id")? as _,
+        s("model_id")? as _,
+        s("priority")? as _,
+        s("data")? as _,
+        s("metadata")? as _,
+        s("kafka_topic")? as _,
+        i("kafka_partition")? as _,
+        i("kafka_offset")? as _,
+        i("ingested_at_us")? as _,
     )
-    .bind(s("event_day")?)
-    .bind(s("event_id")?)
-    .bind(s("event_type")?)
-    .bind(i("event_time_us")?)
-    .bind(s("source")?)
-    .bind(s("model")?)
-    .bind(f("latency_ms")?)
-    .bind(i("prompt_tokens")?)
-    .bind(i("completion_tokens")?)
-    .bind(f("cost_usd")?)
-    .bind(s("status")?)
-    .bind(f("rating")?)
-    .bind(s("name")?)
-    .bind(f("value")?)
-    .bind(s("error_type")?)
-    .bind(s("severity")?)
-    .bind(s("user_id")?)
-    .bind(s("session_id")?)
-    .bind(s("request_id")?)
-    .bind(s("model_id")?)
-    .bind(s("priority")?)
-    .bind(s("data")?)
-    .bind(s("metadata")?)
-    .bind(s("kafka_topic")?)
-    .bind(i("kafka_partition")?)
-    .bind(i("kafka_offset")?)
-    .bind(i("ingested_at_us")?)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query("UPDATE event_archives SET restored_at = now() WHERE day = $1")
-        .bind(day)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE event_archives SET restored_at = now() WHERE day = $1",
+        day
+    )
+    .execute(&mut *tx)
+    .await?;
     crate::rollup::stage::restage_day(&mut tx, day).await?;
     tx.commit().await?;
     Ok(done)

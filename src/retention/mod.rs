@@ -140,11 +140,11 @@ pub async fn plan(
 ) -> Result<Plan, archive::Error> {
     // A day goes once all of it is older than the cutoff.
     let last_day = cutoff(now, config.raw_events_days).date_naive();
-    let days: Vec<NaiveDate> = sqlx::query_scalar(
-        "SELECT to_date(substring(c.relname FROM 9), 'YYYYMMDD')
-         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_p[0-9]{8}$'
-         ORDER BY 1",
+    let days: Vec<NaiveDate> = sqlx::query_scalar!(
+        r#"SELECT to_date(substring(c.relname FROM 9), 'YYYYMMDD') AS "day!"
+           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_p[0-9]{8}$'
+           ORDER BY 1"#
     )
     .fetch_all(pool)
     .await?;
@@ -200,25 +200,24 @@ pub async fn apply(
         if let Some(seal) = seal {
             seal.check(&mut tx).await?;
         }
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO event_archives (day, path, rows, checksum, bytes)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (day) DO UPDATE SET path = EXCLUDED.path, rows = EXCLUDED.rows,
                  checksum = EXCLUDED.checksum, bytes = EXCLUDED.bytes,
                  archived_at = now(), restored_at = NULL",
+            file.day,
+            file.path.display().to_string(),
+            file.rows,
+            file.checksum,
+            file.bytes,
         )
-        .bind(file.day)
-        .bind(file.path.display().to_string())
-        .bind(file.rows)
-        .bind(file.checksum)
-        .bind(file.bytes)
         .execute(&mut *tx)
         .await?;
         sqlx::query(&format!("DROP TABLE {}", archive::partition_name(*day)))
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM rollup_stage WHERE event_day = $1")
-            .bind(day)
+        sqlx::query!("DELETE FROM rollup_stage WHERE event_day = $1", day)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -263,7 +262,7 @@ pub async fn apply(
 }
 
 /// An archived day of raw events (`event_archives`).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ArchiveRow {
     pub day: NaiveDate,
     pub path: String,
@@ -275,11 +274,12 @@ pub struct ArchiveRow {
 
 /// Archived days, newest first.
 pub async fn archives(pool: &PgPool, limit: i64) -> Result<Vec<ArchiveRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ArchiveRow,
         "SELECT day, path, rows, bytes, archived_at, restored_at FROM event_archives
          ORDER BY day DESC LIMIT $1",
+        limit,
     )
-    .bind(limit)
     .fetch_all(pool)
     .await
 }

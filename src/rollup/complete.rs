@@ -86,21 +86,27 @@ struct State {
 
 impl State {
     async fn read(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<State, Error> {
-        let rows: Vec<(String, DateTime<Utc>, i64, i64, i32)> = sqlx::query_as(
+        let rows: Vec<(String, DateTime<Utc>, i64, i64, i32)> = sqlx::query!(
             "SELECT grain, bucket_start, seq, input_mark, rows FROM rollup_buckets
              WHERE bucket_start >= $1 AND bucket_start < $2",
+            from,
+            to,
         )
-        .bind(from)
-        .bind(to)
         .fetch_all(pool)
-        .await?;
-        let versions: Vec<(DateTime<Utc>, i64)> = sqlx::query_as(
+        .await?
+        .into_iter()
+        .map(|r| (r.grain, r.bucket_start, r.seq, r.input_mark, r.rows))
+        .collect();
+        let versions: Vec<(DateTime<Utc>, i64)> = sqlx::query!(
             "SELECT hour, version FROM rollup_inputs WHERE hour >= $1 AND hour < $2",
+            from,
+            to,
         )
-        .bind(from)
-        .bind(to)
         .fetch_all(pool)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|r| (r.hour, r.version))
+        .collect();
         let recs = rows
             .into_iter()
             .filter_map(|(g, start, seq, mark, rows)| {
@@ -241,26 +247,27 @@ fn no_data(grain: Grain, start: DateTime<Utc>) -> Bucket {
 }
 
 async fn has_events(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events
-                        WHERE event_day = $3 AND event_time >= $1 AND event_time < $2)",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM events
+                          WHERE event_day = $3 AND event_time >= $1 AND event_time < $2)
+                  AS "any!""#,
+        from,
+        to,
+        from.date_naive(),
     )
-    .bind(from)
-    .bind(to)
-    .bind(from.date_naive())
     .fetch_one(pool)
     .await?)
 }
 
 /// Hours rolled up before events were stored for them, oldest first.
 pub async fn stale_hours(pool: &PgPool, limit: i64) -> Result<Vec<DateTime<Utc>>, Error> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT b.bucket_start FROM rollup_buckets b
          JOIN rollup_inputs i ON i.hour = b.bucket_start
          WHERE b.grain = 'hour' AND i.version > b.input_mark
          ORDER BY b.bucket_start LIMIT $1",
+        limit,
     )
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -299,11 +306,11 @@ pub async fn refresh_stale(
         if grain.next(start) > now {
             continue;
         }
-        let stored: Option<i64> = sqlx::query_scalar(
+        let stored: Option<i64> = sqlx::query_scalar!(
             "SELECT seq FROM rollup_buckets WHERE grain = $1 AND bucket_start = $2",
+            grain.as_str(),
+            start,
         )
-        .bind(grain.as_str())
-        .bind(start)
         .fetch_optional(pool)
         .await?;
         if stored.is_none() {

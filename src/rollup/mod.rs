@@ -169,30 +169,33 @@ pub async fn aggregate_sealed(
     }
     let bucket = grain.containing(bucket_start);
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(lock_key(grain, bucket.start))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        lock_key(grain, bucket.start)
+    )
+    .execute(&mut *tx)
+    .await?;
     let (inputs, groups, staged, mark) = match source_grain(grain) {
         None => {
             // The version first: events stored after this read make the
             // hour stale even if the read below already saw them.
-            let version: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM rollup_inputs WHERE hour = $1")
-                    .bind(bucket.start)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let version: Option<i64> = sqlx::query_scalar!(
+                "SELECT version FROM rollup_inputs WHERE hour = $1",
+                bucket.start
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
             let (inputs, groups, staged) = from_events(&mut tx, bucket).await?;
             (inputs, groups, staged, version.unwrap_or(0))
         }
         Some(finer) => {
-            let mark: Option<i64> = sqlx::query_scalar(
+            let mark: Option<i64> = sqlx::query_scalar!(
                 "SELECT max(seq) FROM rollup_buckets
                  WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3",
+                finer.as_str(),
+                bucket.start,
+                bucket.end,
             )
-            .bind(finer.as_str())
-            .bind(bucket.start)
-            .bind(bucket.end)
             .fetch_one(&mut *tx)
             .await?;
             let (inputs, groups) = from_rollups(&mut tx, finer, bucket).await?;
@@ -240,18 +243,16 @@ async fn from_events(
     let from_stage = staged.is_some();
     let raw: Vec<stage::RawRow> = match staged {
         Some(_) => Vec::new(),
-        None => {
-            sqlx::query_as(&format!(
-                "SELECT {} FROM events
-                 WHERE event_day = $3 AND event_time >= $1 AND event_time < $2",
-                stage::RAW_COLUMNS
-            ))
-            .bind(bucket.start)
-            .bind(bucket.end)
-            .bind(bucket.start.date_naive())
-            .fetch_all(&mut *conn)
-            .await?
-        }
+        None => stage::select_timed!(
+            &mut *conn,
+            "WHERE event_day = $3 AND event_time >= $1 AND event_time < $2",
+            bucket.start,
+            bucket.end,
+            bucket.start.date_naive(),
+        )?
+        .into_iter()
+        .map(|t| t.raw)
+        .collect(),
     };
     crate::off_runtime(move || {
         let derived = match staged {
@@ -346,24 +347,13 @@ async fn from_rollups(
     finer: Grain,
     bucket: Interval,
 ) -> Result<(usize, HashMap<Key, Group>), Error> {
-    let raw: Vec<FinerRow> = sqlx::query_as(
-        "SELECT event_type, source, subject, event_count, error_count, latency_count,
-                latency_sum_ms, latency_max_ms, prompt_tokens, completion_tokens, cost_usd,
-                rating_sum, rating_count, rating_low_count, value_sum, value_min, value_max,
-                latency_sketch, users_sketch
-         FROM rollups WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3
-         ORDER BY bucket_start, event_type, source, subject",
-    )
-    .bind(finer.as_str())
-    .bind(bucket.start)
-    .bind(bucket.end)
-    .fetch_all(&mut *conn)
-    .await?;
+    let filter = read::RollupFilter::all(finer.as_str(), bucket.start, bucket.end);
+    let raw = read::rows(&mut *conn, &filter).await?;
     crate::off_runtime(move || merge_finer(raw)).await
 }
 
 /// Finer rows → groups: sums with Polars, sketches merged.
-fn merge_finer(mut raw: Vec<FinerRow>) -> Result<(usize, HashMap<Key, Group>), Error> {
+fn merge_finer(mut raw: Vec<read::RollupRow>) -> Result<(usize, HashMap<Key, Group>), Error> {
     let n = raw.len();
     // Sketches first: building the frame moves the fields out of the rows.
     let mut sketches: HashMap<Key, (DDSketch, Users)> = HashMap::new();
@@ -447,30 +437,6 @@ fn join(
         .collect()
 }
 
-/// A stored rollup row, as a coarser grain reads it.
-#[derive(sqlx::FromRow)]
-struct FinerRow {
-    event_type: String,
-    source: String,
-    subject: String,
-    event_count: i64,
-    error_count: i64,
-    latency_count: i64,
-    latency_sum_ms: f64,
-    latency_max_ms: Option<f64>,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cost_usd: f64,
-    rating_sum: f64,
-    rating_count: i64,
-    rating_low_count: Option<i64>,
-    value_sum: f64,
-    value_min: Option<f64>,
-    value_max: Option<f64>,
-    latency_sketch: Option<Vec<u8>>,
-    users_sketch: Option<Vec<u8>>,
-}
-
 /// The aggregated frame (one row per group, columns named as in [`Measures`]) → rows.
 fn read_measures(frame: &DataFrame) -> Result<Vec<(Key, Measures)>, Error> {
     let s = |name: &str| -> Result<&StringChunked, Error> { Ok(frame.column(name)?.str()?) };
@@ -528,13 +494,17 @@ async fn write(
 ) -> Result<(usize, i64), Error> {
     let cols = crate::off_runtime(move || columns(groups)).await?;
     let rows = cols.event_type.len();
-    sqlx::query("DELETE FROM rollups WHERE grain = $1 AND bucket_start = $2")
-        .bind(grain.as_str())
-        .bind(bucket_start)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM rollups WHERE grain = $1 AND bucket_start = $2",
+        grain.as_str(),
+        bucket_start,
+    )
+    .execute(&mut *tx)
+    .await?;
     if rows > 0 {
-        sqlx::query(
+        // Arrays that hold NULLs are bound unchecked (`as _`): the macro's
+        // check knows arrays without them only.
+        sqlx::query!(
             "INSERT INTO rollups (grain, bucket_start, event_type, source, subject, event_count,
                 error_count, latency_count, latency_sum_ms, latency_avg_ms, latency_max_ms,
                 latency_p50_ms, latency_p95_ms, latency_p99_ms, prompt_tokens, completion_tokens,
@@ -545,34 +515,34 @@ async fn write(
                 $13::float8[], $14::float8[], $15::int8[], $16::int8[], $17::float8[],
                 $18::float8[], $19::int8[], $20::float8[], $21::float8[], $22::float8[],
                 $23::float8[], $24::int8[], $25::bytea[], $26::bytea[], $27::int8[])",
+            grain.as_str(),
+            bucket_start,
+            &cols.event_type,
+            &cols.source,
+            &cols.subject,
+            &cols.event_count,
+            &cols.error_count,
+            &cols.latency_count,
+            &cols.latency_sum,
+            &cols.latency_avg as _,
+            &cols.latency_max as _,
+            &cols.p50 as _,
+            &cols.p95 as _,
+            &cols.p99 as _,
+            &cols.prompt,
+            &cols.completion,
+            &cols.cost,
+            &cols.rating_sum,
+            &cols.rating_count,
+            &cols.rating_avg as _,
+            &cols.value_sum,
+            &cols.value_min as _,
+            &cols.value_max as _,
+            &cols.users,
+            &cols.latency_sketch as _,
+            &cols.users_sketch as _,
+            &cols.rating_low as _,
         )
-        .bind(grain.as_str())
-        .bind(bucket_start)
-        .bind(&cols.event_type)
-        .bind(&cols.source)
-        .bind(&cols.subject)
-        .bind(&cols.event_count)
-        .bind(&cols.error_count)
-        .bind(&cols.latency_count)
-        .bind(&cols.latency_sum)
-        .bind(&cols.latency_avg)
-        .bind(&cols.latency_max)
-        .bind(&cols.p50)
-        .bind(&cols.p95)
-        .bind(&cols.p99)
-        .bind(&cols.prompt)
-        .bind(&cols.completion)
-        .bind(&cols.cost)
-        .bind(&cols.rating_sum)
-        .bind(&cols.rating_count)
-        .bind(&cols.rating_avg)
-        .bind(&cols.value_sum)
-        .bind(&cols.value_min)
-        .bind(&cols.value_max)
-        .bind(&cols.users)
-        .bind(&cols.latency_sketch)
-        .bind(&cols.users_sketch)
-        .bind(&cols.rating_low)
         .execute(&mut *tx)
         .await?;
     }
@@ -580,24 +550,24 @@ async fn write(
         .into_iter()
         .map(|(g, s)| lock_key(g, s))
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "SELECT pg_advisory_xact_lock_shared(hashtextextended(k, 0)) FROM unnest($1::text[]) k",
+        &above,
     )
-    .bind(&above)
     .execute(&mut *tx)
     .await?;
-    let seq: i64 = sqlx::query_scalar(
+    let seq: i64 = sqlx::query_scalar!(
         "INSERT INTO rollup_buckets (grain, bucket_start, seq, input_mark, rows, computed_at)
          VALUES ($1, $2, nextval('rollup_seq'), $3, $4, now())
          ON CONFLICT (grain, bucket_start) DO UPDATE SET
              seq = EXCLUDED.seq, input_mark = EXCLUDED.input_mark, rows = EXCLUDED.rows,
              computed_at = EXCLUDED.computed_at
          RETURNING seq",
+        grain.as_str(),
+        bucket_start,
+        mark,
+        i32::try_from(rows).unwrap_or(i32::MAX),
     )
-    .bind(grain.as_str())
-    .bind(bucket_start)
-    .bind(mark)
-    .bind(i32::try_from(rows).unwrap_or(i32::MAX))
     .fetch_one(&mut *tx)
     .await?;
     Ok((rows, seq))

@@ -1,5 +1,5 @@
-//! Reading rollup rows, for every reader: the API, the console, exports
-//! and reports. Its statement is checked against the schema when hxjobs
+//! Reading rollup rows, for every reader: the API, the console, exports,
+//! reports and the coarser grains merged from finer ones. Its statement is checked against the schema when hxjobs
 //! compiles.
 
 use chrono::{DateTime, Utc};
@@ -73,7 +73,7 @@ impl<'a> RollupFilter<'a> {
 
 /// Rollup rows, oldest bucket first.
 pub async fn rows(
-    pool: &sqlx::PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     f: &RollupFilter<'_>,
 ) -> Result<Vec<RollupRow>, sqlx::Error> {
     sqlx::query_as!(
@@ -99,6 +99,6 @@ pub async fn rows(
         f.limit,
         f.sketches,
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }

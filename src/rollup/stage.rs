@@ -37,7 +37,47 @@ pub struct RawRow {
     pub user_id: Option<String>,
 }
 
-/// [`RawRow`]'s columns, for SELECT and RETURNING lists.
+/// [`TimedRow`]s of `events` chosen by the rest of the statement
+/// (`WHERE …`) and its arguments, checked against the schema.
+macro_rules! select_timed {
+    ($conn:expr, $rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query!(
+            "SELECT event_time, event_type, source, model, model_id, name, error_type, status,
+                    latency_ms, prompt_tokens, completion_tokens, cost_usd, rating, value, user_id
+             FROM events " + $rest
+            $(, $arg)*
+        )
+        .fetch_all($conn)
+        .await
+        .map(|rows| {
+            rows.into_iter()
+                .map(|r| $crate::rollup::stage::TimedRow {
+                    event_time: r.event_time,
+                    raw: $crate::rollup::stage::RawRow {
+                        event_type: r.event_type,
+                        source: r.source,
+                        model: r.model,
+                        model_id: r.model_id,
+                        name: r.name,
+                        error_type: r.error_type,
+                        status: r.status,
+                        latency_ms: r.latency_ms,
+                        prompt_tokens: r.prompt_tokens,
+                        completion_tokens: r.completion_tokens,
+                        cost_usd: r.cost_usd,
+                        rating: r.rating,
+                        value: r.value,
+                        user_id: r.user_id,
+                    },
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+}
+pub(crate) use select_timed;
+
+/// [`RawRow`]'s columns, for statements on tables the schema does not
+/// have when hxjobs compiles (the ingest's temporary staging table).
 pub const RAW_COLUMNS: &str = "event_type, source, model, model_id, name, error_type, status, \
      latency_ms, prompt_tokens, completion_tokens, cost_usd, rating, value, user_id";
 
@@ -221,21 +261,21 @@ pub async fn write(conn: &mut PgConnection, staged: Staged) -> Result<usize, Err
         blobs,
     } = crate::off_runtime(move || encode(staged)).await?;
     if !hours.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO rollup_stage (hour, event_day, rows, data)
              SELECT * FROM unnest($1::timestamptz[], $2::date[], $3::int4[], $4::bytea[])",
+            &hours,
+            &days,
+            &counts,
+            &blobs,
         )
-        .bind(&hours)
-        .bind(&days)
-        .bind(&counts)
-        .bind(&blobs)
         .execute(&mut *conn)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO rollup_inputs (hour, version) SELECT h, 1 FROM unnest($1::timestamptz[]) h
              ON CONFLICT (hour) DO UPDATE SET version = rollup_inputs.version + 1",
+            &hours,
         )
-        .bind(&hours)
         .execute(&mut *conn)
         .await?;
     }
@@ -245,16 +285,10 @@ pub async fn write(conn: &mut PgConnection, staged: Staged) -> Result<usize, Err
 /// Stages `day` again from its raw events (after a restore), replacing
 /// whatever was staged for it.
 pub async fn restage_day(conn: &mut PgConnection, day: NaiveDate) -> Result<usize, Error> {
-    sqlx::query("DELETE FROM rollup_stage WHERE event_day = $1")
-        .bind(day)
+    sqlx::query!("DELETE FROM rollup_stage WHERE event_day = $1", day)
         .execute(&mut *conn)
         .await?;
-    let rows: Vec<TimedRow> = sqlx::query_as(&format!(
-        "SELECT event_time, {RAW_COLUMNS} FROM events WHERE event_day = $1"
-    ))
-    .bind(day)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = select_timed!(&mut *conn, "WHERE event_day = $1", day)?;
     let mut staged = Staged::default();
     for row in rows {
         staged.push_timed(row);
@@ -270,16 +304,17 @@ pub async fn load_blobs(
     hour: Interval,
 ) -> Result<Option<Vec<Vec<u8>>>, Error> {
     let day = hour.start.date_naive();
-    let (staged, raw): (Option<i64>, i64) = sqlx::query_as(
-        "SELECT (SELECT sum(rows)::int8 FROM rollup_stage WHERE hour = $1),
-                (SELECT count(*) FROM events
-                 WHERE event_day = $3 AND event_time >= $1 AND event_time < $2)",
+    let counts = sqlx::query!(
+        r#"SELECT (SELECT sum(rows)::int8 FROM rollup_stage WHERE hour = $1) AS staged,
+                  (SELECT count(*) FROM events
+                   WHERE event_day = $3 AND event_time >= $1 AND event_time < $2) AS "raw!""#,
+        hour.start,
+        hour.end,
+        day,
     )
-    .bind(hour.start)
-    .bind(hour.end)
-    .bind(day)
     .fetch_one(&mut *conn)
     .await?;
+    let (staged, raw) = (counts.staged, counts.raw);
     if staged.unwrap_or(0) != raw {
         if raw > 0 {
             tracing::info!(
@@ -289,11 +324,12 @@ pub async fn load_blobs(
         }
         return Ok(None);
     }
-    let blobs: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT data FROM rollup_stage WHERE hour = $1 ORDER BY id")
-            .bind(hour.start)
-            .fetch_all(&mut *conn)
-            .await?;
+    let blobs: Vec<Vec<u8>> = sqlx::query_scalar!(
+        "SELECT data FROM rollup_stage WHERE hour = $1 ORDER BY id",
+        hour.start
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     Ok((!blobs.is_empty()).then_some(blobs))
 }
 

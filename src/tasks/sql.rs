@@ -177,10 +177,8 @@ impl OpenTransaction {
     /// Sets `setting` to `value` for the transaction, the value bound.
     async fn bind_setting(&mut self, setting: &str, value: &str) -> Result<(), sqlx::Error> {
         let conn = self.0.as_mut().ok_or(sqlx::Error::PoolClosed)?;
-        sqlx::query("SELECT set_config($1, $2, true)")
-            .bind(setting)
-            .bind(value)
-            .execute(&mut **conn)
+        sqlx::query!("SELECT set_config($1, $2, true)", setting, value)
+            .fetch_one(&mut **conn)
             .await
             .map(|_| ())
     }

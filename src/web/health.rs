@@ -209,7 +209,7 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
             let started = Instant::now();
             let db = tokio::time::timeout(
                 Duration::from_secs(3),
-                sqlx::query("SELECT 1").execute(&pool),
+                sqlx::query!("SELECT 1 AS one").fetch_one(&pool),
             )
             .await
             .map_err(|_| "no answer within 3 s".to_string())
