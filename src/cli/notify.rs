@@ -1,11 +1,10 @@
 //! `hxjobs notify test <target>`.
 
-use std::sync::Arc;
-
 use clap::Subcommand;
 
-use super::{CliResult, Failure};
+use super::CliResult;
 use crate::config::Config;
+use crate::ops::Actor;
 
 #[derive(Debug, Subcommand)]
 pub enum NotifyCommand {
@@ -21,30 +20,13 @@ pub enum NotifyCommand {
 pub async fn notify(config: &Config, command: NotifyCommand) -> CliResult {
     match command {
         NotifyCommand::Test { target } => {
-            let Some(t) = config.notify.target(&target) else {
-                let names: Vec<&str> = config.notify.targets.iter().map(|t| t.name()).collect();
-                return Err(Failure {
-                    code: 2,
-                    message: format!(
-                        "no notification target `{target}` (configured: {})",
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    ),
-                });
-            };
-            let sender = crate::notify::Sender::new(Arc::new(config.clone()))?;
-            match sender.test(t).await {
-                Ok(answer) => {
-                    println!("test notification sent to {target}: {answer}");
-                    Ok(())
-                }
-                Err(e) => Err(Failure::from(format!(
-                    "test notification to {target} failed: {e}"
-                ))),
-            }
+            let ops = super::ops(config).await?;
+            let answer = ops
+                .notify_test(&Actor::cli(), &target)
+                .await
+                .map_err(super::refused)?;
+            println!("test notification sent to {target}: {answer}");
+            Ok(())
         }
         NotifyCommand::List => {
             let n = &config.notify;

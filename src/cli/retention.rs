@@ -3,10 +3,9 @@
 use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 
-use super::{refused, CliResult, Failure};
+use super::{refused, CliResult};
 use crate::config::Config;
 use crate::ops::Actor;
-use crate::retention::archive;
 
 #[derive(Debug, Args)]
 pub struct RetentionArgs {
@@ -50,16 +49,11 @@ pub async fn retention(config: &Config, args: RetentionArgs) -> CliResult {
 
 pub async fn archive(config: &Config, command: ArchiveCommand) -> CliResult {
     let ArchiveCommand::Restore { day } = command;
-    let pool = crate::db::connect_and_migrate(&config.database).await?;
-    match archive::restore_day(&pool, day).await {
-        Ok(rows) => {
-            println!("restored {rows} events of {day}");
-            Ok(())
-        }
-        Err(e @ archive::Error::NotArchived(_)) => Err(Failure {
-            code: 2,
-            message: e.to_string(),
-        }),
-        Err(e) => Err(e.into()),
-    }
+    let ops = super::ops(config).await?;
+    let rows = ops
+        .restore_archive(&Actor::cli(), day)
+        .await
+        .map_err(super::refused)?;
+    println!("restored {rows} events of {day}");
+    Ok(())
 }

@@ -90,6 +90,35 @@ impl Ops {
         r
     }
 
+    /// Loads an archived day back into `events`, after checking its file
+    /// against the recorded row count and checksum (admins).
+    pub async fn restore_archive(&self, actor: &Actor, day: chrono::NaiveDate) -> Result<u64> {
+        use crate::retention::archive::{self, Error as ArchiveError};
+        let r = async {
+            actor.require(Need::Admin, None)?;
+            archive::restore_day(&self.pools.data, day)
+                .await
+                .map_err(|e| match e {
+                    ArchiveError::NotArchived(_) => {
+                        Error::not_found("not_archived", e.to_string()).field("day")
+                    }
+                    ArchiveError::Verify { .. } => {
+                        Error::conflict("archive_did_not_verify", e.to_string())
+                    }
+                    ArchiveError::File { .. } => Error::new(
+                        super::Kind::Unavailable,
+                        "archive_unreadable",
+                        e.to_string(),
+                    ),
+                    e => Error::internal("restore_failed", e),
+                })
+        }
+        .await;
+        self.audited(actor, "archive_restore", &day.to_string(), &r)
+            .await;
+        r
+    }
+
     /// The audit log, newest first (admins only).
     pub async fn audit_log(
         &self,

@@ -7,6 +7,7 @@
 mod access;
 pub mod backfills;
 pub mod data;
+mod notify;
 pub mod reports;
 pub mod runs;
 

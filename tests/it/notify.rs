@@ -386,6 +386,19 @@ async fn test_messages_and_bad_targets() {
     let out = hxjobs(&env, &cfg, &["notify", "test", "hook"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 500"));
+    // Each test message is in the audit log with how it ended.
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT target || ':' || outcome FROM audit
+         WHERE action = 'notify_test' AND actor LIKE 'cli:%' ORDER BY id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .expect("audit");
+    assert_eq!(
+        outcomes,
+        ["hook:ok", "mail:ok", "nope:failed", "hook:failed"],
+        "audit log"
+    );
 
     // Bad targets are configuration errors naming the key.
     for (extra, key) in [

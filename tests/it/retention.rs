@@ -2,7 +2,12 @@
 //! Parquet files before their partitions go; a failed archive removes
 //! nothing; a restored day is row for row what was stored.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
+use hxjobs::dag::catalog::Catalog;
+use hxjobs::db::Pools;
+use hxjobs::ops::{Actor, Kind, Means, Ops, Role};
 use hxjobs::retention::{self, archive};
 
 use crate::common::{ts, TestEnv};
@@ -136,8 +141,31 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
     let bytes = std::fs::read(file).expect("archive file");
     assert_eq!(&bytes[..4], b"PAR1", "a Parquet file");
 
-    let restored = archive::restore_day(&env.pool, d1).await.expect("restore");
+    // Restoring is for admins: a viewer or an operator restores nothing,
+    // and every try is in the audit log.
+    let ops = Ops::new(
+        Arc::new(env.config.clone()),
+        Pools::new(env.pool.clone()),
+        Arc::new(Catalog::fixed(Vec::new())),
+    );
+    for role in [Role::Viewer, Role::Operator] {
+        let who = Actor::new("api:reader", Means::Token, role);
+        let e = ops.restore_archive(&who, d1).await.expect_err("refused");
+        assert_eq!(e.kind, Kind::Forbidden);
+    }
+    assert!(!partition_exists(&env, d1).await, "nothing restored");
+    let admin = Actor::new("api:admin", Means::Token, Role::Admin);
+    let restored = ops.restore_archive(&admin, d1).await.expect("restore");
     assert_eq!(restored as usize, first.len());
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM audit WHERE action = 'archive_restore' AND target = '2026-03-01'
+               AND ((actor = 'api:reader' AND outcome = 'refused')
+                    OR (actor = 'api:admin' AND outcome = 'ok'))"
+        )
+        .await,
+        3
+    );
     assert_eq!(rows_of(&env, d1).await, first, "byte-identical typed rows");
     // The restored day is staged for rollups again.
     assert_eq!(
@@ -145,9 +173,7 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
             .await,
         first.len() as i64
     );
-    assert!(matches!(
-        archive::restore_day(&env.pool, d3).await,
-        Err(archive::Error::NotArchived(_))
-    ));
+    let e = ops.restore_archive(&admin, d3).await.expect_err("not archived");
+    assert_eq!((e.kind, e.code), (Kind::NotFound, "not_archived"));
     env.cleanup().await;
 }
