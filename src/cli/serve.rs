@@ -53,8 +53,8 @@ pub async fn start(
         live.clone(),
         stop.clone(),
     );
-    state.ops.jobs = jobs;
-    state.ops.wake = wake;
+    state.edit().ops.jobs = jobs;
+    state.edit().ops.wake = wake;
     // The API answers at once; /stats says 503 until the consumer reads.
     let api = tokio::spawn(server::serve(listener, state, CONNECTIONS_GRACE));
     let consumer = live.map(|live| {

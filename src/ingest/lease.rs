@@ -181,20 +181,7 @@ impl Member {
         )
         .fetch_all(&mut self.conn)
         .await?;
-        let seen = sqlx::query!(
-            r#"SELECT (SELECT count(*) FROM ingest_workers w
-                       JOIN pg_stat_activity a
-                         ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
-                       WHERE w.consumer_group = $1 AND w.mode = 'continuous'
-                         AND w.beat_at > now() - make_interval(secs => $2)) AS "workers!",
-                      (SELECT count(*) FROM consumer_offsets
-                       WHERE consumer_group = $1 AND topic = ANY($3)) AS "partitions!""#,
-            self.group,
-            self.lease_secs,
-            &self.topics,
-        )
-        .fetch_one(&mut self.conn)
-        .await?;
+        let seen = self.pulse().await?;
         Ok(Beat {
             workers: seen.workers,
             partitions: seen.partitions,

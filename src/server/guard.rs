@@ -10,14 +10,12 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::ApiError;
 use crate::config::ApiConfig;
-use crate::web::ApiState;
 
 /// The host part of a `Host` header or an origin's authority:
 /// lowercased, without the port (`[::1]:9101` → `::1`).
@@ -94,9 +92,8 @@ fn cross_site(api: &ApiConfig, headers: &HeaderMap, host: &str) -> Option<String
     (!(same(origin) || public)).then(|| format!("Origin {origin:?} is not this API"))
 }
 
-/// The checks above, for every request.
-pub async fn check(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let api = &state.ops.config.api;
+/// The checks above: the answer that refuses `request`, if any.
+pub fn refusal(api: &ApiConfig, request: &Request) -> Option<Response> {
     let headers = request.headers();
     let authority = headers
         .get(header::HOST)
@@ -104,22 +101,22 @@ pub async fn check(State(state): State<ApiState>, request: Request, next: Next) 
         .map(str::to_string)
         .or_else(|| request.uri().authority().map(|a| a.to_string()));
     let Some(authority) = authority else {
-        return refuse(
+        return Some(refuse(
             StatusCode::BAD_REQUEST,
             "missing_host",
             "the request names no Host".into(),
-        );
+        ));
     };
     let host = host_of(&authority);
     if !host_allowed(api, &host) {
-        return refuse(
+        return Some(refuse(
             StatusCode::MISDIRECTED_REQUEST,
             "unknown_host",
             format!(
                 "this API does not answer to the name {:?}; add it to api.allowed_hosts if it is one of its names",
                 crate::redact::text(&host)
             ),
-        );
+        ));
     }
     let changes = !matches!(
         *request.method(),
@@ -127,11 +124,11 @@ pub async fn check(State(state): State<ApiState>, request: Request, next: Next) 
     );
     if changes {
         if let Some(why) = cross_site(api, headers, &authority.trim().to_ascii_lowercase()) {
-            return refuse(
+            return Some(refuse(
                 StatusCode::FORBIDDEN,
                 "cross_site_request",
                 format!("a state change from another site is refused ({why})"),
-            );
+            ));
         }
         let path = request.uri().path();
         let console = path == "/ui" || path.starts_with("/ui/");
@@ -147,15 +144,15 @@ pub async fn check(State(state): State<ApiState>, request: Request, next: Next) 
             });
         let json = |m: &str| m == "application/json" || m.ends_with("+json");
         if !console && content_type.as_deref().is_some_and(|m| !json(m)) {
-            return refuse(
+            return Some(refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json (or send no body)"
                     .into(),
-            );
+            ));
         }
     }
-    next.run(request).await
+    None
 }
 
 #[cfg(test)]

@@ -19,16 +19,27 @@ use axum::Router;
 use crate::api::ApiError;
 use crate::web::{is_loopback, spawn_health_checks, ApiState};
 
-/// A handler that panicked answers 500 with an error id (the panic goes to
-/// the log through the panic hook), never an empty reply.
-async fn catch_panics(request: Request, next: Next) -> Response {
+/// The checks every request passes, in one layer: where it comes from
+/// ([`guard`]), then the handler within `api.request_timeout_secs` (503
+/// past it; retention and report generation run to their end), a panic
+/// answered 500 with an error id (the panic goes to the log through the
+/// panic hook), never an empty reply.
+async fn checks(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     use futures::FutureExt;
-    match std::panic::AssertUnwindSafe(next.run(request))
-        .catch_unwind()
-        .await
-    {
-        Ok(response) => response,
-        Err(panic) => {
+    if let Some(refused) = guard::refusal(&state.ops.config.api, &request) {
+        return refused;
+    }
+    let to_the_end = RUN_TO_THE_END.contains(&request.uri().path());
+    let handled = std::panic::AssertUnwindSafe(next.run(request)).catch_unwind();
+    let limit = Duration::from_secs(state.ops.config.api.request_timeout_secs);
+    let outcome = if to_the_end {
+        Ok(handled.await)
+    } else {
+        tokio::time::timeout(limit, handled).await
+    };
+    match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(panic)) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -36,6 +47,15 @@ async fn catch_panics(request: Request, next: Next) -> Response {
                 .unwrap_or_default();
             ApiError::internal_as("internal", format!("handler panicked: {what}")).into_response()
         }
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!(
+                "the request was not answered within api.request_timeout_secs ({} s)",
+                limit.as_secs()
+            ),
+        )
+        .into_response(),
     }
 }
 
@@ -62,15 +82,7 @@ async fn count_requests(request: Request, next: Next) -> Response {
 pub fn router(state: ApiState) -> Router {
     let limit = state.ops.config.api.max_body_bytes;
     routes(state.clone())
-        .layer(axum::middleware::from_fn(catch_panics))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            time_limit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::check,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), checks))
         .layer(axum::middleware::from_fn(count_requests))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -238,25 +250,3 @@ const RUN_TO_THE_END: [&str; 3] = [
     "/reports/generate",
     "/ui/reports/generate",
 ];
-
-/// A request that takes longer than `api.request_timeout_secs` to answer
-/// (its body read included) is answered 503; a stream, once answered,
-/// runs on.
-async fn time_limit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if RUN_TO_THE_END.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
-    let limit = Duration::from_secs(state.ops.config.api.request_timeout_secs);
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "request_timeout",
-            format!(
-                "the request was not answered within api.request_timeout_secs ({} s)",
-                limit.as_secs()
-            ),
-        )
-        .into_response(),
-    }
-}

@@ -365,7 +365,10 @@ async fn a_panic_in_a_handler_is_a_500_with_an_error_id() {
     }
     let app = axum::Router::new()
         .route("/boom", axum::routing::get(boom))
-        .layer(axum::middleware::from_fn(super::catch_panics));
+        .layer(axum::middleware::from_fn_with_state(
+            state("127.0.0.1", None),
+            super::checks,
+        ));
     let response = app.oneshot(get("/boom")).await.expect("infallible");
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -405,7 +408,7 @@ fn state_with_roles(public_metrics: bool) -> ApiState {
         .acquire_timeout(std::time::Duration::from_millis(5))
         .connect_lazy("postgres://nobody:x@127.0.0.1:1/none")
         .expect("lazy pool");
-    state.ops.pools = Pools::new(pool);
+    state.edit().ops.pools = Pools::new(pool);
     let mut config = (*state.ops.config).clone();
     config.api.public_metrics = public_metrics;
     config.api.tokens = [
@@ -421,7 +424,7 @@ fn state_with_roles(public_metrics: bool) -> ApiState {
         jobs: None,
     })
     .collect();
-    state.ops.config = Arc::new(config);
+    state.edit().ops.config = Arc::new(config);
     state
 }
 
@@ -573,7 +576,7 @@ async fn an_operator_limited_to_some_jobs_is_refused_the_others() {
     let mut config = (*state.ops.config).clone();
     config.api.tokens[1].jobs = Some(vec!["daily_*".into()]);
     let mut state = state;
-    state.ops.config = Arc::new(config);
+    state.edit().ops.config = Arc::new(config);
     let (status, body) = call(
         state.clone(),
         sample("POST", "/jobs/{job}/pause", Some("o-token-0123456789")),

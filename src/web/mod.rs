@@ -52,15 +52,28 @@ pub fn status_of(e: &ops::Error) -> axum::http::StatusCode {
     }
 }
 
-/// What the API's and the console's handlers share.
+/// What the API's and the console's handlers share: one allocation,
+/// cloned (a reference count) by every extractor and layer that takes it.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<Shared>);
+
+/// [`ApiState`]'s contents.
+#[derive(Clone)]
+pub struct Shared {
     /// The operations, and what they work on (config, pools, jobs).
     pub ops: Ops,
     pub health: Arc<RwLock<Health>>,
     pub live: Option<Arc<LiveStats>>,
     /// What bounds clients: open streams, failed logins.
     pub guards: Arc<Guards>,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The API's bounds on what clients hold.
@@ -183,12 +196,17 @@ impl ApiState {
             Arc::new(crate::dag::catalog::Catalog::fixed(jobs)),
         );
         ops.stop = stop;
-        ApiState {
+        ApiState(Arc::new(Shared {
             ops,
             health: Arc::new(RwLock::new(Health::unknown())),
             live,
             guards,
-        }
+        }))
+    }
+
+    /// The contents to change before serving (copied if already shared).
+    pub fn edit(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
     }
 }
 

@@ -11,10 +11,7 @@ use crate::common::TestEnv;
 use crate::http::{free_port, request};
 
 fn hxjobs(env: &TestEnv, config: &std::path::Path, args: &[&str]) -> Output {
-    env.hxjobs(config, args)
-        .env("USER", "ops-bob")
-        .output()
-        .expect("run hxjobs")
+    env.run_as(config, "ops-bob", args)
 }
 
 fn job(name: &str) -> String {

@@ -25,6 +25,20 @@ impl Drop for Guard {
     }
 }
 
+/// `hxjobs <command>` (`daemon`, `serve`) with `cfg`, quiet, once its API
+/// answers on `port`; stopped when the guard drops.
+fn start(env: &TestEnv, cfg: &std::path::Path, command: &str, port: u16) -> Guard {
+    let child = env
+        .hxjobs(cfg, &[command])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hxjobs");
+    let guard = Guard(child);
+    wait_port(port, &format!("hxjobs {command}"));
+    guard
+}
+
 fn wait_port(port: u16, what: &str) {
     let until = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -161,14 +175,7 @@ command = "echo done"
     // A failed run, recorded before the console opens.
     let out = env.hxjobs(&cfg, &["run", "nightly"]).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
-    let daemon = env
-        .hxjobs(&cfg, &["daemon"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("daemon");
-    let _daemon = Guard(daemon);
-    wait_port(port, "the daemon's API");
+    let _daemon = start(&env, &cfg, "daemon", port);
     let (_driver, c) = browser().await;
     let base = format!("http://127.0.0.1:{port}");
 
@@ -650,14 +657,7 @@ viewer = ["hxjobs-viewers"]
 "#
         ),
     );
-    let server = env
-        .hxjobs(&cfg, &["serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let _server = Guard(server);
-    wait_port(port, "the API");
+    let _server = start(&env, &cfg, "serve", port);
     let (_driver, c) = browser().await;
     let base = format!("http://127.0.0.1:{port}");
 

@@ -164,6 +164,20 @@ impl TestEnv {
         cmd
     }
 
+    /// Runs hxjobs with `config` as the login name `user` (what the ledger
+    /// and the audit log record as `cli:<user>`) and waits for it.
+    pub fn run_as(
+        &self,
+        config: &std::path::Path,
+        user: &str,
+        args: &[&str],
+    ) -> std::process::Output {
+        self.hxjobs(config, args)
+            .env("USER", user)
+            .output()
+            .expect("run hxjobs")
+    }
+
     /// A `Command` for the hxjobs binary with this test's environment.
     pub fn command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hxjobs"));

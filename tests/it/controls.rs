@@ -19,10 +19,7 @@ fn config(env: &TestEnv, jobs: &[(&str, String)], extra: &str) -> PathBuf {
 
 /// Run as the login name `ops-alice`, which the ledger records.
 fn hxjobs(env: &TestEnv, config: &std::path::Path, args: &[&str]) -> Output {
-    env.hxjobs(config, args)
-        .env("USER", "ops-alice")
-        .output()
-        .expect("run hxjobs")
+    env.run_as(config, "ops-alice", args)
 }
 
 fn err(o: &Output) -> String {

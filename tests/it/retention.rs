@@ -173,7 +173,10 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
             .await,
         first.len() as i64
     );
-    let e = ops.restore_archive(&admin, d3).await.expect_err("not archived");
+    let e = ops
+        .restore_archive(&admin, d3)
+        .await
+        .expect_err("not archived");
     assert_eq!((e.kind, e.code), (Kind::NotFound, "not_archived"));
     env.cleanup().await;
 }
