@@ -398,30 +398,27 @@ pub async fn create_claimed_run(
     })
 }
 
-/// A claimed ledger row: id, run_type, interval_start, interval_end,
-/// attempts, params.
-pub(super) type ClaimRow = (
-    i64,
-    RunType,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    i32,
-    serde_json::Value,
-);
-
-/// Claimed ledger rows → claims, oldest interval first.
-pub(super) fn claims(rows: Vec<ClaimRow>) -> Vec<Claimed> {
-    let mut claimed: Vec<Claimed> = rows
-        .into_iter()
-        .map(|(run_id, run_type, start, end, attempt, params)| Claimed {
-            run_id,
-            run_type,
-            interval: Interval { start, end },
-            attempt,
-            params,
+/// A [`Claimed`] from a claim statement's row (its `id`, `run_type`,
+/// `interval_start`, `interval_end`, `attempts` and `params`).
+macro_rules! claimed {
+    ($r:expr) => {
+        $crate::ledger::Claimed {
+            run_id: $r.id,
+            run_type: $r.run_type,
+            interval: $crate::interval::Interval {
+                start: $r.interval_start,
+                end: $r.interval_end,
+            },
+            attempt: $r.attempts,
+            params: $r.params,
             opened: None,
-        })
-        .collect();
+        }
+    };
+}
+pub(super) use claimed;
+
+/// Claims, oldest interval first.
+pub(super) fn in_order(mut claimed: Vec<Claimed>) -> Vec<Claimed> {
     claimed.sort_by_key(|c| (c.interval.start, c.run_id));
     claimed
 }
@@ -844,24 +841,13 @@ pub async fn claim_backfill(
     )
     .fetch_all(pool)
     .await?;
-    let mut opened = HashMap::new();
-    let plain = rows
-        .into_iter()
-        .map(|r| {
-            opened.insert(r.id, ended_tasks(r.names, r.states));
-            (
-                r.id,
-                r.run_type,
-                r.interval_start,
-                r.interval_end,
-                r.attempts,
-                r.params,
-            )
-        })
-        .collect();
-    let mut claimed = claims(plain);
-    for run in &mut claimed {
-        run.opened = opened.remove(&run.run_id);
-    }
-    Ok(claimed)
+    Ok(in_order(
+        rows.into_iter()
+            .map(|r| {
+                let mut run = claimed!(r);
+                run.opened = Some(ended_tasks(r.names, r.states));
+                run
+            })
+            .collect(),
+    ))
 }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{claims, ClaimRow, Claimed, RunType};
+use super::{claimed, in_order, Claimed, RunType};
 use crate::interval::Interval;
 
 /// Occurrences the catch-up policy did not run: a contiguous range.
@@ -205,19 +205,6 @@ impl JobLock {
         )
         .fetch_all(&mut *self.tx)
         .await?;
-        let rows: Vec<ClaimRow> = rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.id,
-                    r.run_type,
-                    r.interval_start,
-                    r.interval_end,
-                    r.attempts,
-                    r.params,
-                )
-            })
-            .collect();
-        Ok(claims(rows))
+        Ok(in_order(rows.into_iter().map(|r| claimed!(r)).collect()))
     }
 }
