@@ -342,3 +342,80 @@ async fn connections_and_streams_are_bounded() {
     drop(server);
     env.cleanup().await;
 }
+
+/// `GET /rollups` (API and console): its filters are bound values, never
+/// SQL; how many rows it reads is capped; the stored sketches are never
+/// sent, whatever a client asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollup_filters_are_values_capped_and_never_return_sketches() {
+    let env = TestEnv::new("attack_rollups").await;
+    let port = crate::http::free_port();
+    let cfg = config(&env, &[("note", note_job(env.dir.path()))], port, "", "");
+    sqlx::query(
+        "INSERT INTO rollups (grain, bucket_start, event_type, source, subject, event_count,
+                              error_count, latency_count, latency_sum_ms, prompt_tokens,
+                              completion_tokens, cost_usd, rating_sum, rating_count, value_sum,
+                              distinct_users, latency_sketch, users_sketch)
+         VALUES ('day', '2026-03-01', 'llm_request', 'web-app', 'llama', 7, 1, 7, 70, 10, 20,
+                 0.5, 0, 0, 0, 3, '\\x5345435245542d534b45544348', '\\x5345435245542d534b45544348')",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("rollup row");
+    let server = Server::start(&env, &cfg, "serve", port);
+    let range = "grain=day&from=2026-03-01&to=2026-03-02";
+
+    let r = get(port, &format!("/rollups?{range}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body: serde_json::Value = serde_json::from_str(&r.text()).expect("json");
+    assert_eq!(body["rows"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["rows"][0]["event_count"], 7);
+    // The sketches' bytes ("SECRET-SKETCH") are neither named nor sent.
+    assert!(!r.text().contains("sketch"), "{}", r.text());
+
+    // A filter is a value: an injection matches nothing and changes nothing.
+    for filter in [
+        "event_type=llm_request'%20OR%20'1'%3D'1",
+        "source=x');%20DELETE%20FROM%20rollups;--",
+        "subject=%25",
+    ] {
+        let r = get(port, &format!("/rollups?{range}&{filter}"));
+        assert_eq!(r.status, 200, "{filter}: {}", r.text());
+        let body: serde_json::Value = serde_json::from_str(&r.text()).expect("json");
+        assert_eq!(body["rows"], json!([]), "{filter}");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM rollups").await, 1);
+
+    // Bounded, and nothing beyond the declared parameters.
+    for (query, code) in [
+        (format!("{range}&limit=10001"), "invalid_limit"),
+        (format!("{range}&limit=0"), "invalid_limit"),
+        (
+            "grain=hour;DROP&from=2026-03-01".to_string(),
+            "invalid_grain",
+        ),
+        (format!("{range}&sketches=true"), "invalid_query"),
+    ] {
+        let r = get(port, &format!("/rollups?{query}"));
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        let body: serde_json::Value = serde_json::from_str(&r.text()).expect("json");
+        assert_eq!(body["error"], code, "{query}: {}", r.text());
+        assert!(!r.text().contains("sqlx"), "{query}: {}", r.text());
+    }
+    // The console's page reads the same rows, without the sketches either.
+    let r = get(port, &format!("/ui/rollups?{range}"));
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("llama") && !r.text().contains("SECRET-SKETCH"));
+    let r = get(
+        port,
+        &format!("/ui/rollups?{range}&event_type=x'%20OR%201%3D1--"),
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        !r.text().contains("llama"),
+        "an injected filter matched rows"
+    );
+
+    drop(server);
+    env.cleanup().await;
+}
