@@ -93,7 +93,7 @@ pub async fn rollups(
     let grain = q.grain.as_deref().unwrap_or("hour");
     let to = q.to.as_deref().map(|s| instant("to", s)).transpose()?;
     let from = q.from.as_deref().map(|s| instant("from", s)).transpose()?;
-    let (from, to) = ops::data::range(from, to);
+    let (from, to) = ops::data::range(grain, from, to);
     let filter = crate::rollup::read::RollupFilter {
         grain,
         from,

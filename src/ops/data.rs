@@ -135,11 +135,19 @@ impl Ops {
     }
 }
 
-/// `from`/`to` of a read, `to` default now, `from` default a day before.
+/// `from`/`to` of a rollup read of `grain`: `to` by default now, `from`
+/// by default two days before it for hours, 31 for days, 366 for weeks and
+/// months (the API and the console alike).
 pub fn range(
+    grain: &str,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> (DateTime<Utc>, DateTime<Utc>) {
     let to = to.unwrap_or_else(Utc::now);
-    (from.unwrap_or(to - chrono::TimeDelta::days(1)), to)
+    let span = match grain {
+        "hour" => chrono::TimeDelta::days(2),
+        "day" => chrono::TimeDelta::days(31),
+        _ => chrono::TimeDelta::days(366),
+    };
+    (from.unwrap_or(to - span), to)
 }

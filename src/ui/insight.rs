@@ -89,19 +89,13 @@ pub async fn rollups(
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     };
-    let to = match opt(&q.to) {
-        Some(t) => super::trigger::instant("to", &t)?,
-        None => Utc::now(),
-    };
-    let default_span = match grain {
-        "hour" => chrono::TimeDelta::days(2),
-        "day" => chrono::TimeDelta::days(31),
-        _ => chrono::TimeDelta::days(366),
-    };
-    let from = match opt(&q.from) {
-        Some(t) => super::trigger::instant("from", &t)?,
-        None => to - default_span,
-    };
+    let to = opt(&q.to)
+        .map(|t| super::trigger::instant("to", &t))
+        .transpose()?;
+    let from = opt(&q.from)
+        .map(|t| super::trigger::instant("from", &t))
+        .transpose()?;
+    let (from, to) = crate::ops::data::range(grain, from, to);
     let (event_type, source, subject) = (opt(&q.event_type), opt(&q.source), opt(&q.subject));
     const LIMIT: i64 = 2000;
     let filter = RollupFilter {
