@@ -648,10 +648,12 @@ fn consume(
                     }
                 }
             }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "Kafka consumer error");
-            }
-            None => {
+            // An error is no progress: a partition the broker keeps
+            // answering with errors stalls the drain like a silent one.
+            polled => {
+                if let Some(Err(e)) = polled {
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                }
                 if !batch.is_empty() {
                     let part = std::mem::take(&mut batch);
                     if tx.blocking_send(part).is_err() {

@@ -272,7 +272,18 @@ impl TestEnv {
     /// Drops the database. Topics stay: deleting one topic on the Nisshi
     /// broker can remove other topics too.
     pub async fn cleanup(self) {
-        self.pool.close().await;
+        // Closing waits for every connection a test still holds; a test
+        // that forgot one is not left hanging (the database is dropped
+        // with FORCE below).
+        if tokio::time::timeout(std::time::Duration::from_secs(15), self.pool.close())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "cleanup: a connection of {} was still checked out",
+                self.name
+            );
+        }
         if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
             let _ = sqlx::query(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",

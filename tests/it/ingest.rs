@@ -536,6 +536,7 @@ async fn a_new_day_is_attached_while_ingest_writes() {
         .await
         .expect("again");
     writing.commit().await.expect("commit");
+    drop(other);
 
     assert_eq!(
         env.count(
