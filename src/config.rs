@@ -54,6 +54,31 @@ pub struct Config {
     pub logs: LogsConfig,
     #[serde(default)]
     pub notify: NotifyConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// Where reports and archived days are kept (`crate::storage`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`,
+    /// `file:///dir`, or a directory under the working directory.
+    pub url: String,
+    /// A request to the store gives up after this long.
+    pub timeout_secs: u64,
+    /// Retries of a failed request (with backoff) before it fails.
+    pub retries: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: "var/store".into(),
+            timeout_secs: 30,
+            retries: 3,
+        }
+    }
 }
 
 /// Where notifications go and which events send them to every job's
@@ -781,6 +806,7 @@ fn env_key(name: &str) -> Option<String> {
         "HXJOBS_API_TOKEN" => "api.token".to_string(),
         "SSE_MAX_CONNECTIONS" => "api.max_sse_streams".to_string(),
         "HXJOBS_INGEST_MODE" => "ingest.mode".to_string(),
+        "HXJOBS_STORAGE_URL" => "storage.url".to_string(),
         "KAFKA_BOOTSTRAP_SERVERS"
         | "KAFKA_CLIENT_ID"
         | "KAFKA_GROUP_ID"
@@ -814,6 +840,7 @@ pub fn env_names() -> Vec<&'static str> {
     vec![
         "DATABASE_URL",
         "BATCH_PROCESSING_API_PORT",
+        "HXJOBS_STORAGE_URL",
         "KAFKA_BOOTSTRAP_SERVERS",
         "KAFKA_CLIENT_ID",
         "KAFKA_GROUP_ID",
@@ -992,6 +1019,10 @@ impl Config {
                 "database.url",
                 "must be a postgres:// or postgresql:// URL".into(),
             ));
+        }
+        crate::storage::check_url(&self.storage.url).map_err(|e| ("storage.url", e))?;
+        if self.storage.timeout_secs == 0 {
+            return Err(("storage.timeout_secs", "must be at least 1".into()));
         }
         if self.database.max_connections < 2 {
             return Err(("database.max_connections", "must be at least 2".into()));

@@ -64,6 +64,7 @@ pub mod retention;
 pub mod rollup;
 pub mod server;
 pub mod status;
+pub mod storage;
 pub mod tasklog;
 pub mod tasks;
 pub mod telemetry;

@@ -147,6 +147,10 @@ fn describe() {
         "Live stats: messages between the consumer's position and the partition ends, per topic."
     );
     describe_counter!(
+        "hxjobs_storage_bytes_total",
+        "Bytes hxjobs wrote to and read from its object store (reports, archives), by direction."
+    );
+    describe_counter!(
         "live_stats_rejected_total",
         "Live stats: messages that were not valid events (counted, then skipped)."
     );
@@ -166,6 +170,11 @@ pub fn render() -> String {
 pub fn dependency_up(dependency: &'static str, up: bool) {
     metrics::gauge!("hxjobs_dependency_up", "dependency" => dependency)
         .set(f64::from(u8::from(up)));
+}
+
+/// Adds to `hxjobs_storage_bytes_total{direction}` ("written", "read").
+pub fn storage_bytes(direction: &'static str, bytes: u64) {
+    metrics::counter!("hxjobs_storage_bytes_total", "direction" => direction).increment(bytes);
 }
 
 /// Sets `hxjobs_api_connections` (open now).

@@ -62,7 +62,7 @@ pub async fn retention(
     let archived: Vec<Value> = done
         .archived
         .iter()
-        .map(|a| json!({"day": a.day, "rows": a.rows, "bytes": a.bytes, "path": a.path}))
+        .map(|a| json!({"day": a.day, "rows": a.rows, "bytes": a.bytes, "key": a.key}))
         .collect();
     Ok(Json(json!({
         "dry_run": body.dry_run,

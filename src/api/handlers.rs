@@ -34,7 +34,8 @@ pub async fn health(State(state): State<ApiState>) -> Response {
     let jobs = state.ops.jobs.current();
     // A stalled partition is data that stops reaching PostgreSQL: unhealthy.
     let ingest_stalled = h.ingest.as_ref().is_some_and(|i| i.stalled());
-    let healthy = h.database.up() && h.kafka.up() && !ingest_stalled;
+    // Reports and archives live in the store: without it they fail.
+    let healthy = h.database.up() && h.kafka.up() && h.storage.up() && !ingest_stalled;
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "service": "batch-processing-api",
@@ -43,6 +44,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
         "checks": {
             "database": h.database,
             "kafka": h.kafka,
+            "storage": h.storage,
             "ingest": h.ingest,
             // Invalid job files do not stop the service: the valid jobs run.
             "jobs": {

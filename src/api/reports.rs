@@ -110,10 +110,9 @@ pub async fn download_report(
 ) -> ApiResult<Response> {
     let q = query(q)?;
     let id = id_of(id)?;
-    let (record, file) = state.ops.report_file(&actor, id).await?;
+    let (record, stream) = state.ops.report_file(&actor, id).await?;
     let format = Format::parse(&record.format).unwrap_or(Format::Pdf);
     let name = record.path.clone().unwrap_or_default();
-    let stream = tokio_util::io::ReaderStream::new(file);
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(

@@ -118,6 +118,11 @@ pub enum Command {
         #[command(subcommand)]
         command: retention::ArchiveCommand,
     },
+    /// The object store (`[storage] url`).
+    Storage {
+        #[command(subcommand)]
+        command: retention::StorageCommand,
+    },
     /// Run single tasks.
     Tasks {
         #[command(subcommand)]
@@ -441,6 +446,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Notify { command } => notify::notify(&config, command).await,
         Command::Retention(args) => retention::retention(&config, args).await,
         Command::Archive { command } => retention::archive(&config, command).await,
+        Command::Storage { command } => retention::storage(&config, command).await,
         Command::Tasks { command } => run::test_task(&config, command).await,
         Command::ProduceDemo(args) => demo::run(&config, args).await,
         Command::Serve => serve::serve(&config).await,

@@ -1,4 +1,4 @@
-//! `hxjobs report generate|list` and `hxjobs capacity`.
+//! `hxjobs report generate|list|get` and `hxjobs capacity`.
 
 use std::path::PathBuf;
 
@@ -14,6 +14,14 @@ use crate::ops::Actor;
 pub enum ReportCommand {
     /// Render a report from the rollups, record it in `reports` and print where it is.
     Generate(GenerateArgs),
+    /// Copy a recorded report's file out of the store (any node), checked
+    /// against its recorded sha256.
+    Get {
+        id: i64,
+        /// Where to write it.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
     /// Recorded reports, newest first.
     List {
         #[arg(long = "type")]
@@ -78,10 +86,6 @@ pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
                     t.format("%Y-%m-%d %H:%M")
                 );
             }
-            let file = config
-                .reports
-                .output_dir
-                .join(record.path.as_deref().unwrap_or_default());
             println!(
                 "report {} ({}, {} to {}, {} bytes, sha256 {})",
                 record.id,
@@ -91,12 +95,20 @@ pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
                 record.size.unwrap_or(0),
                 record.sha256.as_deref().unwrap_or("-")
             );
-            println!("{}", file.display());
+            let files = crate::storage::Store::open(&config.storage).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                files.location(record.storage_key.as_deref().unwrap_or_default())
+            );
             if let Some(out) = args.output {
-                std::fs::copy(&file, &out)
-                    .map_err(|e| format!("copying to {}: {e}", out.display()))?;
+                save(&ops, &actor, record.id, &out).await?;
                 println!("{}", out.display());
             }
+            Ok(())
+        }
+        ReportCommand::Get { id, output } => {
+            let size = save(&ops, &actor, id, &output).await?;
+            println!("report {id}: {size} bytes to {}", output.display());
             Ok(())
         }
         ReportCommand::List { report_type, limit } => {
@@ -123,6 +135,58 @@ pub async fn report(config: &Config, command: ReportCommand) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// Streams report `id` into `out` through a partial file, checks its
+/// sha256 against the record, then renames it into place.
+async fn save(
+    ops: &crate::ops::Ops,
+    actor: &Actor,
+    id: i64,
+    out: &std::path::Path,
+) -> Result<u64, Failure> {
+    use futures::StreamExt;
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncWriteExt;
+    let (record, mut stream) = ops.report_file(actor, id).await.map_err(refused)?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let partial = out.with_file_name(format!(".{name}.partial"));
+    let io = |p: &std::path::Path| {
+        let p = p.display().to_string();
+        move |e: std::io::Error| Failure::from(format!("{p}: {e}"))
+    };
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .map_err(io(&partial))?;
+    let mut hash = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(format!("reading report {id} from the store: {e}").into());
+            }
+        };
+        hash.update(&chunk);
+        size += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(io(&partial))?;
+    }
+    file.sync_all().await.map_err(io(&partial))?;
+    let got = format!("{:x}", hash.finalize());
+    if record.sha256.as_deref().is_some_and(|want| want != got) {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(format!(
+            "report {id}: the stored file's sha256 is {got}, the record says {}; nothing written",
+            record.sha256.unwrap_or_default()
+        )
+        .into());
+    }
+    tokio::fs::rename(&partial, out).await.map_err(io(out))?;
+    Ok(size)
 }
 
 pub async fn capacity(config: &Config, args: CapacityArgs) -> CliResult {

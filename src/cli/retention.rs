@@ -1,4 +1,5 @@
-//! `hxjobs retention [--dry-run]` and `hxjobs archive restore --day DATE`.
+//! `hxjobs retention [--dry-run]`, `hxjobs archive list|restore` and
+//! `hxjobs storage migrate`.
 
 use chrono::NaiveDate;
 use clap::{Args, Subcommand};
@@ -16,7 +17,13 @@ pub struct RetentionArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ArchiveCommand {
-    /// Load an archived day of raw events back into the events table.
+    /// Archived days of raw events, newest first, with where each is.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Load an archived day of raw events back into the events table
+    /// (from the object store, on any node).
     Restore {
         /// The UTC day, e.g. 2026-03-01.
         #[arg(long)]
@@ -38,22 +45,71 @@ pub async fn retention(config: &Config, args: RetentionArgs) -> CliResult {
     for a in &done.archived {
         println!(
             "archived {}: {} rows, {} bytes, {}",
-            a.day,
-            a.rows,
-            a.bytes,
-            a.path.display()
+            a.day, a.rows, a.bytes, a.key
         );
     }
     Ok(())
 }
 
 pub async fn archive(config: &Config, command: ArchiveCommand) -> CliResult {
-    let ArchiveCommand::Restore { day } = command;
     let ops = super::ops(config).await?;
-    let rows = ops
-        .restore_archive(&Actor::cli(), day)
-        .await
-        .map_err(super::refused)?;
-    println!("restored {rows} events of {day}");
+    match command {
+        ArchiveCommand::List { limit } => {
+            let rows = ops.archives(&Actor::cli(), limit).await.map_err(refused)?;
+            for a in rows {
+                let restored = a
+                    .restored_at
+                    .map(|t| format!("restored {} UTC", t.format("%Y-%m-%d %H:%M")))
+                    .unwrap_or_default();
+                let place = if a.storage_key.is_some() {
+                    a.path
+                } else {
+                    format!("{} (local; run `hxjobs storage migrate`)", a.path)
+                };
+                println!(
+                    "{}  {:>10} rows  {:>12} bytes  {}  {}",
+                    a.day, a.rows, a.bytes, place, restored
+                );
+            }
+        }
+        ArchiveCommand::Restore { day } => {
+            let rows = ops
+                .restore_archive(&Actor::cli(), day)
+                .await
+                .map_err(refused)?;
+            println!("restored {rows} events of {day}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Copy reports and archives from the old local directories
+    /// (reports.output_dir, retention.archive_dir) into the store, verify
+    /// each and record it there. Running it again changes nothing.
+    Migrate,
+}
+
+pub async fn storage(config: &Config, command: StorageCommand) -> CliResult {
+    let StorageCommand::Migrate = command;
+    let ops = super::ops(config).await?;
+    let done = ops.migrate_storage(&Actor::cli()).await.map_err(refused)?;
+    for (id, key) in &done.reports {
+        println!("report {id} -> {key}");
+    }
+    for (day, key) in &done.archives {
+        println!("archive {day} -> {key}");
+    }
+    for s in &done.skipped {
+        println!("skipped: {s}");
+    }
+    println!(
+        "{} reports and {} archives moved to {}; {} skipped",
+        done.reports.len(),
+        done.archives.len(),
+        config.storage.url,
+        done.skipped.len()
+    );
     Ok(())
 }

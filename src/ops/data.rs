@@ -71,15 +71,22 @@ impl Ops {
             let archived = if dry_run {
                 Vec::new()
             } else {
+                let store = crate::storage::Store::open(&self.config.storage)
+                    .map_err(super::reports::storage_refusal)?;
                 crate::retention::apply(
                     &self.pools.data,
-                    &cfg.archive_dir,
+                    &store,
                     &self.config.reports.output_dir,
                     &plan,
                     None,
                 )
                 .await
-                .map_err(|e| Error::internal("retention_failed", e))?
+                .map_err(|e| match e {
+                    crate::retention::archive::Error::Storage(e) => {
+                        super::reports::storage_refusal(e)
+                    }
+                    e => Error::internal("retention_failed", e),
+                })?
             };
             Ok(RetentionOutcome { plan, archived })
         }
@@ -96,7 +103,9 @@ impl Ops {
         use crate::retention::archive::{self, Error as ArchiveError};
         let r = async {
             actor.require(Need::Admin, None)?;
-            archive::restore_day(&self.pools.data, day)
+            let store = crate::storage::Store::open(&self.config.storage)
+                .map_err(super::reports::storage_refusal)?;
+            archive::restore_day(&self.pools.data, &store, day)
                 .await
                 .map_err(|e| match e {
                     ArchiveError::NotArchived(_) => {
@@ -105,6 +114,7 @@ impl Ops {
                     ArchiveError::Verify { .. } => {
                         Error::conflict("archive_did_not_verify", e.to_string())
                     }
+                    ArchiveError::Storage(e) => super::reports::storage_refusal(e),
                     ArchiveError::File { .. } => Error::new(
                         super::Kind::Unavailable,
                         "archive_unreadable",

@@ -10,6 +10,7 @@ pub mod data;
 mod notify;
 pub mod reports;
 pub mod runs;
+pub mod storage;
 
 pub use access::{Actor, Means, Need, Role};
 

@@ -1,9 +1,11 @@
 //! Reports: generate now, list, read one, open its file.
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 use super::{Actor, Error, Need, Ops, Result};
 use crate::reports::{self, Format, Record};
+use crate::storage::{Error as StorageError, Store};
 
 /// A report asked for now.
 #[derive(Debug, Clone)]
@@ -70,8 +72,9 @@ impl Ops {
             .ok_or_else(|| Error::not_found("unknown_report", format!("no report {id}")))
     }
 
-    /// A finished report and its open file.
-    pub async fn report_file(&self, actor: &Actor, id: i64) -> Result<(Record, tokio::fs::File)> {
+    /// A finished report and its bytes as a stream: from the object store,
+    /// or from the old local directory for a report not yet migrated.
+    pub async fn report_file(&self, actor: &Actor, id: i64) -> Result<(Record, ByteStream)> {
         let record = self.report(actor, id).await?;
         if record.status != "done" {
             return Err(Error::conflict(
@@ -79,16 +82,44 @@ impl Ops {
                 format!("report {} is {}", record.id, record.status),
             ));
         }
-        let gone = || {
-            Error::new(
-                super::Kind::NotFound,
-                "report_file_missing",
-                "the report's file is no longer there",
+        let gone = |why: String| Error::new(super::Kind::NotFound, "report_file_missing", why);
+        if let Some(key) = &record.storage_key {
+            let files = Store::open(&self.config.storage).map_err(storage_refusal)?;
+            let (_, stream) = files.stream(key).await.map_err(|e| match e {
+                StorageError::NotFound { .. } | StorageError::Verify { .. } => {
+                    gone(format!("the report's file is no longer in the store: {e}"))
+                }
+                e => storage_refusal(e),
+            })?;
+            return Ok((record, stream));
+        }
+        let missing = || {
+            gone(
+                "the report's file is not in the store and not in this node's reports.output_dir \
+                 (run `hxjobs storage migrate` on the node that wrote it)"
+                    .into(),
             )
         };
-        let path = reports::file_of(&self.config.reports.output_dir, &record).ok_or_else(gone)?;
-        let file = tokio::fs::File::open(&path).await.map_err(|_| gone())?;
-        Ok((record, file))
+        let path =
+            reports::file_of(&self.config.reports.output_dir, &record).ok_or_else(missing)?;
+        let file = tokio::fs::File::open(&path).await.map_err(|_| missing())?;
+        Ok((record, tokio_util::io::ReaderStream::new(file).boxed()))
+    }
+}
+
+/// A file's bytes, streamed.
+pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// The store's refusal: unavailable (503, `storage_unavailable`) unless
+/// the configuration itself is wrong.
+pub fn storage_refusal(e: StorageError) -> Error {
+    match e {
+        StorageError::Config { .. } => Error::internal("storage_misconfigured", e),
+        e => Error::new(
+            super::Kind::Unavailable,
+            "storage_unavailable",
+            e.to_string(),
+        ),
     }
 }
 
@@ -113,6 +144,7 @@ pub fn refusal(e: reports::Error) -> Error {
             Error::invalid("invalid_format", e.to_string()).field("format")
         }
         reports::Error::Database(e) => e.into(),
+        reports::Error::Storage(e) => storage_refusal(e),
         other => Error::internal("internal", other),
     }
 }

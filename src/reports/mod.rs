@@ -18,7 +18,6 @@ pub use store::{file_in, file_of, get, list, Record};
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::capacity;
@@ -45,6 +44,8 @@ pub enum Error {
     },
     #[error("rendering: {0}")]
     Render(String),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::Error),
     #[error(transparent)]
     Rollup(#[from] crate::rollup::Error),
     #[error("the period starting {} UTC has not begun yet (now {} UTC)", sections::when(*start), sections::when(*now))]
@@ -466,11 +467,15 @@ pub async fn generate_with(
             period.start.format("%Y%m%d"),
             format.as_str()
         );
-        store::write_file(&config.reports.output_dir, &name, &bytes)?;
+        let files = crate::storage::Store::open(&config.storage)?;
+        let stored = files
+            .put(&crate::storage::report_key(&name), bytes.into())
+            .await?;
         Ok::<_, Error>(store::Written {
             name,
-            size: bytes.len() as i64,
-            sha256: format!("{:x}", Sha256::digest(&bytes)),
+            key: stored.key,
+            size: stored.size,
+            sha256: stored.sha256,
             data_seq,
             partial_through,
         })
@@ -489,8 +494,8 @@ pub async fn generate_with(
         if let Err(e) = seal.apply(&mut tx).await {
             drop(tx);
             // Another worker holds the run: this copy is discarded.
-            if let Some(file) = store::file_in(&config.reports.output_dir, &written.name) {
-                let _ = std::fs::remove_file(file);
+            if let Ok(files) = crate::storage::Store::open(&config.storage) {
+                let _ = files.delete(&written.key).await;
             }
             store::fail(pool, id, &e.to_string()).await?;
             return Err(e.into());

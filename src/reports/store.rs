@@ -1,5 +1,5 @@
 //! Where generated reports are kept: their rows in `reports` and their
-//! files in `reports.output_dir`. Its statements are checked against the
+//! files in the object store (`crate::storage`, key `reports/<name>`). Its statements are checked against the
 //! schema when hxjobs compiles.
 
 use std::path::{Path, PathBuf};
@@ -20,8 +20,11 @@ pub struct Record {
     pub period_end: DateTime<Utc>,
     pub format: String,
     pub status: String,
-    /// The file's name inside `reports.output_dir`.
+    /// The file's name (its key in the store is `reports/<name>`).
     pub path: Option<String>,
+    /// Its key in the object store; `None` for a file still in the old
+    /// local `reports.output_dir` (`hxjobs storage migrate` moves it).
+    pub storage_key: Option<String>,
     pub size: Option<i64>,
     pub sha256: Option<String>,
     pub error: Option<String>,
@@ -42,8 +45,8 @@ macro_rules! select_records {
     ($rest:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             Record,
-            r#"SELECT id, report_type, period_start, period_end, format, status, path, size,
-                      sha256, error, created_at, finished_at, partial_through, superseded_by,
+            r#"SELECT id, report_type, period_start, period_end, format, status, path,
+                      storage_key, size, sha256, error, created_at, finished_at, partial_through, superseded_by,
                       ARRAY[]::text[] AS "notes!"
                FROM reports "# + $rest
             $(, $arg)*
@@ -72,8 +75,10 @@ pub async fn start(
 
 /// What a finished generation wrote.
 pub struct Written {
-    /// The file's name inside `reports.output_dir`.
+    /// The file's name.
     pub name: String,
+    /// Its key in the object store.
+    pub key: String,
     pub size: i64,
     pub sha256: String,
     /// The newest rollup sequence number its figures read.
@@ -91,10 +96,10 @@ pub async fn finish(
     let record = sqlx::query_as!(
         Record,
         r#"UPDATE reports SET status = 'done', path = $2, size = $3, sha256 = $4,
-                  data_seq = $5, partial_through = $6, finished_at = now()
+                  data_seq = $5, partial_through = $6, storage_key = $7, finished_at = now()
            WHERE id = $1
-           RETURNING id, report_type, period_start, period_end, format, status, path, size,
-                     sha256, error, created_at, finished_at, partial_through, superseded_by,
+           RETURNING id, report_type, period_start, period_end, format, status, path,
+                     storage_key, size, sha256, error, created_at, finished_at, partial_through, superseded_by,
                      ARRAY[]::text[] AS "notes!""#,
         id,
         written.name,
@@ -102,6 +107,7 @@ pub async fn finish(
         written.sha256,
         written.data_seq,
         written.partial_through,
+        written.key,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -173,20 +179,25 @@ pub async fn list(
     .await?)
 }
 
-/// Writes through a temporary file renamed into place.
-pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::File { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    let path = dir.join(name);
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+/// Done reports whose file is still in the old local directory.
+pub async fn local_only(pool: &PgPool) -> Result<Vec<Record>, Error> {
+    Ok(select_records!(
+        "WHERE status = 'done' AND storage_key IS NULL AND path IS NOT NULL ORDER BY id"
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
-/// The file of a recorded report, only if it lies inside `output_dir`.
+/// Records that report `id`'s file is now at `key` in the store.
+pub async fn moved(pool: &PgPool, id: i64, key: &str) -> Result<(), Error> {
+    sqlx::query!("UPDATE reports SET storage_key = $2 WHERE id = $1", id, key)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The local file of a report written before the object store (or not
+/// yet migrated), only if it lies inside `output_dir`.
 pub fn file_of(output_dir: &Path, record: &Record) -> Option<PathBuf> {
     file_in(output_dir, record.path.as_deref()?)
 }

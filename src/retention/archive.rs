@@ -1,9 +1,14 @@
-//! One day of raw events ⇄ one Parquet file (zstd), written with Polars.
-//! A file counts as an archive only after it was read back and gave the
-//! same row count and checksum; only then may the day's partition go.
+//! One day of raw events ⇄ one Parquet object (zstd) in the store, written
+//! with Polars under a Hive-style key (`events/event_date=DAY/…parquet`).
+//! An object counts as an archive only after it was read back from the
+//! store and gave the same row count and checksum; only then may the day's
+//! partition go.
 
 use std::fs::File;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -23,6 +28,8 @@ pub enum Error {
     },
     #[error("archive of {day} did not verify: {detail}; nothing was removed")]
     Verify { day: NaiveDate, detail: String },
+    #[error("{0}; nothing was removed")]
+    Storage(#[from] crate::storage::Error),
     #[error("no archive of {0} is recorded")]
     NotArchived(NaiveDate),
     #[error("staging the restored day for rollups: {0}")]
@@ -33,11 +40,12 @@ pub enum Error {
     Seal(#[from] crate::ledger::SealError),
 }
 
-/// A verified archive file.
+/// A verified archive in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Archived {
     pub day: NaiveDate,
-    pub path: PathBuf,
+    /// Its key in the store.
+    pub key: String,
     pub rows: i64,
     /// xxh3 over every typed value, column by column (see [`checksum`]).
     pub checksum: i64,
@@ -172,10 +180,13 @@ fn read_file(path: &Path) -> Result<DataFrame, Error> {
     Ok(ParquetReader::new(file).finish()?)
 }
 
-/// Writes `day` to `dir/events-DAY.parquet`, reads it back and checks it.
-/// Removes nothing.
-pub async fn write_day(pool: &PgPool, dir: &Path, day: NaiveDate) -> Result<Archived, Error> {
-    let rows = sqlx::query_as!(
+fn read_bytes(bytes: Bytes) -> Result<DataFrame, Error> {
+    Ok(ParquetReader::new(Cursor::new(bytes)).finish()?)
+}
+
+/// The day's rows, ordered by event id.
+async fn day_rows(pool: &PgPool, day: NaiveDate) -> Result<Vec<Row>, Error> {
+    Ok(sqlx::query_as!(
         Row,
         r#"SELECT event_day::text AS "event_day!", event_id::text AS "event_id!", event_type,
                   (extract(epoch FROM event_time) * 1000000)::int8 AS "event_time_us!", source,
@@ -188,78 +199,145 @@ pub async fn write_day(pool: &PgPool, dir: &Path, day: NaiveDate) -> Result<Arch
         day
     )
     .fetch_all(pool)
-    .await?;
-    let dir = dir.to_path_buf();
-    crate::off_runtime(move || write_verified(frame_of(rows)?, &dir, day)).await
+    .await?)
 }
 
-/// Writes the frame to `dir/events-DAY.parquet` through a synced partial
-/// file, reads it back and checks rows and checksum before the rename.
-fn write_verified(mut frame: DataFrame, dir: &Path, day: NaiveDate) -> Result<Archived, Error> {
+/// Encodes a frame as Parquet (zstd), with its row count and checksum.
+fn encode(mut frame: DataFrame) -> Result<(Vec<u8>, i64, i64), Error> {
     let rows = frame.height() as i64;
     let sum = checksum(&frame)?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::File { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let path = dir.join(format!("events-{day}.parquet"));
-    let partial = dir.join(format!("events-{day}.parquet.partial"));
-    {
-        let file = File::create(&partial).map_err(io(&partial))?;
-        ParquetWriter::new(&file)
-            .with_compression(ParquetCompression::Zstd(None))
-            .finish(&mut frame)?;
-        file.sync_all().map_err(io(&partial))?;
-    }
-    let back = read_file(&partial)?;
-    let back_sum = checksum(&back)?;
-    if back.height() as i64 != rows || back_sum != sum {
-        let _ = std::fs::remove_file(&partial);
+    let mut out = Vec::new();
+    ParquetWriter::new(&mut out)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut frame)?;
+    Ok((out, rows, sum))
+}
+
+/// Writes `day` to the store, reads the object back from the store and
+/// checks its rows and checksum. Removes nothing.
+pub async fn write_day(
+    pool: &PgPool,
+    store: &crate::storage::Store,
+    day: NaiveDate,
+) -> Result<Archived, Error> {
+    let rows = day_rows(pool, day).await?;
+    let (bytes, rows, sum) = crate::off_runtime(move || encode(frame_of(rows)?)).await?;
+    let key = crate::storage::archive_key(day);
+    let stored = store.put(&key, bytes.into()).await?;
+    let back = store.get(&key).await?;
+    let (back_rows, back_sum) = crate::off_runtime(move || {
+        let frame = read_bytes(back)?;
+        Ok::<_, Error>((frame.height() as i64, checksum(&frame)?))
+    })
+    .await?;
+    if back_rows != rows || back_sum != sum {
         return Err(Error::Verify {
             day,
             detail: format!(
-                "wrote {rows} rows (checksum {sum:x}), read back {} (checksum {back_sum:x})",
-                back.height()
+                "wrote {rows} rows (checksum {sum:x}) to {}, read back {back_rows} (checksum {back_sum:x})",
+                store.location(&key)
             ),
         });
     }
-    std::fs::rename(&partial, &path).map_err(io(&path))?;
-    let bytes = std::fs::metadata(&path).map_err(io(&path))?.len() as i64;
     Ok(Archived {
         day,
-        path,
+        key,
         rows,
         checksum: sum,
-        bytes,
+        bytes: stored.size,
+    })
+}
+
+/// Copies a day archived before the object store from its local file into
+/// the store, checked against the recorded rows and checksum both before
+/// and after (`hxjobs storage migrate`).
+pub async fn migrate_day(
+    store: &crate::storage::Store,
+    day: NaiveDate,
+    path: &Path,
+    rows: i64,
+    sum: i64,
+) -> Result<Archived, Error> {
+    let local = {
+        let path = path.to_path_buf();
+        crate::off_runtime(move || {
+            std::fs::read(&path).map_err(|source| Error::File { path, source })
+        })
+        .await?
+    };
+    let bytes = Bytes::from(local);
+    let check = |bytes: Bytes, whence: String| async move {
+        let (got_rows, got_sum) = crate::off_runtime(move || {
+            let frame = read_bytes(bytes)?;
+            Ok::<_, Error>((frame.height() as i64, checksum(&frame)?))
+        })
+        .await?;
+        if got_rows != rows || got_sum != sum {
+            return Err(Error::Verify {
+                day,
+                detail: format!(
+                    "{whence} has {got_rows} rows (checksum {got_sum:x}), the archive table says {rows} ({sum:x})"
+                ),
+            });
+        }
+        Ok(())
+    };
+    check(bytes.clone(), path.display().to_string()).await?;
+    let key = crate::storage::archive_key(day);
+    let stored = store.put(&key, bytes).await?;
+    check(store.get(&key).await?, store.location(&key)).await?;
+    Ok(Archived {
+        day,
+        key,
+        rows,
+        checksum: sum,
+        bytes: stored.size,
     })
 }
 
 /// Loads an archived day back into `events` (its partition recreated),
-/// after checking the file against the recorded row count and checksum.
-pub async fn restore_day(pool: &PgPool, day: NaiveDate) -> Result<u64, Error> {
+/// after checking the object against the recorded row count and checksum.
+pub async fn restore_day(
+    pool: &PgPool,
+    store: &crate::storage::Store,
+    day: NaiveDate,
+) -> Result<u64, Error> {
     let recorded = sqlx::query!(
-        "SELECT path, rows, checksum FROM event_archives WHERE day = $1",
+        "SELECT path, storage_key, rows, checksum FROM event_archives WHERE day = $1",
         day
     )
     .fetch_optional(pool)
     .await?
     .ok_or(Error::NotArchived(day))?;
-    let (path, rows, sum) = (recorded.path, recorded.rows, recorded.checksum);
-    let (frame, got) = {
-        let path = path.clone();
-        crate::off_runtime(move || {
-            let frame = read_file(Path::new(&path))?;
-            let got = checksum(&frame)?;
-            Ok::<_, Error>((frame, got))
-        })
-        .await?
+    let (rows, sum) = (recorded.rows, recorded.checksum);
+    // From the store; a day archived before it, from this node's disk.
+    let (whence, frame, got) = match recorded.storage_key {
+        Some(key) => {
+            let bytes = store.get(&key).await?;
+            let (frame, got) = crate::off_runtime(move || {
+                let frame = read_bytes(bytes)?;
+                let got = checksum(&frame)?;
+                Ok::<_, Error>((frame, got))
+            })
+            .await?;
+            (store.location(&key), frame, got)
+        }
+        None => {
+            let path = recorded.path.clone();
+            let (frame, got) = crate::off_runtime(move || {
+                let frame = read_file(Path::new(&path))?;
+                let got = checksum(&frame)?;
+                Ok::<_, Error>((frame, got))
+            })
+            .await?;
+            (recorded.path, frame, got)
+        }
     };
     if frame.height() as i64 != rows || got != sum {
         return Err(Error::Verify {
             day,
             detail: format!(
-                "{path} has {} rows (checksum {got:x}), the archive table says {rows} ({sum:x})",
+                "{whence} has {} rows (checksum {got:x}), the archive table says {rows} ({sum:x})",
                 frame.height()
             ),
         });

@@ -188,26 +188,28 @@ pub async fn plan(
 /// transaction and commits with the deletions.
 pub async fn apply(
     pool: &PgPool,
-    archive_dir: &Path,
+    store: &crate::storage::Store,
     reports_dir: &Path,
     plan: &Plan,
     seal: Option<&Seal>,
 ) -> Result<Vec<archive::Archived>, archive::Error> {
     let mut archived = Vec::new();
     for (day, _) in &plan.event_days {
-        let file = archive::write_day(pool, archive_dir, *day).await?;
+        let file = archive::write_day(pool, store, *day).await?;
         let mut tx = pool.begin().await?;
         if let Some(seal) = seal {
             seal.check(&mut tx).await?;
         }
         sqlx::query!(
-            "INSERT INTO event_archives (day, path, rows, checksum, bytes)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (day) DO UPDATE SET path = EXCLUDED.path, rows = EXCLUDED.rows,
+            "INSERT INTO event_archives (day, path, storage_key, rows, checksum, bytes)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (day) DO UPDATE SET path = EXCLUDED.path,
+                 storage_key = EXCLUDED.storage_key, rows = EXCLUDED.rows,
                  checksum = EXCLUDED.checksum, bytes = EXCLUDED.bytes,
                  archived_at = now(), restored_at = NULL",
             file.day,
-            file.path.display().to_string(),
+            store.location(&file.key),
+            file.key,
             file.rows,
             file.checksum,
             file.bytes,
@@ -221,7 +223,7 @@ pub async fn apply(
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        tracing::info!(day = %file.day, rows = file.rows, path = %file.path.display(), "raw events archived and removed");
+        tracing::info!(day = %file.day, rows = file.rows, key = %file.key, "raw events archived and removed");
         archived.push(file);
     }
     let mut tx = pool.begin().await?;
@@ -230,13 +232,15 @@ pub async fn apply(
     for class in &plan.classes {
         // Reports take their files along (once the deletion commits).
         let gone = if class.report_files {
-            let names: Vec<Option<String>> =
-                sqlx::query_scalar(&format!("DELETE {} RETURNING path", class.from))
-                    .bind(class.cutoff)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            files.extend(names.iter().flatten().cloned());
-            names.len() as u64
+            let gone: Vec<(Option<String>, Option<String>)> = sqlx::query_as(&format!(
+                "DELETE {} RETURNING path, storage_key",
+                class.from
+            ))
+            .bind(class.cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+            files.extend(gone.iter().cloned());
+            gone.len() as u64
         } else {
             sqlx::query(&format!("DELETE {}", class.from))
                 .bind(class.cutoff)
@@ -250,8 +254,15 @@ pub async fn apply(
         seal.apply(&mut tx).await?;
     }
     tx.commit().await?;
-    for name in &files {
-        if let Some(file) = crate::reports::file_in(reports_dir, name) {
+    for (name, key) in &files {
+        if let Some(key) = key {
+            if let Err(e) = store.delete(key).await {
+                tracing::warn!(error = %e, "a removed report's file stays in the store");
+            }
+        } else if let Some(file) = name
+            .as_deref()
+            .and_then(|n| crate::reports::file_in(reports_dir, n))
+        {
             let _ = std::fs::remove_file(file);
         }
     }
@@ -262,10 +273,14 @@ pub async fn apply(
 }
 
 /// An archived day of raw events (`event_archives`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ArchiveRow {
     pub day: NaiveDate,
+    /// Where it is, for people (the store's URL with the key, or the local
+    /// file of a day archived before the store).
     pub path: String,
+    /// Its key in the store; `None` until `hxjobs storage migrate`.
+    pub storage_key: Option<String>,
     pub rows: i64,
     pub bytes: i64,
     pub archived_at: DateTime<Utc>,
@@ -276,7 +291,7 @@ pub struct ArchiveRow {
 pub async fn archives(pool: &PgPool, limit: i64) -> Result<Vec<ArchiveRow>, sqlx::Error> {
     sqlx::query_as!(
         ArchiveRow,
-        "SELECT day, path, rows, bytes, archived_at, restored_at FROM event_archives
+        "SELECT day, path, storage_key, rows, bytes, archived_at, restored_at FROM event_archives
          ORDER BY day DESC LIMIT $1",
         limit,
     )

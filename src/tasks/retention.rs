@@ -21,7 +21,11 @@ pub(super) fn parse(table: toml::Table, _: &JobInfo) -> Result<Arc<dyn Kind>, St
 fn failure(e: archive::Error) -> Failure {
     match e {
         archive::Error::Seal(s) => s.into(),
-        archive::Error::Verify { .. } | archive::Error::File { .. } => Failure::fatal(e),
+        archive::Error::Verify { .. }
+        | archive::Error::File { .. }
+        | archive::Error::Storage(crate::storage::Error::Config { .. }) => Failure::fatal(e),
+        // A store that is down or refuses: nothing was dropped; retried.
+        archive::Error::Storage(_) => Failure::of(e),
         other => Failure::of(other),
     }
 }
@@ -46,9 +50,11 @@ impl Kind for Retention {
                 other_classes = plan.classes.len(),
                 "retention plan: what is past its retention"
             );
+            let store =
+                crate::storage::Store::open(&ctx.config.storage).map_err(|e| failure(e.into()))?;
             let archived = crate::retention::apply(
                 ctx.pool,
-                &config.archive_dir,
+                &store,
                 &ctx.config.reports.output_dir,
                 &plan,
                 ctx.seal.as_ref(),

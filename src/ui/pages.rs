@@ -73,6 +73,13 @@ pub async fn overview(
                 p.muted { (latency(health.kafka.latency_ms)) }
                 @if let Some(d) = &health.kafka.detail { p.error { (d) } }
             }
+            div.card id="storage" {
+                h2 { "Storage" }
+                p { (state_badge(health.storage.status)) }
+                p.muted { (latency(health.storage.latency_ms)) }
+                p.muted { (state.ops.config.storage.url) }
+                @if let Some(d) = &health.storage.detail { p.error { (d) } }
+            }
             div.card {
                 h2 { "Ingest" }
                 @match &health.ingest {

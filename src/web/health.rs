@@ -14,6 +14,8 @@ use crate::config::Config;
 pub struct Health {
     pub database: Check,
     pub kafka: Check,
+    /// The object store for reports and archives (`[storage] url`).
+    pub storage: Check,
     /// Partition owners, positions and lag; `None` until read.
     pub ingest: Option<IngestCheck>,
     pub checked_at: Option<DateTime<Utc>>,
@@ -157,6 +159,7 @@ impl Health {
         Health {
             database: Check::unknown(),
             kafka: Check::unknown(),
+            storage: Check::unknown(),
             ingest: None,
             checked_at: None,
         }
@@ -221,6 +224,21 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
                 Err(e) => Err(e.to_string()),
             };
             let kafka = Check::of(started, kafka);
+            let storage = match crate::storage::Store::open(&config.storage) {
+                Ok(store) => {
+                    let p = store.probe().await;
+                    Check {
+                        status: if p.up { "up" } else { "down" },
+                        latency_ms: p.up.then_some(p.latency_ms),
+                        detail: p.error,
+                    }
+                }
+                Err(e) => Check {
+                    status: "down",
+                    latency_ms: None,
+                    detail: Some(e.to_string()),
+                },
+            };
             crate::metrics::dependency_up("postgresql", database.up());
             crate::metrics::dependency_up("kafka", kafka.up());
             let ends = match (&probe, kafka.up()) {
@@ -237,6 +255,7 @@ pub fn spawn_health_checks(state: &ApiState, every: Duration) {
             *health.write().await = Health {
                 database,
                 kafka,
+                storage,
                 ingest,
                 checked_at: Some(Utc::now()),
             };

@@ -340,8 +340,17 @@ async fn every_endpoint_with_its_errors_and_auth() {
     let dl = get(port, &format!("/reports/{id}/download"));
     assert_eq!(dl.status, 200);
     assert_eq!(dl.header("content-type"), Some("application/json"));
-    let file = out.join(rec["path"].as_str().expect("path"));
+    let key = rec["storage_key"].as_str().expect("key");
+    assert_eq!(
+        key,
+        format!("reports/{}", rec["path"].as_str().expect("name"))
+    );
+    let file = env.dir.path().join("store").join(key);
     assert_eq!(dl.body, std::fs::read(&file).expect("file"));
+    assert!(
+        !out.join(rec["path"].as_str().expect("name")).exists(),
+        "nothing in the old local directory"
+    );
     let requests = env
         .count("SELECT COALESCE(sum(event_count), 0)::int8 FROM rollups WHERE grain = 'day' AND bucket_start = '2026-03-01' AND event_type = 'llm_request'")
         .await;
@@ -359,18 +368,28 @@ async fn every_endpoint_with_its_errors_and_auth() {
     assert!(dl.body.starts_with(b"%PDF-"));
     error(&get(port, "/reports/0/download"), 400, "invalid_id");
     error(&get(port, "/reports/99999/download"), 404, "unknown_report");
-    // A path that leads outside the reports directory is never served.
+    // A key or a path that leads outside the store or the reports
+    // directory is never served.
     std::fs::write(env.dir.path().join("secret.txt"), b"secret").expect("secret");
-    for bad in ["../secret.txt", "/etc/passwd", ".hidden"] {
-        sqlx::query("UPDATE reports SET path = $2 WHERE id = $1")
-            .bind(id)
-            .bind(bad)
-            .execute(&env.pool)
-            .await
-            .expect("tamper");
-        let r = get(port, &format!("/reports/{id}/download"));
-        error(&r, 410, "report_file_missing");
-        assert!(!r.text().contains("secret"));
+    std::fs::write(env.dir.path().join("store/secret.txt"), b"secret").expect("secret");
+    for bad in [
+        "../secret.txt",
+        "/etc/passwd",
+        ".hidden",
+        "reports/../secret.txt",
+    ] {
+        for (path, key) in [(bad, None), ("x.json", Some(bad))] {
+            sqlx::query("UPDATE reports SET path = $2, storage_key = $3 WHERE id = $1")
+                .bind(id)
+                .bind(path)
+                .bind(key)
+                .execute(&env.pool)
+                .await
+                .expect("tamper");
+            let r = get(port, &format!("/reports/{id}/download"));
+            error(&r, 410, "report_file_missing");
+            assert_ne!(r.body, b"secret");
+        }
     }
 
     // Capacity, retention, rollups.

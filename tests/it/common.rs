@@ -61,6 +61,9 @@ impl TestEnv {
         let jobs = dir.path().join("shipped-jobs");
         hxjobs::dag::job::write_shipped(&jobs).expect("shipped jobs");
         config.jobs.dir = jobs;
+        // Reports and archives in the test's own directory, never the
+        // working directory's store.
+        config.storage.url = file_url(&dir.path().join("store"));
         std::fs::write(dir.path().join("base.toml"), jobs_section(&config)).expect("base config");
         TestEnv {
             config,
@@ -105,6 +108,16 @@ impl TestEnv {
             .expect("drain");
     }
 
+    /// A generated report's file in the test's store.
+    pub fn stored(&self, report: &hxjobs::reports::Record) -> PathBuf {
+        self.dir.path().join("store").join(
+            report
+                .storage_key
+                .as_deref()
+                .expect("a report in the store"),
+        )
+    }
+
     /// Environment for running the hxjobs binary against this test's resources.
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         let t = &self.config.topics;
@@ -124,6 +137,7 @@ impl TestEnv {
             ("KAFKA_TOPIC_BUSINESS_EVENTS", t.business_events.clone()),
             ("KAFKA_TOPIC_ERROR_EVENTS", t.error_events.clone()),
             ("KAFKA_TOPIC_DEAD_LETTER", t.dead_letter.clone()),
+            ("HXJOBS_STORAGE_URL", self.config.storage.url.clone()),
             // Daemons store events only through the `ingest` job's drains,
             // unless a test asks for continuous ingest.
             ("HXJOBS_INGEST_MODE", "drain".to_string()),
@@ -300,6 +314,13 @@ fn jobs_section(config: &Config) -> String {
         "[jobs]\ndir = {:?}\n",
         config.jobs.dir.display().to_string()
     )
+}
+
+/// `file:///…/` for a local directory.
+pub fn file_url(dir: &std::path::Path) -> String {
+    url::Url::from_directory_path(dir)
+        .expect("an absolute directory")
+        .to_string()
 }
 
 pub fn ts(s: &str) -> chrono::DateTime<chrono::Utc> {

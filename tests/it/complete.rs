@@ -928,16 +928,8 @@ async fn events_late_after_a_broker_outage_reach_every_grain_and_report() {
     )
     .await
     .expect("report");
-    let body: Value = serde_json::from_slice(
-        &std::fs::read(
-            config
-                .reports
-                .output_dir
-                .join(json.path.as_deref().expect("path")),
-        )
-        .expect("file"),
-    )
-    .expect("json");
+    let body: Value =
+        serde_json::from_slice(&std::fs::read(env.stored(&json)).expect("file")).expect("json");
     check_kpis(&body, "Key figures", 1, &short);
     // Before the cleanup removes the broker's state directory (its pid file).
     drop(guard);

@@ -152,10 +152,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
     .await
     .expect("weekly report");
     assert_eq!(record.status, "done");
-    let file = config
-        .reports
-        .output_dir
-        .join(record.path.as_deref().expect("path"));
+    let file = env.stored(&record);
     let bytes = std::fs::read(&file).expect("report file");
     assert!(bytes.starts_with(b"%PDF-"), "a PDF");
     assert_eq!(record.size, Some(bytes.len() as i64));
@@ -272,16 +269,8 @@ async fn every_report_type_carries_the_rollup_numbers() {
     )
     .await
     .expect("json report");
-    let body: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            config
-                .reports
-                .output_dir
-                .join(json.path.as_deref().expect("path")),
-        )
-        .expect("file"),
-    )
-    .expect("json");
+    let body: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.stored(&json)).expect("file")).expect("json");
     let kpis = body["sections"]
         .as_array()
         .expect("sections")
@@ -306,13 +295,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
     )
     .await
     .expect("csv report");
-    let csv = std::fs::read_to_string(
-        config
-            .reports
-            .output_dir
-            .join(csv.path.as_deref().expect("path")),
-    )
-    .expect("csv");
+    let csv = std::fs::read_to_string(env.stored(&csv)).expect("csv");
     assert!(
         csv.contains(&format!("Key figures,Requests,This week,{requests}\n")),
         "{csv}"
@@ -333,12 +316,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
     )
     .await
     .expect("monthly report");
-    let text = pdftotext(
-        &config
-            .reports
-            .output_dir
-            .join(month.path.as_deref().expect("path")),
-    );
+    let text = pdftotext(&env.stored(&month));
     let feb = sum(&env, "month", "2026-02-01T00:00:00Z", "event_count", llm).await as i64;
     assert!(text.contains("Monthly business intelligence"));
     assert_eq!(cells(row(&text, "Requests"))[1], g(feb));
@@ -354,12 +332,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
     )
     .await
     .expect("daily report");
-    let text = pdftotext(
-        &config
-            .reports
-            .output_dir
-            .join(day.path.as_deref().expect("path")),
-    );
+    let text = pdftotext(&env.stored(&day));
     let n = sum(&env, "day", "2026-02-14T00:00:00Z", "event_count", llm).await as i64;
     assert_eq!(cells(row(&text, "Requests"))[1], g(n));
     assert!(
@@ -378,12 +351,7 @@ async fn every_report_type_carries_the_rollup_numbers() {
     )
     .await
     .expect("capacity report");
-    let text = pdftotext(
-        &config
-            .reports
-            .output_dir
-            .join(cap.path.as_deref().expect("path")),
-    );
+    let text = pdftotext(&env.stored(&cap));
     assert_eq!(cells(row(&text, "Capacity events/s"))[1], "1,000.0");
     let peak: f64 = sqlx::query_scalar(
         "SELECT max(n)::float8 / 3600 FROM (SELECT sum(event_count) n FROM rollups
@@ -497,10 +465,7 @@ async fn a_week_under_way_is_compared_to_date() {
     )
     .await
     .expect("weekly report");
-    let file = config
-        .reports
-        .output_dir
-        .join(record.path.as_deref().expect("path"));
+    let file = env.stored(&record);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&file).expect("file")).expect("json");
     assert_eq!(

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use hxjobs::config::StorageConfig;
 use hxjobs::dag::catalog::Catalog;
 use hxjobs::db::Pools;
 use hxjobs::ops::{Actor, Kind, Means, Ops, Role};
 use hxjobs::retention::{self, archive};
+use hxjobs::storage::Store;
 
-use crate::common::{ts, TestEnv};
+use crate::common::{file_url, ts, TestEnv};
 
 fn day(s: &str) -> NaiveDate {
     s.parse().expect("date")
@@ -52,8 +54,7 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
     let total = env.count("SELECT count(*) FROM events").await;
     assert!(!first.is_empty());
 
-    let mut config = env.config.retention.clone();
-    config.archive_dir = env.dir.path().join("archive");
+    let config = env.config.retention.clone();
     let reports_dir = env.dir.path().join("reports");
     // Reports past retention go with their files; a recorded path outside
     // the reports directory is never removed.
@@ -88,20 +89,29 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
     assert_eq!(env.count("SELECT count(*) FROM events").await, total);
     assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, 2);
 
-    // An archive that cannot be written removes nothing.
-    let mut broken = config.clone();
-    broken.archive_dir = env.dir.path().join("not-a-dir");
-    std::fs::write(&broken.archive_dir, b"a file").expect("file");
+    // A store that refuses the archive: nothing is removed.
+    let broken_dir = env.dir.path().join("broken-store");
+    let broken = Store::open(&StorageConfig {
+        url: file_url(&broken_dir),
+        ..env.config.storage.clone()
+    })
+    .expect("store");
+    std::fs::remove_dir_all(&broken_dir).expect("remove");
+    std::fs::write(&broken_dir, b"a file").expect("file");
+    let e = retention::apply(&env.pool, &broken, &reports_dir, &plan, None)
+        .await
+        .expect_err("refused");
     assert!(
-        retention::apply(&env.pool, &broken.archive_dir, &reports_dir, &plan, None)
-            .await
-            .is_err()
+        matches!(e, archive::Error::Storage(_)),
+        "{e}: the store's refusal"
     );
+    assert!(e.to_string().contains("nothing was removed"), "{e}");
     assert!(partition_exists(&env, d1).await);
     assert_eq!(env.count("SELECT count(*) FROM events").await, total);
     assert_eq!(env.count("SELECT count(*) FROM event_archives").await, 0);
 
-    let archived = retention::apply(&env.pool, &config.archive_dir, &reports_dir, &plan, None)
+    let store = Store::open(&env.config.storage).expect("store");
+    let archived = retention::apply(&env.pool, &store, &reports_dir, &plan, None)
         .await
         .expect("apply");
     assert_eq!(archived.len(), 2);
@@ -137,9 +147,21 @@ async fn raw_days_are_archived_verified_dropped_and_restored() {
         .await,
         0
     );
-    let file = &archived[0].path;
-    let bytes = std::fs::read(file).expect("archive file");
+    // Hive-style keys in the store, each a Parquet file.
+    assert_eq!(
+        archived[0].key,
+        "events/event_date=2026-03-01/events-2026-03-01.parquet"
+    );
+    let bytes = std::fs::read(env.dir.path().join("store").join(&archived[0].key))
+        .expect("the archive in the test's store");
     assert_eq!(&bytes[..4], b"PAR1", "a Parquet file");
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM event_archives WHERE storage_key LIKE 'events/event_date=%'"
+        )
+        .await,
+        2
+    );
 
     // Restoring is for admins: a viewer or an operator restores nothing,
     // and every try is in the audit log.

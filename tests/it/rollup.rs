@@ -276,15 +276,14 @@ async fn rollups_match_an_exact_computation_at_every_grain() {
     // After retention archived and removed every raw day, the month built
     // again from its days is unchanged.
     let month = stored(&env, Grain::Month, february).await;
-    let mut policy = env.config.retention.clone();
-    policy.archive_dir = env.dir.path().join("archive");
+    let policy = env.config.retention.clone();
     let plan = hxjobs::retention::plan(&env.pool, &policy, ts("2026-04-01"))
         .await
         .expect("plan");
     assert_eq!(plan.event_days.len(), 36);
     hxjobs::retention::apply(
         &env.pool,
-        &policy.archive_dir,
+        &hxjobs::storage::Store::open(&env.config.storage).expect("store"),
         &env.dir.path().join("reports"),
         &plan,
         None,
