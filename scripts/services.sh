@@ -7,6 +7,8 @@
 #   scripts/services.sh browser   Chromium + ChromeDriver (Debian) for the console tests
 #   scripts/services.sh oidc      the npm package oidc-provider, an OpenID provider
 #                                 the console's login tests start (scripts/oidc-provider.mjs)
+#   scripts/services.sh s3        moto's S3-compatible server and duckdb (PyPI) for the
+#                                 object-store tests; with HXJOBS_S3_PORT also starts one
 #
 # Uses your own services instead when these are set:
 #   DATABASE_URL             an existing PostgreSQL (nothing is installed)
@@ -236,9 +238,42 @@ oidc_up() {
   say "OpenID      oidc-provider $OIDC_PROVIDER_VERSION (node $(node --version)) in $OIDC_DIR"
 }
 
+# An S3-compatible server for the object-store tests: the server mode of
+# PyPI's moto (prebuilt wheels, pure Python; each test starts its own on a
+# free loopback port) and PyPI's duckdb, which reads archived days back.
+MOTO_VERSION=5.2.6
+DUCKDB_VERSION=2.0.1
+S3_VENV=${HXJOBS_S3_VENV:-$HOME/.cache/hxjobs-s3}
+
+s3_up() {
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  if ! "$S3_VENV/bin/python" -c "import moto, duckdb, sys; sys.exit(moto.__version__ != '$MOTO_VERSION' or duckdb.__version__ != '$DUCKDB_VERSION')" 2>/dev/null; then
+    say "installing moto[server] $MOTO_VERSION and duckdb $DUCKDB_VERSION from PyPI into $S3_VENV"
+    python3 -m venv "$S3_VENV"
+    "$S3_VENV/bin/pip" install -q --disable-pip-version-check \
+      "moto[server]==$MOTO_VERSION" "duckdb==$DUCKDB_VERSION" >&2
+  fi
+  if [ -n "${HXJOBS_S3_PORT:-}" ]; then
+    # One server for trying s3:// by hand (objects are kept in memory).
+    if port_open 127.0.0.1 "$HXJOBS_S3_PORT"; then
+      say "S3          already listening on 127.0.0.1:$HXJOBS_S3_PORT"
+    else
+      mkdir -p "$STATE_DIR"
+      nohup "$S3_VENV/bin/moto_server" -H 127.0.0.1 -p "$HXJOBS_S3_PORT" \
+        >"$STATE_DIR/moto.log" 2>&1 &
+      echo $! >"$STATE_DIR/moto.pid"
+      wait_port 127.0.0.1 "$HXJOBS_S3_PORT" "moto_server"
+      say "S3          up    http://127.0.0.1:$HXJOBS_S3_PORT (moto $MOTO_VERSION, pid $(cat "$STATE_DIR/moto.pid"))"
+      return
+    fi
+  fi
+  say "S3          moto $MOTO_VERSION and duckdb $DUCKDB_VERSION in $S3_VENV"
+}
+
 case "${1:-}" in
   browser) browser_up ;;
   oidc) oidc_up ;;
+  s3) s3_up ;;
   up)
     tools_up
     postgres_up
@@ -252,7 +287,7 @@ case "${1:-}" in
     ;;
   status) status ;;
   *)
-    echo "usage: $0 up|down|status|browser" >&2
+    echo "usage: $0 up|down|status|browser|oidc|s3" >&2
     exit 2
     ;;
 esac

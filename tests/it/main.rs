@@ -23,4 +23,5 @@ mod retention;
 mod rollup;
 mod scaleout;
 mod scheduler;
+mod storage;
 mod ui;
