@@ -213,10 +213,24 @@ impl Store {
     }
 
     fn key(&self, key: &str) -> Result<Key, Error> {
-        Key::parse(key).map_err(|e| Error::Verify {
+        let invalid = |detail: String| Error::Verify {
             store: self.shown.to_string(),
             key: key.to_string(),
-            detail: format!("not a valid key: {e}"),
+            detail,
+        };
+        let parsed = Key::parse(key).map_err(|e| invalid(format!("not a valid key: {e}")))?;
+        if parsed.as_ref().is_empty() {
+            return Err(invalid("an empty key names no object".into()));
+        }
+        Ok(parsed)
+    }
+
+    /// A prefix to list under; empty lists the whole store.
+    fn prefix(&self, prefix: &str) -> Result<Key, Error> {
+        Key::parse(prefix).map_err(|e| Error::Verify {
+            store: self.shown.to_string(),
+            key: prefix.to_string(),
+            detail: format!("not a valid prefix: {e}"),
         })
     }
 
@@ -316,7 +330,7 @@ impl Store {
 
     /// Every object under `prefix`, by key.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, Error> {
-        let p = self.key(prefix)?;
+        let p = self.prefix(prefix)?;
         let mut out: Vec<Listed> = self
             .inner
             .list(Some(&p))
@@ -335,7 +349,7 @@ impl Store {
     /// Whether the store answers a listing, and how fast.
     pub async fn probe(&self) -> Probe {
         let started = Instant::now();
-        let answer = match self.key("reports") {
+        let answer = match self.prefix("reports") {
             Ok(k) => self
                 .inner
                 .list_with_delimiter(Some(&k))

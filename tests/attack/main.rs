@@ -16,6 +16,7 @@ mod origin;
 mod params;
 mod secrets;
 mod sessions;
+mod storage;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
