@@ -282,7 +282,8 @@ pub struct LogsConfig {
 pub struct ReportsConfig {
     /// One definition file per report type (`<type>.toml`).
     pub definitions_dir: PathBuf,
-    /// Where generated reports are written.
+    /// Where reports were written before the object store (read by
+    /// `hxjobs storage migrate` and for reports not yet migrated).
     pub output_dir: PathBuf,
     /// The availability objective the BI report measures against, in percent.
     #[serde(default = "default_slo")]
@@ -317,7 +318,8 @@ pub struct LiveStatsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// Where archived raw event days go (one Parquet file per day).
+    /// Where archived days went before the object store (their recorded
+    /// paths are what `hxjobs storage migrate` reads).
     pub archive_dir: PathBuf,
     pub raw_events_days: u32,
     pub dead_letters_days: u32,
