@@ -8,6 +8,7 @@
 //! and [`rollup`].
 
 mod api;
+mod archive;
 mod live;
 mod logs;
 mod reports;
@@ -17,6 +18,7 @@ mod scheduler;
 mod ui;
 
 pub use api::{api, ApiBench};
+pub use archive::{archive, ArchiveBench};
 pub use live::{live, LiveBench};
 pub use logs::{logs, LogsBench};
 pub use reports::{reports, ReportsBench};

@@ -47,6 +47,20 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Archive one day of N events (read, Parquet, put, read back, verify)
+    /// into the configured store and into a local directory, in
+    /// alternating rounds; print both rates and their ratio.
+    Archive {
+        /// Events in the day.
+        #[arg(long, default_value_t = 500_000)]
+        events: u64,
+        /// Rounds of each; medians are compared.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Keep the bench database instead of removing it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Roll one hour of N events up with hxjobs and with one SQL statement.
     Rollup {
         /// Events in the hour.
@@ -174,6 +188,21 @@ pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
                     "NOT met"
                 }
             );
+            Ok(())
+        }
+        BenchCommand::Archive {
+            events,
+            rounds,
+            keep,
+        } => {
+            if events == 0 || rounds == 0 {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--events and --rounds must be at least 1".into(),
+                });
+            }
+            let report = crate::bench::archive(config, events, rounds, keep).await?;
+            println!("{report}");
             Ok(())
         }
         BenchCommand::Rollup { events, keep } => {
