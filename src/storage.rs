@@ -77,6 +77,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     /// The URL as configured (it holds no credentials: refused at open).
     shown: Arc<str>,
+    /// The directory of a local store.
+    local: Option<Arc<std::path::Path>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -193,9 +195,14 @@ impl Store {
                 }
             }
         };
+        let local = match &target {
+            Target::Local(dir) => Some(Arc::from(dir.as_path())),
+            Target::Cloud { .. } => None,
+        };
         Ok(Store {
             inner,
             shown: target.shown().into(),
+            local,
         })
     }
 
@@ -206,8 +213,8 @@ impl Store {
 
     /// Where `key` is, for people: a local path, or the store's URL with it.
     pub fn location(&self, key: &str) -> String {
-        match self.shown.strip_prefix("file://") {
-            Some(dir) => format!("{}{key}", dir),
+        match &self.local {
+            Some(dir) => dir.join(key).display().to_string(),
             None => format!("{}/{key}", self.shown.trim_end_matches('/')),
         }
     }
@@ -490,6 +497,10 @@ mod tests {
         assert_eq!(listed.len(), 1, "no partial key is left: {listed:?}");
         assert_eq!(listed[0].key, key);
         assert!(dir.path().join(&key).is_file());
+        assert_eq!(
+            store.location(&key),
+            dir.path().join(&key).display().to_string()
+        );
         assert!(store.probe().await.up);
         store.delete(&key).await.expect("delete");
         store.delete(&key).await.expect("twice");

@@ -40,7 +40,11 @@ impl fmt::Display for ArchiveBench {
             self.events, mb, self.rounds
         )?;
         line(f, "local disk (file store in a temp dir)", self.local)?;
-        line(f, &format!("configured store ({})", self.store), self.configured)?;
+        line(
+            f,
+            &format!("configured store ({})", self.store),
+            self.configured,
+        )?;
         write!(
             f,
             "  local time / store time  {:.2}",

@@ -42,10 +42,14 @@ pub async fn retention(config: &Config, args: RetentionArgs) -> CliResult {
         println!("dry run: nothing changed");
         return Ok(());
     }
+    let store = crate::storage::Store::open(&config.storage).map_err(|e| e.to_string())?;
     for a in &done.archived {
         println!(
             "archived {}: {} rows, {} bytes, {}",
-            a.day, a.rows, a.bytes, a.key
+            a.day,
+            a.rows,
+            a.bytes,
+            store.location(&a.key)
         );
     }
     Ok(())
