@@ -77,7 +77,12 @@ pub async fn overview(
                 h2 { "Storage" }
                 p { (state_badge(health.storage.status)) }
                 p.muted { (latency(health.storage.latency_ms)) }
-                p.muted { (state.ops.config.storage.url) }
+                p.muted {
+                    @match crate::storage::Store::open(&state.ops.config.storage) {
+                        Ok(store) => (store.url()),
+                        Err(_) => (state.ops.config.storage.url),
+                    }
+                }
                 @if let Some(d) = &health.storage.detail { p.error { (d) } }
             }
             div.card {

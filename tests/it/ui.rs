@@ -93,6 +93,13 @@ command = "echo done"
     assert_eq!((r.status, r.header("location")), (303, Some("/ui/")));
     let overview = page(port, "/ui/");
     assert!(overview.contains("1 failed"), "{overview}");
+    // The store where reports and archives go, and whether it answers.
+    let store = overview
+        .split(r#"id="storage""#)
+        .nth(1)
+        .expect("a storage card");
+    assert!(store.contains(r#"class="badge s-up""#), "{store}");
+    assert!(store.contains(&env.config.storage.url), "{store}");
     let jobs = page(port, "/ui/jobs");
     assert!(jobs.contains(r#"data-job="console""#), "{jobs}");
     assert!(jobs.contains(&format!(r#"class="sq s-failed" href="/ui/runs/{id}""#)));
