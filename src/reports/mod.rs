@@ -488,20 +488,27 @@ pub async fn generate_with(
             return Err(e);
         }
     };
-    let mut tx = pool.begin().await?;
-    let mut record = store::finish(&mut tx, id, &written).await?;
-    if let Some(seal) = &options.seal {
-        if let Err(e) = seal.apply(&mut tx).await {
-            drop(tx);
+    let recorded = async {
+        let mut tx = pool.begin().await?;
+        let record = store::finish(&mut tx, id, &written).await?;
+        if let Some(seal) = &options.seal {
             // Another worker holds the run: this copy is discarded.
+            seal.apply(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, Error>(record)
+    }
+    .await;
+    let mut record = match recorded {
+        Ok(record) => record,
+        Err(e) => {
             if let Ok(files) = crate::storage::Store::open(&config.storage) {
                 let _ = files.delete(&written.key).await;
             }
             store::fail(pool, id, &e.to_string()).await?;
-            return Err(e.into());
+            return Err(e);
         }
-    }
-    tx.commit().await?;
+    };
     record.notes = resolved.note.into_iter().collect();
     Ok(record)
 }

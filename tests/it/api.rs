@@ -668,30 +668,46 @@ async fn health_is_503_with_the_detail_when_the_broker_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_internal_failure_answers_with_an_error_id_and_no_detail() {
     let env = TestEnv::new("api_internal").await;
-    // The reports directory cannot be created: a file stands in its way.
-    let blocker = env.dir.path().join("not-a-dir");
-    std::fs::write(&blocker, b"x").expect("file");
-    let out = blocker.join("reports");
-    let server = start(&env, &out);
+    // Recording a finished report fails inside PostgreSQL.
+    sqlx::query(
+        "CREATE FUNCTION refuse_done() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'reports table refused at /srv/secret/path'; END $$",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("function");
+    sqlx::query(
+        "CREATE TRIGGER refuse_done BEFORE UPDATE ON reports FOR EACH ROW
+         WHEN (NEW.status = 'done') EXECUTE FUNCTION refuse_done()",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("trigger");
+    let server = start(&env, &env.dir.path().join("out"));
     let r = post(
         server.port,
         "/reports/generate",
         &serde_json::json!({"report_type": "weekly_summary", "format": "json",
                             "period_start": "2026-02-16"}),
     );
-    error(&r, 500, "internal");
+    error(&r, 500, "database_error");
     let body = r.json();
     let id = body["error_id"].as_str().expect("error id");
     assert!(id.starts_with("e-") && id.len() > 4, "{body}");
     let text = r.text();
     assert!(text.contains(id));
-    assert!(!text.contains("not-a-dir"), "no path in the body: {text}");
-    // The report is recorded as failed, with the detail, for the operator.
+    assert!(!text.contains("secret"), "no detail in the body: {text}");
+    // The report is recorded as failed, with the detail, for the operator,
+    // and its file is not left in the store.
     let failed: String = sqlx::query_scalar("SELECT error FROM reports WHERE status = 'failed'")
         .fetch_one(&env.pool)
         .await
         .expect("failed report");
-    assert!(failed.contains("not-a-dir"), "{failed}");
+    assert!(failed.contains("/srv/secret/path"), "{failed}");
+    let left = std::fs::read_dir(env.dir.path().join("store/reports"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "no file of a failed report");
     drop(server);
     env.cleanup().await;
 }

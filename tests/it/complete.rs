@@ -563,8 +563,11 @@ async fn a_missing_day_is_a_gap_and_a_missing_period_is_na() {
         json!({"report_type": "weekly_summary", "format": "pdf", "period_start": "2026-02-16"}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    let path = out.join(r.json()["report"]["path"].as_str().expect("path"));
-    let text = pdftotext(&path);
+    let key = r.json()["report"]["storage_key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let text = pdftotext(&env.dir.path().join("store").join(key));
     let requests_line = text
         .lines()
         .find(|l| l.trim_start().starts_with("Requests  "))
