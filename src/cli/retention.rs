@@ -60,6 +60,9 @@ pub async fn archive(config: &Config, command: ArchiveCommand) -> CliResult {
     match command {
         ArchiveCommand::List { limit } => {
             let rows = ops.archives(&Actor::cli(), limit).await.map_err(refused)?;
+            if rows.is_empty() {
+                println!("no day archived yet");
+            }
             for a in rows {
                 let restored = a
                     .restored_at

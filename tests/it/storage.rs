@@ -388,15 +388,19 @@ async fn two_nodes_serve_each_others_reports_and_restore_each_others_archives() 
     assert!(said.contains("restored"), "{said}");
     assert_eq!(counts_by_type(&env, "2026-03-02").await, day2);
 
-    // Bytes written and read are counted.
-    let metrics = request(b.port, "GET", "/metrics", None, None).text();
-    let read_bytes = metrics
-        .lines()
-        .find(|l| l.starts_with("hxjobs_storage_bytes_total{direction=\"read\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert!(read_bytes >= from_b.body.len() as f64, "{metrics}");
+    // Bytes written (by A's API) and read (by B's) are counted.
+    let counted = |port: u16, direction: &str| {
+        let metrics = request(port, "GET", "/metrics", None, None).text();
+        let line = format!("hxjobs_storage_bytes_total{{direction=\"{direction}\"}}");
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{line} in {metrics}"))
+    };
+    assert!(counted(a.port, "written") >= from_b.body.len() as f64);
+    assert!(counted(b.port, "read") >= from_b.body.len() as f64);
     env.cleanup().await;
 }
 
