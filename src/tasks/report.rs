@@ -28,7 +28,10 @@ pub(super) fn parse(table: toml::Table, _: &JobInfo) -> Result<Arc<dyn Kind>, St
 fn failure(e: Error) -> Failure {
     match e {
         Error::Seal(s) => s.into(),
-        Error::Definition(_) | Error::Format(_) | Error::PeriodInFuture { .. } => Failure::fatal(e),
+        Error::Definition(_)
+        | Error::Format(_)
+        | Error::PeriodInFuture { .. }
+        | Error::Storage(crate::storage::Error::Config { .. }) => Failure::fatal(e),
         other => Failure::of(other),
     }
 }
@@ -59,22 +62,21 @@ impl Kind for Report {
             )
             .await
             .map_err(failure)?;
+            let key = record.storage_key.as_deref().unwrap_or_default();
+            let at = crate::storage::Store::open(&ctx.config.storage)
+                .map(|s| s.location(key))
+                .unwrap_or_else(|_| key.to_string());
             tracing::info!(
                 id = record.id,
                 bytes = record.size.unwrap_or(0),
-                path = record.path.as_deref().unwrap_or("n/a"),
+                at = %at,
                 "report written"
             );
             Ok(format!(
-                "report {} ({}, {} bytes): {}",
+                "report {} ({}, {} bytes): {at}",
                 record.id,
                 self.report,
                 record.size.unwrap_or(0),
-                ctx.config
-                    .reports
-                    .output_dir
-                    .join(record.path.unwrap_or_default())
-                    .display()
             ))
         })
     }

@@ -301,7 +301,7 @@ async fn two_nodes_serve_each_others_reports_and_restore_each_others_archives() 
             "2026-03-02T00:30:00Z",
         ],
     );
-    a.run(
+    let said = a.run(
         &env,
         &[
             "tasks",
@@ -311,6 +311,10 @@ async fn two_nodes_serve_each_others_reports_and_restore_each_others_archives() 
             "--at",
             "2026-03-02T00:30:00Z",
         ],
+    );
+    assert!(
+        said.contains("s3://hxjobs-team/prod/reports/daily_summary-"),
+        "{said}"
     );
     let daily: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM reports WHERE report_type = 'daily_summary' AND id <> $1 AND status = 'done'",
