@@ -12,7 +12,7 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     (
         "GET",
         "/health",
-        "Service health with database and broker checks (503 when one is down)",
+        "Service health with database, broker and object-store checks (503 when one is down)",
         &[],
     ),
     ("GET", "/jobs", "Job definitions", &[]),
@@ -118,7 +118,7 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     (
         "GET",
         "/reports/{id}/download",
-        "The report's file (PDF, JSON or CSV); inline=true to show it in the browser",
+        "The report's file (PDF, JSON or CSV), streamed from the object store (503 storage_unavailable while it does not answer); inline=true to show it in the browser",
         &["inline"],
     ),
     (
