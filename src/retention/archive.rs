@@ -4,7 +4,6 @@
 //! store and gave the same row count and checksum; only then may the day's
 //! partition go.
 
-use std::fs::File;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -172,16 +171,46 @@ pub fn checksum(frame: &DataFrame) -> Result<i64, Error> {
     Ok(h.digest() as i64)
 }
 
-fn read_file(path: &Path) -> Result<DataFrame, Error> {
-    let file = File::open(path).map_err(|source| Error::File {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(ParquetReader::new(file).finish()?)
+/// A local file's bytes, off the async threads.
+async fn read_local(path: &Path) -> Result<Bytes, Error> {
+    let path = path.to_path_buf();
+    crate::off_runtime(move || {
+        std::fs::read(&path)
+            .map(Bytes::from)
+            .map_err(|source| Error::File { path, source })
+    })
+    .await
 }
 
 fn read_bytes(bytes: Bytes) -> Result<DataFrame, Error> {
     Ok(ParquetReader::new(Cursor::new(bytes)).finish()?)
+}
+
+/// Decodes an archive (off the async threads) and checks it has `rows`
+/// rows with checksum `sum`; `whence` names it in the error.
+async fn verified(
+    bytes: Bytes,
+    day: NaiveDate,
+    rows: i64,
+    sum: i64,
+    whence: String,
+) -> Result<DataFrame, Error> {
+    let (frame, got) = crate::off_runtime(move || {
+        let frame = read_bytes(bytes)?;
+        let got = checksum(&frame)?;
+        Ok::<_, Error>((frame, got))
+    })
+    .await?;
+    if frame.height() as i64 != rows || got != sum {
+        return Err(Error::Verify {
+            day,
+            detail: format!(
+                "{whence} has {} rows (checksum {got:x}), expected {rows} ({sum:x})",
+                frame.height()
+            ),
+        });
+    }
+    Ok(frame)
 }
 
 /// The day's rows, ordered by event id.
@@ -225,20 +254,7 @@ pub async fn write_day(
     let key = crate::storage::archive_key(day);
     let stored = store.put(&key, bytes.into()).await?;
     let back = store.get(&key).await?;
-    let (back_rows, back_sum) = crate::off_runtime(move || {
-        let frame = read_bytes(back)?;
-        Ok::<_, Error>((frame.height() as i64, checksum(&frame)?))
-    })
-    .await?;
-    if back_rows != rows || back_sum != sum {
-        return Err(Error::Verify {
-            day,
-            detail: format!(
-                "wrote {rows} rows (checksum {sum:x}) to {}, read back {back_rows} (checksum {back_sum:x})",
-                store.location(&key)
-            ),
-        });
-    }
+    verified(back, day, rows, sum, store.location(&key)).await?;
     Ok(Archived {
         day,
         key,
@@ -258,34 +274,11 @@ pub async fn migrate_day(
     rows: i64,
     sum: i64,
 ) -> Result<Archived, Error> {
-    let local = {
-        let path = path.to_path_buf();
-        crate::off_runtime(move || {
-            std::fs::read(&path).map_err(|source| Error::File { path, source })
-        })
-        .await?
-    };
-    let bytes = Bytes::from(local);
-    let check = |bytes: Bytes, whence: String| async move {
-        let (got_rows, got_sum) = crate::off_runtime(move || {
-            let frame = read_bytes(bytes)?;
-            Ok::<_, Error>((frame.height() as i64, checksum(&frame)?))
-        })
-        .await?;
-        if got_rows != rows || got_sum != sum {
-            return Err(Error::Verify {
-                day,
-                detail: format!(
-                    "{whence} has {got_rows} rows (checksum {got_sum:x}), the archive table says {rows} ({sum:x})"
-                ),
-            });
-        }
-        Ok(())
-    };
-    check(bytes.clone(), path.display().to_string()).await?;
+    let bytes = read_local(path).await?;
+    verified(bytes.clone(), day, rows, sum, path.display().to_string()).await?;
     let key = crate::storage::archive_key(day);
     let stored = store.put(&key, bytes).await?;
-    check(store.get(&key).await?, store.location(&key)).await?;
+    verified(store.get(&key).await?, day, rows, sum, store.location(&key)).await?;
     Ok(Archived {
         day,
         key,
@@ -311,37 +304,11 @@ pub async fn restore_day(
     .ok_or(Error::NotArchived(day))?;
     let (rows, sum) = (recorded.rows, recorded.checksum);
     // From the store; a day archived before it, from this node's disk.
-    let (whence, frame, got) = match recorded.storage_key {
-        Some(key) => {
-            let bytes = store.get(&key).await?;
-            let (frame, got) = crate::off_runtime(move || {
-                let frame = read_bytes(bytes)?;
-                let got = checksum(&frame)?;
-                Ok::<_, Error>((frame, got))
-            })
-            .await?;
-            (store.location(&key), frame, got)
-        }
-        None => {
-            let path = recorded.path.clone();
-            let (frame, got) = crate::off_runtime(move || {
-                let frame = read_file(Path::new(&path))?;
-                let got = checksum(&frame)?;
-                Ok::<_, Error>((frame, got))
-            })
-            .await?;
-            (recorded.path, frame, got)
-        }
+    let (bytes, whence) = match recorded.storage_key {
+        Some(key) => (store.get(&key).await?, store.location(&key)),
+        None => (read_local(Path::new(&recorded.path)).await?, recorded.path),
     };
-    if frame.height() as i64 != rows || got != sum {
-        return Err(Error::Verify {
-            day,
-            detail: format!(
-                "{whence} has {} rows (checksum {got:x}), the archive table says {rows} ({sum:x})",
-                frame.height()
-            ),
-        });
-    }
+    let frame = verified(bytes, day, rows, sum, whence).await?;
     let s = |name: &str| -> Result<Vec<Option<String>>, Error> {
         Ok(frame
             .column(name)?

@@ -555,6 +555,15 @@ async fn files_from_before_the_store_are_migrated_once_and_verified() {
         .execute(&env.pool)
         .await
         .expect("legacy archive");
+    // A recorded archive its file does not match: never copied.
+    sqlx::query(
+        "INSERT INTO event_archives (day, path, rows, checksum, bytes)
+         VALUES ('2026-02-27', $1, 1, 0, 10)",
+    )
+    .bind(local.display().to_string())
+    .execute(&env.pool)
+    .await
+    .expect("mismatched archive");
     std::fs::create_dir_all(&reports_dir).expect("dir");
     let pdf = b"%PDF-1.7 an old report".to_vec();
     std::fs::write(reports_dir.join("old-1.pdf"), &pdf).expect("old report");
@@ -579,11 +588,14 @@ async fn files_from_before_the_store_are_migrated_once_and_verified() {
     let done = ops.migrate_storage(&admin).await.expect("migrate");
     assert_eq!(done.reports.len(), 1, "{done:?}");
     assert_eq!(done.archives.len(), 1, "{done:?}");
-    assert_eq!(
-        done.skipped.len(),
-        1,
-        "the report on another node: {done:?}"
-    );
+    assert_eq!(done.skipped.len(), 2, "{done:?}");
+    assert!(done.skipped[0].contains("elsewhere.pdf"), "{done:?}");
+    assert!(done.skipped[1].contains("did not verify"), "{done:?}");
+    assert!(!env
+        .dir
+        .path()
+        .join("store/events/event_date=2026-02-27")
+        .exists());
     let store_dir: &Path = &env.dir.path().join("store");
     assert_eq!(
         std::fs::read(store_dir.join("reports/old-1.pdf")).expect("in the store"),
