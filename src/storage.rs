@@ -144,49 +144,25 @@ impl Store {
                 )
             }
             Target::Cloud { url, prefix } => {
+                // Each provider's builder, from its environment, with the
+                // same URL, retries and time limits.
+                macro_rules! client {
+                    ($builder:ty, $key:path) => {
+                        Arc::new(
+                            <$builder>::from_env()
+                                .with_url(url.as_str())
+                                .with_retry(retry)
+                                .with_config($key(ClientConfigKey::Timeout), &timeout)
+                                .with_config($key(ClientConfigKey::ConnectTimeout), &connect)
+                                .build()
+                                .map_err(|e| bad(e.to_string()))?,
+                        )
+                    };
+                }
                 let store: Arc<dyn ObjectStore> = match url.scheme() {
-                    "s3" | "s3a" => Arc::new(
-                        AmazonS3Builder::from_env()
-                            .with_url(url.as_str())
-                            .with_retry(retry)
-                            .with_config(
-                                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-                                &timeout,
-                            )
-                            .with_config(
-                                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                                &connect,
-                            )
-                            .build()
-                            .map_err(|e| bad(e.to_string()))?,
-                    ),
-                    "gs" => Arc::new(
-                        GoogleCloudStorageBuilder::from_env()
-                            .with_url(url.as_str())
-                            .with_retry(retry)
-                            .with_config(
-                                GoogleConfigKey::Client(ClientConfigKey::Timeout),
-                                &timeout,
-                            )
-                            .with_config(
-                                GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                                &connect,
-                            )
-                            .build()
-                            .map_err(|e| bad(e.to_string()))?,
-                    ),
-                    _ => Arc::new(
-                        MicrosoftAzureBuilder::from_env()
-                            .with_url(url.as_str())
-                            .with_retry(retry)
-                            .with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), &timeout)
-                            .with_config(
-                                AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                                &connect,
-                            )
-                            .build()
-                            .map_err(|e| bad(e.to_string()))?,
-                    ),
+                    "s3" | "s3a" => client!(AmazonS3Builder, AmazonS3ConfigKey::Client),
+                    "gs" => client!(GoogleCloudStorageBuilder, GoogleConfigKey::Client),
+                    _ => client!(MicrosoftAzureBuilder, AzureConfigKey::Client),
                 };
                 if prefix.as_ref().is_empty() {
                     store
