@@ -360,6 +360,9 @@ pub struct SchedulerConfig {
     /// On Ctrl-C / SIGTERM, how long running runs may take to finish before
     /// they are stopped and handed back to the queue.
     pub shutdown_grace_secs: u64,
+    /// How often a daemon with `trigger = "complete"` jobs looks whether
+    /// ingest has completed their next interval.
+    pub complete_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1056,6 +1059,7 @@ impl Config {
         let s = &self.scheduler;
         for (key, value) in [
             ("scheduler.poll_secs", s.poll_secs),
+            ("scheduler.complete_poll_ms", s.complete_poll_ms),
             ("scheduler.heartbeat_secs", s.heartbeat_secs),
             ("scheduler.max_run_attempts", u64::from(s.max_run_attempts)),
             ("scheduler.max_parallel_runs", s.max_parallel_runs as u64),

@@ -46,6 +46,9 @@ pub async fn run(
 
     let mut running = Running::default();
     let poll = Duration::from_secs(settings.poll_secs);
+    let watch = Duration::from_millis(settings.complete_poll_ms);
+    let mut due = true;
+    let mut last_pass = Instant::now();
     while !stop.is_cancelled() {
         let generation = *reloads.borrow_and_update();
         if generation != seen {
@@ -57,18 +60,32 @@ pub async fn run(
             cron = wakeups(&scheduler.jobs, &wake).await?;
             recorded = false;
         }
-        if let Err(e) = pass(&scheduler, &mut running, &stop).await {
-            tracing::warn!(error = %e, "scheduler pass failed; trying again at the next poll");
-        } else if !recorded {
-            // After the heartbeat row exists: which versions this daemon runs.
-            recorded = record_loaded(&scheduler, &catalog).await;
+        if due {
+            match pass(&scheduler, &mut running, &stop).await {
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler pass failed; trying again at the next poll")
+                }
+                // After the heartbeat row exists: which versions this daemon runs.
+                Ok(()) if !recorded => recorded = record_loaded(&scheduler, &catalog).await,
+                Ok(()) => {}
+            }
+            last_pass = Instant::now();
         }
+        due = true;
         tokio::select! {
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep_until((last_pass + poll).into()) => {}
             _ = stop.cancelled() => {}
             _ = reloads.changed() => {}
             Some(done) = running.next(), if !running.is_empty() => log_finished(&done),
+            // Between passes: has ingest completed a data-triggered interval?
+            _ = tokio::time::sleep(watch), if watching(&scheduler.jobs) => {
+                due = crate::dag::trigger::data_due(
+                    &scheduler.config, &scheduler.pools.ledger, &scheduler.jobs, chrono::Utc::now(),
+                )
+                .await
+                .unwrap_or(false);
+            }
         }
     }
 
@@ -98,6 +115,12 @@ pub async fn run(
     }
     tracing::info!("scheduler stopped");
     Ok(())
+}
+
+/// Whether some job is queued when ingest completes its interval.
+fn watching(jobs: &[Arc<Job>]) -> bool {
+    jobs.iter()
+        .any(|j| matches!(j.trigger, super::job::Trigger::Complete { .. }) && j.wait_for.is_empty())
 }
 
 /// The cron wake-ups of `jobs`, started.

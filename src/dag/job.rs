@@ -137,6 +137,8 @@ pub struct Job {
     pub wait_for: Vec<String>,
     /// After the interval's end plus this, a run starts without them.
     pub wait_timeout_secs: u64,
+    /// What queues a run besides its schedule.
+    pub trigger: Trigger,
     /// In an order where every task comes after its dependencies.
     pub tasks: Vec<Task>,
     /// Declared run parameters (`[params.NAME]`).
@@ -145,6 +147,18 @@ pub struct Job {
     pub deadline: Option<chrono::TimeDelta>,
     /// Notification targets of this job's own (added to `[notify]`'s).
     pub notify: JobNotify,
+}
+
+/// What queues a job's run for an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The schedule alone: an occurrence runs the interval complete then.
+    Schedule,
+    /// Also the moment the interval's data is complete: its `wait_for`
+    /// jobs' runs inside it succeeded or, without `wait_for`, ingest has
+    /// stored every event partition past its end plus `lateness_secs`.
+    /// The schedule still queues it at the latest.
+    Complete { lateness_secs: u64 },
 }
 
 /// `on_failure`, `on_task_failure`, `on_recovered`, `on_late` in a job file.
@@ -189,6 +203,10 @@ struct RawJob {
     wait_for: Option<Spanned<OneOrMany>>,
     #[serde(default = "default_wait_timeout")]
     wait_timeout_secs: u64,
+    #[serde(default)]
+    trigger: Option<Spanned<String>>,
+    #[serde(default)]
+    complete: Option<Spanned<RawComplete>>,
     tasks: BTreeMap<String, Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
     #[serde(default)]
     params: BTreeMap<String, super::params::RawParam>,
@@ -218,6 +236,13 @@ fn default_wait_timeout() -> u64 {
 
 fn one() -> u32 {
     1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComplete {
+    #[serde(default)]
+    lateness_secs: u64,
 }
 
 #[derive(Deserialize)]
@@ -377,6 +402,34 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
                 ));
             }
             names
+        }
+    };
+    let trigger = match raw
+        .trigger
+        .as_ref()
+        .map(|t| (t.get_ref().as_str(), t.span()))
+    {
+        None | Some(("schedule", _)) => {
+            if let Some(c) = &raw.complete {
+                errors.push(err(
+                    Some(c.span()),
+                    "[complete] applies to trigger = \"complete\" only".into(),
+                ));
+            }
+            Trigger::Schedule
+        }
+        Some(("complete", _)) => Trigger::Complete {
+            lateness_secs: raw
+                .complete
+                .as_ref()
+                .map_or(0, |c| c.get_ref().lateness_secs),
+        },
+        Some((other, span)) => {
+            errors.push(err(
+                Some(span),
+                format!("trigger `{other}`: expected \"schedule\" or \"complete\""),
+            ));
+            Trigger::Schedule
         }
     };
     let params = super::params::declare(raw.params)
@@ -571,6 +624,7 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
             max_active_runs: raw.max_active_runs,
             wait_for,
             wait_timeout_secs: raw.wait_timeout_secs,
+            trigger,
             tasks: ordered,
             params,
             deadline,
@@ -988,6 +1042,34 @@ depends_on = ["a", "b"]
 
         let e = p(&format!("{GOOD}\nbogus = 1\n")).expect_err("unknown key");
         assert!(e.to_string().contains("jobs/demo.toml"), "{e}");
+    }
+
+    #[test]
+    fn triggers_parse_and_bad_ones_name_their_line() {
+        assert_eq!(p(GOOD).expect("schedule").trigger, Trigger::Schedule);
+        let complete = GOOD.replace(
+            "interval = \"hour\"",
+            "interval = \"hour\"\ntrigger = \"complete\"\ncomplete = { lateness_secs = 30 }",
+        );
+        assert_eq!(
+            p(&complete).expect("complete").trigger,
+            Trigger::Complete { lateness_secs: 30 }
+        );
+        let e = p(&GOOD.replace(
+            "interval = \"hour\"",
+            "interval = \"hour\"\ntrigger = \"data\"",
+        ))
+        .expect_err("unknown trigger");
+        assert!(e.message.contains("trigger `data`"), "{e}");
+        assert_eq!(e.line, Some(5));
+        let e = p(&format!("{GOOD}\n[complete]\nlateness_secs = 5\n")).expect_err("stray");
+        assert!(e.message.contains("trigger = \"complete\" only"), "{e}");
+        let e = p(&GOOD.replace(
+            "interval = \"hour\"",
+            "interval = \"hour\"\ntrigger = \"complete\"\ncomplete = { lateness_secs = -1 }",
+        ))
+        .expect_err("negative lateness");
+        assert_eq!(e.line, Some(6), "{e}");
     }
 
     /// Every job file git tracks in `jobs/` is compiled in, and the same

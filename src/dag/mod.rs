@@ -7,6 +7,7 @@ pub mod executor;
 pub mod job;
 pub mod params;
 pub mod scheduler;
+pub mod trigger;
 
 pub use crate::interval::{Grain, Interval};
 pub use job::{Job, Task};

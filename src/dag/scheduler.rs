@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::executor::{self, RunReport};
 use super::job::CatchupPolicy;
+use super::trigger;
 use super::{Interval, Job};
 use crate::config::{Config, SchedulerConfig};
 use crate::db::Pools;
@@ -169,7 +170,17 @@ impl Scheduler {
             });
         }
         let plan = plan(job, lock.last_fire, now);
-        let created = lock.enqueue(&plan.runs).await?;
+        let mut created = lock.enqueue(&plan.runs).await?;
+        let complete = trigger::due(
+            &mut lock,
+            &self.config,
+            &self.pools.ledger,
+            &self.jobs,
+            job,
+            now,
+        )
+        .await?;
+        let by_trigger = lock.enqueue(&complete).await?;
         if let Some(s) = plan.skipped {
             lock.record_skip(policy_name(job.catchup.policy), s).await?;
             tracing::info!(
@@ -185,6 +196,11 @@ impl Scheduler {
         for i in &created {
             tracing::info!(job = %job.name, interval_start = %i.start, "scheduled run queued");
         }
+        for i in &by_trigger {
+            tracing::info!(job = %job.name, interval_start = %i.start, "interval complete: run queued");
+        }
+        created.extend(by_trigger);
+        created.sort();
         Ok(Enqueued {
             job: job.name.clone(),
             created,
@@ -242,31 +258,7 @@ impl Scheduler {
         if job.wait_for.is_empty() || Utc::now() >= interval.end + timeout {
             return Ok(None);
         }
-        let mut pending = Vec::new();
-        for name in &job.wait_for {
-            let Some(upstream) = self.jobs.iter().find(|j| &j.name == name) else {
-                continue;
-            };
-            // Its runs inside this interval, or the one run whose interval
-            // covers this one.
-            let (from, to) = if upstream.interval.tiles(job.interval) {
-                (interval.start, interval.end)
-            } else {
-                let covering = upstream.interval.containing(interval.start);
-                (covering.start, covering.end)
-            };
-            let from = from.max(upstream.start_date);
-            let expected = upstream.interval.starts(from, to).len() as i64;
-            let done = lock.succeeded_intervals(name, from, to).await?;
-            if done < expected {
-                pending.push(format!(
-                    "{} of {} {} runs of {name}",
-                    expected - done,
-                    expected,
-                    upstream.interval.as_str()
-                ));
-            }
-        }
+        let pending = trigger::upstream_waits(lock.conn(), &self.jobs, job, interval).await?;
         Ok((!pending.is_empty()).then(|| {
             format!(
                 "waiting for {} to succeed (starts without them at {})",

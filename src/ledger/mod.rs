@@ -37,7 +37,7 @@ pub use read::{
     run, runs, skips, success_rates, tasks, RunFilter, RunRow, SkipRow, TaskRow, RETENTION_RUNS,
     RETENTION_SKIPS,
 };
-pub use schedule::{JobLock, Skipped};
+pub use schedule::{complete_cursors, succeeded_intervals, JobLock, Skipped};
 
 /// Defines a state enum stored as `text`, with its names in one place.
 macro_rules! text_enum {

@@ -26,6 +26,8 @@ pub struct JobLock {
     pub last_fire: Option<DateTime<Utc>>,
     /// Paused: no new scheduled runs, no claims.
     pub paused: bool,
+    /// The oldest interval start a completeness trigger has not seen queued.
+    pub complete_from: Option<DateTime<Utc>>,
 }
 
 impl JobLock {
@@ -39,7 +41,7 @@ impl JobLock {
         .await?;
         let mut tx = pool.begin().await?;
         let row = sqlx::query!(
-            "SELECT last_fire, paused FROM job_schedule WHERE job = $1 FOR UPDATE",
+            "SELECT last_fire, paused, complete_from FROM job_schedule WHERE job = $1 FOR UPDATE",
             job
         )
         .fetch_one(&mut *tx)
@@ -49,6 +51,7 @@ impl JobLock {
             job: job.to_string(),
             last_fire: row.last_fire,
             paused: row.paused,
+            complete_from: row.complete_from,
         })
     }
 
@@ -158,22 +161,39 @@ impl JobLock {
             .collect())
     }
 
-    /// Distinct intervals of `other` in `[from, to)` with a succeeded run.
-    pub async fn succeeded_intervals(
+    /// The lock's transaction, for reads that must see what it wrote.
+    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+
+    /// Moves the completeness trigger's cursor to `start`.
+    pub async fn advance_complete(&mut self, start: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        sqlx::query!(
+            "UPDATE job_schedule SET complete_from = $2, updated_at = now() WHERE job = $1",
+            self.job,
+            start,
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        self.complete_from = Some(start);
+        Ok(())
+    }
+
+    /// Starts of this job's intervals in `[from, to)` that have a scheduled run.
+    pub async fn scheduled_starts(
         &mut self,
-        other: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<i64, sqlx::Error> {
+    ) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
         sqlx::query_scalar!(
-            r#"SELECT count(DISTINCT interval_start) AS "intervals!" FROM job_runs
-             WHERE job = $1 AND state = 'success'
-               AND interval_start >= $2 AND interval_end <= $3"#,
-            other,
+            "SELECT interval_start FROM job_runs
+             WHERE job = $1 AND run_type = 'scheduled'
+               AND interval_start >= $2 AND interval_start < $3",
+            self.job,
             from,
             to,
         )
-        .fetch_one(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await
     }
 
@@ -207,4 +227,38 @@ impl JobLock {
         .await?;
         Ok(in_order(rows.into_iter().map(|r| claimed!(r)).collect()))
     }
+}
+
+/// Distinct intervals of `job` in `[from, to)` with a succeeded run.
+pub async fn succeeded_intervals(
+    conn: impl sqlx::PgExecutor<'_>,
+    job: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(DISTINCT interval_start) AS "intervals!" FROM job_runs
+         WHERE job = $1 AND state = 'success'
+           AND interval_start >= $2 AND interval_end <= $3"#,
+        job,
+        from,
+        to,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Each job's completeness cursor (`complete_from`), for jobs that have one.
+pub async fn complete_cursors(
+    pool: &PgPool,
+    jobs: &[String],
+) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT job, complete_from AS "complete_from!" FROM job_schedule
+         WHERE job = ANY($1) AND complete_from IS NOT NULL"#,
+        jobs,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.job, r.complete_from)).collect())
 }

@@ -24,4 +24,5 @@ mod rollup;
 mod scaleout;
 mod scheduler;
 mod storage;
+mod trigger;
 mod ui;

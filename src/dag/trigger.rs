@@ -1,0 +1,298 @@
+//! Completeness triggers (`trigger = "complete"`): a job's run for an
+//! interval is queued the moment what it reads is complete, not at a clock
+//! time. Without `wait_for`, that is ingest: every event partition caught
+//! up with the broker past the interval's end plus `lateness_secs`
+//! (`caught_up_through`, moved in the transaction that stores a batch).
+//! With `wait_for`, it is the upstream jobs' runs inside the interval,
+//! all succeeded. The schedule still queues the interval at the latest.
+//!
+//! The decision is taken under the job's cursor lock, and a scheduled
+//! interval's run is unique, so any number of daemons queue it once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgPool;
+
+use super::job::Trigger;
+use super::{Interval, Job};
+use crate::config::Config;
+use crate::ledger::{self, JobLock};
+
+/// Intervals past the cursor looked at in one pass, at most.
+const WINDOW: usize = 64;
+
+/// When a `trigger = "complete"` job's interval is complete, in words;
+/// `None` for a job on its schedule alone.
+pub fn describe(job: &Job) -> Option<String> {
+    let interval = job.interval.as_str();
+    match job.trigger {
+        Trigger::Schedule => None,
+        Trigger::Complete { lateness_secs } if job.wait_for.is_empty() => Some(format!(
+            "each {interval}'s events are stored{}",
+            lateness(lateness_secs)
+        )),
+        Trigger::Complete { .. } => Some(format!(
+            "each {interval}'s runs of {} have succeeded",
+            job.wait_for.join(", ")
+        )),
+    }
+}
+
+fn lateness(secs: u64) -> String {
+    if secs == 0 {
+        String::new()
+    } else {
+        format!(" {secs} s past its end")
+    }
+}
+
+fn delta(secs: u64) -> TimeDelta {
+    TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// Everything the broker held at this time is stored, over every event
+/// partition; `None` while some partition never caught up.
+pub async fn stored_through(
+    config: &Config,
+    pool: &PgPool,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let topics = config.topics.event_topic_names();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    crate::ingest::lease::caught_up_through(pool, &config.kafka.group_id, &topics).await
+}
+
+/// Why ingest has not completed `interval` (with `lateness_secs`) when it
+/// has stored everything up to `through`; `None` once it has. Pure.
+pub fn data_waits(
+    interval: Interval,
+    lateness_secs: u64,
+    through: Option<DateTime<Utc>>,
+) -> Option<String> {
+    let needed = interval.end + delta(lateness_secs);
+    match through {
+        Some(t) if t >= needed => None,
+        Some(t) => Some(format!(
+            "events stored through {}, needed through {}",
+            t.to_rfc3339(),
+            needed.to_rfc3339()
+        )),
+        None => Some(format!(
+            "events stored through {}: a partition has never caught up",
+            needed.to_rfc3339()
+        )),
+    }
+}
+
+/// The runs of `job`'s `wait_for` jobs inside `interval` (or the one run
+/// whose interval covers it) that have not succeeded, in words; empty once
+/// they all have. A job waited for that is not loaded here is not waited on.
+pub async fn upstream_waits(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[Arc<Job>],
+    job: &Job,
+    interval: Interval,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut pending = Vec::new();
+    for name in &job.wait_for {
+        let Some(upstream) = jobs.iter().find(|j| &j.name == name) else {
+            continue;
+        };
+        let (from, to) = if upstream.interval.tiles(job.interval) {
+            (interval.start, interval.end)
+        } else {
+            let covering = upstream.interval.containing(interval.start);
+            (covering.start, covering.end)
+        };
+        let from = from.max(upstream.start_date);
+        let expected = upstream.interval.starts(from, to).len() as i64;
+        let done = ledger::succeeded_intervals(&mut *conn, name, from, to).await?;
+        if done < expected {
+            pending.push(format!(
+                "{} of {} {} runs of {name}",
+                expected - done,
+                expected,
+                upstream.interval.as_str()
+            ));
+        }
+    }
+    Ok(pending)
+}
+
+/// The intervals of a `trigger = "complete"` job that are complete at
+/// `now` and have no scheduled run yet, oldest first, as `(queued at,
+/// interval)`; the cursor moves past every interval queued before the
+/// first one still incomplete. Called under `lock`.
+pub async fn due(
+    lock: &mut JobLock,
+    config: &Config,
+    pool: &PgPool,
+    jobs: &[Arc<Job>],
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, Interval)>, sqlx::Error> {
+    let Trigger::Complete { lateness_secs } = job.trigger else {
+        return Ok(Vec::new());
+    };
+    // First seen: from the interval complete now (the schedule's catch-up
+    // policy decides about older ones).
+    let from = lock
+        .complete_from
+        .unwrap_or_else(|| job.interval.last_complete(now).start)
+        .max(job.start_date);
+    let starts: Vec<DateTime<Utc>> = job
+        .interval
+        .starts(from, now)
+        .into_iter()
+        .filter(|s| job.interval.containing(*s).end <= now)
+        .take(WINDOW)
+        .collect();
+    let Some(last) = starts.last() else {
+        if lock.complete_from.is_none() {
+            lock.advance_complete(from).await?;
+        }
+        return Ok(Vec::new());
+    };
+    let queued = lock
+        .scheduled_starts(from, *last + TimeDelta::seconds(1))
+        .await?;
+    let through = if job.wait_for.is_empty() {
+        stored_through(config, pool).await?
+    } else {
+        None
+    };
+    let mut due = Vec::new();
+    let mut cursor = from;
+    let mut contiguous = true;
+    for start in starts {
+        let interval = job.interval.containing(start);
+        let complete = queued.contains(&start)
+            || if job.wait_for.is_empty() {
+                data_waits(interval, lateness_secs, through).is_none()
+            } else {
+                upstream_waits(lock.conn(), jobs, job, interval)
+                    .await?
+                    .is_empty()
+            };
+        if !complete {
+            contiguous = false;
+            if job.wait_for.is_empty() {
+                break; // ingest completes intervals in order
+            }
+            continue;
+        }
+        if !queued.contains(&start) {
+            due.push((now, interval));
+        }
+        if contiguous {
+            cursor = interval.end;
+        }
+    }
+    if lock.complete_from != Some(cursor) {
+        lock.advance_complete(cursor).await?;
+    }
+    Ok(due)
+}
+
+/// What each `trigger = "complete"` job among `jobs` waits on before its
+/// next run is queued, in words, by job name (jobs on their schedule alone
+/// are left out).
+pub async fn waiting_on(
+    config: &Config,
+    pool: &PgPool,
+    jobs: &[Arc<Job>],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let mut out = HashMap::new();
+    let names: Vec<String> = jobs
+        .iter()
+        .filter(|j| matches!(j.trigger, Trigger::Complete { .. }))
+        .map(|j| j.name.clone())
+        .collect();
+    if names.is_empty() {
+        return Ok(out);
+    }
+    let cursors = ledger::complete_cursors(pool, &names).await?;
+    let mut through = None;
+    for job in jobs {
+        let Trigger::Complete { lateness_secs } = job.trigger else {
+            continue;
+        };
+        let from = cursors
+            .iter()
+            .find(|(n, _)| *n == job.name)
+            .map_or_else(|| job.interval.last_complete(now).start, |(_, c)| *c)
+            .max(job.start_date);
+        let interval = job.interval.containing(from);
+        let what = format!(
+            "the {} from {}",
+            job.interval.as_str(),
+            interval.start.format("%Y-%m-%d %H:%M UTC")
+        );
+        let waits: Vec<String> = if interval.end > now {
+            vec![format!(
+                "it ends at {}",
+                interval.end.format("%Y-%m-%d %H:%M UTC")
+            )]
+        } else if job.wait_for.is_empty() {
+            if through.is_none() {
+                through = Some(stored_through(config, pool).await?);
+            }
+            data_waits(interval, lateness_secs, through.flatten())
+                .into_iter()
+                .collect()
+        } else {
+            let mut conn = pool.acquire().await?;
+            upstream_waits(&mut conn, jobs, job, interval).await?
+        };
+        let text = if waits.is_empty() {
+            format!("{what}: complete, queued at the next pass")
+        } else {
+            format!("{what}: {}", waits.join(", "))
+        };
+        out.insert(job.name.clone(), text);
+    }
+    Ok(out)
+}
+
+/// Whether some data-triggered job among `jobs` has an interval ingest has
+/// completed since its cursor: a daemon then runs a pass at once.
+pub async fn data_due(
+    config: &Config,
+    pool: &PgPool,
+    jobs: &[Arc<Job>],
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let watched: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| matches!(j.trigger, Trigger::Complete { .. }) && j.wait_for.is_empty())
+        .map(|j| &**j)
+        .collect();
+    if watched.is_empty() {
+        return Ok(false);
+    }
+    let names: Vec<String> = watched.iter().map(|j| j.name.clone()).collect();
+    let cursors = ledger::complete_cursors(pool, &names).await?;
+    let mut through = None;
+    for job in watched {
+        let Trigger::Complete { lateness_secs } = job.trigger else {
+            continue;
+        };
+        // Never looked at (or paused before it was): the poll sets its cursor.
+        let Some((_, from)) = cursors.iter().find(|(n, _)| *n == job.name) else {
+            continue;
+        };
+        let interval = job.interval.containing(*from);
+        if interval.end + delta(lateness_secs) > now {
+            continue;
+        }
+        if through.is_none() {
+            through = Some(stored_through(config, pool).await?);
+        }
+        if data_waits(interval, lateness_secs, through.flatten()).is_none() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
