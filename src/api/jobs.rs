@@ -33,6 +33,12 @@ struct JobView<'a> {
     start_date: DateTime<Utc>,
     max_active_runs: u32,
     wait_for: &'a [String],
+    /// `schedule`, or `complete`: also queued when its interval's data is.
+    trigger: &'static str,
+    /// `trigger = "complete"`: when an interval is complete, in words.
+    complete_when: Option<String>,
+    /// `trigger = "complete"`: what its next run still waits on.
+    waiting_on: Option<&'a String>,
     tasks: Vec<Value>,
     params: &'a [crate::dag::params::Param],
     /// `null` when the database could not say.
@@ -51,6 +57,9 @@ pub async fn jobs(
         .await
         .unwrap_or_default();
     let set = state.ops.jobs.current();
+    let waiting = crate::dag::trigger::waiting_on(&state.ops.config, pool, &set.jobs, Utc::now())
+        .await
+        .unwrap_or_default();
     let jobs: Vec<JobView> = set
         .iter()
         .map(|j| JobView {
@@ -66,6 +75,12 @@ pub async fn jobs(
             start_date: j.start_date,
             max_active_runs: j.max_active_runs,
             wait_for: &j.wait_for,
+            trigger: match j.trigger {
+                crate::dag::job::Trigger::Schedule => "schedule",
+                crate::dag::job::Trigger::Complete { .. } => "complete",
+            },
+            complete_when: crate::dag::trigger::describe(j),
+            waiting_on: waiting.get(&j.name),
             tasks: j
                 .tasks
                 .iter()

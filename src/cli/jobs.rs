@@ -1,11 +1,13 @@
 //! `hxjobs jobs list|check`.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use clap::Subcommand;
 
 use super::{CliResult, Failure};
 use crate::config::Config;
-use crate::dag::job;
+use crate::dag::{job, trigger};
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -17,7 +19,7 @@ pub enum JobsCommand {
     Check,
 }
 
-pub fn run(config: &Config, command: JobsCommand) -> CliResult {
+pub async fn run(config: &Config, command: JobsCommand) -> CliResult {
     let loaded = job::load(&config.jobs.dir).map_err(|e| Failure {
         code: 2,
         message: e.to_string(),
@@ -42,6 +44,13 @@ pub fn run(config: &Config, command: JobsCommand) -> CliResult {
         JobsCommand::List => {
             let now = Utc::now();
             let now = chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+            // What completeness-triggered jobs wait on is in the database;
+            // without it, the rest of the list still prints.
+            let shared: Vec<Arc<job::Job>> = jobs.iter().cloned().map(Arc::new).collect();
+            let waiting = match crate::db::connect(&config.database).await {
+                Ok(pool) => trigger::waiting_on(config, &pool, &shared, now).await.ok(),
+                Err(_) => None,
+            };
             for j in jobs {
                 let next = j
                     .schedule
@@ -63,6 +72,13 @@ pub fn run(config: &Config, command: JobsCommand) -> CliResult {
                     next,
                     tasks.join(" → ")
                 );
+                if let Some(when) = trigger::describe(j) {
+                    let waits = waiting
+                        .as_ref()
+                        .and_then(|w| w.get(&j.name).cloned())
+                        .unwrap_or_else(|| "n/a (the database could not say)".into());
+                    println!("{:<26} queued when {when}; waiting on {waits}", "");
+                }
             }
         }
     }

@@ -431,7 +431,7 @@ async fn dispatch(cli: Cli) -> CliResult {
             println!("topics ready on {}", config.kafka.bootstrap_servers);
             Ok(())
         }
-        Command::Jobs { command } => jobs::run(&config, command),
+        Command::Jobs { command } => jobs::run(&config, command).await,
         Command::Run(args) => run::run(&config, args).await,
         Command::Daemon(args) => schedule::daemon(&config, args).await,
         Command::Backfill(args) => schedule::backfill(&config, args).await,

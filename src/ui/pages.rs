@@ -247,6 +247,7 @@ pub async fn jobs(
         .into_iter()
         .collect();
     let now = Utc::now();
+    let waiting = crate::dag::trigger::waiting_on(&state.ops.config, pool, &set.jobs, now).await?;
     let body = html! {
         @if !set.errors.is_empty() {
             div.notice.error {
@@ -280,10 +281,16 @@ pub async fn jobs(
                             }
                         }
                         td {
+                            @if let Some(when) = crate::dag::trigger::describe(job) {
+                                "When " (when) "; at the latest "
+                            }
                             (job.schedule.describe())
                             div.muted { code { (job.schedule_text) } " " (job.timezone.name()) }
                         }
                         td {
+                            @if let Some(w) = waiting.get(&job.name).filter(|_| !is_paused) {
+                                div.waiting { (w) }
+                            }
                             @match job.next_fire(now) {
                                 Some(fire) if !is_paused => (time(fire)),
                                 Some(_) => span.muted { "paused" },
@@ -422,6 +429,7 @@ pub async fn grid(
     let body = html! {
         p.lead {
             @if !job.description.is_empty() { (job.description) " · " }
+            @if let Some(when) = crate::dag::trigger::describe(&job) { "When " (when) "; at the latest " }
             (job.schedule.describe()) " (" code { (job.schedule_text) } ", " (job.timezone.name()) ")"
             @if paused { " · " span.badge.s-paused { "paused" } }
         }
