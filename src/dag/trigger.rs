@@ -20,6 +20,8 @@ use super::{Interval, Job};
 use crate::config::Config;
 use crate::ledger::{self, JobLock};
 
+const SECONDS: &str = "%Y-%m-%d %H:%M:%S UTC";
+
 /// Intervals past the cursor looked at in one pass, at most.
 const WINDOW: usize = 64;
 
@@ -75,12 +77,12 @@ pub fn data_waits(
         Some(t) if t >= needed => None,
         Some(t) => Some(format!(
             "events stored through {}, needed through {}",
-            t.to_rfc3339(),
-            needed.to_rfc3339()
+            t.format(SECONDS),
+            needed.format(SECONDS)
         )),
         None => Some(format!(
-            "events stored through {}: a partition has never caught up",
-            needed.to_rfc3339()
+            "events needed through {}: a partition has never caught up",
+            needed.format(SECONDS)
         )),
     }
 }

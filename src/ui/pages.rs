@@ -282,7 +282,7 @@ pub async fn jobs(
                         }
                         td {
                             @if let Some(when) = crate::dag::trigger::describe(job) {
-                                "When " (when) "; at the latest "
+                                div { "When " (when) ", or at the latest:" }
                             }
                             (job.schedule.describe())
                             div.muted { code { (job.schedule_text) } " " (job.timezone.name()) }
@@ -429,7 +429,7 @@ pub async fn grid(
     let body = html! {
         p.lead {
             @if !job.description.is_empty() { (job.description) " · " }
-            @if let Some(when) = crate::dag::trigger::describe(&job) { "When " (when) "; at the latest " }
+            @if let Some(when) = crate::dag::trigger::describe(&job) { "When " (when) ", or at the latest: " }
             (job.schedule.describe()) " (" code { (job.schedule_text) } ", " (job.timezone.name()) ")"
             @if paused { " · " span.badge.s-paused { "paused" } }
         }

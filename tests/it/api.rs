@@ -123,6 +123,34 @@ async fn every_endpoint_with_its_errors_and_auth() {
         .expect("jobs")
         .iter()
         .any(|j| j["name"] == "hxp_weekly_aggregation"));
+    // What queues each job's runs, and what the next one waits on.
+    let job = |name: &str| {
+        jobs["jobs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|j| j["name"] == name))
+            .cloned()
+            .expect(name)
+    };
+    let hourly = job("hxp_hourly_aggregation");
+    assert_eq!(hourly["trigger"], "complete");
+    assert_eq!(
+        hourly["complete_when"],
+        "each hour's events are stored 2 s past its end"
+    );
+    assert!(
+        hourly["waiting_on"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("the hour from ")),
+        "{hourly}"
+    );
+    let weekly = job("hxp_weekly_aggregation");
+    assert_eq!(
+        weekly["complete_when"],
+        "each week's runs of hxp_daily_aggregation have succeeded"
+    );
+    let retention = job("hxp_retention");
+    assert_eq!(retention["trigger"], "schedule");
+    assert!(retention["waiting_on"].is_null() && retention["complete_when"].is_null());
     error(&get(port, "/jobs/nope/runs"), 404, "unknown_job");
     error(
         &get(port, "/jobs/ingest/runs?limit=0"),

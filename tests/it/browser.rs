@@ -167,9 +167,23 @@ command = "echo done"
         fixed.display()
     );
     let port = free_port();
+    // Queued when ingest has stored its hour (not within this test).
+    let stored = r#"name = "hourly_export"
+description = "Export each hour once ingest has stored it"
+trigger = "complete"
+schedule = "0 0 1 1 *"
+interval = "hour"
+start_date = "2026-01-01"
+[complete]
+lateness_secs = 3600
+[tasks.export]
+kind = "sql"
+sql = "SELECT 1"
+"#
+    .to_string();
     let cfg = env.config_with_jobs(
         "browser",
-        &[("nightly", job)],
+        &[("nightly", job), ("hourly_export", stored)],
         &format!("[api]\nhost = \"127.0.0.1\"\nport = {port}\n[scheduler]\npoll_secs = 1\n"),
     );
     // A failed run, recorded before the console opens.
@@ -246,6 +260,14 @@ command = "echo done"
         .find(Locator::Css(".sq.s-failed"))
         .await
         .expect("a failed square");
+    let waiting = c
+        .find(Locator::Css(r#"tr[data-job="hourly_export"] .waiting"#))
+        .await
+        .expect("what the job waits on")
+        .text()
+        .await
+        .expect("text");
+    assert!(waiting.starts_with("the hour from "), "{waiting}");
     screenshot(&c, "jobs").await;
 
     // The grid: the failed cell leads to the task's log.

@@ -105,7 +105,7 @@ sql = "SELECT 1"
     let text = waiting.get("data_hourly").expect("a waiting note");
     assert!(
         text.contains("2026-03-01 09:00 UTC")
-            && text.contains("needed through 2026-03-01T10:00:02"),
+            && text.contains("needed through 2026-03-01 10:00:02 UTC"),
         "{text}"
     );
     // Stored through the end, but not past the lateness: still waiting.

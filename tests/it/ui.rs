@@ -75,9 +75,20 @@ command = "echo done"
         fixed.display()
     );
     let port = free_port();
+    // A job queued when ingest has stored its hour: what it waits on.
+    let stored = r#"name = "stored"
+trigger = "complete"
+schedule = "0 0 1 1 *"
+interval = "hour"
+start_date = "2026-01-01"
+[tasks.noop]
+kind = "sql"
+sql = "SELECT 1"
+"#
+    .to_string();
     let cfg = env.config_with_jobs(
         "ui",
-        &[("console", job)],
+        &[("console", job), ("stored", stored)],
         &format!("[api]\nhost = \"127.0.0.1\"\nport = {port}\n"),
     );
     let out = env.hxjobs(&cfg, &["run", "console"]).output().expect("run");
@@ -105,6 +116,29 @@ command = "echo done"
     assert!(jobs.contains(&format!(r#"class="sq s-failed" href="/ui/runs/{id}""#)));
     // Its description is text, not markup.
     assert!(jobs.contains("a &lt;b&gt;job&lt;/b&gt; for the console"));
+    let row = jobs
+        .split(r#"data-job="stored""#)
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("the stored job's row");
+    assert!(
+        row.contains("When each hour's events are stored, or at the latest:"),
+        "{row}"
+    );
+    assert!(
+        row.contains(r#"<div class="waiting">the hour from "#)
+            && row.contains("a partition has never caught up"),
+        "{row}"
+    );
+    let out = env
+        .hxjobs(&cfg, &["jobs", "list"])
+        .output()
+        .expect("jobs list");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("queued when each hour's events are stored; waiting on the hour from "),
+        "{text}"
+    );
 
     // The grid: the failed task's cell, and what it blocked.
     let grid = page(port, "/ui/jobs/console");
