@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 
-use super::job::Trigger;
+use super::job::{CatchupPolicy, Trigger};
 use super::{Interval, Job};
 use crate::config::Config;
 use crate::ledger::{self, JobLock};
@@ -137,12 +137,16 @@ pub async fn due(
     let Trigger::Complete { lateness_secs } = job.trigger else {
         return Ok(Vec::new());
     };
-    // First seen: from the interval complete now (the schedule's catch-up
-    // policy decides about older ones).
-    let from = lock
-        .complete_from
-        .unwrap_or_else(|| job.interval.last_complete(now).start)
-        .max(job.start_date);
+    // First seen: from the interval complete now. Older intervals are the
+    // schedule's: under a catch-up policy other than `all` (after a pause,
+    // a daemon-less gap) only the newest is queued, as its policy says.
+    let newest = job.interval.last_complete(now).start;
+    let from = match (lock.complete_from, job.catchup.policy) {
+        (Some(c), CatchupPolicy::All) => c,
+        (Some(c), _) => c.max(newest),
+        (None, _) => newest,
+    }
+    .max(job.start_date);
     let starts: Vec<DateTime<Utc>> = job
         .interval
         .starts(from, now)

@@ -157,6 +157,17 @@ sql = "SELECT 1"
         ]
     );
 
+    // After a long pause (the cursor far behind) the catch-up policy
+    // (`latest`, the default) holds: only the newest complete hour.
+    sqlx::query(
+        "UPDATE job_schedule SET complete_from = '2026-03-01T00:00:00Z' WHERE job = 'data_hourly'",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("cursor");
+    enqueue_together(&d, ts("2026-03-01T12:10:01Z")).await;
+    assert_eq!(scheduled(&env.pool, "data_hourly").await.len(), 3);
+
     // The runs it queued run like any scheduled run.
     let reports = d[0].tick(ts("2026-03-01T12:10:02Z")).await.expect("tick");
     assert_eq!(reports.len(), 3);
