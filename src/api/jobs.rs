@@ -27,7 +27,8 @@ struct JobView<'a> {
     loaded_at: Option<DateTime<Utc>>,
     /// Live daemons with this job loaded, and which version each has.
     daemons: Vec<&'a ledger::daemons::JobVersion>,
-    schedule: &'a str,
+    /// `null`: queued by completeness alone.
+    schedule: Option<&'a str>,
     timezone: String,
     interval: &'a str,
     start_date: DateTime<Utc>,
@@ -69,7 +70,7 @@ pub async fn jobs(
             file: j.file.display().to_string(),
             loaded_at: set.since.get(&j.name).copied(),
             daemons: loaded_by.iter().filter(|v| v.job == j.name).collect(),
-            schedule: &j.schedule_text,
+            schedule: j.schedule.as_ref().map(|s| s.text.as_str()),
             timezone: j.timezone.to_string(),
             interval: j.interval.as_str(),
             start_date: j.start_date,

@@ -53,10 +53,8 @@ pub async fn run(config: &Config, command: JobsCommand) -> CliResult {
             };
             for j in jobs {
                 let next = j
-                    .schedule
-                    .find_next_occurrence(&now.with_timezone(&j.timezone), false)
-                    .map(|t| t.with_timezone(&Utc).to_rfc3339())
-                    .unwrap_or_else(|_| "never".into());
+                    .next_fire(now)
+                    .map_or_else(|| "never".into(), |t| t.to_rfc3339());
                 let tasks: Vec<String> = j
                     .tasks
                     .iter()
@@ -66,7 +64,7 @@ pub async fn run(config: &Config, command: JobsCommand) -> CliResult {
                     "{:<26} {} {:<14} {:<5} catchup={:<6} next={}  tasks: {}",
                     j.name,
                     j.version,
-                    j.schedule_text,
+                    j.schedule.as_ref().map_or("-", |s| s.text.as_str()),
                     j.interval.as_str(),
                     format!("{:?}", j.catchup.policy).to_lowercase(),
                     next,

@@ -288,7 +288,10 @@ mod tests {
         let set = catalog.current();
         let a = set.find("a").expect("a");
         assert_ne!(a.version, v1);
-        assert_eq!(a.schedule_text, "10 * * * *");
+        assert_eq!(
+            a.schedule.as_ref().map(|s| s.text.as_str()),
+            Some("10 * * * *")
+        );
 
         // Turned invalid: the last valid version keeps running, and says so.
         std::fs::write(path("a.toml"), "name = \"a\"\nschedule = \"nope\"\n").expect("write");
@@ -296,7 +299,14 @@ mod tests {
         assert_eq!(changes.kept, ["a"]);
         assert!(changes.errors_changed);
         let set = catalog.current();
-        assert_eq!(set.find("a").expect("kept").schedule_text, "10 * * * *");
+        assert_eq!(
+            set.find("a")
+                .expect("kept")
+                .schedule
+                .as_ref()
+                .map(|s| s.text.clone()),
+            Some("10 * * * *".to_string())
+        );
         assert!(
             set.errors[0].contains("a.toml") && set.errors[0].contains("keeps running"),
             "{:?}",

@@ -201,10 +201,13 @@ async fn pass(
 /// Registers a cron wake-up for `job`; without one the poll still finds it.
 async fn add_wakeup(cron: &tokio_cron_scheduler::JobScheduler, job: &Job, wake: Arc<Notify>) {
     // hxjobs schedules have five fields; the wake-up library wants seconds first.
-    let text = if job.schedule_text.split_whitespace().count() == 5 {
-        format!("0 {}", job.schedule_text)
+    let Some(schedule) = &job.schedule else {
+        return; // queued by completeness alone
+    };
+    let text = if schedule.text.split_whitespace().count() == 5 {
+        format!("0 {}", schedule.text)
     } else {
-        job.schedule_text.clone()
+        schedule.text.clone()
     };
     let made = tokio_cron_scheduler::Job::new_async_tz(text.as_str(), job.timezone, move |_, _| {
         let wake = wake.clone();
@@ -216,7 +219,7 @@ async fn add_wakeup(cron: &tokio_cron_scheduler::JobScheduler, job: &Job, wake: 
     };
     if let Err(e) = added {
         tracing::warn!(
-            job = %job.name, schedule = %job.schedule_text, error = %e,
+            job = %job.name, schedule = %schedule.text, error = %e,
             "no cron wake-up for this job; the poll picks its runs up instead"
         );
     }

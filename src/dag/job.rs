@@ -65,8 +65,11 @@ pub struct Task {
 impl Job {
     /// When the schedule next fires after `now` (it then runs the interval
     /// complete at that time).
+    /// `None` without a schedule.
     pub fn next_fire(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.schedule
+            .as_ref()?
+            .cron
             .find_next_occurrence(&now.with_timezone(&self.timezone), false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
@@ -125,8 +128,8 @@ pub struct Job {
     /// The first 12 hex digits of the file's SHA-256: which text of the
     /// file this job was loaded from.
     pub version: String,
-    pub schedule: Cron,
-    pub schedule_text: String,
+    /// `None` only for a job with `trigger = "complete"`.
+    pub schedule: Option<Schedule>,
     pub timezone: chrono_tz::Tz,
     pub interval: Grain,
     pub start_date: DateTime<Utc>,
@@ -149,6 +152,13 @@ pub struct Job {
     pub notify: JobNotify,
 }
 
+/// A job's cron schedule, with its text as written.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: Cron,
+    pub text: String,
+}
+
 /// What queues a job's run for an interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -157,7 +167,7 @@ pub enum Trigger {
     /// Also the moment the interval's data is complete: its `wait_for`
     /// jobs' runs inside it succeeded or, without `wait_for`, ingest has
     /// stored every event partition past its end plus `lateness_secs`.
-    /// The schedule still queues it at the latest.
+    /// Its schedule, if it has one, still queues it at the latest.
     Complete { lateness_secs: u64 },
 }
 
@@ -190,7 +200,8 @@ struct RawJob {
     name: Spanned<String>,
     #[serde(default)]
     description: String,
-    schedule: Spanned<String>,
+    #[serde(default)]
+    schedule: Option<Spanned<String>>,
     #[serde(default)]
     timezone: Option<Spanned<String>>,
     interval: Grain,
@@ -344,15 +355,22 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
             format!("job name `{name}` must be letters, digits, _ or -"),
         ));
     }
-    let schedule_text = raw.schedule.get_ref().trim().to_string();
-    let schedule = Cron::from_str(&schedule_text)
-        .map_err(|e| {
-            errors.push(err(
-                Some(raw.schedule.span()),
-                format!("bad cron expression `{schedule_text}`: {e}"),
-            ))
-        })
-        .ok();
+    // `Some(None)`: no schedule (allowed with trigger = "complete").
+    let schedule = match &raw.schedule {
+        None => Some(None),
+        Some(written) => {
+            let text = written.get_ref().trim().to_string();
+            Cron::from_str(&text)
+                .map_err(|e| {
+                    errors.push(err(
+                        Some(written.span()),
+                        format!("bad cron expression `{text}`: {e}"),
+                    ))
+                })
+                .ok()
+                .map(|cron| Some(Schedule { cron, text }))
+        }
+    };
     let timezone = match &raw.timezone {
         None => chrono_tz::UTC,
         Some(tz) => tz.get_ref().parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
@@ -432,6 +450,12 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
             Trigger::Schedule
         }
     };
+    if raw.schedule.is_none() && trigger == Trigger::Schedule {
+        errors.push(err(
+            None,
+            "a job needs a schedule, unless trigger = \"complete\" queues it".into(),
+        ));
+    }
     let params = super::params::declare(raw.params)
         .map_err(|m| errors.push(err(None, m)))
         .unwrap_or_default();
@@ -616,7 +640,6 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
             file: file.to_path_buf(),
             version: version_of(text),
             schedule,
-            schedule_text,
             timezone,
             interval: raw.interval,
             start_date,
@@ -1070,6 +1093,16 @@ depends_on = ["a", "b"]
         ))
         .expect_err("negative lateness");
         assert_eq!(e.line, Some(6), "{e}");
+        // Without a schedule: only when completeness queues it.
+        let unscheduled = GOOD.replace("schedule = \"5 * * * *\"\n", "");
+        let e = p(&unscheduled).expect_err("no schedule, no trigger");
+        assert!(e.message.contains("needs a schedule"), "{e}");
+        let job = p(&unscheduled.replace(
+            "interval = \"hour\"",
+            "interval = \"hour\"\ntrigger = \"complete\"",
+        ))
+        .expect("completeness alone");
+        assert!(job.schedule.is_none() && job.next_fire(Utc::now()).is_none());
     }
 
     /// Every job file git tracks in `jobs/` is compiled in, and the same

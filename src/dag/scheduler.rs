@@ -55,8 +55,15 @@ pub fn plan(job: &Job, last_fire: Option<DateTime<Utc>>, now: DateTime<Utc>) -> 
     let mut seen = HashSet::new();
     let mut skipped: Option<Skipped> = None;
     let mut newest_fire = None;
-    let fires = job
-        .schedule
+    let Some(schedule) = &job.schedule else {
+        return Plan {
+            runs,
+            skipped,
+            newest_fire,
+        };
+    };
+    let fires = schedule
+        .cron
         .iter_from(now.with_timezone(&job.timezone), Direction::Backward)
         .take(MAX_SCAN);
     for fire in fires {

@@ -4,7 +4,8 @@
 //! up with the broker past the interval's end plus `lateness_secs`
 //! (`caught_up_through`, moved in the transaction that stores a batch).
 //! With `wait_for`, it is the upstream jobs' runs inside the interval,
-//! all succeeded. The schedule still queues the interval at the latest.
+//! all succeeded. The job's schedule, if it has one, still queues the
+//! interval at the latest.
 //!
 //! The decision is taken under the job's cursor lock, and a scheduled
 //! interval's run is unique, so any number of daemons queue it once.

@@ -281,11 +281,17 @@ pub async fn jobs(
                             }
                         }
                         td {
-                            @if let Some(when) = crate::dag::trigger::describe(job) {
-                                div { "When " (when) ", or at the latest:" }
+                            @match (crate::dag::trigger::describe(job), &job.schedule) {
+                                (Some(when), None) => { "When " (when) "." }
+                                (when, Some(schedule)) => {
+                                    @if let Some(when) = when {
+                                        div { "When " (when) ", or at the latest:" }
+                                    }
+                                    (schedule.cron.describe())
+                                    div.muted { code { (schedule.text) } " " (job.timezone.name()) }
+                                }
+                                (None, None) => (na()),
                             }
-                            (job.schedule.describe())
-                            div.muted { code { (job.schedule_text) } " " (job.timezone.name()) }
                         }
                         td {
                             @if let Some(w) = waiting.get(&job.name).filter(|_| !is_paused) {
@@ -429,8 +435,13 @@ pub async fn grid(
     let body = html! {
         p.lead {
             @if !job.description.is_empty() { (job.description) " · " }
-            @if let Some(when) = crate::dag::trigger::describe(&job) { "When " (when) ", or at the latest: " }
-            (job.schedule.describe()) " (" code { (job.schedule_text) } ", " (job.timezone.name()) ")"
+            @if let Some(when) = crate::dag::trigger::describe(&job) {
+                "When " (when)
+                @if job.schedule.is_some() { ", or at the latest: " }
+            }
+            @if let Some(schedule) = &job.schedule {
+                (schedule.cron.describe()) " (" code { (schedule.text) } ", " (job.timezone.name()) ")"
+            }
             @if paused { " · " span.badge.s-paused { "paused" } }
         }
         p.buttons {

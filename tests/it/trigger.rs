@@ -73,15 +73,13 @@ async fn stored_through(env: &TestEnv, through: DateTime<Utc>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_hour_is_queued_once_the_moment_ingest_has_stored_it() {
     let env = TestEnv::new("trigger_data").await;
-    // The schedule (once a year) never fires inside the test's hours: only
-    // completeness queues runs.
+    // No schedule: only completeness queues runs.
     let hourly = parse(
         &env,
         "data_hourly",
         r#"
 name = "data_hourly"
 trigger = "complete"
-schedule = "0 0 1 1 *"
 interval = "hour"
 start_date = "2026-03-01"
 [complete]
