@@ -251,17 +251,7 @@ pub async fn write_day(
 ) -> Result<Archived, Error> {
     let rows = day_rows(pool, day).await?;
     let (bytes, rows, sum) = crate::off_runtime(move || encode(frame_of(rows)?)).await?;
-    let key = crate::storage::archive_key(day);
-    let stored = store.put(&key, bytes.into()).await?;
-    let back = store.get(&key).await?;
-    verified(back, day, rows, sum, store.location(&key)).await?;
-    Ok(Archived {
-        day,
-        key,
-        rows,
-        checksum: sum,
-        bytes: stored.size,
-    })
+    put_verified(store, day, bytes.into(), rows, sum).await
 }
 
 /// Copies a day archived before the object store from its local file into
@@ -276,6 +266,18 @@ pub async fn migrate_day(
 ) -> Result<Archived, Error> {
     let bytes = read_local(path).await?;
     verified(bytes.clone(), day, rows, sum, path.display().to_string()).await?;
+    put_verified(store, day, bytes, rows, sum).await
+}
+
+/// Writes a day's Parquet under its archive key and reads it back from the
+/// store, checked against `rows` and `sum`.
+async fn put_verified(
+    store: &crate::storage::Store,
+    day: NaiveDate,
+    bytes: Bytes,
+    rows: i64,
+    sum: i64,
+) -> Result<Archived, Error> {
     let key = crate::storage::archive_key(day);
     let stored = store.put(&key, bytes).await?;
     verified(store.get(&key).await?, day, rows, sum, store.location(&key)).await?;
