@@ -123,6 +123,20 @@ pub async fn upstream_waits(
     Ok(pending)
 }
 
+/// The start of the oldest interval the trigger still looks at, from the
+/// job's cursor. First seen: the interval complete now. Older intervals are
+/// the schedule's: under a catch-up policy other than `all` (after a pause,
+/// a daemon-less gap) only the newest is queued, as its policy says.
+fn first_open(job: &Job, cursor: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let newest = job.interval.last_complete(now).start;
+    match (cursor, job.catchup.policy) {
+        (Some(c), CatchupPolicy::All) => c,
+        (Some(c), _) => c.max(newest),
+        (None, _) => newest,
+    }
+    .max(job.start_date)
+}
+
 /// The intervals of a `trigger = "complete"` job that are complete at
 /// `now` and have no scheduled run yet, oldest first, as `(queued at,
 /// interval)`; the cursor moves past every interval queued before the
@@ -138,16 +152,7 @@ pub async fn due(
     let Trigger::Complete { lateness_secs } = job.trigger else {
         return Ok(Vec::new());
     };
-    // First seen: from the interval complete now. Older intervals are the
-    // schedule's: under a catch-up policy other than `all` (after a pause,
-    // a daemon-less gap) only the newest is queued, as its policy says.
-    let newest = job.interval.last_complete(now).start;
-    let from = match (lock.complete_from, job.catchup.policy) {
-        (Some(c), CatchupPolicy::All) => c,
-        (Some(c), _) => c.max(newest),
-        (None, _) => newest,
-    }
-    .max(job.start_date);
+    let from = first_open(job, lock.complete_from, now);
     let starts: Vec<DateTime<Utc>> = job
         .interval
         .starts(from, now)
@@ -226,11 +231,11 @@ pub async fn waiting_on(
         let Trigger::Complete { lateness_secs } = job.trigger else {
             continue;
         };
-        let from = cursors
+        let cursor = cursors
             .iter()
             .find(|(n, _)| *n == job.name)
-            .map_or_else(|| job.interval.last_complete(now).start, |(_, c)| *c)
-            .max(job.start_date);
+            .map(|(_, c)| *c);
+        let from = first_open(job, cursor, now);
         let interval = job.interval.containing(from);
         let what = format!(
             "the {} from {}",
