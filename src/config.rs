@@ -100,6 +100,9 @@ pub struct NotifyConfig {
     /// An interval missed its job's `deadline`.
     #[serde(default)]
     pub on_late: Vec<String>,
+    /// A data check failed or warned (`[checks.NAME]` in a job file).
+    #[serde(default)]
+    pub on_check_failure: Vec<String>,
     /// More dead letters than `dead_letters_per_hour`, or more gaps than
     /// `gaps_per_hour`, in an hour of ingest.
     #[serde(default)]
@@ -127,6 +130,7 @@ impl Default for NotifyConfig {
             on_task_failure: Vec::new(),
             on_recovered: Vec::new(),
             on_late: Vec::new(),
+            on_check_failure: Vec::new(),
             on_ingest: Vec::new(),
             dead_letters_per_hour: 0,
             gaps_per_hour: 0,
@@ -253,6 +257,7 @@ impl NotifyConfig {
             ("notify.on_task_failure", &self.on_task_failure),
             ("notify.on_recovered", &self.on_recovered),
             ("notify.on_late", &self.on_late),
+            ("notify.on_check_failure", &self.on_check_failure),
             ("notify.on_ingest", &self.on_ingest),
         ] {
             if let Some(n) = names.iter().find(|n| self.target(n).is_none()) {

@@ -44,6 +44,7 @@ pub mod api;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod capacity;
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod dag;

@@ -55,6 +55,10 @@ fn describe() {
         "Server-sent event streams open now (at most api.max_sse_streams)."
     );
     describe_counter!(
+        "hxjobs_checks_total",
+        "Data checks run, by job, check and outcome (pass, fail, warn, error, skipped)."
+    );
+    describe_counter!(
         "kafka_events_total",
         "Messages read by the live-stats consumer, per topic (rejected ones included)."
     );
@@ -296,6 +300,12 @@ pub fn task_finished(job: &str, kind: &str, state: &str, seconds: f64) {
         .increment(1);
     metrics::histogram!("hxjobs_task_duration_seconds", "job" => job.to_string(), "kind" => kind.to_string())
         .record(seconds);
+}
+
+/// Records one data check's outcome.
+pub fn check_finished(job: &str, check: &str, outcome: &str) {
+    metrics::counter!("hxjobs_checks_total", "job" => job.to_string(), "check" => check.to_string(), "outcome" => outcome.to_string())
+        .increment(1);
 }
 
 /// Records one finished run.

@@ -41,6 +41,8 @@ struct JobView<'a> {
     /// `trigger = "complete"`: what its next run still waits on.
     waiting_on: Option<&'a String>,
     tasks: Vec<Value>,
+    /// Its data checks: name, the task they follow, kind, blocking.
+    checks: Vec<Value>,
     params: &'a [crate::dag::params::Param],
     /// `null` when the database could not say.
     paused: Option<bool>,
@@ -86,6 +88,11 @@ pub async fn jobs(
                 .tasks
                 .iter()
                 .map(|t| json!({"id": t.id, "kind": t.kind.name(), "depends_on": t.depends_on}))
+                .collect(),
+            checks: j
+                .checks
+                .iter()
+                .map(|c| json!({"name": c.name, "after": c.after, "kind": c.kind.name(), "blocking": c.blocking}))
                 .collect(),
             params: &j.params,
             paused: paused.as_ref().map(|p| p.contains(&j.name)),

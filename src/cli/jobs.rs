@@ -77,6 +77,17 @@ pub async fn run(config: &Config, command: JobsCommand) -> CliResult {
                         .unwrap_or_else(|| "n/a (the database could not say)".into());
                     println!("{:<26} queued when {when}; waiting on {waits}", "");
                 }
+                if !j.checks.is_empty() {
+                    let checks: Vec<String> = j
+                        .checks
+                        .iter()
+                        .map(|c| {
+                            let gate = if c.blocking { "blocking" } else { "warning" };
+                            format!("{} ({} after {}, {gate})", c.name, c.kind.name(), c.after)
+                        })
+                        .collect();
+                    println!("{:<26} checks: {}", "", checks.join(", "));
+                }
             }
         }
     }

@@ -301,15 +301,35 @@ pub async fn run_tasks(
     let mut outcomes = Vec::new();
     for task in &ctx.job.tasks {
         if let Some(&state) = ended.get(&task.id) {
-            states.insert(task.id.as_str(), state);
-            outcomes.push(TaskOutcome {
+            let mut outcome = TaskOutcome {
                 task: task.id.clone(),
                 state,
                 attempts: 0,
                 message: format!("{state} before this claim of the run (kept)"),
                 duration: Duration::ZERO,
                 work: Duration::ZERO,
-            });
+            };
+            // Its checks, where a lost worker left some unrun.
+            if state == TaskState::Success && ctx.has_checks(task) {
+                match checks_of_ended(ctx, task).await? {
+                    Gate::Open => {}
+                    Gate::Interrupted => return Ok((outcomes, true)),
+                    Gate::Stopped(why) => {
+                        outcome = finish(
+                            ctx,
+                            task,
+                            TaskState::Failed,
+                            0,
+                            why,
+                            Duration::ZERO,
+                            Duration::ZERO,
+                        )
+                        .await?;
+                    }
+                }
+            }
+            states.insert(task.id.as_str(), outcome.state);
+            outcomes.push(outcome);
             continue;
         }
         if ctx.stop.is_cancelled() || ctx.fenced.is_cancelled() {
@@ -443,6 +463,22 @@ async fn run_with_retries(
                 return Ok(None);
             }
         }
+        if result.is_ok() && ctx.has_checks(task) {
+            let id = match &record {
+                Some(r) => r.id().await?,
+                None => None,
+            };
+            match run_checks(ctx, task, id, attempt as i32, &[]).await? {
+                Gate::Open => {}
+                Gate::Interrupted => return Ok(None),
+                Gate::Stopped(why) => {
+                    let elapsed = started.elapsed();
+                    return finish(ctx, task, TaskState::Failed, attempt, why, elapsed, work)
+                        .await
+                        .map(Some);
+                }
+            }
+        }
         let failure = match result {
             Ok(message) if sealed => {
                 // Recorded by the task's own transaction.
@@ -538,6 +574,98 @@ async fn run_with_retries(
         .await
         .map(Some);
     }
+}
+
+/// What a task's checks decided.
+enum Gate {
+    /// Nothing blocking failed: the task's success stands.
+    Open,
+    /// A blocking check failed or could not run: the task fails with this.
+    Stopped(String),
+    /// Shutdown or fenced out while checking.
+    Interrupted,
+}
+
+impl RunContext<'_> {
+    fn has_checks(&self, task: &Task) -> bool {
+        self.job.checks.iter().any(|c| c.after == task.id)
+    }
+}
+
+/// The checks of a task that succeeded before this claim: those its
+/// successful attempt has no result for run now; a recorded blocking
+/// failure stops it as well.
+async fn checks_of_ended(ctx: &RunContext<'_>, task: &Task) -> Result<Gate, sqlx::Error> {
+    let Some((pool, fence)) = ctx.ledger else {
+        return Ok(Gate::Open);
+    };
+    match crate::ledger::checks::recorded_for_task(pool, fence.run_id, &task.id).await? {
+        // No successful attempt (marked by an operator): nothing to check.
+        None => Ok(Gate::Open),
+        Some((id, try_number, done)) => run_checks(ctx, task, Some(id), try_number, &done).await,
+    }
+}
+
+/// Runs the checks declared after `task` on its successful attempt
+/// `attempt_id` (outside the ledger, `tasks test`: printed only), except
+/// those in `done` (already recorded: name, outcome, blocking), and
+/// records each result with its notifications.
+async fn run_checks(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    attempt_id: Option<i64>,
+    try_number: i32,
+    done: &[(String, String, bool)],
+) -> Result<Gate, sqlx::Error> {
+    let mut stops: Vec<String> = done
+        .iter()
+        .filter(|(_, outcome, blocking)| *blocking && (outcome == "fail" || outcome == "error"))
+        .map(|(name, outcome, _)| format!("{name} ({outcome}, recorded earlier)"))
+        .collect();
+    let targets = crate::notify::targets(ctx.config, ctx.job, Rule::CheckFailed);
+    let limit = Duration::from_secs(task.timeout_secs);
+    for check in ctx.job.checks.iter().filter(|c| c.after == task.id) {
+        if done.iter().any(|(name, _, _)| name == &check.name) {
+            continue;
+        }
+        if ctx.stop.is_cancelled() || ctx.fenced.is_cancelled() {
+            return Ok(Gate::Interrupted);
+        }
+        let verdict =
+            crate::checks::eval::run(ctx.pool, check, &ctx.job.name, ctx.interval, limit).await;
+        let outcome = crate::checks::eval::outcome(check, verdict.found);
+        tracing::info!(
+            job = %ctx.job.name, task = %task.id, check = %check.name, outcome,
+            message = %verdict.message, "data check"
+        );
+        if let (Some((pool, fence)), Some(attempt_id)) = (ctx.ledger, attempt_id) {
+            let result = crate::ledger::checks::NewResult {
+                attempt_id,
+                task: &task.id,
+                check: &check.name,
+                try_number,
+                kind: check.kind.name(),
+                blocking: check.blocking,
+                outcome,
+                observed: verdict.observed,
+                message: &verdict.message,
+            };
+            if !crate::ledger::checks::record(pool, fence, &result, &targets).await? {
+                tracing::warn!(run_id = fence.run_id, task = %task.id, "the run's claim was taken over; stopping its checks");
+                ctx.fenced.cancel();
+                return Ok(Gate::Interrupted);
+            }
+        }
+        crate::metrics::check_finished(&ctx.job.name, &check.name, outcome);
+        if crate::checks::eval::stops(check, verdict.found) {
+            stops.push(format!("{}: {}", check.name, verdict.message));
+        }
+    }
+    Ok(if stops.is_empty() {
+        Gate::Open
+    } else {
+        Gate::Stopped(format!("check_failed: {}", stops.join("; ")))
+    })
 }
 
 /// The longest single wait for an unreachable dependency, so a task

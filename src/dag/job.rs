@@ -150,6 +150,8 @@ pub struct Job {
     pub deadline: Option<chrono::TimeDelta>,
     /// Notification targets of this job's own (added to `[notify]`'s).
     pub notify: JobNotify,
+    /// Data checks (`[checks.NAME]`), each after the task it checks.
+    pub checks: Vec<crate::checks::Check>,
 }
 
 /// A job's cron schedule, with its text as written.
@@ -171,7 +173,8 @@ pub enum Trigger {
     Complete { lateness_secs: u64 },
 }
 
-/// `on_failure`, `on_task_failure`, `on_recovered`, `on_late` in a job file.
+/// `on_failure`, `on_task_failure`, `on_recovered`, `on_late`,
+/// `on_check_failure` in a job file.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct JobNotify {
     #[serde(default)]
@@ -182,6 +185,8 @@ pub struct JobNotify {
     pub on_recovered: Vec<String>,
     #[serde(default)]
     pub on_late: Vec<String>,
+    #[serde(default)]
+    pub on_check_failure: Vec<String>,
 }
 
 impl JobNotify {
@@ -191,6 +196,7 @@ impl JobNotify {
             .chain(&self.on_task_failure)
             .chain(&self.on_recovered)
             .chain(&self.on_late)
+            .chain(&self.on_check_failure)
     }
 }
 
@@ -231,6 +237,10 @@ struct RawJob {
     on_recovered: Vec<String>,
     #[serde(default)]
     on_late: Vec<String>,
+    #[serde(default)]
+    on_check_failure: Vec<String>,
+    #[serde(default)]
+    checks: BTreeMap<String, Spanned<toml::Table>>,
 }
 
 /// `"a"` or `["a", "b"]`.
@@ -617,7 +627,17 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
         on_task_failure: raw.on_task_failure,
         on_recovered: raw.on_recovered,
         on_late: raw.on_late,
+        on_check_failure: raw.on_check_failure,
     };
+    let task_ids: Vec<&str> = raw.tasks.keys().map(String::as_str).collect();
+    let mut checks = Vec::new();
+    for (name, table) in raw.checks {
+        let span = table.span();
+        match crate::checks::parse(&name, table.into_inner(), raw.interval, &task_ids) {
+            Ok(c) => checks.push(c),
+            Err(m) => errors.push(err(Some(span), m)),
+        }
+    }
     // Only when every task parsed and every dependency exists: a missing
     // one would look like a cycle.
     let ordered = if tasks.len() == raw.tasks.len() && !dangling {
@@ -652,6 +672,7 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
             params,
             deadline,
             notify,
+            checks,
         }),
         _ => Err(errors),
     }

@@ -254,15 +254,24 @@ impl Scheduler {
     /// `wait_for` job inside the interval that have not succeeded. `None`
     /// once they all have, once `wait_timeout_secs` after the interval's
     /// end is over (its tasks then compute what is missing themselves), or
-    /// when the job waited for is not loaded here.
+    /// when the job waited for is not loaded here. An upstream interval a
+    /// blocking data check failed holds it however long it takes.
     async fn waiting_on(
         &self,
         lock: &mut JobLock,
         job: &Job,
         interval: Interval,
     ) -> Result<Option<String>, sqlx::Error> {
+        if job.wait_for.is_empty() {
+            return Ok(None);
+        }
+        // A failed blocking check beneath it holds it until cleared or marked.
+        let held = trigger::upstream_holds(lock.conn(), &self.jobs, job, interval).await?;
+        if !held.is_empty() {
+            return Ok(Some(format!("waiting: {}", held.join("; "))));
+        }
         let timeout = TimeDelta::seconds(i64::try_from(job.wait_timeout_secs).unwrap_or(i64::MAX));
-        if job.wait_for.is_empty() || Utc::now() >= interval.end + timeout {
+        if Utc::now() >= interval.end + timeout {
             return Ok(None);
         }
         let pending = trigger::upstream_waits(lock.conn(), &self.jobs, job, interval).await?;

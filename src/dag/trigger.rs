@@ -88,6 +88,67 @@ pub fn data_waits(
     }
 }
 
+/// The span of `upstream`'s runs that `interval` of a job waiting for it
+/// waits on: those inside it, or the one whose interval covers it.
+fn upstream_span(upstream: &Job, job: &Job, interval: Interval) -> (DateTime<Utc>, DateTime<Utc>) {
+    let (from, to) = if upstream.interval.tiles(job.interval) {
+        (interval.start, interval.end)
+    } else {
+        let covering = upstream.interval.containing(interval.start);
+        (covering.start, covering.end)
+    };
+    (from.max(upstream.start_date), to)
+}
+
+/// The intervals of `job`'s `wait_for` jobs beneath `interval`, and of
+/// theirs in turn, that a blocking data check holds (failed, not cleared
+/// or marked since), in words. A held interval is waited on past
+/// `wait_timeout_secs`: a weekly job does not start without a day that
+/// never ran because one of its hours failed a check.
+pub async fn upstream_holds(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[Arc<Job>],
+    job: &Job,
+    interval: Interval,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut held = Vec::new();
+    let mut frontier: Vec<(&Job, Interval)> = vec![(job, interval)];
+    // Job files are few; the depth bounds a wait_for cycle.
+    for _ in 0..8 {
+        let mut next = Vec::new();
+        for (below, span) in frontier {
+            for name in &below.wait_for {
+                let Some(upstream) = jobs.iter().find(|j| &j.name == name) else {
+                    continue;
+                };
+                let (from, to) = upstream_span(upstream, below, span);
+                for (i, why) in ledger::checks::held(&mut *conn, name, from, to).await? {
+                    let text = format!(
+                        "{name} {} from {} held by a failed check ({why}); clear or mark that run",
+                        upstream.interval.as_str(),
+                        i.start.format("%Y-%m-%d %H:%M UTC")
+                    );
+                    if !held.contains(&text) {
+                        held.push(text);
+                    }
+                }
+                next.push((
+                    upstream.as_ref(),
+                    Interval {
+                        start: from,
+                        end: to,
+                    },
+                ));
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    Ok(held)
+}
+
 /// The runs of `job`'s `wait_for` jobs inside `interval` (or the one run
 /// whose interval covers it) that have not succeeded, in words; empty once
 /// they all have. A job waited for that is not loaded here is not waited on.
@@ -97,18 +158,12 @@ pub async fn upstream_waits(
     job: &Job,
     interval: Interval,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let mut pending = Vec::new();
+    let mut pending = upstream_holds(&mut *conn, jobs, job, interval).await?;
     for name in &job.wait_for {
         let Some(upstream) = jobs.iter().find(|j| &j.name == name) else {
             continue;
         };
-        let (from, to) = if upstream.interval.tiles(job.interval) {
-            (interval.start, interval.end)
-        } else {
-            let covering = upstream.interval.containing(interval.start);
-            (covering.start, covering.end)
-        };
-        let from = from.max(upstream.start_date);
+        let (from, to) = upstream_span(upstream, job, interval);
         let expected = upstream.interval.starts(from, to).len() as i64;
         let done = ledger::succeeded_intervals(&mut *conn, name, from, to).await?;
         if done < expected {

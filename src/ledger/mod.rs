@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod backfills;
+pub mod checks;
 pub mod console;
 pub mod controls;
 pub mod daemons;

@@ -34,6 +34,7 @@ pub enum Rule {
     TaskFailed,
     Recovered,
     Late,
+    CheckFailed,
 }
 
 /// The targets `rule` names for `job`: `[notify]`'s and the job's own.
@@ -43,6 +44,10 @@ pub fn targets(config: &Config, job: &Job, rule: Rule) -> Vec<String> {
         Rule::TaskFailed => (&config.notify.on_task_failure, &job.notify.on_task_failure),
         Rule::Recovered => (&config.notify.on_recovered, &job.notify.on_recovered),
         Rule::Late => (&config.notify.on_late, &job.notify.on_late),
+        Rule::CheckFailed => (
+            &config.notify.on_check_failure,
+            &job.notify.on_check_failure,
+        ),
     };
     let mut all: Vec<String> = Vec::new();
     for t in global.iter().chain(own) {
@@ -100,6 +105,18 @@ pub fn text(payload: &Value, public_url: Option<&str>) -> String {
             s("job"),
             n("try"),
             s("error")
+        ),
+        "check_failed" => format!(
+            "hxjobs: check {} of {} {} on {interval} after task {}: {}.{link}",
+            s("check"),
+            s("job"),
+            match s("outcome") {
+                "warn" => "warned",
+                "error" => "could not run",
+                _ => "failed (blocking: nothing downstream runs on it until it is cleared or marked)",
+            },
+            s("task"),
+            s("message")
         ),
         "run_recovered" => format!(
             "hxjobs: {} run {} recovered: it succeeded for {interval} after a failed attempt.{link}",

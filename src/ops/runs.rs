@@ -266,6 +266,7 @@ impl Ops {
             attempts: ledger::logs::attempts(pool, id, None).await?,
             actions: controls::run_actions(pool, id).await?,
             notifications: crate::notify::of_run(pool, id).await?,
+            checks: ledger::checks::of_run(pool, id).await?,
             run,
         })
     }
@@ -309,6 +310,8 @@ pub struct RunDetail {
     pub attempts: Vec<ledger::logs::AttemptRow>,
     pub actions: Vec<controls::ActionRow>,
     pub notifications: Vec<crate::notify::NotificationRow>,
+    /// What its data checks found, every try.
+    pub checks: Vec<ledger::checks::CheckRow>,
 }
 
 /// A job's runs as `GET /jobs/{job}/runs` shows them.

@@ -169,6 +169,7 @@ pub async fn build(
         source("series", series_grain, &series_buckets),
     ];
     let fresh = freshness::read(config, pool, period, now, ends).await?;
+    let data_quality = crate::ledger::checks::quality(pool, period.start, period.end).await?;
     let data_seq = current_buckets
         .iter()
         .chain(&previous_buckets)
@@ -269,6 +270,7 @@ pub async fn build(
         notes: resolved.note.iter().cloned().collect(),
         sources,
         freshness: fresh,
+        data_quality,
         sections: out,
         data_seq,
     })
@@ -369,12 +371,32 @@ impl Report {
                 "Not ready: {hours} hour(s) not stored completely by ingest yet (first: {first}); figures may rise"
             ));
         }
+        out.push(self.data_quality_line());
         out.extend(self.notes.iter().map(|n| format!("Note: {n}")));
         out.push(format!(
             "Generated: {} UTC by hxjobs",
             self.generated_at.format("%Y-%m-%d %H:%M:%S")
         ));
         out
+    }
+}
+
+impl Report {
+    /// What the data checks on the period's intervals found (their latest
+    /// results); n/a when none ran.
+    pub fn data_quality_line(&self) -> String {
+        let q = &self.data_quality;
+        if q.checks == 0 {
+            return "Data quality: n/a (no data check ran on the period's intervals)".into();
+        }
+        let mut line = format!(
+            "Data quality: {} checks on the period's intervals: {} passed, {} failed, {} warned, {} could not run, {} n/a",
+            q.checks, q.passed, q.failed, q.warned, q.errors, q.skipped
+        );
+        if !q.problems.is_empty() {
+            line.push_str(&format!("; {}", q.problems.join(", ")));
+        }
+        line
     }
 }
 

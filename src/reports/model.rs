@@ -63,6 +63,8 @@ pub struct Report {
     /// Which grain each part's figures came from, and buckets without data.
     pub sources: Vec<Source>,
     pub freshness: Freshness,
+    /// The latest result of every data check on the period's intervals.
+    pub data_quality: crate::ledger::checks::Quality,
     pub sections: Vec<Section>,
     /// The newest rollup `seq` read: a later report of the same period
     /// with a higher one was built from newer data.

@@ -424,6 +424,12 @@ pub async fn grid(
     let paused = ledger::controls::paused_jobs(&state.ops.pools.data)
         .await?
         .contains(&job.name);
+    let checked = if job.checks.is_empty() {
+        Default::default()
+    } else {
+        let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        ledger::checks::worst_by_run(&state.ops.pools.data, &ids).await?
+    };
     // Keeps the filters in the page links.
     let mut filters = format!("runs={limit}");
     for (k, v) in [("state", &p.state), ("from", &p.from), ("to", &p.to)] {
@@ -495,6 +501,18 @@ pub async fn grid(
                                 }
                             }
                         }
+                        @if !job.checks.is_empty() {
+                            tr.checks {
+                                th.task title="The worst latest outcome of the run's data checks" { "data checks" }
+                                @for r in &runs {
+                                    @let k = checked.get(&r.id).map_or("none", String::as_str);
+                                    td {
+                                        a class={ "c k k-" (k) } href={ "/ui/runs/" (r.id) "#checks" }
+                                          title={ "data checks · " (k) " · " (r.interval_start.format("%Y-%m-%d %H:%M")) } {}
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -559,6 +577,7 @@ pub async fn run(
     let tasks = ledger::tasks(pool, id).await?;
     let attempts = ledger::logs::attempts(pool, id, None).await?;
     let actions = ledger::controls::run_actions(pool, id).await?;
+    let checks = ledger::checks::of_run(pool, id).await?;
     let set = state.ops.jobs.current();
     let job = set.find(&run.job);
     // Tasks in the job's order (a task no longer in the job file last).
@@ -671,6 +690,29 @@ pub async fn run(
                                     input type="hidden" name="downstream" value="true";
                                     button type="submit" disabled[!w] title="Run this task and every task after it again" { "Clear + downstream" }
                                 }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if !checks.is_empty() || job.is_some_and(|j| !j.checks.is_empty()) {
+            h2 id="checks" { "Data checks" }
+            @if checks.is_empty() {
+                p.muted { "No check has run on this run yet." }
+            } @else {
+                table.checks {
+                    thead { tr { th { "Check" } th { "After" } th { "Kind" } th { "Try" } th { "Outcome" } th { "Found" } th { "Checked" } } }
+                    tbody {
+                        @for c in &checks {
+                            tr {
+                                td { (c.check) @if c.blocking { " " span.muted.small { "blocking" } } }
+                                td { (c.task) }
+                                td { (c.kind) }
+                                td.num { (c.try_number) }
+                                td { span class={ "badge c-" (c.outcome) } { (c.outcome) } }
+                                td.small { (c.message) }
+                                td { (time(c.checked_at)) }
                             }
                         }
                     }

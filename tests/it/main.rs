@@ -6,6 +6,7 @@
 mod access;
 mod api;
 mod browser;
+mod checks;
 mod cli;
 mod common;
 mod complete;
