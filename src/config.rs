@@ -598,6 +598,15 @@ pub struct IngestConfig {
     /// position has not moved for this long is stalled: `/health` answers
     /// 503 and `hxjobs_ingest_partitions_stalled` counts it.
     pub stalled_after_secs: u64,
+    /// How often a continuous worker reads the broker's ends of its
+    /// partitions and records how far its stored positions have passed
+    /// them (`caught_up_through`: what completeness triggers wait on).
+    #[serde(default = "default_marks_ms")]
+    pub marks_ms: u64,
+}
+
+fn default_marks_ms() -> u64 {
+    500
 }
 
 /// How a daemon ingests.
@@ -627,6 +636,12 @@ impl IngestConfig {
 
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_millis(self.max_batch_delay_ms)
+    }
+
+    /// How often a worker records its partitions' completeness marks: at
+    /// most every beat, at least every 50 ms.
+    pub fn marks_every(&self) -> Duration {
+        Duration::from_millis(self.marks_ms.max(50)).min(self.beat_every())
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod api;
 mod archive;
+mod freshness;
 mod live;
 mod logs;
 mod reports;
@@ -19,6 +20,7 @@ mod ui;
 
 pub use api::{api, ApiBench};
 pub use archive::{archive, ArchiveBench};
+pub use freshness::{freshness, FreshnessBench};
 pub use live::{live, LiveBench};
 pub use logs::{logs, LogsBench};
 pub use reports::{reports, ReportsBench};

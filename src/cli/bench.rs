@@ -47,6 +47,21 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Produce at a steady rate with continuous ingest and time, for minute
+    /// intervals, an interval's end to its rollup being readable: queued by
+    /// completeness next to queued by the clock; then a day's report after
+    /// its last hour (fresh topics and database).
+    Freshness {
+        /// Events per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Minute boundaries to measure.
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
+        /// Keep the bench database instead of removing it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Archive one day of N events (read, Parquet, put, read back, verify)
     /// into the configured store and into a local directory, in
     /// alternating rounds; print both rates and their ratio.
@@ -187,6 +202,25 @@ pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
                 } else {
                     "NOT met"
                 }
+            );
+            Ok(())
+        }
+        BenchCommand::Freshness {
+            rate,
+            minutes,
+            keep,
+        } => {
+            if rate == 0 || minutes == 0 || minutes > 120 {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--rate must be at least 1 and --minutes 1 to 120".into(),
+                });
+            }
+            let report = crate::bench::freshness(config, rate, minutes, keep).await?;
+            println!("{report}");
+            println!(
+                "  targets (p99 <= 5 s with every event, the day's report <= 60 s after its last hour): {}",
+                if report.targets_met() { "met" } else { "NOT met" }
             );
             Ok(())
         }

@@ -1,7 +1,9 @@
 //! Continuous ingest: the worker each daemon runs (`ingest.mode =
 //! "continuous"`).
 //!
-//! At every beat (a fifth of `ingest.stale_after_secs`) the worker renews
+//! Every `ingest.marks_ms` it records how far its stored positions passed
+//! the broker's ends (completeness). At every beat (a fifth of
+//! `ingest.stale_after_secs`) the worker renews
 //! its leases, gives back what exceeds its share (the partitions divided by
 //! the continuous workers present, rounded up) and claims free or lost
 //! partitions up to it. Its consumer thread reads the owned partitions from
@@ -145,6 +147,8 @@ async fn session(
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pulse = tokio::time::interval(PULSE_EVERY);
     pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut marks = tokio::time::interval(config.ingest.marks_every());
+    marks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome: Result<()> = loop {
         tokio::select! {
             item = rx.recv() => match item {
@@ -163,6 +167,13 @@ async fn session(
                     report(&summary, &coordinator, reported.elapsed());
                     summary = Summary::default();
                     reported = Instant::now();
+                }
+            }
+            _ = marks.tick() => {
+                // Between beats too: an interval is seen complete soon
+                // after its last events commit.
+                if let Err(e) = coordinator.record_marks().await {
+                    break Err(e);
                 }
             }
             _ = pulse.tick() => {
