@@ -184,7 +184,9 @@ async fn run(
     }
 
     let last = first + TimeDelta::minutes(minutes as i64);
-    let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, i64, i64)> = sqlx::query_as(
+    // (job, minute, when its rollup was written, what it counted, stored)
+    type Measured = (String, DateTime<Utc>, DateTime<Utc>, i64, i64);
+    let rows: Vec<Measured> = sqlx::query_as(
         "SELECT b.job, b.minute, b.at, b.counted,
                 (SELECT count(*) FROM events e WHERE e.event_time >= b.minute
                    AND e.event_time < b.minute + interval '1 minute')
