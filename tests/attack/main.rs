@@ -11,6 +11,7 @@ mod common;
 mod http;
 
 mod bounds;
+mod checks;
 mod fuzz;
 mod origin;
 mod params;
