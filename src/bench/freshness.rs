@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::scaleout::{start_workers, wait_owned};
+use super::scaleout::{percentile, start_workers, wait_owned};
 use super::Scratch;
 use crate::config::Config;
 use crate::dag::catalog::Catalog;
@@ -37,14 +37,6 @@ pub struct FreshnessBench {
     /// The day: from its last hour's success to the daily report written.
     pub day_report_secs: Option<f64>,
     pub day_events: u64,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
 impl FreshnessBench {

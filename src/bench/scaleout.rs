@@ -299,7 +299,7 @@ impl Latency {
 }
 
 /// The `p`-th percentile (nearest rank) of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }

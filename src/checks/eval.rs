@@ -106,6 +106,7 @@ async fn evaluate(
 ) -> Result<Verdict, sqlx::Error> {
     match &check.kind {
         Kind::Count {
+            grain,
             from,
             event_type,
             min,
@@ -114,13 +115,13 @@ async fn evaluate(
             within_pct,
             min_baseline,
         } => {
-            let Some(n) = count(tx, *from, event_type.as_deref(), interval).await? else {
+            let Some(n) = count(tx, *grain, *from, event_type.as_deref(), interval).await? else {
                 return Ok(Verdict::new(
                     Found::Error,
                     None,
                     format!(
                         "the {} rollup of the interval was not found",
-                        grain_of(*from).as_str()
+                        grain.as_str()
                     ),
                 ));
             };
@@ -145,8 +146,8 @@ async fn evaluate(
             let Some(vs) = vs else {
                 return Ok(Verdict::new(Found::Pass, Some(n as f64), what));
             };
-            let base = baseline(interval, *vs, grain_of(*from));
-            let before = count(tx, *from, event_type.as_deref(), base).await?;
+            let base = baseline(interval, *vs, *grain);
+            let before = count(tx, *grain, *from, event_type.as_deref(), base).await?;
             match before {
                 Some(b) if b >= *min_baseline => {
                     let change = (n - b) as f64 / b as f64 * 100.0;
@@ -322,14 +323,6 @@ async fn evaluate(
     }
 }
 
-fn grain_of(from: CountFrom) -> Grain {
-    match from {
-        CountFrom::Rollup(g) => g,
-        // Raw counts shift by the interval's own length.
-        CountFrom::Events => Grain::Hour,
-    }
-}
-
 /// The interval `vs` names for `interval`.
 fn baseline(interval: Interval, vs: Baseline, grain: Grain) -> Interval {
     let shift = |d: TimeDelta| Interval {
@@ -339,17 +332,9 @@ fn baseline(interval: Interval, vs: Baseline, grain: Grain) -> Interval {
     match vs {
         Baseline::Day => shift(TimeDelta::days(1)),
         Baseline::Week => shift(TimeDelta::days(7)),
-        Baseline::Previous => match grain {
-            Grain::Month | Grain::Week | Grain::Day | Grain::Hour
-                if interval.end == grain.next(interval.start) =>
-            {
-                let start = grain.prev(interval.start);
-                Interval {
-                    start,
-                    end: interval.start,
-                }
-            }
-            _ => shift(interval.end - interval.start),
+        Baseline::Previous => Interval {
+            start: grain.prev(interval.start),
+            end: interval.start,
         },
     }
 }
@@ -358,12 +343,13 @@ fn baseline(interval: Interval, vs: Baseline, grain: Grain) -> Interval {
 /// never computed.
 async fn count(
     tx: &mut Tx<'_>,
+    grain: Grain,
     from: CountFrom,
     event_type: Option<&str>,
     interval: Interval,
 ) -> Result<Option<i64>, sqlx::Error> {
     match from {
-        CountFrom::Rollup(grain) => {
+        CountFrom::Rollup => {
             let (computed, n): (bool, i64) = sqlx::query_as(
                 "SELECT EXISTS (SELECT 1 FROM rollup_buckets WHERE grain = $1 AND bucket_start = $2),
                         COALESCE((SELECT sum(event_count)::int8 FROM rollups

@@ -25,6 +25,8 @@ pub enum Kind {
     /// Events in the interval (of one type, optionally) within bounds, and
     /// within `within_pct` of a baseline interval.
     Count {
+        /// The job's interval: which rollup is read, and what "previous" is.
+        grain: Grain,
         from: CountFrom,
         event_type: Option<String>,
         min: Option<i64>,
@@ -57,7 +59,7 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CountFrom {
     /// The interval's rollup (cheap at any grain).
-    Rollup(Grain),
+    Rollup,
     /// The raw events.
     Events,
 }
@@ -230,7 +232,7 @@ pub fn parse(
                         "rollups start at hours: a minute job counts from = \"events\"".into(),
                     ))
                 }
-                None | Some("rollup") => CountFrom::Rollup(interval),
+                None | Some("rollup") => CountFrom::Rollup,
                 Some("events") => CountFrom::Events,
                 Some(other) => {
                     return Err(at(format!(
@@ -265,6 +267,7 @@ pub fn parse(
                 return Err(at("within_pct must be 0 or more".into()));
             }
             Kind::Count {
+                grain: interval,
                 from,
                 event_type: raw.event_type,
                 min: raw.min,
@@ -390,7 +393,8 @@ mod tests {
         assert!(matches!(
             c.kind,
             Kind::Count {
-                from: CountFrom::Rollup(Grain::Hour),
+                grain: Grain::Hour,
+                from: CountFrom::Rollup,
                 vs: Some(Baseline::Day),
                 ..
             }

@@ -158,7 +158,7 @@ pub async fn upstream_waits(
     job: &Job,
     interval: Interval,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let mut pending = upstream_holds(&mut *conn, jobs, job, interval).await?;
+    let mut pending = Vec::new();
     for name in &job.wait_for {
         let Some(upstream) = jobs.iter().find(|j| &j.name == name) else {
             continue;
@@ -311,7 +311,9 @@ pub async fn waiting_on(
                 .collect()
         } else {
             let mut conn = pool.acquire().await?;
-            upstream_waits(&mut conn, jobs, job, interval).await?
+            let mut waits = upstream_holds(&mut conn, jobs, job, interval).await?;
+            waits.extend(upstream_waits(&mut conn, jobs, job, interval).await?);
+            waits
         };
         let text = if waits.is_empty() {
             format!("{what}: complete, queued at the next pass")

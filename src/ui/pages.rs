@@ -525,12 +525,13 @@ pub async fn grid(
                 }
             }
         }
-        (legend())
+        (legend(!job.checks.is_empty()))
     };
     Ok(page(&job.name, Section::Jobs, &session, body))
 }
 
-fn legend() -> Markup {
+/// The grid's colours; with `checks`, the data checks' outcomes too.
+fn legend(checks: bool) -> Markup {
     let states = [
         "success",
         "running",
@@ -545,6 +546,12 @@ fn legend() -> Markup {
     html! {
         p.legend {
             @for s in states { span { span class={ "sq s-" (s) } {} " " (s) } " " }
+        }
+        @if checks {
+            p.legend {
+                "data checks: "
+                @for k in ["pass", "warn", "fail", "error", "skipped"] { span { span class={ "c k k-" (k) } {} " " (k) } " " }
+            }
         }
     }
 }
