@@ -204,25 +204,31 @@ pub async fn record(
     Ok(())
 }
 
-/// Delivers what is due now; returns how many were sent.
+/// Delivers what is due now; returns how many were sent. Each outcome is
+/// recorded the moment its send ends, so a daemon killed while a slow
+/// target is still being tried does not send the others again.
 pub async fn deliver_due(
     sender: &Sender,
     pool: &PgPool,
     worker: &str,
 ) -> Result<usize, sqlx::Error> {
     let due = claim(pool, 20).await?;
-    let sends = due.iter().map(|d| sender.deliver(d));
-    let outcomes = futures::future::join_all(sends).await;
-    let mut sent = 0;
-    for (d, outcome) in due.iter().zip(&outcomes) {
-        match outcome {
-            Ok(_) => sent += 1,
-            Err(e) => tracing::warn!(
+    let sends = due.iter().map(|d| async move {
+        let outcome = sender.deliver(d).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(
                 notification = d.id, target = %d.target, event = %d.event, attempt = d.attempts,
                 error = %e, "notification not delivered; trying again later"
-            ),
+            );
         }
-        record(pool, d, worker, outcome, sender.max_attempts()).await?;
+        record(pool, d, worker, &outcome, sender.max_attempts()).await?;
+        Ok::<bool, sqlx::Error>(outcome.is_ok())
+    });
+    let mut sent = 0;
+    for recorded in futures::future::join_all(sends).await {
+        if recorded? {
+            sent += 1;
+        }
     }
     Ok(sent)
 }

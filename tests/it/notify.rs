@@ -245,6 +245,17 @@ command = "echo about to fail; exit 3"
     )
     .await;
     assert!(tried >= 2, "no failed delivery attempt recorded");
+    // The mail went through: killed after its send was recorded, the
+    // daemon must not have it sent again (a kill between the send and its
+    // record would, by design: at least once).
+    let mailed = wait_until(
+        &env,
+        "SELECT count(*) FROM notifications WHERE target = 'mail' AND delivered_at IS NOT NULL",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(mailed, 1, "the mail was not delivered by the first daemon");
     let _ = daemon.kill();
     let _ = daemon.wait();
     hook.fail_first.store(0, Ordering::SeqCst);
