@@ -156,6 +156,51 @@ pub async fn job_grid(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /jobs/{job}/checks?from&to&limit`: the latest result of each data
+/// check on the job's intervals starting in `[from, to)` (default: the
+/// seven days before now), newest interval first.
+pub async fn job_checks(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(job): Path<String>,
+    q: Result<Query<ChecksQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    state.ops.read(&actor, &format!("job:{job}")).await?;
+    let job = state.ops.job(&job)?;
+    let to = match &q.to {
+        Some(s) => instant("to", s)?,
+        None => Utc::now(),
+    };
+    let from = match &q.from {
+        Some(s) => instant("from", s)?,
+        None => to - chrono::TimeDelta::days(7),
+    };
+    if from >= to {
+        return Err(super::ApiError::bad_request(
+            "invalid_range",
+            "from must be before to",
+        ));
+    }
+    let limit = q.limit.unwrap_or(500);
+    ops::runs::check_limit("limit", limit, 10_000)?;
+    let results = ledger::checks::of_job(&state.ops.pools.data, &job.name, from, to, limit).await?;
+    Ok(Json(json!({
+        "job": job.name,
+        "from": from,
+        "to": to,
+        "results": results,
+    })))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerBody {

@@ -238,6 +238,7 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
             get(jobs::job_runs).post(jobs::trigger_run),
         )
         .route("/jobs/{job}/grid", get(jobs::job_grid))
+        .route("/jobs/{job}/checks", get(jobs::job_checks))
         .route("/backfill", post(backfills::backfill))
         .route("/backfills", get(backfills::backfills))
         .route(

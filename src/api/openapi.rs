@@ -110,6 +110,12 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "GET",
+        "/jobs/{job}/checks",
+        "The latest result of each data check on the job's intervals starting in [from, to) (default: the seven days before now), newest interval first",
+        &["from", "to", "limit"],
+    ),
+    (
+        "GET",
         "/reports",
         "Generated reports, newest first",
         &["type", "limit"],

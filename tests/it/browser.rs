@@ -83,9 +83,17 @@ async fn browser() -> (Guard, Client) {
 
 /// Saves the top of the page the browser shows as `docs/img/console-<name>.png`.
 async fn screenshot(c: &Client, name: &str) {
-    c.execute("window.scrollTo(0, 0)", vec![])
-        .await
-        .expect("scroll to the top");
+    shoot(c, name, "window.scrollTo(0, 0)").await;
+}
+
+/// Saves the page from the element `css` selects down.
+async fn screenshot_from(c: &Client, name: &str, css: &str) {
+    let scroll = format!("document.querySelector({css:?}).scrollIntoView()");
+    shoot(c, name, &scroll).await;
+}
+
+async fn shoot(c: &Client, name: &str, scroll: &str) {
+    c.execute(scroll, vec![]).await.expect("scroll");
     let png = c.screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/img");
@@ -155,6 +163,16 @@ start_date = "2026-01-01"
 [tasks.extract]
 kind = "shell"
 command = "echo extracting; echo '<script>alert(1)</script>'"
+[checks.ready]
+after = "extract"
+kind = "sql"
+sql = "SELECT true, 'the extract is ready for ' || to_char({{{{ interval_start }}}}, 'YYYY-MM-DD')"
+[checks.volume]
+after = "extract"
+kind = "count"
+from = "events"
+min = 1000000
+blocking = false
 [tasks.upload]
 kind = "shell"
 depends_on = ["extract"]
@@ -316,6 +334,38 @@ sql = "SELECT 1"
         .await
         .expect("goto");
     screenshot(&c, "run").await;
+    // The run's data checks: the blocking one passed, the warning warned.
+    let checks = c
+        .execute(
+            "return [...document.querySelectorAll('table.checks tbody tr')].map(r =>
+               [...r.cells].slice(0, 6).map(td => td.innerText.trim()))",
+            vec![],
+        )
+        .await
+        .expect("checks table");
+    assert_eq!(
+        checks.as_array().map(Vec::len),
+        Some(2),
+        "one row per check: {checks}"
+    );
+    assert_eq!(checks[0][0], "ready blocking", "{checks}");
+    assert_eq!(checks[0][4], "pass", "{checks}");
+    assert!(
+        checks[0][5]
+            .as_str()
+            .is_some_and(|m| m.starts_with("the extract is ready for 2026-")),
+        "{checks}"
+    );
+    assert_eq!(checks[1][0], "volume", "{checks}");
+    assert_eq!(checks[1][4], "warn", "{checks}");
+    assert_eq!(
+        checks[1][5], "0 events, fewer than the minimum 1,000,000",
+        "{checks}"
+    );
+    c.find(Locator::Css("table.checks .badge.c-warn"))
+        .await
+        .expect("the warning's badge");
+    screenshot_from(&c, "checks", "#checks").await;
     let clear = c
         .find(Locator::Css(
             r#"#t-upload form input[name="downstream"] ~ button"#,
@@ -437,6 +487,69 @@ sql = "SELECT 1"
         json!(4),
         "the grid shows the three backfill runs and the first"
     );
+    // Each run's round data-checks cell: the warning is its worst outcome.
+    let warned = c
+        .execute(
+            "return document.querySelectorAll('tr.checks a.c.k.k-warn').length",
+            vec![],
+        )
+        .await
+        .expect("check cells");
+    assert_eq!(warned, json!(4), "a warned cell per run");
+    let metrics = crate::http::request(port, "GET", "/metrics", None, None).text();
+    let warned = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("hxjobs_checks_total{")
+                && l.contains(r#"check="volume""#)
+                && l.contains(r#"outcome="warn""#)
+        })
+        .unwrap_or_default();
+    assert!(
+        warned.ends_with(" 3"),
+        "the daemon checked the three backfill runs: {warned:?}"
+    );
+    // The same results per interval in the API, newest first.
+    let api = crate::http::request(
+        port,
+        "GET",
+        "/jobs/nightly/checks?from=2026-03-01&to=2026-03-04",
+        None,
+        None,
+    )
+    .json();
+    let results = api["results"].as_array().expect("results");
+    let seen: Vec<(&str, &str, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["interval_start"].as_str().unwrap_or_default(),
+                r["check"].as_str().unwrap_or_default(),
+                r["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("2026-03-03T00:00:00Z", "ready", "pass"),
+            ("2026-03-03T00:00:00Z", "volume", "warn"),
+            ("2026-03-02T00:00:00Z", "ready", "pass"),
+            ("2026-03-02T00:00:00Z", "volume", "warn"),
+            ("2026-03-01T00:00:00Z", "ready", "pass"),
+            ("2026-03-01T00:00:00Z", "volume", "warn"),
+        ],
+        "{api}"
+    );
+    let backwards = crate::http::request(
+        port,
+        "GET",
+        "/jobs/nightly/checks?from=2026-03-04&to=2026-03-01",
+        None,
+        None,
+    );
+    assert_eq!(backwards.status, 400);
+    assert_eq!(backwards.json()["error"], "invalid_range");
     screenshot(&c, "grid").await;
 
     // A weekly report generated from the form, opened inline.

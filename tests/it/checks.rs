@@ -223,6 +223,47 @@ async fn a_halved_hour_stops_at_its_gate_until_cleared_or_marked() {
         ),
         "{note}"
     );
+    // The day's report says so in its data-quality line.
+    let day_report = |format| {
+        hxjobs::reports::generate(
+            &env.config,
+            &env.pool,
+            "daily_summary",
+            format,
+            Some(ts("2026-03-02T00:00:00Z")),
+            now,
+        )
+    };
+    let json = day_report(hxjobs::reports::Format::Json)
+        .await
+        .expect("json report");
+    let body: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.stored(&json)).expect("file")).expect("json");
+    let quality = &body["data_quality"];
+    assert_eq!(quality["failed"], 1, "{quality}");
+    assert_eq!(
+        quality["warned"], 3,
+        "each stored hour's warning: {quality}"
+    );
+    assert!(
+        quality["problems"]
+            .as_array()
+            .expect("problems")
+            .contains(&serde_json::json!(
+                "gate_hourly volume fail (2026-03-02 11:00 UTC)"
+            )),
+        "{quality}"
+    );
+    let pdf = day_report(hxjobs::reports::Format::Pdf)
+        .await
+        .expect("pdf report");
+    let text = crate::complete::pdftotext(&env.stored(&pdf));
+    let line = text
+        .lines()
+        .find(|l| l.contains("Data quality:"))
+        .unwrap_or_default();
+    assert!(line.contains("1 failed, 3 warned"), "{text}");
+
     let shared: Vec<Arc<Job>> = both.iter().cloned().map(Arc::new).collect();
 
     // Clearing runs the checks again: the data is still halved.

@@ -483,7 +483,7 @@ async fn reports_from_daily_rollups_alone_equal_the_events() {
     env.cleanup().await;
 }
 
-fn pdftotext(path: &Path) -> String {
+pub(crate) fn pdftotext(path: &Path) -> String {
     let out = Command::new("pdftotext")
         .arg("-layout")
         .arg(path)
