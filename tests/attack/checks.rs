@@ -129,6 +129,58 @@ blocking = false
     assert_eq!(api.status, 200);
     let checks = api.json()["checks"].clone();
     assert_eq!(checks[0]["message"], format!("source: {MARKUP}"));
+    // Per interval: the same text; the range and limit are bounded, dates
+    // are dates, and nothing beyond the declared parameters is taken.
+    let range = "from=2026-03-05T09:00:00Z&to=2026-03-05T10:00:00Z";
+    let per = crate::http::request(
+        port,
+        "GET",
+        &format!("/jobs/checked/checks?{range}"),
+        None,
+        None,
+    );
+    assert_eq!(per.status, 200, "{}", per.text());
+    let results = per.json()["results"].clone();
+    assert_eq!(results.as_array().map(Vec::len), Some(3), "{results}");
+    assert!(
+        results.as_array().is_some_and(|r| r
+            .iter()
+            .any(|c| c["message"] == format!("source: {MARKUP}"))),
+        "{results}"
+    );
+    for (query, status, code) in [
+        (format!("{range}&limit=10001"), 400, "invalid_limit"),
+        (format!("{range}&limit=0"), 400, "invalid_limit"),
+        (
+            "from=2026-03-05'%20OR%20'1'%3D'1&to=2026-03-06".to_string(),
+            400,
+            "invalid_date",
+        ),
+        (
+            "from=2026-03-06&to=2026-03-05".to_string(),
+            400,
+            "invalid_range",
+        ),
+        (format!("{range}&sql=SELECT%201"), 400, "invalid_query"),
+    ] {
+        let r = crate::http::request(
+            port,
+            "GET",
+            &format!("/jobs/checked/checks?{query}"),
+            None,
+            None,
+        );
+        assert_eq!(r.status, status, "{query}: {}", r.text());
+        assert_eq!(r.json()["error"], code, "{query}: {}", r.text());
+    }
+    let r = crate::http::request(
+        port,
+        "GET",
+        "/jobs/checked%27%20OR%201%3D1--/checks",
+        None,
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
     drop(server);
 
     // A share check's field is a column name from a fixed list: SQL in
