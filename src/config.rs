@@ -56,6 +56,21 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// `[pools.NAME]`: caps on how many attempts of the tasks naming the
+    /// pool run at once, across jobs and daemons.
+    #[serde(default)]
+    pub pools: std::collections::BTreeMap<String, PoolConfig>,
+}
+
+/// One pool (`crate::ledger::pools`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// How many attempts may hold a slot at once.
+    pub slots: u32,
+    /// What the pool protects, shown in the console.
+    #[serde(default)]
+    pub description: String,
 }
 
 /// Where reports and archived days are kept (`crate::storage`).
@@ -990,6 +1005,21 @@ impl Config {
                 Err((key, "must not be empty".into()))
             } else {
                 Ok(())
+            }
+        }
+        for (name, p) in &self.pools {
+            if !(1..=10_000).contains(&p.slots) {
+                return Err(("pools", format!("pool `{name}`: slots must be 1 to 10000")));
+            }
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err((
+                    "pools",
+                    format!("pool `{name}`: a name is letters, digits, `_` and `-`"),
+                ));
             }
         }
         nonempty("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)?;

@@ -54,6 +54,18 @@ fn describe() {
         "hxjobs_api_streams",
         "Server-sent event streams open now (at most api.max_sse_streams)."
     );
+    describe_gauge!(
+        "hxjobs_pool_slots",
+        "Slots of each pool ([pools.NAME] slots)."
+    );
+    describe_gauge!(
+        "hxjobs_pool_used",
+        "Slots of each pool held by running task attempts, across daemons."
+    );
+    describe_gauge!(
+        "hxjobs_pool_waiting",
+        "Tasks waiting for a slot of each pool, across daemons."
+    );
     describe_counter!(
         "hxjobs_checks_total",
         "Data checks run, by job, check and outcome (pass, fail, warn, error, skipped)."
@@ -253,6 +265,7 @@ async fn refresh(pool: &PgPool, config: &Config) {
                 .set(ok as f64 / all as f64);
         }
     }
+    pool_gauges(pool, config).await;
     let Ok(progress) = crate::ingest::progress::Progress::read(config, pool).await else {
         return;
     };
@@ -292,6 +305,25 @@ async fn refresh(pool: &PgPool, config: &Config) {
         }
     })
     .await;
+}
+
+/// Each pool's slots, and how many are held and waited for now.
+async fn pool_gauges(pool: &PgPool, config: &Config) {
+    if config.pools.is_empty() {
+        return;
+    }
+    let stale = config.scheduler.stale_after_secs;
+    let Ok(holders) = crate::ledger::pools::holders(pool, stale).await else {
+        return;
+    };
+    for (name, p) in &config.pools {
+        let of = holders.iter().filter(|h| &h.pool == name);
+        let used = of.clone().filter(|h| h.granted_at.is_some()).count();
+        let waiting = of.filter(|h| h.granted_at.is_none()).count();
+        metrics::gauge!("hxjobs_pool_slots", "pool" => name.clone()).set(p.slots as f64);
+        metrics::gauge!("hxjobs_pool_used", "pool" => name.clone()).set(used as f64);
+        metrics::gauge!("hxjobs_pool_waiting", "pool" => name.clone()).set(waiting as f64);
+    }
 }
 
 /// Records one finished task attempt.

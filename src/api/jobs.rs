@@ -87,7 +87,10 @@ pub async fn jobs(
             tasks: j
                 .tasks
                 .iter()
-                .map(|t| json!({"id": t.id, "kind": t.kind.name(), "depends_on": t.depends_on}))
+                .map(|t| {
+                    json!({"id": t.id, "kind": t.kind.name(), "depends_on": t.depends_on,
+                           "trigger_rule": t.trigger_rule.as_str(), "pool": t.pool})
+                })
                 .collect(),
             checks: j
                 .checks
@@ -199,6 +202,85 @@ pub async fn job_checks(
         "to": to,
         "results": results,
     })))
+}
+
+/// `GET /jobs/{job}/versions`: every version of the job's file seen, the
+/// newest first, with how many runs ran with each.
+pub async fn job_versions(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(job): Path<String>,
+) -> ApiResult<Json<Value>> {
+    state.ops.read(&actor, &format!("job:{job}")).await?;
+    let job = state.ops.job(&job)?;
+    let versions = ledger::versions::of_job(&state.ops.pools.data, &job.name).await?;
+    Ok(Json(json!({
+        "job": job.name,
+        "loaded": job.version,
+        "versions": versions,
+    })))
+}
+
+/// `GET /jobs/{job}/versions/{version}`: one version's text.
+pub async fn job_version(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path((job, version)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    state.ops.read(&actor, &format!("job:{job}")).await?;
+    let job = state.ops.job(&job)?;
+    if version.len() != 12 || !version.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(super::ApiError::bad_request(
+            "invalid_version",
+            "a version is 12 hex digits",
+        ));
+    }
+    let text = ledger::versions::text(
+        &state.ops.pools.data,
+        &job.name,
+        &version.to_ascii_lowercase(),
+    )
+    .await?
+    .ok_or_else(|| {
+        super::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("job {} has no version {version}", job.name),
+        )
+    })?;
+    Ok(Json(json!({
+        "job": job.name,
+        "version": version.to_ascii_lowercase(),
+        "loaded": version.eq_ignore_ascii_case(&job.version),
+        "definition": text,
+    })))
+}
+
+/// `GET /pools`: every pool's slots, who holds them and who waits.
+pub async fn pools(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<Json<Value>> {
+    state.ops.read(&actor, "pools").await?;
+    let config = &state.ops.config;
+    let holders =
+        ledger::pools::holders(&state.ops.pools.data, config.scheduler.stale_after_secs).await?;
+    let pools: Vec<Value> = config
+        .pools
+        .iter()
+        .map(|(name, p)| {
+            let of: Vec<_> = holders.iter().filter(|h| &h.pool == name).collect();
+            json!({
+                "name": name,
+                "slots": p.slots,
+                "description": p.description,
+                "used": of.iter().filter(|h| h.granted_at.is_some()).count(),
+                "waiting": of.iter().filter(|h| h.granted_at.is_none()).count(),
+                "holders": of,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "pools": pools })))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -239,6 +239,9 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
         )
         .route("/jobs/{job}/grid", get(jobs::job_grid))
         .route("/jobs/{job}/checks", get(jobs::job_checks))
+        .route("/jobs/{job}/versions", get(jobs::job_versions))
+        .route("/jobs/{job}/versions/{version}", get(jobs::job_version))
+        .route("/pools", get(jobs::pools))
         .route("/backfill", post(backfills::backfill))
         .route("/backfills", get(backfills::backfills))
         .route(

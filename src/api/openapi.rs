@@ -116,6 +116,24 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "GET",
+        "/jobs/{job}/versions",
+        "Every version of the job's file seen (the first 12 hex digits of its SHA-256), the newest first, with the runs that ran with each",
+        &[],
+    ),
+    (
+        "GET",
+        "/jobs/{job}/versions/{version}",
+        "One version's text",
+        &[],
+    ),
+    (
+        "GET",
+        "/pools",
+        "Every pool's slots, the task attempts holding them and those waiting",
+        &[],
+    ),
+    (
+        "GET",
         "/reports",
         "Generated reports, newest first",
         &["type", "limit"],

@@ -16,6 +16,13 @@ pub const POLICY: &[(&str, &str, Access)] = &[
     ("POST", "/jobs/{job}/runs", Access::Needs(Need::Operate)),
     ("GET", "/jobs/{job}/grid", Access::Needs(Need::Read)),
     ("GET", "/jobs/{job}/checks", Access::Needs(Need::Read)),
+    ("GET", "/jobs/{job}/versions", Access::Needs(Need::Read)),
+    (
+        "GET",
+        "/jobs/{job}/versions/{version}",
+        Access::Needs(Need::Read),
+    ),
+    ("GET", "/pools", Access::Needs(Need::Read)),
     ("POST", "/jobs/{job}/clear", Access::Needs(Need::Operate)),
     ("POST", "/jobs/{job}/pause", Access::Needs(Need::Operate)),
     ("POST", "/jobs/{job}/unpause", Access::Needs(Need::Operate)),

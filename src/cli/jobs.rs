@@ -58,7 +58,16 @@ pub async fn run(config: &Config, command: JobsCommand) -> CliResult {
                 let tasks: Vec<String> = j
                     .tasks
                     .iter()
-                    .map(|t| format!("{}({})", t.id, t.kind.name()))
+                    .map(|t| {
+                        let mut about = vec![t.kind.name().to_string()];
+                        if t.trigger_rule != crate::dag::rules::TriggerRule::AllSuccess {
+                            about.push(t.trigger_rule.as_str().to_string());
+                        }
+                        if let Some(p) = &t.pool {
+                            about.push(format!("pool {p}"));
+                        }
+                        format!("{}({})", t.id, about.join(", "))
+                    })
                     .collect();
                 println!(
                     "{:<26} {} {:<14} {:<5} catchup={:<6} next={}  tasks: {}",

@@ -227,14 +227,29 @@ pub(crate) fn refused(e: crate::ops::Error) -> Failure {
 
 /// Why a loaded job is still refused: it names notification targets the
 /// configuration lacks.
-fn missing_targets(config: &Config, job: &crate::dag::Job) -> Option<String> {
+fn undefined_names(config: &Config, job: &crate::dag::Job) -> Option<String> {
     let unknown = crate::notify::unknown_targets(config, job);
-    (!unknown.is_empty()).then(|| {
-        format!(
+    let mut pools: Vec<&str> = job
+        .tasks
+        .iter()
+        .filter_map(|t| t.pool.as_deref())
+        .filter(|p| !config.pools.contains_key(*p))
+        .collect();
+    pools.dedup();
+    let mut problems = Vec::new();
+    if !unknown.is_empty() {
+        problems.push(format!(
             "names notification targets that [notify] does not define: {}",
             unknown.join(", ")
-        )
-    })
+        ));
+    }
+    if !pools.is_empty() {
+        problems.push(format!(
+            "names pools that the configuration does not define ([pools.NAME]): {}",
+            pools.join(", ")
+        ));
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
 }
 
 /// The jobs in `jobs.dir` for one command. Invalid files are logged (each
@@ -246,12 +261,12 @@ pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Fail
     })?;
     let (ok, bad): (Vec<_>, Vec<_>) = std::mem::take(&mut loaded.jobs)
         .into_iter()
-        .partition(|j| missing_targets(config, j).is_none());
+        .partition(|j| undefined_names(config, j).is_none());
     for job in bad {
         loaded.errors.push(crate::dag::job::Error {
             file: job.file.clone(),
             line: None,
-            message: missing_targets(config, &job).unwrap_or_default(),
+            message: undefined_names(config, &job).unwrap_or_default(),
         });
     }
     loaded.jobs = ok;
@@ -262,12 +277,12 @@ pub(crate) fn load_jobs(config: &Config) -> Result<crate::dag::job::Loaded, Fail
 }
 
 /// The jobs in `jobs.dir` as a reloadable catalog (daemons and the API),
-/// with [`missing_targets`] as its extra check. Invalid files are logged
+/// with [`undefined_names`] as its extra check. Invalid files are logged
 /// (each with file:line); the catalog counts them in
 /// `hxjobs_job_files_invalid`; the valid jobs still load.
 pub(crate) fn catalog(config: &Config) -> Result<crate::dag::catalog::Catalog, Failure> {
     let targets = config.clone();
-    let check: crate::dag::catalog::Check = Box::new(move |job| missing_targets(&targets, job));
+    let check: crate::dag::catalog::Check = Box::new(move |job| undefined_names(&targets, job));
     let catalog =
         crate::dag::catalog::Catalog::load(config.jobs.dir.clone(), check).map_err(|e| {
             Failure {

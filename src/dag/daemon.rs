@@ -149,9 +149,17 @@ async fn record_loaded(scheduler: &Scheduler, catalog: &Catalog) -> bool {
             loaded_at: set.since.get(&j.name).copied().unwrap_or_else(Utc::now),
         })
         .collect();
-    match crate::ledger::daemons::record_jobs(&scheduler.pools.ledger, &scheduler.worker, &versions)
-        .await
-    {
+    let recorded =
+        crate::ledger::daemons::record_jobs(&scheduler.pools.ledger, &scheduler.worker, &versions)
+            .await;
+    let recorded = match recorded {
+        Ok(()) => {
+            crate::ledger::versions::remember(&scheduler.pools.ledger, &set.jobs, &scheduler.worker)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match recorded {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "loaded job versions not recorded; trying again");

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::rules::Decision;
 use super::{Job, Task};
 use crate::config::Config;
 use crate::db::Pools;
@@ -184,6 +185,11 @@ pub async fn execute(
         tracing::warn!(run_id = run.run_id, "run fenced out before it started");
         return Ok(report);
     };
+    if !ledger::versions::stamp(pool, fence, job).await? {
+        report.fenced = true;
+        tracing::warn!(run_id = run.run_id, "run fenced out before it started");
+        return Ok(report);
+    }
 
     let fenced = CancellationToken::new();
     // Its own task: nothing the run does can delay it (heavy work runs on
@@ -335,13 +341,28 @@ pub async fn run_tasks(
         if ctx.stop.is_cancelled() || ctx.fenced.is_cancelled() {
             return Ok((outcomes, true));
         }
-        let blocked = task
+        // A task skipped by design (not run in backfills) counts as
+        // succeeded for its dependants.
+        let upstream: Vec<(&str, TaskState)> = task
             .depends_on
             .iter()
-            .find(|d| !states.get(d.as_str()).is_some_and(|s| s.is_done()));
+            .map(|d| {
+                let state = states
+                    .get(d.as_str())
+                    .copied()
+                    .unwrap_or(TaskState::UpstreamFailed);
+                let by_design = state == TaskState::Skipped
+                    && ctx.run_type == RunType::Backfill
+                    && ctx.job.tasks.iter().any(|t| &t.id == d && !t.in_backfill);
+                (
+                    d.as_str(),
+                    if by_design { TaskState::Success } else { state },
+                )
+            })
+            .collect();
         let skip = ctx.run_type == RunType::Backfill && !task.in_backfill;
-        let outcome = match blocked {
-            None if skip => {
+        let outcome = match task.trigger_rule.decide(&upstream) {
+            Decision::Run if skip => {
                 let message = "not run in backfill runs (in_backfill = false)".to_string();
                 finish(
                     ctx,
@@ -354,8 +375,19 @@ pub async fn run_tasks(
                 )
                 .await?
             }
-            Some(dep) => {
-                let message = format!("upstream task `{dep}` did not succeed");
+            Decision::Skip(message) => {
+                finish(
+                    ctx,
+                    task,
+                    TaskState::Skipped,
+                    0,
+                    message,
+                    Duration::ZERO,
+                    Duration::ZERO,
+                )
+                .await?
+            }
+            Decision::UpstreamFailed(message) => {
                 finish(
                     ctx,
                     task,
@@ -367,7 +399,7 @@ pub async fn run_tasks(
                 )
                 .await?
             }
-            None => match run_with_retries(ctx, task).await? {
+            Decision::Run => match run_with_retries(ctx, task).await? {
                 Some(outcome) => outcome,
                 None => return Ok((outcomes, true)),
             },
@@ -392,6 +424,16 @@ async fn run_with_retries(
     let mut waiting: Option<(Instant, u32)> = None;
     loop {
         attempt += 1;
+        // A task in a pool runs its attempt holding one of its slots.
+        let slot = match (&task.pool, ctx.ledger) {
+            (Some(name), Some((pool, fence))) => {
+                if !take_slot(ctx, task, name, attempt).await? {
+                    return Ok(None);
+                }
+                Some((pool, fence))
+            }
+            _ => None,
+        };
         let (record, writer, seal) = match ctx.ledger {
             Some((pool, fence)) => {
                 let record = Arc::new(ledger::Attempt::new(pool, fence, &task.id, attempt as i32));
@@ -439,6 +481,12 @@ async fn run_with_retries(
             r = tokio::time::timeout(limit, task.kind.run(&tctx)).instrument(span) => Some(r),
         };
         work += began.elapsed();
+        if let Some((pool, fence)) = slot {
+            if let Err(e) = ledger::pools::release(pool, fence, &task.id).await {
+                tracing::warn!(run_id = fence.run_id, task = %task.id, error = %e,
+                    "pool slot not given back; it frees itself when the run ends");
+            }
+        }
         let fenced_out = attempted.is_none();
         let result = match attempted {
             None => Err(Failure::Fenced),
@@ -573,6 +621,50 @@ async fn run_with_retries(
         )
         .await
         .map(Some);
+    }
+}
+
+/// How often a task waiting for a pool's slot asks again.
+const POOL_POLL: Duration = Duration::from_millis(500);
+
+/// Waits for a slot of `name` for `task`; false when the run was stopped
+/// or fenced out first. The task shows `queued` with why while it waits.
+async fn take_slot(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    name: &str,
+    attempt: u32,
+) -> Result<bool, sqlx::Error> {
+    let Some((pool, fence)) = ctx.ledger else {
+        return Ok(true);
+    };
+    let slots = ctx.config.pools.get(name).map_or(1, |p| p.slots);
+    let stale = ctx.config.scheduler.stale_after_secs;
+    let mut told = None;
+    loop {
+        match ledger::pools::ask(pool, fence, &task.id, name, slots, stale).await? {
+            ledger::pools::Ask::Granted => return Ok(true),
+            ledger::pools::Ask::Fenced => {
+                ctx.fenced.cancel();
+                return Ok(false);
+            }
+            ledger::pools::Ask::Wait { used, ahead } => {
+                let note = format!(
+                    "waiting for a slot of pool `{name}` ({used} of {slots} in use, {ahead} waiting before it)"
+                );
+                if told.as_ref() != Some(&note) {
+                    ctx.set(task, TaskState::Queued, attempt - 1, Some(&note), None)
+                        .await?;
+                    told = Some(note);
+                }
+            }
+        }
+        if !sleep_unless_stopped(POOL_POLL, ctx).await {
+            if let Err(e) = ledger::pools::release(pool, fence, &task.id).await {
+                tracing::debug!(error = %e, "pool place not given back; it frees itself");
+            }
+            return Ok(false);
+        }
     }
 }
 

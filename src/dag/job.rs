@@ -58,8 +58,14 @@ pub struct Task {
     /// Wall-clock deadline of one attempt.
     pub timeout_secs: u64,
     /// Whether the task runs in backfill runs (`false`: recorded `skipped`,
-    /// e.g. an ingest that drains the present, not the backfilled past).
+    /// e.g. an ingest that drains the present, not the backfilled past;
+    /// its dependants count it as succeeded).
     pub in_backfill: bool,
+    /// When it runs, from its upstream tasks' states.
+    pub trigger_rule: super::rules::TriggerRule,
+    /// The pool (`[pools.NAME]` in the configuration) whose slot each of
+    /// its attempts holds while it runs.
+    pub pool: Option<String>,
 }
 
 impl Job {
@@ -128,6 +134,8 @@ pub struct Job {
     /// The first 12 hex digits of the file's SHA-256: which text of the
     /// file this job was loaded from.
     pub version: String,
+    /// The file's text as loaded (kept with its version in `job_versions`).
+    pub source: Arc<str>,
     /// `None` only for a job with `trigger = "complete"`.
     pub schedule: Option<Schedule>,
     pub timezone: chrono_tz::Tz,
@@ -301,9 +309,12 @@ struct RawTask {
     timeout_secs: u64,
     #[serde(default = "yes")]
     in_backfill: bool,
+    #[serde(default)]
+    trigger_rule: super::rules::TriggerRule,
+    pool: Option<String>,
 }
 
-const COMMON_KEYS: [&str; 7] = [
+const COMMON_KEYS: [&str; 9] = [
     "kind",
     "depends_on",
     "retries",
@@ -311,6 +322,8 @@ const COMMON_KEYS: [&str; 7] = [
     "retry_delay_max_secs",
     "timeout_secs",
     "in_backfill",
+    "trigger_rule",
+    "pool",
 ];
 
 fn yes() -> bool {
@@ -611,6 +624,8 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
                     retry_delay_max_secs: t.retry_delay_max_secs.max(t.retry_delay_secs),
                     timeout_secs: t.timeout_secs,
                     in_backfill: t.in_backfill,
+                    trigger_rule: t.trigger_rule,
+                    pool: t.pool,
                 },
                 span,
             ),
@@ -659,6 +674,7 @@ pub fn parse_all(file: &Path, text: &str) -> Result<Job, Vec<Error>> {
             description: raw.description,
             file: file.to_path_buf(),
             version: version_of(text),
+            source: Arc::from(text),
             schedule,
             timezone,
             interval: raw.interval,

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod executor;
 pub mod job;
 pub mod params;
+pub mod rules;
 pub mod scheduler;
 pub mod trigger;
 

@@ -20,8 +20,10 @@ pub mod controls;
 pub mod daemons;
 pub mod deadlines;
 pub mod logs;
+pub mod pools;
 mod read;
 mod schedule;
+pub mod versions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -34,6 +34,8 @@ pub struct RunRow {
     pub late: bool,
     /// Task attempts in the run, every task and claim counted.
     pub tries: i64,
+    /// The job's version its latest claim ran with (`job_versions`).
+    pub job_version: Option<String>,
 }
 
 /// [`RunRow`]s from `job_runs` with the rest of the statement (`WHERE …`)
@@ -52,7 +54,8 @@ macro_rules! select_runs {
                               WHERE l.job = job_runs.job
                                 AND l.interval_start = job_runs.interval_start) AS "late!",
                       (SELECT count(*) FROM task_attempts a WHERE a.run_id = job_runs.id)
-                          AS "tries!"
+                          AS "tries!",
+                      job_version
                FROM job_runs "# + $rest
             $(, $arg)*
         )

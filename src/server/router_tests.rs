@@ -434,7 +434,8 @@ fn sample(method: &str, path: &str, token: Option<&str>) -> Request<Body> {
     let uri = path
         .replace("{job}", "hxp_hourly_aggregation")
         .replace("{id}", "1")
-        .replace("{task}", "aggregate");
+        .replace("{task}", "aggregate")
+        .replace("{version}", "0123456789ab");
     let body = match (method, path) {
         ("POST", "/jobs/{job}/clear") => r#"{"from": "2026-01-01", "to": "2026-01-02"}"#,
         ("POST", "/backfill") => {

@@ -13,6 +13,7 @@ mod complete;
 mod controls;
 mod daemon;
 mod dag;
+mod dependencies;
 mod http;
 mod ingest;
 mod logs;
