@@ -19,6 +19,7 @@ mod insight;
 pub mod oidc;
 mod pages;
 pub mod session;
+mod shape;
 mod trigger;
 mod view;
 
@@ -64,6 +65,12 @@ pub const POLICY: &[(&str, &str, Access)] = &[
         "/ui/jobs/{job}/unpause",
         Access::Needs(Need::Operate),
     ),
+    (
+        "GET",
+        "/ui/jobs/{job}/definition",
+        Access::Needs(Need::Read),
+    ),
+    ("GET", "/ui/pools", Access::Needs(Need::Read)),
     ("GET", "/ui/jobs/{job}/run", Access::Needs(Need::Read)),
     ("POST", "/ui/jobs/{job}/run", Access::Needs(Need::Operate)),
     ("GET", "/ui/jobs/{job}/backfill", Access::Needs(Need::Read)),
@@ -104,6 +111,8 @@ pub fn router(state: ApiState) -> Router<ApiState> {
         .route("/ui/", get(pages::overview))
         .route("/ui/jobs", get(pages::jobs))
         .route("/ui/jobs/{job}", get(pages::grid))
+        .route("/ui/jobs/{job}/definition", get(shape::definition))
+        .route("/ui/pools", get(shape::pools))
         .route("/ui/runs/{id}", get(pages::run))
         .route("/ui/runs/{id}/clear", post(actions::clear))
         .route("/ui/runs/{id}/mark", post(actions::mark))

@@ -255,6 +255,7 @@ pub async fn jobs(
                 ul { @for f in set.errors.iter() { li { code { (f) } } } }
             }
         }
+        p.buttons { a.button href="/ui/pools" { "Pools" } }
         table.jobs {
             thead { tr { th { "Job" } th { "Version" } th { "Schedule" } th { "Next run" } th { "Last 25 runs" } th { "Deadline" } th { "Paused" } } }
             tbody {
@@ -453,7 +454,9 @@ pub async fn grid(
         p.buttons {
             a.button href={ (base) "/run" } { "Run an interval…" }
             a.button href={ (base) "/backfill" } { "Backfill a range…" }
+            a.button href={ (base) "/definition" } { "Definition and versions" }
         }
+        div.graphwrap { (super::shape::task_graph(&job, None)) }
         form.filters method="get" action=(base) {
             label { "State " select name="state" {
                 option value="" { "any" }
@@ -643,6 +646,18 @@ pub async fn run(
             dt { "Finished" } dd { (time_or_na(run.finished_at)) }
             dt { "Duration" } dd { @match run.duration_secs { Some(d) => (view::duration(d)), None => (na()) } }
             @if let Some(w) = &run.worker { dt { "Worker" } dd { code { (w) } } }
+            dt { "Version" } dd {
+                @match (&run.job_version, job) {
+                    (Some(v), Some(j)) => {
+                        a href={ "/ui/jobs/" (segment(&run.job)) "/definition?version=" (v) } { code { (v) } }
+                        @if *v == j.version { " (loaded now)" } @else {
+                            " · " a href={ "/ui/jobs/" (segment(&run.job)) "/definition?from=" (v) "&to=" (j.version) "#diff" } { "changes since" }
+                        }
+                    }
+                    (Some(v), None) => code { (v) },
+                    (None, _) => (na()),
+                }
+            }
             @if run.params.as_object().is_some_and(|m| !m.is_empty()) {
                 dt { "Params" } dd { code { (run.params.to_string()) } }
             }
@@ -669,6 +684,10 @@ pub async fn run(
                 }
             }
             @if !w { p.muted { "Log in with an API token to change runs." } }
+        }
+        @if let Some(j) = job {
+            @let states: HashMap<String, String> = tasks.iter().map(|t| (t.task.clone(), t.state.as_str().to_string())).collect();
+            div.graphwrap { (super::shape::task_graph(j, Some(&states))) }
         }
         h2 { "Tasks" }
         table.tasks {
