@@ -204,6 +204,39 @@ pub async fn job_checks(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcrossQuery {
+    job: Option<String>,
+    state: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /runs?job=&state=&from=&to=&limit=`: runs of every job, newest
+/// first (`from`/`to` bound the interval's start).
+pub async fn runs_across(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    q: Result<Query<AcrossQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let when = |field: &str, v: &Option<String>| match v.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => instant(field, s).map(Some),
+        None => Ok(None),
+    };
+    let across = ops::runs::RunsAcross {
+        job: q.job.filter(|j| !j.is_empty()),
+        state: q.state.filter(|s| !s.is_empty()),
+        from: when("from", &q.from)?,
+        to: when("to", &q.to)?,
+        limit: q.limit.unwrap_or(100),
+    };
+    let runs = state.ops.runs(&actor, &across).await?;
+    Ok(Json(json!({ "runs": runs })))
+}
+
 /// `GET /jobs/{job}/versions`: every version of the job's file seen, the
 /// newest first, with how many runs ran with each.
 pub async fn job_versions(

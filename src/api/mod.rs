@@ -248,6 +248,7 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
             "/backfills/{id}",
             get(backfills::backfill_get).delete(backfills::backfill_cancel),
         )
+        .route("/runs", get(jobs::runs_across))
         .route("/runs/{id}", get(jobs::run))
         .route("/runs/{id}/clear", post(runs::clear))
         .route("/runs/{id}/mark", post(runs::mark))

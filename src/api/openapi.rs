@@ -128,6 +128,12 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "GET",
+        "/runs",
+        "Runs of every job, newest first; job, state, and from/to on the interval's start filter them",
+        &["job", "state", "from", "to", "limit"],
+    ),
+    (
+        "GET",
         "/pools",
         "Every pool's slots, the task attempts holding them and those waiting",
         &[],

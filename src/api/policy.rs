@@ -30,6 +30,7 @@ pub const POLICY: &[(&str, &str, Access)] = &[
     ("GET", "/backfills", Access::Needs(Need::Read)),
     ("GET", "/backfills/{id}", Access::Needs(Need::Read)),
     ("DELETE", "/backfills/{id}", Access::Needs(Need::Operate)),
+    ("GET", "/runs", Access::Needs(Need::Read)),
     ("GET", "/runs/{id}", Access::Needs(Need::Read)),
     ("POST", "/runs/{id}/clear", Access::Needs(Need::Operate)),
     ("POST", "/runs/{id}/mark", Access::Needs(Need::Operate)),

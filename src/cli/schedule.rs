@@ -298,6 +298,8 @@ pub async fn runs(config: &Config, args: RunsArgs) -> CliResult {
         job: args.job.clone(),
         state,
         limit: args.limit,
+        from: None,
+        to: None,
     };
     let rows = ledger::runs(&pool, &filter).await?;
     println!(

@@ -154,3 +154,77 @@ pub async fn state_counts(pool: &PgPool) -> Result<Vec<(RunState, i64)>, sqlx::E
     .map(|r| (r.state, r.runs))
     .collect())
 }
+
+/// One day of a job's calendar: the latest run of each interval starting
+/// that day (UTC), counted by state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Day {
+    pub day: chrono::NaiveDate,
+    pub success: i64,
+    pub failed: i64,
+    pub running: i64,
+    pub queued: i64,
+    pub cancelled: i64,
+}
+
+/// The days in `[from, to)` with runs of `job` (latest run per interval).
+pub async fn calendar(
+    pool: &PgPool,
+    job: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Day>, sqlx::Error> {
+    sqlx::query_as!(
+        Day,
+        r#"SELECT (l.interval_start AT TIME ZONE 'UTC')::date AS "day!",
+                  count(*) FILTER (WHERE l.state = 'success') AS "success!",
+                  count(*) FILTER (WHERE l.state = 'failed') AS "failed!",
+                  count(*) FILTER (WHERE l.state = 'running') AS "running!",
+                  count(*) FILTER (WHERE l.state = 'queued') AS "queued!",
+                  count(*) FILTER (WHERE l.state = 'cancelled') AS "cancelled!"
+           FROM (SELECT DISTINCT ON (interval_start) interval_start, state FROM job_runs
+                 WHERE job = $1 AND interval_start >= $2 AND interval_start < $3
+                 ORDER BY interval_start, id DESC) l
+           GROUP BY 1 ORDER BY 1"#,
+        job,
+        from,
+        to,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A run with its tasks' durations, for the duration and landing charts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timed {
+    pub id: i64,
+    pub interval_start: DateTime<Utc>,
+    pub interval_end: DateTime<Utc>,
+    pub state: RunState,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub tasks: Vec<String>,
+    /// Milliseconds; -1 where the task has no duration (it did not run).
+    pub durations_ms: Vec<i64>,
+}
+
+/// The newest `limit` runs of `job` by interval, oldest first.
+pub async fn timed(pool: &PgPool, job: &str, limit: i64) -> Result<Vec<Timed>, sqlx::Error> {
+    sqlx::query_as!(
+        Timed,
+        r#"SELECT r.id, r.interval_start, r.interval_end, r.state AS "state: RunState",
+                  r.finished_at,
+                  COALESCE(array_agg(t.task ORDER BY t.task) FILTER (WHERE t.task IS NOT NULL),
+                           '{}') AS "tasks!",
+                  COALESCE(array_agg(COALESCE(t.duration_ms, -1) ORDER BY t.task)
+                           FILTER (WHERE t.task IS NOT NULL), '{}') AS "durations_ms!"
+           FROM (SELECT id, interval_start, interval_end, state, finished_at FROM job_runs
+                 WHERE job = $1 ORDER BY interval_start DESC, id DESC LIMIT $2) r
+           LEFT JOIN task_instances t ON t.run_id = r.id
+           GROUP BY r.id, r.interval_start, r.interval_end, r.state, r.finished_at
+           ORDER BY r.interval_start, r.id"#,
+        job,
+        limit,
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -29,6 +29,8 @@ pub struct AttemptRow {
     /// Nothing more will be written to its log: its last chunk is in, or
     /// it ended more than two seconds ago.
     pub log_ended: bool,
+    /// The job's version the attempt ran with (`job_versions`).
+    pub job_version: Option<String>,
 }
 
 /// [`AttemptRow`]s: the attempts of one run's tasks chosen by the rest of
@@ -46,6 +48,7 @@ macro_rules! select_attempts {
                         (log_closed OR (outcome <> 'running'
                                         AND finished_at < now() - interval '2 seconds'))
                             AS "log_ended!",
+                        job_version,
                         row_number() OVER (PARTITION BY task ORDER BY id) AS "try_number!"
                  FROM task_attempts WHERE "# + $runs + ") a " + $rest
             $(, $arg)*

@@ -67,16 +67,24 @@ macro_rules! select_runs {
 pub struct RunFilter {
     pub job: Option<String>,
     pub state: Option<RunState>,
+    /// Intervals starting at or after this.
+    pub from: Option<DateTime<Utc>>,
+    /// Intervals starting before this.
+    pub to: Option<DateTime<Utc>>,
     pub limit: i64,
 }
 
 pub async fn runs(pool: &PgPool, f: &RunFilter) -> Result<Vec<RunRow>, sqlx::Error> {
     select_runs!(
         "WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR state = $2)
+           AND ($4::timestamptz IS NULL OR interval_start >= $4)
+           AND ($5::timestamptz IS NULL OR interval_start < $5)
          ORDER BY id DESC LIMIT $3",
         f.job,
         f.state.map(RunState::as_str),
         f.limit,
+        f.from,
+        f.to,
     )
     .fetch_all(pool)
     .await

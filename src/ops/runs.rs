@@ -289,6 +289,8 @@ impl Ops {
             job: Some(job.name.clone()),
             state,
             limit,
+            from: None,
+            to: None,
         };
         Ok(JobRuns {
             runs: ledger::runs(pool, &filter).await?,
@@ -299,6 +301,38 @@ impl Ops {
             actions: controls::job_actions(pool, &job.name, limit).await?,
             job: job.name.clone(),
         })
+    }
+}
+
+/// Which runs across all jobs to list (`GET /runs`, the console's runs page).
+#[derive(Debug, Clone, Default)]
+pub struct RunsAcross {
+    pub job: Option<String>,
+    pub state: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+impl Ops {
+    /// Runs of every job (or one), newest first, filtered.
+    pub async fn runs(&self, actor: &Actor, q: &RunsAcross) -> Result<Vec<ledger::RunRow>> {
+        self.read(actor, "runs").await?;
+        let state = q.state.as_deref().map(parse_state).transpose()?;
+        check_limit("limit", q.limit, 1000)?;
+        if let (Some(from), Some(to)) = (q.from, q.to) {
+            if from >= to {
+                return Err(Error::invalid("invalid_range", "from must be before to").field("from"));
+            }
+        }
+        let filter = ledger::RunFilter {
+            job: q.job.clone(),
+            state,
+            from: q.from,
+            to: q.to,
+            limit: q.limit,
+        };
+        Ok(ledger::runs(&self.pools.data, &filter).await?)
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod actions;
 mod data;
+mod history;
 mod insight;
 pub mod oidc;
 mod pages;
@@ -71,6 +72,9 @@ pub const POLICY: &[(&str, &str, Access)] = &[
         Access::Needs(Need::Read),
     ),
     ("GET", "/ui/pools", Access::Needs(Need::Read)),
+    ("GET", "/ui/jobs/{job}/calendar", Access::Needs(Need::Read)),
+    ("GET", "/ui/jobs/{job}/durations", Access::Needs(Need::Read)),
+    ("GET", "/ui/runs", Access::Needs(Need::Read)),
     ("GET", "/ui/jobs/{job}/run", Access::Needs(Need::Read)),
     ("POST", "/ui/jobs/{job}/run", Access::Needs(Need::Operate)),
     ("GET", "/ui/jobs/{job}/backfill", Access::Needs(Need::Read)),
@@ -112,6 +116,9 @@ pub fn router(state: ApiState) -> Router<ApiState> {
         .route("/ui/jobs", get(pages::jobs))
         .route("/ui/jobs/{job}", get(pages::grid))
         .route("/ui/jobs/{job}/definition", get(shape::definition))
+        .route("/ui/jobs/{job}/calendar", get(history::calendar))
+        .route("/ui/jobs/{job}/durations", get(history::durations))
+        .route("/ui/runs", get(history::runs))
         .route("/ui/pools", get(shape::pools))
         .route("/ui/runs/{id}", get(pages::run))
         .route("/ui/runs/{id}/clear", post(actions::clear))

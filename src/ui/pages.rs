@@ -226,10 +226,46 @@ fn percent(v: &serde_json::Value) -> String {
 // -------------------------------------------------------------------- jobs
 
 /// Every job: schedule, next run, paused, its last 25 runs, deadline.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsParams {
+    /// Part of the job's name or description.
+    q: Option<String>,
+    /// The state of its latest run.
+    state: Option<String>,
+    /// "yes" or "no".
+    paused: Option<String>,
+    /// "yes": an interval late in the last day.
+    late: Option<String>,
+}
+
 pub async fn jobs(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
+    params: Result<Query<JobsParams>, QueryRejection>,
 ) -> UiResult<Html<String>> {
+    let f = query(params)?;
+    let wanted_state = match f.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
+            UiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("state must be one of {}", RunState::names()),
+            )
+        })?),
+    };
+    let yes_no = |field: &str, v: &Option<String>| match v.as_deref().unwrap_or("") {
+        "" => Ok(None),
+        "yes" => Ok(Some(true)),
+        "no" => Ok(Some(false)),
+        _ => Err(UiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{field} must be yes or no"),
+        )),
+    };
+    let wanted_paused = yes_no("paused", &f.paused)?;
+    let wanted_late = yes_no("late", &f.late)?;
+    let needle = f.q.as_deref().unwrap_or("").trim().to_lowercase();
     let pool = &state.ops.pools.data;
     let set = state.ops.jobs.current();
     let names: Vec<String> = set.iter().map(|j| j.name.clone()).collect();
@@ -248,6 +284,25 @@ pub async fn jobs(
         .collect();
     let now = Utc::now();
     let waiting = crate::dag::trigger::waiting_on(&state.ops.config, pool, &set.jobs, now).await?;
+    let shown: Vec<&std::sync::Arc<Job>> = set
+        .iter()
+        .filter(|j| {
+            needle.is_empty()
+                || j.name.to_lowercase().contains(&needle)
+                || j.description.to_lowercase().contains(&needle)
+        })
+        .filter(|j| {
+            wanted_state.is_none_or(|w| {
+                latest
+                    .get(&j.name)
+                    .and_then(|l| l.states.first())
+                    .is_some_and(|s| s == w.as_str())
+            })
+        })
+        .filter(|j| wanted_paused.is_none_or(|w| paused.contains(&j.name) == w))
+        .filter(|j| wanted_late.is_none_or(|w| (late.get(&j.name).copied().unwrap_or(0) > 0) == w))
+        .collect();
+    let choice = |v: &Option<String>, want: &str| v.as_deref() == Some(want);
     let body = html! {
         @if !set.errors.is_empty() {
             div.notice.error {
@@ -255,11 +310,32 @@ pub async fn jobs(
                 ul { @for f in set.errors.iter() { li { code { (f) } } } }
             }
         }
-        p.buttons { a.button href="/ui/pools" { "Pools" } }
+        p.buttons { a.button href="/ui/runs" { "All runs" } a.button href="/ui/pools" { "Pools" } }
+        form.filters method="get" action="/ui/jobs" {
+            label { "Find " input type="text" name="q" value=(f.q.as_deref().unwrap_or("")) placeholder="name or description"; }
+            label { "Last run " select name="state" {
+                option value="" { "any" }
+                @for s in RunState::ALL.iter().copied() {
+                    option value=(s.as_str()) selected[wanted_state == Some(s)] { (s.as_str()) }
+                }
+            } }
+            label { "Paused " select name="paused" {
+                option value="" { "any" }
+                option value="yes" selected[choice(&f.paused, "yes")] { "yes" }
+                option value="no" selected[choice(&f.paused, "no")] { "no" }
+            } }
+            label { "Late in 24 h " select name="late" {
+                option value="" { "any" }
+                option value="yes" selected[choice(&f.late, "yes")] { "yes" }
+                option value="no" selected[choice(&f.late, "no")] { "no" }
+            } }
+            button type="submit" { "Show" }
+            span.muted { (shown.len()) " of " (set.jobs.len()) " jobs" }
+        }
         table.jobs {
-            thead { tr { th { "Job" } th { "Version" } th { "Schedule" } th { "Next run" } th { "Last 25 runs" } th { "Deadline" } th { "Paused" } } }
+            thead { tr { th { "Job" } th { "Version" } th { "Schedule" } th { "Next run" } th { "Last 25 runs" } th { "Deadline" } th { "Paused" } th {} } }
             tbody {
-                @for job in set.iter() {
+                @for job in &shown {
                     @let is_paused = paused.contains(&job.name);
                     tr data-job=(job.name) {
                         td {
@@ -309,7 +385,7 @@ pub async fn jobs(
                                 @if let Some(l) = latest.get(&job.name) {
                                     @for ((id, st), start) in l.ids.iter().zip(&l.states).zip(&l.starts) {
                                         a class={ "sq s-" (st) } href={ "/ui/runs/" (id) }
-                                          title={ (start.format("%Y-%m-%d %H:%M")) " " (st) } {}
+                                          title={ (start.format("%Y-%m-%d %H:%M UTC")) " " (st) } {}
                                     }
                                 }
                             }
@@ -337,6 +413,7 @@ pub async fn jobs(
                                 }
                             }
                         }
+                        td { a.button.trigger href={ "/ui/jobs/" (segment(&job.name)) "/run" } title="Run an interval of this job now" { "Trigger…" } }
                     }
                 }
             }
@@ -361,7 +438,7 @@ pub struct GridParams {
 const PAGE_SIZES: [i64; 4] = [25, 50, 100, 200];
 
 /// A day (`2026-11-23`) or an instant (RFC 3339) from a filter field.
-fn day_or_instant(field: &str, text: &str) -> UiResult<Option<DateTime<Utc>>> {
+pub(super) fn day_or_instant(field: &str, text: &str) -> UiResult<Option<DateTime<Utc>>> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -439,6 +516,12 @@ pub async fn grid(
         }
     }
     let base = format!("/ui/jobs/{}", segment(&job.name));
+    // Each column's interval, as precise as the job's interval needs.
+    let date_label = match job.interval {
+        crate::interval::Grain::Minute | crate::interval::Grain::Hour => "%m-%d %H:%M",
+        crate::interval::Grain::Month => "%Y-%m",
+        _ => "%Y-%m-%d",
+    };
     let body = html! {
         p.lead {
             @if !job.description.is_empty() { (job.description) " · " }
@@ -455,6 +538,8 @@ pub async fn grid(
             a.button href={ (base) "/run" } { "Run an interval…" }
             a.button href={ (base) "/backfill" } { "Backfill a range…" }
             a.button href={ (base) "/definition" } { "Definition and versions" }
+            a.button href={ (base) "/calendar" } { "Calendar" }
+            a.button href={ (base) "/durations" } { "Durations" }
         }
         div.graphwrap { (super::shape::task_graph(&job, None)) }
         form.filters method="get" action=(base) {
@@ -477,12 +562,18 @@ pub async fn grid(
             div.gridwrap {
                 table.grid {
                     thead {
+                        tr.dates {
+                            th.corner { "UTC" }
+                            @for r in &runs {
+                                th.date { span { (r.interval_start.format(date_label)) } }
+                            }
+                        }
                         tr {
                             th.corner { "task ╲ run" }
                             @for r in &runs {
                                 th {
                                     a class={ "sq s-" (r.state.as_str()) } href={ "/ui/runs/" (r.id) }
-                                      title={ "run " (r.id) " · " (r.run_type.as_str()) " · " (r.interval_start.format("%Y-%m-%d %H:%M")) " · " (r.state.as_str()) } {}
+                                      title={ "run " (r.id) " · " (r.run_type.as_str()) " · " (r.interval_start.format("%Y-%m-%d %H:%M UTC")) " · " (r.state.as_str()) } {}
                                 }
                             }
                         }
@@ -499,7 +590,7 @@ pub async fn grid(
                                     @let tries = i.map_or(0, |i| r.task_tries[i]);
                                     td {
                                         a class={ "c s-" (st) } href={ "/ui/runs/" (r.id) "?task=" (view::url_encode(&task.id)) "#log" }
-                                          title={ (task.id) " · " (st) " · try " (tries) " · " (r.interval_start.format("%Y-%m-%d %H:%M")) } {}
+                                          title={ (task.id) " · " (st) " · try " (tries) " · " (r.interval_start.format("%Y-%m-%d %H:%M UTC")) } {}
                                     }
                                 }
                             }
@@ -511,7 +602,7 @@ pub async fn grid(
                                     @let k = checked.get(&r.id).map_or("none", String::as_str);
                                     td {
                                         a class={ "c k k-" (k) } href={ "/ui/runs/" (r.id) "#checks" }
-                                          title={ "data checks · " (k) " · " (r.interval_start.format("%Y-%m-%d %H:%M")) } {}
+                                          title={ "data checks · " (k) " · " (r.interval_start.format("%Y-%m-%d %H:%M UTC")) } {}
                                     }
                                 }
                             }
@@ -745,12 +836,14 @@ pub async fn run(
                 }
             }
         }
+        h2 id="gantt" { "Gantt" }
+        div.graphwrap { (super::shape::gantt(job.map(|j| &**j), run.started_at, &attempts, Utc::now())) }
         h2 { "Attempts" }
         @if attempts.is_empty() {
             p.muted { "No attempt yet." }
         } @else {
             table {
-                thead { tr { th { "Task" } th { "Try" } th { "Claim" } th { "Outcome" } th { "Started" } th { "Duration" } th { "Log" } th { "Error" } } }
+                thead { tr { th { "Task" } th { "Try" } th { "Claim" } th { "Outcome" } th { "Started" } th { "Duration" } th { "Version" } th { "Log" } th { "Error" } } }
                 tbody {
                     @for a in &attempts {
                         @let here = chosen.is_some_and(|c| c.id == a.id);
@@ -761,6 +854,10 @@ pub async fn run(
                             td { (state_badge(&a.outcome)) }
                             td { (time(a.started_at)) }
                             td.num { @match a.duration_ms { Some(ms) => (view::duration(ms as f64 / 1000.0)), None => (na()) } }
+                            td { @match &a.job_version {
+                                Some(v) => a href={ "/ui/jobs/" (segment(&run.job)) "/definition?version=" (v) } { code { (v) } },
+                                None => (na()),
+                            } }
                             td { a href={ (base) "?task=" (view::url_encode(&a.task)) "&try=" (a.try_number) "#log" } { "log" } " " span.muted { (a.log_bytes) " B" } }
                             td.error.small { (a.error.as_deref().unwrap_or("")) }
                         }

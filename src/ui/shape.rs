@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::Extension;
+use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -114,6 +115,91 @@ fn notes_of(job: &Job, t: &crate::dag::Task) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// A run's Gantt: a row per attempt of every task, oldest first; each
+/// bar its running time (coloured by outcome), after a pale bar for the
+/// time it waited once it could have started (its upstream tasks, or its
+/// previous try, had ended: retry delays, pool slots, a busy daemon).
+pub fn gantt(
+    job: Option<&Job>,
+    run_started: Option<DateTime<Utc>>,
+    attempts: &[ledger::logs::AttemptRow],
+    now: DateTime<Utc>,
+) -> Markup {
+    const LABEL: f64 = 170.0;
+    const WIDTH: f64 = 900.0;
+    const ROW: f64 = 20.0;
+    const TOP: f64 = 22.0;
+    let upstream = |task: &str| -> Vec<String> {
+        job.and_then(|j| j.tasks.iter().find(|t| t.id == task))
+            .map(|t| t.depends_on.clone())
+            .unwrap_or_default()
+    };
+    // (attempt, ready, end)
+    let rows: Vec<(&ledger::logs::AttemptRow, DateTime<Utc>, DateTime<Utc>)> = attempts
+        .iter()
+        .map(|a| {
+            let before = upstream(&a.task);
+            let ready = attempts
+                .iter()
+                .filter(|b| b.task == a.task || before.contains(&b.task))
+                .filter_map(|b| b.finished_at)
+                .chain(run_started)
+                .filter(|t| *t <= a.started_at)
+                .max()
+                .unwrap_or(a.started_at);
+            (a, ready, a.finished_at.unwrap_or(now).max(a.started_at))
+        })
+        .collect();
+    let (Some(first), Some(last)) = (
+        rows.iter().map(|r| r.1).min(),
+        rows.iter().map(|r| r.2).max(),
+    ) else {
+        return html! { p.muted { "No attempt yet." } };
+    };
+    let span = ((last - first).num_milliseconds().max(1)) as f64;
+    let x = |t: DateTime<Utc>| {
+        LABEL + (t - first).num_milliseconds() as f64 / span * (WIDTH - LABEL - 4.0)
+    };
+    let height = TOP + rows.len() as f64 * ROW + 4.0;
+    // Short runs need the milliseconds to tell the ticks apart.
+    let tick_format = if span < 10_000.0 {
+        "%H:%M:%S%.3f"
+    } else {
+        "%H:%M:%S"
+    };
+    let ticks: Vec<DateTime<Utc>> = (0..=4)
+        .map(|i| first + chrono::TimeDelta::milliseconds((span * i as f64 / 4.0) as i64))
+        .collect();
+    html! {
+        svg.gantt xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Gantt of the run's attempts"
+            width=(WIDTH) height=(height) viewBox={ "0 0 " (WIDTH) " " (height) } {
+            @for (i, t) in ticks.iter().enumerate() {
+                @let tx = x(*t);
+                line.tick x1=(tx) x2=(tx) y1=(TOP - 4.0) y2=(height) {}
+                text.tick x=(tx) y="12" text-anchor=(if i == 0 { "start" } else if i == 4 { "end" } else { "middle" }) {
+                    (t.format(tick_format)) @if i == 0 { " UTC" }
+                }
+            }
+            @for (i, (a, ready, end)) in rows.iter().enumerate() {
+                @let y = TOP + i as f64 * ROW;
+                g.attempt data-task=(a.task) data-try=(a.try_number) {
+                    title {
+                        (a.task) " · try " (a.try_number) " · " (a.outcome)
+                        " · waited " (super::view::duration((a.started_at - *ready).num_milliseconds() as f64 / 1000.0))
+                        " · ran " (super::view::duration((*end - a.started_at).num_milliseconds() as f64 / 1000.0))
+                    }
+                    text.label x="0" y=(y + 14.0) { (clip(&format!("{} · try {}", a.task, a.try_number), 26)) }
+                    @if a.started_at > *ready {
+                        rect.waited x=(x(*ready)) y=(y + 4.0) width=((x(a.started_at) - x(*ready)).max(1.0)) height=(ROW - 8.0) {}
+                    }
+                    rect class={ "ran s-" (a.outcome) } x=(x(a.started_at)) y=(y + 3.0)
+                        width=((x(*end) - x(a.started_at)).max(2.0)) height=(ROW - 6.0) rx="2" {}
+                }
+            }
+        }
+    }
 }
 
 fn clip(s: &str, max: usize) -> String {

@@ -126,11 +126,12 @@ pub fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.csrf); }
 }
 
-/// A time as `2026-11-23 14:00:05` (UTC), the full instant on hover.
+/// A time as `2026-11-23 14:00:05 UTC`; on hover the viewer's local time
+/// (app.js), or the full instant without scripts.
 pub fn time(t: DateTime<Utc>) -> Markup {
     html! {
         time datetime=(t.to_rfc3339()) title=(t.to_rfc3339()) {
-            (t.format("%Y-%m-%d %H:%M:%S"))
+            (t.format("%Y-%m-%d %H:%M:%S")) " UTC"
         }
     }
 }

@@ -18,6 +18,7 @@ mod params;
 mod secrets;
 mod sessions;
 mod storage;
+mod views;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

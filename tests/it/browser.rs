@@ -16,7 +16,7 @@ use crate::common::TestEnv;
 use crate::http::free_port;
 
 /// A child process stopped when dropped.
-struct Guard(Child);
+pub(crate) struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -27,7 +27,7 @@ impl Drop for Guard {
 
 /// `hxjobs <command>` (`daemon`, `serve`) with `cfg`, quiet, once its API
 /// answers on `port`; stopped when the guard drops.
-fn start(env: &TestEnv, cfg: &std::path::Path, command: &str, port: u16) -> Guard {
+pub(crate) fn start(env: &TestEnv, cfg: &std::path::Path, command: &str, port: u16) -> Guard {
     let child = env
         .hxjobs(cfg, &[command])
         .stdout(Stdio::null())
@@ -48,7 +48,12 @@ fn wait_port(port: u16, what: &str) {
 }
 
 /// ChromeDriver on a loopback port, and a headless Chromium session.
-async fn browser() -> (Guard, Client) {
+pub(crate) async fn browser() -> (Guard, Client) {
+    browser_with(&[]).await
+}
+
+/// A browser session with more Chromium arguments.
+pub(crate) async fn browser_with(extra: &[&str]) -> (Guard, Client) {
     let port = free_port();
     let driver = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -62,15 +67,20 @@ async fn browser() -> (Guard, Client) {
     // Two TLS back ends are linked: say which one the WebDriver client uses
     // (it talks plain HTTP to ChromeDriver on loopback).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut args = vec![
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--no-first-run",
+        "--disable-extensions",
+    ];
+    args.extend_from_slice(extra);
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1400,1000",
-                     "--no-first-run", "--disable-extensions"],
-        }),
+        json!({ "binary": "/usr/bin/chromium", "args": args }),
     );
     let client = ClientBuilder::rustls()
         .expect("rustls")
@@ -82,12 +92,12 @@ async fn browser() -> (Guard, Client) {
 }
 
 /// Saves the top of the page the browser shows as `docs/img/console-<name>.png`.
-async fn screenshot(c: &Client, name: &str) {
+pub(crate) async fn screenshot(c: &Client, name: &str) {
     shoot(c, name, "window.scrollTo(0, 0)").await;
 }
 
 /// Saves the page from the element `css` selects down.
-async fn screenshot_from(c: &Client, name: &str, css: &str) {
+pub(crate) async fn screenshot_from(c: &Client, name: &str, css: &str) {
     let scroll = format!("document.querySelector({css:?}).scrollIntoView()");
     shoot(c, name, &scroll).await;
 }
@@ -112,7 +122,7 @@ async fn click(c: &Client, css: &str) {
 }
 
 /// The text of the element `css` selects.
-async fn text_of(c: &Client, css: &str) -> String {
+pub(crate) async fn text_of(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))

@@ -28,3 +28,4 @@ mod scheduler;
 mod storage;
 mod trigger;
 mod ui;
+mod views;

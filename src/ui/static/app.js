@@ -67,7 +67,16 @@ function refresh(main) {
   }, secs * 1000);
 }
 
+// Times are printed in UTC; on hover each says the viewer's local time.
+function localTimes() {
+  for (const t of document.querySelectorAll("time[datetime]")) {
+    const at = new Date(t.dateTime);
+    if (!Number.isNaN(at.getTime())) t.title = at.toLocaleString() + " (your local time)";
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  localTimes();
   const live = document.querySelector("table#live[data-stream]");
   if (live) followStats(live);
   const log = document.querySelector("pre.log[data-follow]");
