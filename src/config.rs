@@ -704,6 +704,9 @@ pub struct ApiConfig {
     /// Server-sent event streams open at once (SSE_MAX_CONNECTIONS); past
     /// it, 503.
     pub max_sse_streams: usize,
+    /// WebSocket streams open at once (WEBSOCKET_MAX_CONNECTIONS); past
+    /// it, 503.
+    pub max_websockets: usize,
     /// A console login lasts this long (it ends sooner at logout).
     pub session_hours: u64,
     /// Failed console logins from one address within 5 minutes before it
@@ -845,6 +848,7 @@ fn env_key(name: &str) -> Option<String> {
         "BATCH_PROCESSING_API_PORT" => "api.port".to_string(),
         "HXJOBS_API_TOKEN" => "api.token".to_string(),
         "SSE_MAX_CONNECTIONS" => "api.max_sse_streams".to_string(),
+        "WEBSOCKET_MAX_CONNECTIONS" => "api.max_websockets".to_string(),
         "HXJOBS_INGEST_MODE" => "ingest.mode".to_string(),
         "HXJOBS_STORAGE_URL" => "storage.url".to_string(),
         "KAFKA_BOOTSTRAP_SERVERS"
@@ -1133,6 +1137,7 @@ impl Config {
             ("api.header_timeout_secs", self.api.header_timeout_secs),
             ("api.request_timeout_secs", self.api.request_timeout_secs),
             ("api.max_sse_streams", self.api.max_sse_streams as u64),
+            ("api.max_websockets", self.api.max_websockets as u64),
             ("api.session_hours", self.api.session_hours),
             (
                 "api.max_failed_logins",

@@ -220,7 +220,15 @@ pub struct LiveStats {
     /// Why there are no figures yet (the consumer is starting, or could not
     /// start); `None` once it reads the topics.
     unavailable: RwLock<Option<String>>,
+    /// Woken by every event counted: the publisher refreshes soon after.
+    wake: tokio::sync::Notify,
+    /// The latest snapshot, for streams to follow as it changes.
+    published: tokio::sync::watch::Sender<Arc<Vec<u8>>>,
 }
+
+/// The shortest time between two published snapshots: events counted in a
+/// burst go out together, a lone one at most this late (plus a refresh).
+pub const PUBLISH_GAP: Duration = Duration::from_millis(20);
 
 #[derive(Serialize)]
 struct Snapshot<'a> {
@@ -257,6 +265,8 @@ impl LiveStats {
             }),
             snapshot: RwLock::new(Arc::new(b"{}".to_vec())),
             unavailable: RwLock::new(Some("the live-stats consumer is starting".to_string())),
+            wake: tokio::sync::Notify::new(),
+            published: tokio::sync::watch::channel(Arc::new(b"{}".to_vec())).0,
         });
         live.refresh();
         live
@@ -298,6 +308,8 @@ impl LiveStats {
                 }
             }
         }
+        drop(w);
+        self.wake.notify_one();
     }
 
     pub fn rejected(&self) {
@@ -388,10 +400,35 @@ impl LiveStats {
         metrics::gauge!("live_stats_lag_seconds").set(w.behind_secs);
         if let Ok(bytes) = serde_json::to_vec(&snapshot) {
             drop(w);
+            let bytes = Arc::new(bytes);
             if let Ok(mut s) = self.snapshot.write() {
-                *s = Arc::new(bytes);
+                *s = bytes.clone();
             }
+            self.published.send_replace(bytes);
         }
+    }
+
+    /// Follows the snapshot: the receiver sees each one published.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Vec<u8>>> {
+        self.published.subscribe()
+    }
+
+    /// Publishes a fresh snapshot soon after events are counted (at most
+    /// every [`PUBLISH_GAP`]), and every second besides (windows move on
+    /// while nothing arrives), until `stop`.
+    pub fn spawn_publisher(self: &Arc<Self>, stop: CancellationToken) {
+        let live = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = live.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => return,
+                }
+                live.refresh();
+                tokio::time::sleep(PUBLISH_GAP).await;
+            }
+        });
     }
 
     /// `Err(why)` while there are no true figures to show.

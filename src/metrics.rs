@@ -51,6 +51,10 @@ fn describe() {
         "Connections open to the API now (past api.max_connections only /health and /metrics answer)."
     );
     describe_gauge!(
+        "hxjobs_api_websockets",
+        "WebSocket streams open now (at most api.max_websockets)."
+    );
+    describe_gauge!(
         "hxjobs_api_streams",
         "Server-sent event streams open now (at most api.max_sse_streams)."
     );
@@ -204,6 +208,11 @@ pub fn api_streams(open: usize) {
 }
 
 /// Sets `hxjobs_ingest_partitions_stalled`.
+/// WebSocket streams open now.
+pub fn api_websockets(open: usize) {
+    metrics::gauge!("hxjobs_api_websockets").set(open as f64);
+}
+
 pub fn ingest_stalled(partitions: usize) {
     metrics::gauge!("hxjobs_ingest_partitions_stalled").set(partitions as f64);
 }

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -91,20 +90,69 @@ pub async fn stats(State(state): State<ApiState>) -> ApiResult<Response> {
         .into_response())
 }
 
+/// `GET /stats/stream`: the live figures as server-sent events, the
+/// current snapshot at once and then each one published (soon after events
+/// are counted, and every second besides).
 pub async fn stats_stream(
     State(state): State<ApiState>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let live = live(&state)?.clone();
     let permit = state.guards.stream()?;
-    let stream = futures::stream::unfold((live, permit), |(live, permit)| async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let data = live.snapshot_json();
+    let mut rx = live.subscribe();
+    rx.mark_changed();
+    let stream = futures::stream::unfold((rx, permit), |(mut rx, permit)| async move {
+        rx.changed().await.ok()?;
+        let data = rx.borrow_and_update().clone();
         let event = Event::default()
             .event("stats")
             .data(String::from_utf8_lossy(data.as_ref()));
-        Some((Ok(event), (live, permit)))
+        Some((Ok(event), (rx, permit)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The largest message a WebSocket client may send (it has nothing to say;
+/// what it sends is read and dropped).
+const WS_MAX_MESSAGE: usize = 4096;
+
+/// `GET /stats/ws`: the same figures as `/stats/stream`, over a WebSocket
+/// (one text message per snapshot). At most `api.max_websockets` at once;
+/// past it, 503 before the upgrade.
+pub async fn stats_ws(
+    State(state): State<ApiState>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let live = live(&state)?.clone();
+    let permit = state.guards.socket()?;
+    let mut rx = live.subscribe();
+    rx.mark_changed();
+    let stop = state.ops.stop.clone();
+    Ok(upgrade
+        .max_message_size(WS_MAX_MESSAGE)
+        .max_frame_size(WS_MAX_MESSAGE)
+        .on_upgrade(move |mut socket| async move {
+            use axum::extract::ws::Message;
+            let _permit = permit;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let data = rx.borrow_and_update().clone();
+                        let text = String::from_utf8_lossy(data.as_ref()).into_owned();
+                        if socket.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    incoming = socket.recv() => match incoming {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+        }))
 }
 
 /// Renders what is in memory; nothing here waits on PostgreSQL or the broker.

@@ -270,6 +270,7 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
         .route("/rollups", get(data::rollups))
         .route("/stats", get(handlers::stats))
         .route("/stats/stream", get(handlers::stats_stream))
+        .route("/stats/ws", get(handlers::stats_ws))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))
         .route("/audit", get(data::audit))

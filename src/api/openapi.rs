@@ -186,7 +186,13 @@ pub const ENDPOINTS: &[(&str, &str, &str, &[&str])] = &[
     (
         "GET",
         "/stats/stream",
-        "Live stats as Server-Sent Events, one per second",
+        "Live stats as Server-Sent Events: the snapshot at once, then each one published (within about 20 ms of events being counted, and every second); at most api.max_sse_streams at once (503 past it)",
+        &[],
+    ),
+    (
+        "GET",
+        "/stats/ws",
+        "The same live stats over a WebSocket, one text message per snapshot; at most api.max_websockets at once (503 past it); a page of another site is refused",
         &[],
     ),
     ("GET", "/metrics", "Prometheus metrics", &[]),

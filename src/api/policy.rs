@@ -54,6 +54,7 @@ pub const POLICY: &[(&str, &str, Access)] = &[
     ("GET", "/rollups", Access::Needs(Need::Read)),
     ("GET", "/stats", Access::Needs(Need::Read)),
     ("GET", "/stats/stream", Access::Needs(Need::Read)),
+    ("GET", "/stats/ws", Access::Needs(Need::Read)),
     ("GET", "/audit", Access::Needs(Need::Admin)),
 ];
 

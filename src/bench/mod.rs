@@ -16,6 +16,7 @@ mod reports;
 mod rollup;
 pub mod scaleout;
 mod scheduler;
+mod stream;
 mod ui;
 
 pub use api::{api, ApiBench};
@@ -26,6 +27,7 @@ pub use logs::{logs, LogsBench};
 pub use reports::{reports, ReportsBench};
 pub use rollup::{rollup, RollupBench};
 pub use scheduler::{scheduler, SchedulerBench};
+pub use stream::{stream, StreamBench};
 pub use ui::{ui, UiBench};
 
 use std::fmt;

@@ -62,6 +62,24 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Count events at a steady rate and time each one to the WebSocket
+    /// and server-sent-event clients of the live figures (on loopback),
+    /// next to a subscriber in this process; then one more client of each
+    /// past the caps.
+    Stream {
+        /// Events per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of counting.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+        /// WebSocket clients (api.max_websockets is set to this).
+        #[arg(long, default_value_t = 200)]
+        sockets: usize,
+        /// Server-sent-event clients (api.max_sse_streams is set to this).
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+    },
     /// Archive one day of N events (read, Parquet, put, read back, verify)
     /// into the configured store and into a local directory, in
     /// alternating rounds; print both rates and their ratio.
@@ -123,11 +141,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
-    /// The console's grid page for a 5-task job with many runs, next to the
-    /// JSON API call that returns the same data.
+    /// The console's grid, calendar, durations and runs pages for a 5-task
+    /// job with many runs, next to the JSON API call that returns the
+    /// grid's data.
     Ui {
         /// Runs of the job in the ledger.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 100_000)]
         runs: usize,
         /// Requests per page; p50 and p95 are reported.
         #[arg(long, default_value_t = 50)]
@@ -221,6 +240,35 @@ pub async fn run(config: &Config, command: BenchCommand) -> CliResult {
             println!(
                 "  targets (p99 <= 5 s with every event, the day's report <= 60 s after its last hour): {}",
                 if report.targets_met() { "met" } else { "NOT met" }
+            );
+            Ok(())
+        }
+        BenchCommand::Stream {
+            rate,
+            secs,
+            sockets,
+            streams,
+        } => {
+            if !(1..=100_000).contains(&rate)
+                || !(1..=600).contains(&secs)
+                || !(1..=1000).contains(&sockets)
+                || !(1..=1000).contains(&streams)
+            {
+                return Err(super::Failure {
+                    code: 2,
+                    message: "--rate must be 1 to 100000, --secs 1 to 600, --sockets and --streams 1 to 1000".into(),
+                });
+            }
+            let report = crate::bench::stream(config, rate, secs, sockets, streams).await?;
+            println!("{report}");
+            let met = ["WebSocket /stats/ws", "server-sent events /stats/stream"]
+                .iter()
+                .all(|t| report.p99(t).is_some_and(|ms| ms <= 100.0))
+                && report.transports.iter().all(|t| t.longest_gap_ms <= 5000.0)
+                && report.capped == (true, true);
+            println!(
+                "  targets (p99 <= 100 ms from counted to received, a snapshot at least every 5 s, 503 past the caps): {}",
+                if met { "met" } else { "NOT met" }
             );
             Ok(())
         }

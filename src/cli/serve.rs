@@ -46,6 +46,9 @@ pub async fn start(
             config.live_stats.max_models,
         )
     });
+    if let Some(live) = &live {
+        live.spawn_publisher(stop.clone());
+    }
     let mut state = ApiState::new(
         Arc::new(config.clone()),
         pools,

@@ -3,8 +3,8 @@
 //! - its `Host` must name this API (a loopback name, `api.host`, the host of
 //!   `api.public_url`, or one of `api.allowed_hosts`), so a page served from
 //!   another name that resolves here (DNS rebinding) is refused: 421;
-//! - a state change must not be sent by a page of another site
-//!   (`Sec-Fetch-Site`, `Origin`): 403;
+//! - a state change, or a WebSocket, must not be sent by a page of another
+//!   site (`Sec-Fetch-Site`, `Origin`): 403;
 //! - the JSON API takes JSON or nothing: a form's body is refused (415),
 //!   never read as an empty JSON body.
 
@@ -122,14 +122,22 @@ pub fn refusal(api: &ApiConfig, request: &Request) -> Option<Response> {
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if changes {
+    // A WebSocket is opened by a GET that a page of any site may send with
+    // the visitor's cookies: it is checked like a state change.
+    let websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if changes || websocket {
         if let Some(why) = cross_site(api, headers, &authority.trim().to_ascii_lowercase()) {
             return Some(refuse(
                 StatusCode::FORBIDDEN,
                 "cross_site_request",
-                format!("a state change from another site is refused ({why})"),
+                format!("a state change or WebSocket from another site is refused ({why})"),
             ));
         }
+    }
+    if changes {
         let path = request.uri().path();
         let console = path == "/ui" || path.starts_with("/ui/");
         let content_type = headers

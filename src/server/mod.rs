@@ -140,7 +140,10 @@ pub async fn serve(
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let watcher = hyper_util::server::graceful::GracefulShutdown::new();
+    // Open connections, and the signal that asks them to finish: each
+    // finishes the request in hand, then closes.
+    let connections = tokio_util::task::TaskTracker::new();
+    let (close, closing) = tokio::sync::watch::channel(false);
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, peer) = tokio::select! {
@@ -187,20 +190,44 @@ pub async fn serve(
                 }
             },
         );
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = watcher.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
+        // With upgrades: the live figures' WebSocket.
+        let conn = http
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut closing = closing.clone();
+        connections.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = asked_to_close(&mut closing) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
             drop(counted);
         });
     }
+    let _ = close.send(true);
+    connections.close();
     tokio::select! {
-        _ = watcher.shutdown() => {}
+        _ = connections.wait() => {}
         _ = tokio::time::sleep(grace) => {
             tracing::info!(grace_secs = grace.as_secs(), "API connections still open after the grace; closed");
         }
     }
     Ok(())
+}
+
+/// Resolves once the server asks its connections to close.
+async fn asked_to_close(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *closing.borrow_and_update() {
+            return;
+        }
+        if closing.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// How much one client, or all of them, may hold.

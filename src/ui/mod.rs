@@ -14,6 +14,7 @@
 //!   console's own script and style sheet (no inline script or style).
 
 mod actions;
+mod dashboards;
 mod data;
 mod history;
 mod insight;
@@ -72,6 +73,13 @@ pub const POLICY: &[(&str, &str, Access)] = &[
         Access::Needs(Need::Read),
     ),
     ("GET", "/ui/pools", Access::Needs(Need::Read)),
+    ("GET", "/ui/dashboards/business", Access::Needs(Need::Read)),
+    (
+        "GET",
+        "/ui/dashboards/performance",
+        Access::Needs(Need::Read),
+    ),
+    ("GET", "/ui/dashboards/live", Access::Needs(Need::Read)),
     ("GET", "/ui/jobs/{job}/calendar", Access::Needs(Need::Read)),
     ("GET", "/ui/jobs/{job}/durations", Access::Needs(Need::Read)),
     ("GET", "/ui/runs", Access::Needs(Need::Read)),
@@ -120,6 +128,9 @@ pub fn router(state: ApiState) -> Router<ApiState> {
         .route("/ui/jobs/{job}/durations", get(history::durations))
         .route("/ui/runs", get(history::runs))
         .route("/ui/pools", get(shape::pools))
+        .route("/ui/dashboards/business", get(dashboards::business))
+        .route("/ui/dashboards/performance", get(dashboards::performance))
+        .route("/ui/dashboards/live", get(dashboards::live))
         .route("/ui/runs/{id}", get(pages::run))
         .route("/ui/runs/{id}/clear", post(actions::clear))
         .route("/ui/runs/{id}/mark", post(actions::mark))

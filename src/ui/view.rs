@@ -13,6 +13,7 @@ pub enum Section {
     Jobs,
     Reports,
     Data,
+    Dashboards,
     None,
 }
 
@@ -44,6 +45,7 @@ pub fn page_refreshed(
         (Section::Jobs, "/ui/jobs", "Jobs"),
         (Section::Reports, "/ui/reports", "Reports"),
         (Section::Data, "/ui/rollups", "Data"),
+        (Section::Dashboards, "/ui/dashboards/business", "Dashboards"),
     ];
     let markup = html! {
         (DOCTYPE)
@@ -86,6 +88,13 @@ pub fn page_refreshed(
                                 @if href != "/ui/audit" || session.actor.as_ref().is_some_and(|a| a.may(crate::ops::Need::Admin, None)) {
                                     a.current[label == title] href=(href) { (label) }
                                 }
+                            }
+                        }
+                    }
+                    @if section == Section::Dashboards {
+                        nav.sub {
+                            @for (href, label) in super::dashboards::PAGES {
+                                a.current[label == title] href=(href) { (label) }
                             }
                         }
                     }

@@ -81,6 +81,8 @@ impl std::ops::Deref for ApiState {
 pub struct Guards {
     streams: Arc<tokio::sync::Semaphore>,
     max_streams: usize,
+    sockets: Arc<tokio::sync::Semaphore>,
+    max_sockets: usize,
     /// Failed console logins per client address, within the window.
     logins: std::sync::Mutex<std::collections::HashMap<IpAddr, Vec<Instant>>>,
     /// The key anonymous console visitors' CSRF tokens are made with,
@@ -103,6 +105,8 @@ impl Guards {
         Guards {
             streams: Arc::new(tokio::sync::Semaphore::new(api.max_sse_streams)),
             max_streams: api.max_sse_streams,
+            sockets: Arc::new(tokio::sync::Semaphore::new(api.max_websockets)),
+            max_sockets: api.max_websockets,
             logins: Default::default(),
             console_key: tokio::sync::OnceCell::new(),
             audits: Arc::new(tokio::sync::Semaphore::new(MAX_BACKGROUND_AUDITS)),
@@ -130,6 +134,24 @@ impl Guards {
             _permit: permit,
             streams: self.streams.clone(),
             max: self.max_streams,
+        })
+    }
+
+    /// A place for one more WebSocket, held while it is open; 503 when
+    /// `api.max_websockets` are.
+    pub fn socket(&self) -> Result<SocketPermit, ops::Error> {
+        let permit = self.sockets.clone().try_acquire_owned().map_err(|_| {
+            ops::Error::new(
+                ops::Kind::Unavailable,
+                "too_many_websockets",
+                "api.max_websockets WebSocket streams are open; try again later",
+            )
+        })?;
+        crate::metrics::api_websockets(self.max_sockets - self.sockets.available_permits());
+        Ok(SocketPermit {
+            _permit: permit,
+            sockets: self.sockets.clone(),
+            max: self.max_sockets,
         })
     }
 
@@ -178,6 +200,20 @@ impl Drop for StreamPermit {
         // Its own place is freed just after this.
         let open = self.max - self.streams.available_permits();
         crate::metrics::api_streams(open.saturating_sub(1));
+    }
+}
+
+/// A WebSocket's place; frees it (and updates the gauge) when dropped.
+pub struct SocketPermit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    sockets: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        let open = self.max - self.sockets.available_permits();
+        crate::metrics::api_websockets(open.saturating_sub(1));
     }
 }
 

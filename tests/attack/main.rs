@@ -19,6 +19,7 @@ mod secrets;
 mod sessions;
 mod storage;
 mod views;
+mod websocket;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -13,6 +13,7 @@ mod complete;
 mod controls;
 mod daemon;
 mod dag;
+mod dashboards;
 mod dependencies;
 mod http;
 mod ingest;
