@@ -52,7 +52,7 @@ impl StreamBench {
         self.transports
             .iter()
             .find(|t| t.name == name)
-            .and_then(|t| percentile(&t.latencies_ms, 0.99))
+            .and_then(|t| percentile(&t.latencies_ms, 99.0))
     }
 }
 
@@ -69,11 +69,11 @@ impl fmt::Display for StreamBench {
         let base = self
             .transports
             .first()
-            .and_then(|t| percentile(&t.latencies_ms, 0.99));
+            .and_then(|t| percentile(&t.latencies_ms, 99.0));
         for t in &self.transports {
             let p =
                 |q| percentile(&t.latencies_ms, q).map_or("n/a".into(), |v| format!("{v:.1} ms"));
-            let ratio = match (percentile(&t.latencies_ms, 0.99), base) {
+            let ratio = match (percentile(&t.latencies_ms, 99.0), base) {
                 (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
                 _ => "n/a".into(),
             };
@@ -82,9 +82,9 @@ impl fmt::Display for StreamBench {
                 "  {:<44} {:>3} clients  counted → received: p50 {:>9}  p99 {:>9}  max {:>9}  ({} samples, {} snapshots, longest gap {:.0} ms; p99 {} of the baseline)",
                 t.name,
                 t.clients,
-                p(0.5),
-                p(0.99),
-                p(1.0),
+                p(50.0),
+                p(99.0),
+                p(100.0),
                 t.latencies_ms.len(),
                 t.snapshots,
                 t.longest_gap_ms,
@@ -95,8 +95,8 @@ impl fmt::Display for StreamBench {
         writeln!(
             f,
             "  counting behind its steady schedule (the clients share the cores): p50 {}  p99 {}",
-            b(0.5),
-            b(0.99)
+            b(50.0),
+            b(99.0)
         )?;
         write!(
             f,

@@ -261,6 +261,25 @@ async fn an_airflow_user_finds_the_graph_versions_gantt_calendar_and_durations()
     let pool = text_of(&c, r#"section.pool[data-pool="db"]"#).await;
     assert!(pool.contains("0 of 2 slots in use"), "{pool}");
     assert!(pool.contains("exports.extract"), "{pool}");
+    // And in the metrics, read from PostgreSQL every few seconds.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let m = crate::http::request(port, "GET", "/metrics", None, None).text();
+        if m.contains("hxjobs_pool_slots{") || std::time::Instant::now() > until {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for line in [
+        r#"hxjobs_pool_slots{pool="db"} 2"#,
+        r#"hxjobs_pool_used{pool="db"} 0"#,
+        r#"hxjobs_pool_waiting{pool="db"} 0"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
     c.close().await.expect("close");
 
     // Dark mode, when the system asks for it.
