@@ -361,45 +361,21 @@ pub async fn run_tasks(
             })
             .collect();
         let skip = ctx.run_type == RunType::Backfill && !task.in_backfill;
-        let outcome = match task.trigger_rule.decide(&upstream) {
-            Decision::Run if skip => {
-                let message = "not run in backfill runs (in_backfill = false)".to_string();
-                finish(
-                    ctx,
-                    task,
-                    TaskState::Skipped,
-                    0,
-                    message,
-                    Duration::ZERO,
-                    Duration::ZERO,
-                )
-                .await?
+        // Not run: skipped (by its rule, or in a backfill) or upstream_failed.
+        let ended = match task.trigger_rule.decide(&upstream) {
+            Decision::Run if skip => Some((
+                TaskState::Skipped,
+                "not run in backfill runs (in_backfill = false)".to_string(),
+            )),
+            Decision::Run => None,
+            Decision::Skip(message) => Some((TaskState::Skipped, message)),
+            Decision::UpstreamFailed(message) => Some((TaskState::UpstreamFailed, message)),
+        };
+        let outcome = match ended {
+            Some((state, message)) => {
+                finish(ctx, task, state, 0, message, Duration::ZERO, Duration::ZERO).await?
             }
-            Decision::Skip(message) => {
-                finish(
-                    ctx,
-                    task,
-                    TaskState::Skipped,
-                    0,
-                    message,
-                    Duration::ZERO,
-                    Duration::ZERO,
-                )
-                .await?
-            }
-            Decision::UpstreamFailed(message) => {
-                finish(
-                    ctx,
-                    task,
-                    TaskState::UpstreamFailed,
-                    0,
-                    message,
-                    Duration::ZERO,
-                    Duration::ZERO,
-                )
-                .await?
-            }
-            Decision::Run => match run_with_retries(ctx, task).await? {
+            None => match run_with_retries(ctx, task).await? {
                 Some(outcome) => outcome,
                 None => return Ok((outcomes, true)),
             },

@@ -46,15 +46,7 @@ pub async fn runs(
             "runs per page must be 50, 100, 500 or 1000",
         ));
     }
-    let run_state = match nonempty(&p.state) {
-        None => None,
-        Some(s) => Some(RunState::parse(&s).ok_or_else(|| {
-            super::UiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("state must be one of {}", RunState::names()),
-            )
-        })?),
-    };
+    let run_state = super::pages::state_param(p.state.as_deref())?;
     let filter = ledger::RunFilter {
         job: nonempty(&p.job),
         state: run_state,

@@ -23,6 +23,19 @@ pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> UiResult<T> {
         .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
+/// A `state` filter: empty is none, else a run state.
+pub(super) fn state_param(v: Option<&str>) -> UiResult<Option<RunState>> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => RunState::parse(s).map(Some).ok_or_else(|| {
+            UiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("state must be one of {}", RunState::names()),
+            )
+        }),
+    }
+}
+
 pub async fn not_found() -> UiError {
     UiError::not_found("There is no console page here.")
 }
@@ -245,15 +258,7 @@ pub async fn jobs(
     params: Result<Query<JobsParams>, QueryRejection>,
 ) -> UiResult<Html<String>> {
     let f = query(params)?;
-    let wanted_state = match f.state.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
-            UiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("state must be one of {}", RunState::names()),
-            )
-        })?),
-    };
+    let wanted_state = state_param(f.state.as_deref())?;
     let yes_no = |field: &str, v: &Option<String>| match v.as_deref().unwrap_or("") {
         "" => Ok(None),
         "yes" => Ok(Some(true)),
@@ -465,15 +470,7 @@ pub async fn grid(
             "runs per page must be 25, 50, 100 or 200",
         ));
     }
-    let run_state = match p.state.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
-            UiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("state must be one of {}", RunState::names()),
-            )
-        })?),
-    };
+    let run_state = state_param(p.state.as_deref())?;
     let from = day_or_instant("from", p.from.as_deref().unwrap_or(""))?;
     let to = day_or_instant("to", p.to.as_deref().unwrap_or(""))?;
     let before = match p.before.as_deref().filter(|s| !s.is_empty()) {
