@@ -163,11 +163,17 @@ fn spawn(env: &TestEnv, cfg: &std::path::Path, job: &str) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_of_one_slot_runs_one_attempt_at_a_time_across_processes() {
     let env = TestEnv::new("pools").await;
+    // Each heavy command writes when its work starts and ends (the
+    // ledger's attempt times also cover writing the outcome, after the
+    // slot is given back).
+    let work = env.dir.path().join("work.log");
     let heavy = |name: &str, secs: &str| {
         job(
             name,
             &format!(
-                "[tasks.heavy]\nkind = \"shell\"\npool = \"db\"\ncommand = \"sleep {secs}\"\n[tasks.light]\nkind = \"shell\"\ncommand = \"true\"\n"
+                "[tasks.heavy]\nkind = \"shell\"\npool = \"db\"\ncommand = \"echo start $(date +%s%N) >> '{}'; sleep {secs}; echo end $(date +%s%N) >> '{}'\"\n[tasks.light]\nkind = \"shell\"\ncommand = \"true\"\n",
+                work.display(),
+                work.display()
             ),
         )
     };
@@ -227,12 +233,22 @@ async fn a_pool_of_one_slot_runs_one_attempt_at_a_time_across_processes() {
     }
     let done = spans(&env).await;
     assert_eq!(done.len(), 3, "{done:?}");
-    for w in done.windows(2) {
-        assert!(
-            w[1].0 >= w[0].1,
-            "two attempts held the one slot at once: {done:?}"
-        );
-    }
+    // In time order the works alternate: start, end, start, end, …
+    let log = std::fs::read_to_string(&work).expect("work log");
+    let mut marks: Vec<(u128, String)> = log
+        .lines()
+        .filter_map(|l| {
+            let (what, at) = l.split_once(' ')?;
+            Some((at.trim().parse().ok()?, what.to_string()))
+        })
+        .collect();
+    marks.sort();
+    let order: Vec<&str> = marks.iter().map(|(_, w)| w.as_str()).collect();
+    assert_eq!(
+        order,
+        ["start", "end", "start", "end", "start", "end"],
+        "two attempts held the one slot at once: {log}"
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM pool_slots").await,
         0,
